@@ -1,0 +1,42 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="texium",
+    version="0.1.0",
+    description="Job-scheduler server: JSON API over MongoDB or embedded SQLite, APScheduler cron jobs",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["texium", "texium.*"]),
+    package_data={"texium": ["openapi.yaml"]},
+    include_package_data=True,
+    install_requires=[
+        "tornado>=6.4,<7",
+        "pymongo>=4.6,<5",
+        "apscheduler>=3.10,<4",
+        "python-dateutil>=2.8",
+        "cryptography>=42",  # Fernet: authenticated encryption of server passwords at rest
+        "python-dotenv>=1.0",  # .env parsing with quoting and export rules done right
+        "psutil>=5.9",  # SystemMetricsJob: CPU, memory, disk and process figures portably
+        "mongomock>=4.1",  # MONGO_URI=mongomock:// for demos and tests
+        "pyyaml>=6",  # the OpenAPI description is kept as YAML
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-tornado>=0.8",
+            "requests>=2.31",
+            "aiosmtpd>=1.4",
+            "hypothesis>=6",
+            "schemathesis>=4,<5",
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "texium-server=texium.server.__main__:main",
+            "texium-restore=texium.restore:main",
+        ],
+    },
+)

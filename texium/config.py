@@ -1,0 +1,122 @@
+"""Resolve Texium's settings: defaults < settings module < .env < environment < flags.
+
+Only the server entry point calls this; the core receives plain values.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+from zoneinfo import ZoneInfo
+
+from dotenv import dotenv_values
+
+from texium import default_settings
+
+# Environment names accepted without the TEXIUM_ prefix (the API document's .env uses them).
+UNPREFIXED = ("MONGO_URI", "DB_NAME", "HTTP_PORT", "HTTP_ADDRESS")
+# Settings that must be whole numbers within a range.
+INT_RANGES = {
+    "HTTP_PORT": (1, 65535),
+    "SMTP_PORT": (1, 65535),
+    "MAX_BODY_BYTES": (1, 1 << 34),
+    "DATASTORE_THREADS": (1, 256),
+    "THREAD_POOL_SIZE": (1, 256),
+    "JOB_MAX_INSTANCES": (1, 1000),
+    "MISFIRE_GRACE_TIME": (0, 10**9),
+    "SHUTDOWN_GRACE_SECONDS": (0, 86400),
+    "SMTP_TIMEOUT": (1, 3600),
+}
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class ConfigError(Exception):
+    """A setting that cannot be used; its message is the one line printed at start-up."""
+
+
+def defaults() -> dict[str, Any]:
+    return {k: getattr(default_settings, k) for k in dir(default_settings) if k.isupper()}
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    """Turn text from .env / the environment into the default's type."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if isinstance(default, bool):
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off", ""):
+            return False
+        raise ConfigError(f"Invalid setting {name}: {value!r} is not true or false")
+    if isinstance(default, int):
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"Invalid setting {name}: {value!r} is not a whole number") from None
+    if isinstance(default, list):
+        if text.startswith("["):
+            try:
+                return list(json.loads(text))
+            except ValueError:
+                raise ConfigError(f"Invalid setting {name}: {value!r} is not a JSON list") from None
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return text
+
+
+def _from_environment(source: Mapping[str, str | None], known: dict[str, Any]) -> dict[str, Any]:
+    found = {}
+    for name, default in known.items():
+        for key in (f"TEXIUM_{name}", name) if name in UNPREFIXED else (f"TEXIUM_{name}",):
+            if source.get(key) is not None:
+                found[name] = _coerce(key, source[key], default)
+                break
+    return found
+
+
+def _from_module(module_name: str, known: dict[str, Any]) -> dict[str, Any]:
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # any import failure stops start-up with one line
+        raise ConfigError(f"Cannot load settings module {module_name!r}: {exc}") from None
+    return {k: getattr(module, k) for k in dir(module) if k.isupper() and k in known}
+
+
+def validate(settings: dict[str, Any]) -> None:
+    for name, (low, high) in INT_RANGES.items():
+        value = settings[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ConfigError(f"Invalid setting {name}: {value!r} must be a whole number from {low} to {high}")
+    try:
+        ZoneInfo(str(settings["TIMEZONE"]))
+    except Exception:
+        raise ConfigError(f"Invalid setting TIMEZONE: {settings['TIMEZONE']!r} is not an IANA time zone") from None
+    if str(settings["LOG_LEVEL"]).upper() not in LOG_LEVELS:
+        raise ConfigError(f"Invalid setting LOG_LEVEL: {settings['LOG_LEVEL']!r} must be one of {', '.join(LOG_LEVELS)}")
+    if not isinstance(settings["JOB_CLASS_PACKAGES"], (list, tuple)):
+        raise ConfigError("Invalid setting JOB_CLASS_PACKAGES: must be a list of package names")
+
+
+def load_settings(flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None,
+                  cwd: str | None = None, settings_module: str | None = None) -> dict[str, Any]:
+    """The effective settings; raises ConfigError with a one-line message."""
+    environ = os.environ if environ is None else environ
+    settings = defaults()
+    module_name = settings_module or environ.get("TEXIUM_SETTINGS_MODULE")
+    if module_name:
+        settings.update(_from_module(module_name, settings))
+    env_file = Path(cwd or os.getcwd()) / ".env"
+    if env_file.is_file():
+        settings.update(_from_environment(dotenv_values(env_file), settings))
+    settings.update(_from_environment(environ, settings))
+    settings.update({k: v for k, v in (flags or {}).items() if v is not None})
+    settings["LOG_LEVEL"] = str(settings["LOG_LEVEL"]).upper()
+    validate(settings)
+    data_dir = str(Path(settings["DATA_DIR"]).expanduser().resolve())
+    settings["DATA_DIR"] = data_dir
+    for name, sub in (("BACKUP_DIR", "backups"), ("REPORT_DIR", "reports"), ("SCRIPTS_DIR", "scripts")):
+        settings[name] = str(Path(settings[name] or Path(data_dir) / sub).expanduser().resolve())
+    return settings

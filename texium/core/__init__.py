@@ -1,0 +1,1 @@
+"""Texium's core: datastore, services and the scheduler. Configured through constructors only."""

@@ -1,0 +1,185 @@
+"""The datastore interface every provider implements.
+
+Services speak to named collections of JSON-like documents through `Collection`, a deliberately
+small subset of pymongo's model so that SQLite and MongoDB behave the same to a client:
+
+* Documents are flat-ish dicts. `_id` is a 24-hex ObjectId string on every provider.
+* Top-level fields whose names end in `_at` or `_time` hold aware UTC datetimes (or None);
+  providers store them natively (BSON date, fixed-width ISO text in SQLite) and hand back
+  aware UTC datetimes with millisecond precision. Nested values must be JSON-serialisable.
+* A filter is a dict of top-level field -> value (equality; None matches null or missing) or
+  field -> {op: value} with ops `$in`, `$nin`, `$ne`, `$gt`, `$gte`, `$lt`, `$lte`.
+* A sort is a list of (field, 1 | -1); `_id` in the same direction breaks ties.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from bson import ObjectId
+
+Filter = dict[str, Any]
+Sort = list[tuple[str, int]]
+
+_OBJECT_ID = re.compile(r"^[0-9a-f]{24}$")
+FILTER_OPERATORS = frozenset({"$in", "$nin", "$ne", "$gt", "$gte", "$lt", "$lte"})
+
+
+def new_id() -> str:
+    return str(ObjectId())
+
+
+def is_valid_id(value: Any) -> bool:
+    return isinstance(value, str) and bool(_OBJECT_ID.match(value))
+
+
+def is_time_field(name: str) -> bool:
+    return name.endswith("_at") or name.endswith("_time")
+
+
+@dataclass(frozen=True)
+class Index:
+    fields: tuple[str, ...]
+    unique: bool = False
+
+    @property
+    def name(self) -> str:
+        return "_".join(self.fields) + ("_unique" if self.unique else "")
+
+
+# Collection name -> the indexes its queries need. Providers create them idempotently at open.
+INDEXES: dict[str, tuple[Index, ...]] = {
+    "users": (Index(("email",), unique=True), Index(("created_at",))),
+    "servers": (Index(("user_id", "created_at")), Index(("created_at",))),
+    "scheduler_jobs": (
+        Index(("user_id", "created_at")),
+        Index(("created_at",)),
+        Index(("next_run_time",)),
+    ),
+    "scheduler_executions": (
+        Index(("occurrence_key",), unique=True),
+        Index(("created_at",)),
+        Index(("job_id", "created_at")),
+        Index(("user_id", "created_at")),
+        Index(("status", "created_at")),
+    ),
+    "scheduler_audit_logs": (Index(("created_at",)), Index(("job_id", "created_at"))),
+    "system_metrics": (Index(("created_at",)),),
+    "reports": (Index(("created_at",)),),
+}
+
+
+class Collection(ABC):
+    """One named set of documents. Every method is blocking; call it off the IOLoop."""
+
+    name: str
+
+    @abstractmethod
+    def insert(self, doc: dict) -> str:
+        """Store a copy of `doc` (assigning `_id` when absent) and return its id.
+        Raises DuplicateKeyError when a unique index would be broken."""
+
+    @abstractmethod
+    def get(self, doc_id: str) -> dict | None:
+        """The document with this id, or None (also for ids that are not valid ObjectIds)."""
+
+    @abstractmethod
+    def find(self, filter: Filter | None = None, sort: Sort | None = None,
+             limit: int | None = None, offset: int = 0) -> list[dict]:
+        ...
+
+    def find_one(self, filter: Filter | None = None, sort: Sort | None = None) -> dict | None:
+        found = self.find(filter, sort=sort, limit=1)
+        return found[0] if found else None
+
+    @abstractmethod
+    def count(self, filter: Filter | None = None) -> int:
+        ...
+
+    @abstractmethod
+    def update(self, doc_id: str, set: dict | None = None, inc: dict | None = None,
+               unset: Iterable[str] = ()) -> dict | None:
+        """Atomically set / increment / remove top-level fields of one document.
+        Returns the updated document, or None when there is no such document.
+        Raises DuplicateKeyError when a unique index would be broken."""
+
+    @abstractmethod
+    def update_many(self, filter: Filter, set: dict) -> int:
+        """Set fields on every matching document; returns how many matched."""
+
+    @abstractmethod
+    def delete(self, doc_id: str) -> bool:
+        ...
+
+    @abstractmethod
+    def delete_many(self, filter: Filter) -> int:
+        ...
+
+
+class Datastore(ABC):
+    """A set of collections in one database, plus the housekeeping the maintenance job needs."""
+
+    provider: str  # "sqlite" or "mongodb"
+
+    @abstractmethod
+    def collection(self, name: str) -> Collection:
+        ...
+
+    @property
+    def users(self) -> Collection:
+        return self.collection("users")
+
+    @property
+    def servers(self) -> Collection:
+        return self.collection("servers")
+
+    @property
+    def jobs(self) -> Collection:
+        return self.collection("scheduler_jobs")
+
+    @property
+    def executions(self) -> Collection:
+        return self.collection("scheduler_executions")
+
+    @property
+    def audit_logs(self) -> Collection:
+        return self.collection("scheduler_audit_logs")
+
+    @abstractmethod
+    def collection_names(self) -> list[str]:
+        """Every collection that exists in the database (for backups)."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise DatastoreUnavailable unless the database answers."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """One line for the start-up banner; never contains a password."""
+
+    @abstractmethod
+    def ensure_indexes(self) -> None:
+        """Create every index in INDEXES; idempotent."""
+
+    @abstractmethod
+    def rebuild_indexes(self) -> list[str]:
+        """Drop and recreate the indexes; returns what was rebuilt."""
+
+    @abstractmethod
+    def optimize(self) -> str:
+        """Refresh the query planner's statistics; returns a short summary."""
+
+    @abstractmethod
+    def vacuum(self) -> str:
+        """Give unused space back; returns a short summary."""
+
+    @abstractmethod
+    def size_bytes(self) -> int:
+        ...
+
+    @abstractmethod
+    def close(self) -> None:
+        ...

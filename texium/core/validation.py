@@ -1,0 +1,134 @@
+"""Declarative checks for request bodies, so every resource names bad fields the same way."""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
+
+from texium.core.datastore.base import is_valid_id
+from texium.core.errors import ValidationError
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_MISSING = object()
+
+
+def _check_str(field: "Field", value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValidationError(f"Invalid field {field.name}: must be a string")
+    value = value.strip()
+    if field.required and not value:
+        raise ValidationError(f"Invalid field {field.name}: must not be empty")
+    if len(value) > field.max_length:
+        raise ValidationError(f"Invalid field {field.name}: at most {field.max_length} characters")
+    if field.choices and value not in field.choices:
+        raise ValidationError(f"Invalid field {field.name}: must be one of {', '.join(field.choices)}")
+    return value
+
+
+def _check_email(field: "Field", value: Any) -> Any:
+    value = _check_str(field, value)
+    if not _EMAIL.match(value):
+        raise ValidationError(f"Invalid field {field.name}: {value!r} is not a valid email address")
+    return value.lower()
+
+
+def _check_url(field: "Field", value: Any) -> Any:
+    value = _check_str(field, value)
+    if value:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValidationError(f"Invalid field {field.name}: must be an http(s) URL")
+    return value
+
+
+def _check_int(field: "Field", value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(f"Invalid field {field.name}: must be an integer")
+    low, high = field.int_range
+    if not low <= value <= high:
+        raise ValidationError(f"Invalid field {field.name}: must be from {low} to {high}")
+    return value
+
+
+def _check_bool(field: "Field", value: Any) -> Any:
+    if not isinstance(value, bool):
+        raise ValidationError(f"Invalid field {field.name}: must be true or false")
+    return value
+
+
+def _check_list(field: "Field", value: Any) -> Any:
+    if not isinstance(value, list):
+        raise ValidationError(f"Invalid field {field.name}: must be a list")
+    return value
+
+
+def _check_object(field: "Field", value: Any) -> Any:
+    if not isinstance(value, dict):
+        raise ValidationError(f"Invalid field {field.name}: must be an object")
+    return value
+
+
+def _check_id(field: "Field", value: Any) -> Any:
+    if not is_valid_id(value):
+        raise ValidationError(f"Invalid field {field.name}: must be a 24-character hex id")
+    return value
+
+
+CHECKS: dict[str, Callable[["Field", Any], Any]] = {
+    "str": _check_str, "email": _check_email, "url": _check_url, "int": _check_int,
+    "bool": _check_bool, "list": _check_list, "object": _check_object, "id": _check_id,
+}
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    kind: str = "str"
+    required: bool = False
+    default: Any = _MISSING
+    nullable: bool = False
+    choices: tuple[str, ...] = ()
+    max_length: int = 1000
+    int_range: tuple[int, int] = (-(2**63), 2**63 - 1)
+
+
+def validate_body(body: Mapping[str, Any], fields: tuple[Field, ...], partial: bool = False) -> dict:
+    """Check a JSON object against `fields`.
+
+    Creates (`partial=False`) need the required fields and get defaults; updates need at least
+    one field and get no defaults. Unknown fields are refused so typos do not pass silently.
+    """
+    by_name = {f.name: f for f in fields}
+    unknown = sorted(set(body) - set(by_name))
+    if unknown:
+        raise ValidationError(f"Unknown field{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}")
+    if partial and not body:
+        raise ValidationError("No fields to update")
+    clean = {}
+    for field in fields:
+        value = body.get(field.name, _MISSING)
+        if value is _MISSING:
+            if field.required and not partial:
+                raise ValidationError(f"Missing required field: {field.name}")
+            if field.default is not _MISSING and not partial:
+                clean[field.name] = copy.deepcopy(field.default)
+            continue
+        if value is None:
+            if field.nullable:
+                clean[field.name] = None
+                continue
+            if field.required:
+                raise ValidationError(f"Missing required field: {field.name}")
+            raise ValidationError(f"Invalid field {field.name}: must not be null")
+        clean[field.name] = CHECKS[field.kind](field, value)
+    return clean
+
+
+def require_id(value: Any, what: str) -> str:
+    """Ids in paths and queries: a malformed one is a 400, not a 404."""
+    if not is_valid_id(value):
+        raise ValidationError(f"Invalid {what}: {value!r} is not a valid ObjectId")
+    return value

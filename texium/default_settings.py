@@ -1,0 +1,40 @@
+"""Every Texium setting with its default.
+
+Override in a settings module (TEXIUM_SETTINGS_MODULE or --settings; see settings.py at the
+repository root), then a `.env` file in the working directory, then environment variables,
+then command-line flags: later wins. Each setting NAME can be set from the environment as
+TEXIUM_NAME; MONGO_URI, DB_NAME, HTTP_PORT and HTTP_ADDRESS also work without the prefix.
+"""
+
+# HTTP
+HTTP_PORT = 8000
+HTTP_ADDRESS = "127.0.0.1"
+MAX_BODY_BYTES = 1024 * 1024  # larger request bodies answer 413
+DATASTORE_THREADS = 8  # threads that run datastore calls for the HTTP handlers
+LOG_LEVEL = "INFO"
+
+# Storage: embedded SQLite in DATA_DIR unless MONGO_URI is set ("mongomock://" = in memory)
+DATA_DIR = "./texium-data"
+MONGO_URI = ""
+DB_NAME = "texium_db"
+SECRET_KEY = ""  # Fernet key for server passwords; empty = generated once into DATA_DIR/secret.key
+
+# Scheduler
+TIMEZONE = "UTC"  # default timezone of a job's cron fields
+THREAD_POOL_SIZE = 8  # jobs running at once
+JOB_MAX_INSTANCES = 1  # running instances of one job; extra firings are recorded as skipped
+MISFIRE_GRACE_TIME = 3600  # seconds a missed firing may still run late (coalesced into one)
+SHUTDOWN_GRACE_SECONDS = 30  # how long shutdown waits for running executions
+JOB_CLASS_PACKAGES = []  # extra packages whose JobBase subclasses can be scheduled
+
+# Built-in jobs
+BACKUP_DIR = ""  # default DATA_DIR/backups
+REPORT_DIR = ""  # default DATA_DIR/reports
+SCRIPTS_DIR = ""  # default DATA_DIR/scripts
+SMTP_HOST = ""  # empty = e-mail not configured
+SMTP_PORT = 25
+SMTP_USERNAME = ""
+SMTP_PASSWORD = ""
+SMTP_STARTTLS = False
+SMTP_FROM = "texium@localhost"
+SMTP_TIMEOUT = 30

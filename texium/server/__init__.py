@@ -1,0 +1,1 @@
+"""Texium's HTTP server: Tornado application, handlers and the entry point."""

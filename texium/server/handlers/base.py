@@ -1,0 +1,156 @@
+"""The base of every API handler: JSON in and out, errors as {"detail": ...}, no blocking I/O.
+
+Bodies are streamed so an oversized one is refused with 413 before it is buffered.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import datetime
+from typing import Any, Callable
+
+import tornado.web
+from tornado.ioloop import IOLoop
+
+from texium.core.errors import TexiumError, ValidationError
+from texium.core.timeutil import parse_iso, to_iso
+
+log = logging.getLogger("texium.server")
+PLAIN_REASONS = {404: "Not found", 405: "Method not allowed"}
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return to_iso(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def dumps(payload: Any) -> str:
+    return json.dumps(payload, default=_json_default, ensure_ascii=False)
+
+
+@tornado.web.stream_request_body
+class ApiHandler(tornado.web.RequestHandler):
+    def initialize(self, context) -> None:
+        self.context = context
+        self._chunks: list[bytes] = []
+        self._received = 0
+
+    # -- request body --------------------------------------------------------------------
+    def prepare(self) -> None:
+        limit = self.context.max_body_bytes
+        length = self.request.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            self.request.connection.set_close()  # don't read what we refuse
+            raise tornado.web.HTTPError(413, reason=f"Request body larger than {limit} bytes")
+
+    def data_received(self, chunk: bytes) -> None:
+        self._received += len(chunk)
+        if self._received <= self.context.max_body_bytes:
+            self._chunks.append(chunk)
+
+    def json_body(self) -> dict:
+        if self._received > self.context.max_body_bytes:
+            raise tornado.web.HTTPError(413, reason=f"Request body larger than {self.context.max_body_bytes} bytes")
+        raw = b"".join(self._chunks)
+        if not raw.strip():
+            raise ValidationError("Request body must be a JSON object")
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValidationError(f"Malformed JSON in request body: {exc}") from None
+        if not isinstance(body, dict):
+            raise ValidationError("Request body must be a JSON object")
+        return body
+
+    # -- query arguments -----------------------------------------------------------------
+    def query(self, name: str) -> str | None:
+        value = self.get_query_argument(name, None)
+        return value if value not in (None, "") else None
+
+    def query_int(self, name: str, default: int, low: int, high: int) -> int:
+        text = self.query(name)
+        if text is None:
+            return default
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValidationError(f"Invalid query parameter {name}: {text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise ValidationError(f"Invalid query parameter {name}: must be from {low} to {high}")
+        return value
+
+    def query_time(self, name: str) -> datetime | None:
+        text = self.query(name)
+        if text is None:
+            return None
+        try:
+            return parse_iso(text)
+        except (ValueError, OverflowError):
+            raise ValidationError(f"Invalid query parameter {name}: {text!r} is not an ISO 8601 time") from None
+
+    def query_bool(self, name: str) -> bool:
+        text = (self.query(name) or "false").lower()
+        if text not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValidationError(f"Invalid query parameter {name}: must be true or false")
+        return text in ("true", "1", "yes")
+
+    def paging(self) -> tuple[int, int]:
+        return self.query_int("limit", 100, 1, 1000), self.query_int("offset", 0, 0, 10**9)
+
+    @property
+    def actor(self) -> str:
+        """Who made a change, for the audit log (there is no authentication yet)."""
+        return (self.request.headers.get("X-Texium-User") or "anonymous")[:200]
+
+    # -- responses -----------------------------------------------------------------------
+    async def blocking(self, fn: Callable, *args: Any) -> Any:
+        """Run a datastore-bound call on the bounded executor, never on the IOLoop."""
+        return await IOLoop.current().run_in_executor(self.context.executor, fn, *args)
+
+    def reply(self, payload: dict, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(dumps(payload))
+
+    def success(self, message: str, status: int = 200, **fields: Any) -> None:
+        self.reply({"status": "success", "message": message, **fields}, status)
+
+    def listing(self, message: str, page) -> None:
+        self.success(message, total=page.total, data=page.items)
+
+    def log_exception(self, typ, value, tb) -> None:
+        if isinstance(value, TexiumError) and value.status < 500:
+            return  # an expected client error, not worth a traceback
+        super().log_exception(typ, value, tb)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info", (None, None))[1]
+        if isinstance(error, TexiumError):
+            status_code, detail = error.status, error.detail
+        elif isinstance(error, tornado.web.HTTPError):
+            detail = error.reason or PLAIN_REASONS.get(status_code, self._reason)
+        elif status_code >= 500:
+            detail = "Internal server error"
+        else:
+            detail = self._reason
+        self.set_status(status_code)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(dumps({"detail": detail}))
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        # TexiumError carries its own status; everything else takes Tornado's path.
+        if isinstance(e, TexiumError) and not self._finished:
+            self.log_exception(*sys.exc_info())
+            self.send_error(e.status, exc_info=sys.exc_info())
+            return
+        super()._handle_request_exception(e)
+
+
+class NotFoundHandler(ApiHandler):
+    """Unknown routes answer JSON 404, whatever the method."""
+
+    def prepare(self) -> None:
+        raise tornado.web.HTTPError(404, reason="Not found")
