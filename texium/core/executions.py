@@ -1,0 +1,57 @@
+"""Reading the execution history: filtered newest-first pages, single runs, and statistics."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from texium.core.datastore.base import Datastore
+from texium.core.errors import NotFound, ValidationError
+from texium.core.listing import NEWEST_FIRST, Page, list_page
+from texium.core.runner import HIDDEN
+from texium.core.validation import require_id
+
+STATUSES = ("scheduled", "running", "completed", "failed", "skipped", "abandoned")
+
+
+class ExecutionHistory:
+    def __init__(self, datastore: Datastore):
+        self._ds = datastore
+
+    def list(self, job_id: str | None = None, user_id: str | None = None, status: str | None = None,
+             since: datetime | None = None, until: datetime | None = None,
+             limit: int = 100, offset: int = 0) -> Page:
+        filter: dict = {}
+        if job_id is not None:
+            filter["job_id"] = require_id(job_id, "job_id")
+        if user_id is not None:
+            filter["user_id"] = require_id(user_id, "user_id")
+        if status is not None:
+            if status not in STATUSES:
+                raise ValidationError(f"Invalid query parameter status: must be one of {', '.join(STATUSES)}")
+            filter["status"] = status
+        window = {op: t for op, t in (("$gte", since), ("$lt", until)) if t is not None}
+        if window:
+            filter["created_at"] = window
+        return list_page(self._ds.executions, filter, limit, offset, sort=NEWEST_FIRST, hidden=HIDDEN)
+
+    def get(self, execution_id: str) -> dict:
+        doc = self._ds.executions.get(require_id(execution_id, "execution_id"))
+        if doc is None:
+            raise NotFound("Execution not found")
+        return {k: v for k, v in doc.items() if k not in HIDDEN}
+
+    def stats(self, user_id: str | None = None) -> dict:
+        scope = {"user_id": require_id(user_id, "user_id")} if user_id is not None else {}
+        jobs, executions = self._ds.jobs, self._ds.executions
+        completed = executions.count({**scope, "status": "completed"})
+        failed = executions.count({**scope, "status": "failed"})
+        finished = completed + failed
+        return {
+            "total_jobs": jobs.count(scope),
+            "enabled_jobs": jobs.count({**scope, "is_enabled": True}),
+            "paused_jobs": jobs.count({**scope, "is_paused": True}),
+            "total_executions": executions.count(scope),
+            "completed_executions": completed,
+            "failed_executions": failed,
+            "success_rate": round(completed / finished * 100, 2) if finished else 0.0,
+        }

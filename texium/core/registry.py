@@ -1,0 +1,78 @@
+"""Which job classes can be scheduled: the built-ins in texium.jobs plus configured packages.
+
+Built-ins are named as the API document names them (`jobs.echo.EchoJob`); a class from a
+user's package by its full dotted path. `texium.jobs.echo.EchoJob` is accepted too.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import pkgutil
+from dataclasses import dataclass
+
+from texium.core.errors import ValidationError
+from texium.jobs.base import JobBase
+
+log = logging.getLogger("texium.registry")
+BUILTIN_PACKAGE = "texium.jobs"
+BUILTIN_PREFIX = "jobs."
+# The order of the API document's list.
+BUILTIN_ORDER = ("echo", "server", "backup", "email", "cleanup", "metrics", "report", "webhook", "maintenance", "custom")
+
+
+@dataclass(frozen=True)
+class JobClass:
+    class_string: str
+    cls: type[JobBase]
+
+    def describe(self) -> dict:
+        meta = self.cls.meta_info()
+        return {"class_string": self.class_string, "name": self.cls.__name__,
+                "description": meta.get("description", ""), "meta_info": meta}
+
+
+def _modules(package_name: str) -> list:
+    package = importlib.import_module(package_name)
+    if not hasattr(package, "__path__"):
+        return [package]
+    names = [m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_") and m.name != "base"]
+    if package_name == BUILTIN_PACKAGE:
+        names.sort(key=lambda n: (BUILTIN_ORDER.index(n) if n in BUILTIN_ORDER else len(BUILTIN_ORDER), n))
+    return [importlib.import_module(f"{package_name}.{name}") for name in names]
+
+
+class JobRegistry:
+    def __init__(self, extra_packages: list[str] | tuple[str, ...] = ()):
+        """Raises ValueError when a configured package cannot be imported."""
+        self._classes: dict[str, JobClass] = {}
+        for package in (BUILTIN_PACKAGE, *extra_packages):
+            try:
+                modules = _modules(package)
+            except Exception as exc:
+                raise ValueError(f"Cannot import job package {package!r}: {exc}") from None
+            for module in modules:
+                for _, cls in inspect.getmembers(module, inspect.isclass):
+                    if issubclass(cls, JobBase) and cls is not JobBase and cls.__module__ == module.__name__:
+                        self._add(cls)
+
+    def _add(self, cls: type[JobBase]) -> None:
+        path = f"{cls.__module__}.{cls.__name__}"
+        name = BUILTIN_PREFIX + path[len(BUILTIN_PACKAGE) + 1:] if path.startswith(BUILTIN_PACKAGE + ".") else path
+        self._classes[name] = JobClass(name, cls)
+
+    def available(self) -> list[dict]:
+        return [job_class.describe() for job_class in self._classes.values()]
+
+    def canonical(self, class_string: str) -> str:
+        """The listed name for `class_string`; ValidationError when it is not schedulable."""
+        name = class_string.strip() if isinstance(class_string, str) else class_string
+        if isinstance(name, str) and name.startswith(BUILTIN_PACKAGE + "."):
+            name = BUILTIN_PREFIX + name[len(BUILTIN_PACKAGE) + 1:]
+        if name not in self._classes:
+            raise ValidationError(f"Invalid field job_class_string: {class_string!r} is not an available job class")
+        return name
+
+    def resolve(self, class_string: str) -> type[JobBase]:
+        return self._classes[self.canonical(class_string)].cls

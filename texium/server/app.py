@@ -1,0 +1,62 @@
+"""The Tornado application and its one route table."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import tornado.web
+
+from texium.server.context import AppContext
+from texium.server.handlers import executions, jobs, records, servers, users, utility
+from texium.server.handlers.base import NotFoundHandler
+
+STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
+access_log = logging.getLogger("texium.access")
+
+ID = r"([^/]+)"  # validated by the core so a malformed id is a 400, not a 404
+
+# (pattern, handler); every pattern also matches with a trailing slash.
+ROUTES = [
+    (r"/api/users", users.UsersHandler),
+    (rf"/api/users/{ID}", users.UserHandler),
+    (r"/api/servers", servers.ServersHandler),
+    (r"/api/servers/create", servers.ServerCreateHandler),
+    (rf"/api/servers/user/{ID}", servers.UserServersHandler),
+    (rf"/api/servers/{ID}", servers.ServerHandler),
+    (r"/api/scheduler/jobs", jobs.JobsHandler),
+    (rf"/api/scheduler/jobs/{ID}", jobs.JobHandler),
+    (rf"/api/scheduler/jobs/{ID}/pause", jobs.JobPauseHandler),
+    (rf"/api/scheduler/jobs/{ID}/resume", jobs.JobResumeHandler),
+    (rf"/api/scheduler/jobs/{ID}/run", jobs.JobRunHandler),
+    (rf"/api/scheduler/users/{ID}/jobs", jobs.UserJobsHandler),
+    (r"/api/scheduler/executions", executions.ExecutionsHandler),
+    (rf"/api/scheduler/executions/{ID}", executions.ExecutionHandler),
+    (r"/api/scheduler/audit-logs", executions.AuditLogsHandler),
+    (r"/api/scheduler/available-jobs", utility.AvailableJobsHandler),
+    (r"/api/scheduler/stats", utility.StatsHandler),
+    (r"/api/scheduler/health", utility.HealthHandler),
+    (r"/api/scheduler/cron/preview", utility.CronPreviewHandler),
+    (r"/api/scheduler/metrics/system", records.SystemMetricsHandler),
+    (r"/api/scheduler/reports", records.ReportsHandler),
+    (rf"/api/scheduler/reports/{ID}", records.ReportHandler),
+]
+
+
+def _log_request(handler: tornado.web.RequestHandler) -> None:
+    status = handler.get_status()
+    level = logging.INFO if status < 500 else logging.ERROR
+    access_log.log(level, "%s %s %d %.1fms", handler.request.method, handler.request.path, status,
+                   1000.0 * handler.request.request_time())
+
+
+def make_app(context: AppContext) -> tornado.web.Application:
+    table = [(pattern + "/?", handler, {"context": context}) for pattern, handler in ROUTES]
+    return tornado.web.Application(
+        table,
+        default_handler_class=NotFoundHandler,
+        default_handler_args={"context": context},
+        static_path=str(STATIC_DIR),
+        log_function=_log_request,
+        compress_response=True,
+    )

@@ -1,0 +1,73 @@
+"""The composition root: settings in, wired core services out. Only the server reads settings."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from texium.core.audit import AuditLog
+from texium.core.datastore import Datastore, open_datastore
+from texium.core.executions import ExecutionHistory
+from texium.core.records import JobRecords
+from texium.core.registry import JobRegistry
+from texium.core.runner import ExecutionRunner
+from texium.core.scheduler_manager import SchedulerManager
+from texium.core.secrets import SecretBox, load_or_create_key
+from texium.core.servers import ServerService
+from texium.core.users import UserService
+
+log = logging.getLogger("texium.server")
+# Settings the built-in jobs read through JobContext.config.
+JOB_SETTINGS = ("DATA_DIR", "BACKUP_DIR", "REPORT_DIR", "SCRIPTS_DIR", "SMTP_HOST", "SMTP_PORT", "SMTP_USERNAME",
+                "SMTP_PASSWORD", "SMTP_STARTTLS", "SMTP_FROM", "SMTP_TIMEOUT")
+
+
+@dataclass
+class AppContext:
+    datastore: Datastore
+    users: UserService
+    servers: ServerService
+    scheduler: SchedulerManager
+    history: ExecutionHistory
+    audit: AuditLog
+    records: JobRecords
+    registry: JobRegistry
+    executor: ThreadPoolExecutor
+    max_body_bytes: int
+
+    def close(self, grace_seconds: float) -> None:
+        self.scheduler.shutdown(grace_seconds)
+        self.executor.shutdown(wait=True)
+        self.datastore.close()
+
+
+def build_context(settings: dict[str, Any]) -> AppContext:
+    """Raises ValueError with a one-line reason when the settings cannot be used."""
+    datastore = open_datastore(settings["MONGO_URI"] or None, settings["DB_NAME"], settings["DATA_DIR"])
+    datastore.ensure_indexes()
+    secrets = SecretBox(load_or_create_key(settings["SECRET_KEY"], settings["DATA_DIR"]))
+    registry = JobRegistry(settings["JOB_CLASS_PACKAGES"])
+    audit = AuditLog(datastore)
+    runner = ExecutionRunner(
+        datastore, registry, settings["THREAD_POOL_SIZE"],
+        job_config={name: settings[name] for name in JOB_SETTINGS},
+        hooks={"clear_cache": lambda: "no in-process caches to clear"},
+        misfire_grace_time=settings["MISFIRE_GRACE_TIME"],
+    )
+    scheduler = SchedulerManager(datastore, registry, runner, audit, timezone=settings["TIMEZONE"],
+                                 misfire_grace_time=settings["MISFIRE_GRACE_TIME"],
+                                 max_instances=settings["JOB_MAX_INSTANCES"])
+    return AppContext(
+        datastore=datastore,
+        users=UserService(datastore, delete_jobs=lambda jobs: scheduler.delete_many(jobs, "cascade")),
+        servers=ServerService(datastore, secrets),
+        scheduler=scheduler,
+        history=ExecutionHistory(datastore),
+        audit=audit,
+        records=JobRecords(datastore),
+        registry=registry,
+        executor=ThreadPoolExecutor(settings["DATASTORE_THREADS"], thread_name_prefix="texium-io"),
+        max_body_bytes=settings["MAX_BODY_BYTES"],
+    )

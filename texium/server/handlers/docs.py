@@ -1,0 +1,105 @@
+"""The API's description and its interactive viewer.
+
+`GET /openapi.json` serves `texium/openapi.yaml` (the one place the API is described) as
+JSON; `GET /docs` is a Swagger UI page, vendored under `static/vendor/swagger-ui/` (no CDN),
+that reads it and can "try it out" against the same server.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import tornado.web
+import yaml
+
+SWAGGER_UI_PATH = "vendor/swagger-ui/"  # relative to the application's static path
+
+
+@lru_cache(maxsize=1)
+def load_description() -> dict[str, Any]:
+    """The description as a dict, parsed once per process. Blocking (reads a package file)."""
+    text = resources.files("texium").joinpath("openapi.yaml").read_text(encoding="utf-8")
+    description = yaml.safe_load(text)
+    # Relative to whatever host and port the client reached, so "try it out" calls this server.
+    description["servers"] = [{"url": "/"}]
+    return description
+
+
+def description() -> dict[str, Any]:
+    """A copy of the description, safe for a caller to change."""
+    return copy.deepcopy(load_description())
+
+
+@lru_cache(maxsize=1)
+def _description_json() -> bytes:
+    return json.dumps(load_description(), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+class OpenApiHandler(tornado.web.RequestHandler):
+    """GET /openapi.json: the OpenAPI 3.1 description."""
+
+    def initialize(self, context: Any = None, **_: Any) -> None:
+        self.context = context
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("Cache-Control", "no-cache")
+        self.finish(_description_json())
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
+  <title>Texium API documentation</title>
+  <link rel="stylesheet" href="{css}">
+  <style>body {{ margin: 0; }}</style>
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="{js}"></script>
+  <script>
+    window.addEventListener("load", function () {{
+      window.ui = SwaggerUIBundle({{
+        url: "{spec}",
+        dom_id: "#swagger-ui",
+        deepLinking: true,
+        tryItOutEnabled: true,
+        displayRequestDuration: true,
+        docExpansion: "list",
+        defaultModelsExpandDepth: 0,
+        presets: [SwaggerUIBundle.presets.apis],
+        layout: "BaseLayout"
+      }});
+    }});
+  </script>
+</body>
+</html>
+"""
+
+
+class DocsHandler(tornado.web.RequestHandler):
+    """GET /docs: Swagger UI showing /openapi.json."""
+
+    def initialize(self, context: Any = None, **_: Any) -> None:
+        self.context = context
+
+    def _static(self, name: str) -> str:
+        path = SWAGGER_UI_PATH + name
+        if self.settings.get("static_path"):
+            return self.static_url(path)  # versioned URL, cacheable for long
+        return "/static/" + path
+
+    def get(self) -> None:
+        page = _PAGE.format(
+            css=self._static("swagger-ui.css"),
+            js=self._static("swagger-ui-bundle.js"),
+            spec="/openapi.json",
+        )
+        self.set_header("Content-Type", "text/html; charset=UTF-8")
+        self.finish(page)
