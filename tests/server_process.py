@@ -14,6 +14,8 @@ from pathlib import Path
 import requests
 
 PROVIDERS = ("sqlite", "mongomock")
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_JOBS = {"TEXIUM_JOB_CLASS_PACKAGES": "tests.sample_jobs"}
 
 
 def free_port() -> int:
@@ -87,7 +89,7 @@ class ServerProcess:
     def start(self, timeout: float = 20) -> "ServerProcess":
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TEXIUM_", "MONGO_URI", "DB_NAME"))}
-        env.update({"TEXIUM_DATA_DIR": str(self.data_dir), "PYTHONUNBUFFERED": "1"})
+        env.update({"TEXIUM_DATA_DIR": str(self.data_dir), "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)})
         if self.provider == "mongomock":
             env["MONGO_URI"] = "mongomock://"
         env.update(self.env)

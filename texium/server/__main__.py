@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -34,7 +35,8 @@ def parse_flags(argv: list[str] | None) -> tuple[dict, str | None]:
     return flags, args.settings
 
 
-async def serve(settings: dict) -> None:
+async def serve(settings: dict) -> int:
+    """Serve until SIGINT or SIGTERM; returns how many executions were cut short."""
     context = build_context(settings)
     app = make_app(context)
     # Bodies are streamed and capped by the handlers (413); this only bounds the connection.
@@ -59,9 +61,10 @@ async def serve(settings: dict) -> None:
     log.info("Shutting down: no new firings; waiting up to %ss for running executions",
              settings["SHUTDOWN_GRACE_SECONDS"])
     server.stop()
-    await loop.run_in_executor(None, context.close, settings["SHUTDOWN_GRACE_SECONDS"])
+    unfinished = await loop.run_in_executor(None, context.close, settings["SHUTDOWN_GRACE_SECONDS"])
     await server.close_all_connections()
     log.info("Texium stopped")
+    return unfinished
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,13 +77,18 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=settings["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
-        asyncio.run(serve(settings))
+        unfinished = asyncio.run(serve(settings))
     except (ConfigError, ValueError) as exc:
         print(f"texium: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # the datastore could not be opened, for instance
         print(f"texium: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    if unfinished:
+        # Job threads still running past the grace period would keep the interpreter alive;
+        # they are already recorded as abandoned, so leave without joining them.
+        logging.shutdown()
+        os._exit(0)
     return 0
 
 

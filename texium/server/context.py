@@ -37,10 +37,12 @@ class AppContext:
     executor: ThreadPoolExecutor
     max_body_bytes: int
 
-    def close(self, grace_seconds: float) -> None:
-        self.scheduler.shutdown(grace_seconds)
+    def close(self, grace_seconds: float) -> int:
+        """Stop firing, wait for runs, close the store; returns how many runs never finished."""
+        unfinished = self.scheduler.shutdown(grace_seconds)
         self.executor.shutdown(wait=True)
         self.datastore.close()
+        return unfinished
 
 
 def build_context(settings: dict[str, Any]) -> AppContext:

@@ -1,6 +1,6 @@
 """The base of every API handler: JSON in and out, errors as {"detail": ...}, no blocking I/O.
 
-Bodies are streamed so an oversized one is refused with 413 before it is buffered.
+Bodies are streamed so an oversized one is never buffered whole.
 """
 
 from __future__ import annotations
@@ -39,13 +39,8 @@ class ApiHandler(tornado.web.RequestHandler):
         self._received = 0
 
     # -- request body --------------------------------------------------------------------
-    def prepare(self) -> None:
-        limit = self.context.max_body_bytes
-        length = self.request.headers.get("Content-Length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            self.request.connection.set_close()  # don't read what we refuse
-            raise tornado.web.HTTPError(413, reason=f"Request body larger than {limit} bytes")
-
+    # Oversized bodies are read and dropped, then refused with 413 by json_body(): answering
+    # early would make Tornado reset the connection while the client is still sending.
     def data_received(self, chunk: bytes) -> None:
         self._received += len(chunk)
         if self._received <= self.context.max_body_bytes:
@@ -150,7 +145,13 @@ class ApiHandler(tornado.web.RequestHandler):
 
 
 class NotFoundHandler(ApiHandler):
-    """Unknown routes answer JSON 404, whatever the method."""
+    """Unknown routes answer JSON 404, whatever the method.
 
-    def prepare(self) -> None:
+    Raised from the method, not from prepare(): answering before the request is read would
+    make Tornado drop the keep-alive connection under the client's feet.
+    """
+
+    def _not_found(self, *args, **kwargs) -> None:
         raise tornado.web.HTTPError(404, reason="Not found")
+
+    get = post = put = patch = delete = head = options = _not_found

@@ -1,0 +1,148 @@
+"""Restarts, crashes, shutdown, overlapping runs and shared databases, with real processes."""
+
+import time
+from datetime import datetime
+
+from tests.server_process import SAMPLE_JOBS
+
+SLOW = "tests.sample_jobs.slow.SlowJob"
+
+
+def wait_for(predicate, timeout=10.0, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
+
+
+def executions(api, **params):
+    return api.get("/api/scheduler/executions", params={"limit": 1000, **params}).json()["data"]
+
+
+def test_sqlite_data_survives_a_restart(start_server, tmp_path):
+    first = start_server("sqlite", tmp_path / "data")
+    api = first.api
+    user_id = api.create_user(name="Persistent")
+    server_id = api.post("/api/servers/create", json={"user_id": user_id, "name": "S", "hostname": "h", "password": "pw"}).json()["server_id"]
+    job_id = api.create_job(user_id, minute="0", hour="9", day_of_week="1")
+    execution_id = api.post(f"/api/scheduler/jobs/{job_id}/run").json()["execution_id"]
+    api.wait_execution(execution_id)
+    before = {path: api.get(path).json()["data"] for path in (
+        f"/api/users/{user_id}", f"/api/servers/{server_id}", f"/api/scheduler/jobs/{job_id}",
+        f"/api/scheduler/executions/{execution_id}")}
+    assert first.stop() == 0
+
+    second = start_server("sqlite", tmp_path / "data")
+    for path, data in before.items():
+        assert second.api.get(path).json()["data"] == data
+    assert second.api.get(f"/api/servers/{server_id}").json()["data"]["has_password"] is True
+    next_run = datetime.fromisoformat(second.api.get(f"/api/scheduler/jobs/{job_id}").json()["data"]["next_run_time"])
+    assert next_run.weekday() == 0 and next_run.hour == 9
+
+
+def test_kill_9_during_a_run_marks_it_abandoned(start_server, tmp_path):
+    first = start_server("sqlite", tmp_path / "data", env=SAMPLE_JOBS)
+    user_id = first.api.create_user()
+    job_id = first.api.create_job(user_id, job_class_string=SLOW, pub_kwargs={"seconds": 30})
+    execution_id = first.api.post(f"/api/scheduler/jobs/{job_id}/run").json()["execution_id"]
+    assert wait_for(lambda: first.api.get(f"/api/scheduler/executions/{execution_id}").json()["data"]["status"] == "running")
+    first.kill()
+
+    second = start_server("sqlite", tmp_path / "data", env=SAMPLE_JOBS)
+    execution = second.api.get(f"/api/scheduler/executions/{execution_id}").json()["data"]
+    assert execution["status"] == "abandoned"
+    assert "stopped before it finished" in execution["error"] and execution["completed_at"]
+    assert "abandoned" in second.log()
+
+
+def test_sigterm_waits_for_running_executions(start_server, tmp_path):
+    server = start_server("sqlite", tmp_path / "data", env=SAMPLE_JOBS)
+    user_id = server.api.create_user()
+    job_id = server.api.create_job(user_id, job_class_string=SLOW, pub_kwargs={"seconds": 1.5})
+    execution_id = server.api.post(f"/api/scheduler/jobs/{job_id}/run").json()["execution_id"]
+    assert wait_for(lambda: server.api.get(f"/api/scheduler/executions/{execution_id}").json()["data"]["status"] == "running")
+    assert server.stop() == 0
+    again = start_server("sqlite", tmp_path / "data", env=SAMPLE_JOBS)
+    execution = again.api.get(f"/api/scheduler/executions/{execution_id}").json()["data"]
+    assert execution["status"] == "completed" and "sleeping 1.5s" in execution["output"]
+
+
+def test_shutdown_grace_runs_out(start_server, tmp_path):
+    env = {**SAMPLE_JOBS, "TEXIUM_SHUTDOWN_GRACE_SECONDS": "0"}
+    server = start_server("sqlite", tmp_path / "data", env=env)
+    user_id = server.api.create_user()
+    job_id = server.api.create_job(user_id, job_class_string=SLOW, pub_kwargs={"seconds": 20})
+    execution_id = server.api.post(f"/api/scheduler/jobs/{job_id}/run").json()["execution_id"]
+    assert wait_for(lambda: server.api.get(f"/api/scheduler/executions/{execution_id}").json()["data"]["status"] == "running")
+    started = time.monotonic()
+    assert server.stop() == 0
+    assert time.monotonic() - started < 10
+    again = start_server("sqlite", tmp_path / "data", env=env)
+    execution = again.api.get(f"/api/scheduler/executions/{execution_id}").json()["data"]
+    assert execution["status"] == "abandoned" and "shut down" in execution["error"]
+
+
+def test_overlapping_firings_are_recorded_as_skipped(start_server, tmp_path):
+    server = start_server("mongomock", tmp_path / "data", env=SAMPLE_JOBS)
+    user_id = server.api.create_user()
+    job_id = server.api.create_job(user_id, job_class_string=SLOW, second="*/1", minute="*", pub_kwargs={"seconds": 2.5})
+    skipped = wait_for(lambda: executions(server.api, job_id=job_id, status="skipped"), timeout=8)
+    assert skipped and "still in progress" in skipped[0]["error"]
+    server.api.patch(f"/api/scheduler/jobs/{job_id}/pause")
+    assert wait_for(lambda: executions(server.api, job_id=job_id, status="completed"), timeout=8)
+
+
+def test_failed_run_records_the_error(start_server, tmp_path):
+    server = start_server("sqlite", tmp_path / "data", env=SAMPLE_JOBS)
+    user_id = server.api.create_user()
+    job_id = server.api.create_job(user_id, job_class_string=SLOW, pub_kwargs={"seconds": 0, "fail": True})
+    bad_kwargs = server.api.create_job(user_id, job_class_string=SLOW, pub_kwargs={"minutes": 1})
+    failed = server.api.wait_execution(server.api.post(f"/api/scheduler/jobs/{job_id}/run").json()["execution_id"])
+    assert failed["status"] == "failed" and failed["error"] == "asked to fail" and "sleeping 0s" in failed["output"]
+    crashed = server.api.wait_execution(server.api.post(f"/api/scheduler/jobs/{bad_kwargs}/run").json()["execution_id"])
+    assert crashed["status"] == "failed" and "TypeError" in crashed["error"] and "Traceback" in crashed["error"]
+    stats = server.api.get("/api/scheduler/stats", params={"user_id": user_id}).json()["stats"]
+    assert stats["failed_executions"] == 2 and stats["success_rate"] == 0.0
+    assert server.api.get("/api/scheduler/health").json()["status"] == "healthy"
+
+
+def test_user_job_package_is_listed(start_server, tmp_path):
+    server = start_server("sqlite", tmp_path / "data", env=SAMPLE_JOBS)
+    jobs = server.api.get("/api/scheduler/available-jobs").json()["jobs"]
+    slow = [job for job in jobs if job["class_string"] == SLOW]
+    assert slow and slow[0]["description"] == "Sleeps, printing before and after: a stand-in for long work"
+
+
+def test_two_servers_sharing_a_database_run_each_occurrence_once(start_server, tmp_path):
+    first = start_server("sqlite", tmp_path / "data")
+    second = start_server("sqlite", tmp_path / "data")
+    user_id = first.api.create_user()
+    job_id = first.api.create_job(user_id, second="*/1", minute="*")
+    second.api.put(f"/api/scheduler/jobs/{job_id}", json={"description": "wake the second scheduler"})
+    time.sleep(3.5)
+    first.api.patch(f"/api/scheduler/jobs/{job_id}/pause")
+    time.sleep(0.5)
+    runs = executions(first.api, job_id=job_id)
+    occurrences = [run["scheduled_at"] for run in runs]
+    assert len(occurrences) >= 3 and len(occurrences) == len(set(occurrences))
+
+
+def test_missed_runs_are_coalesced_after_downtime(start_server, tmp_path):
+    first = start_server("sqlite", tmp_path / "data")
+    user_id = first.api.create_user()
+    job_id = first.api.create_job(user_id, second="*/1", minute="*")
+    wait_for(lambda: executions(first.api, job_id=job_id), timeout=5)
+    first.stop()
+    stopped_at = datetime.now().astimezone()
+    time.sleep(3)
+    second = start_server("sqlite", tmp_path / "data")
+    restarted_at = datetime.now().astimezone()
+    time.sleep(1.5)
+    second.api.patch(f"/api/scheduler/jobs/{job_id}/pause")
+    runs = executions(second.api, job_id=job_id)
+    during_downtime = [r for r in runs if stopped_at < datetime.fromisoformat(r["scheduled_at"]) < restarted_at]
+    assert len(during_downtime) <= 1  # three missed seconds, at most one catch-up run
+    assert any(datetime.fromisoformat(r["scheduled_at"]) > stopped_at for r in runs)
