@@ -1,0 +1,111 @@
+"""DataCleanupJob: delete history older than N days from the collections that hold history."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+from texium.core.timeutil import to_iso, utcnow
+from texium.jobs import _util
+from texium.jobs.base import JobBase, JobError
+
+DEFAULT_DAYS = 30
+DEFAULT_COLLECTIONS = ["scheduler_executions"]
+# History only. Users, servers and job definitions are never cleaned up.
+CLEANABLE = ("scheduler_executions", "scheduler_audit_logs", "system_metrics", "reports")
+ALIASES = {"executions": "scheduler_executions", "audit_logs": "scheduler_audit_logs", "metrics": "system_metrics"}
+PROTECTED = ("users", "servers", "scheduler_jobs", "jobs")
+# An execution in one of these states is still owned by the scheduler.
+ACTIVE_STATUSES = ["running", "scheduled"]
+
+
+class DataCleanupJob(JobBase):
+    """Job to clean up old data"""
+
+    @classmethod
+    def meta_info(cls) -> dict:
+        return {
+            "description": "Job to clean up old data",
+            "arguments": [
+                {"name": "days_old", "type": "number", "required": False,
+                 "description": f"pub_kwargs: delete documents created more than this many days ago (default {DEFAULT_DAYS}; 0 = everything up to now)"},
+                {"name": "collections", "type": "list[string]", "required": False,
+                 "description": "pub_kwargs: any of " + ", ".join(CLEANABLE) + " (default ['scheduler_executions'])"},
+                {"name": "dry_run", "type": "boolean", "required": False,
+                 "description": "pub_kwargs: only count what would be deleted (default false)"},
+            ],
+            "example_arguments": {"pub_args": [], "pub_kwargs": {"days_old": 30, "collections": ["scheduler_executions", "scheduler_audit_logs"]}},
+            "notes": (
+                "Compares created_at with now minus days_old. Executions still running or scheduled are never "
+                "deleted. Deleting reports also removes their JSON/CSV files. Users, servers and jobs are "
+                "refused."
+            ),
+        }
+
+    def run(self, *args, **kwargs):
+        _util.no_extra_args(args, 0, "no pub_args")
+        _util.no_unknown_kwargs(kwargs, ("days_old", "collections", "dry_run"))
+        days = _util.number("days_old", kwargs.get("days_old", DEFAULT_DAYS), minimum=0, maximum=100000)
+        dry_run = _util.boolean("dry_run", kwargs.get("dry_run", False))
+        requested = kwargs.get("collections")
+        names = []
+        for name in DEFAULT_COLLECTIONS if requested is None else _util.str_list("collections", requested):
+            real = ALIASES.get(name, name)
+            if name in PROTECTED or real in PROTECTED:
+                raise JobError(f"collections: {name!r} is never cleaned up (only history: {', '.join(CLEANABLE)})")
+            if real not in CLEANABLE:
+                raise JobError(f"collections: unknown collection {name!r}; choose from {', '.join(CLEANABLE)}")
+            if real not in names:
+                names.append(real)
+
+        cutoff = utcnow() - timedelta(days=days)
+        datastore = self.context.datastore
+        counts: dict[str, int] = {}
+        notes: list[str] = []
+        for name in names:
+            flt = {"created_at": {"$lt": cutoff}}
+            if name == "scheduler_executions":
+                flt["status"] = {"$nin": ACTIVE_STATUSES}
+            collection = datastore.collection(name)
+            if dry_run:
+                counts[name] = collection.count(flt)
+            elif name == "reports":
+                counts[name], removed_files = self._delete_reports(collection, flt)
+                if removed_files:
+                    notes.append(f"removed {removed_files} report file(s)")
+            else:
+                counts[name] = collection.delete_many(flt)
+
+        verb = "Would delete" if dry_run else "Deleted"
+        total = sum(counts.values())
+        lines = [f"{verb} {total} document(s) created before {to_iso(cutoff)} (older than {days:g} days)"
+                 + (" [dry run: nothing deleted]" if dry_run else "")]
+        lines += [f"  {name}: {count}" for name, count in counts.items()]
+        lines += [f"  ({note})" for note in notes]
+        return "\n".join(lines)
+
+    def _delete_reports(self, collection, flt) -> tuple[int, int]:
+        """Delete old reports with their files (only files inside REPORT_DIR)."""
+        report_dir = os.path.realpath(_util.dir_setting(self.context.config, "REPORT_DIR", "reports"))
+        deleted = removed = 0
+        while True:
+            page = collection.find(flt, sort=[("created_at", 1)], limit=500)
+            if not page:
+                break
+            for doc in page:
+                for key in ("json_path", "csv_path"):
+                    path = doc.get(key)
+                    if not isinstance(path, str):
+                        continue
+                    real = os.path.realpath(path)
+                    if os.path.dirname(real) == report_dir and os.path.isfile(real):
+                        try:
+                            os.remove(real)
+                            removed += 1
+                        except OSError:
+                            pass
+                if collection.delete(doc["_id"]):
+                    deleted += 1
+            if len(page) < 500:
+                break
+        return deleted, removed

@@ -1,0 +1,252 @@
+"""CustomScriptJob: run an executable from SCRIPTS_DIR, safely.
+
+* Only regular, executable files whose real path lies inside SCRIPTS_DIR run: `../x`,
+  absolute paths and symlinks leading out are refused.
+* No shell: the parameters become `--key value` arguments and a JSON document on stdin.
+* The script runs in its own session; on timeout the whole process group is terminated
+  (SIGTERM, then SIGKILL), children included.
+* stdout and stderr are each captured up to OUTPUT_LIMIT bytes; the rest is drained and counted.
+* The environment is minimal (no settings, no credentials of the server) plus TEXIUM_* ids.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+
+from texium.jobs import _util
+from texium.jobs.base import JobBase, JobError
+
+OUTPUT_LIMIT = 1 << 20  # bytes per stream
+DEFAULT_TIMEOUT = 300.0
+KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL
+LINGER = 2.0  # seconds to wait for children still holding the pipes after the script exited
+CONTROL_KEYS = ("timeout",)
+_PARAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_ENV_PASSTHROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME")
+
+
+class _Capture:
+    """Read a pipe to the end, keeping the first `limit` bytes."""
+
+    def __init__(self, pipe, limit: int):
+        self.pipe = pipe
+        self.limit = limit
+        self.chunks: list[bytes] = []
+        self.kept = 0
+        self.total = 0
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        try:
+            while True:
+                chunk = self.pipe.read1(65536) if hasattr(self.pipe, "read1") else self.pipe.read(65536)
+                if not chunk:
+                    break
+                self.total += len(chunk)
+                room = self.limit - self.kept
+                if room > 0:
+                    piece = chunk[:room]
+                    self.chunks.append(piece)
+                    self.kept += len(piece)
+        except (OSError, ValueError):
+            pass
+
+    def text(self, stream: str) -> str:
+        text = b"".join(self.chunks).decode("utf-8", "replace")
+        if self.total > self.kept:
+            if text and not text.endswith("\n"):
+                text += "\n"
+            text += (f"[{stream} truncated: showing the first {self.kept} of {self.total} bytes; "
+                     f"the limit is {self.limit} bytes]\n")
+        return text
+
+
+def resolve_script(scripts_dir: str, name) -> str:
+    """The real path of `name` inside `scripts_dir`, or JobError saying why not."""
+    name = _util.require_str("script_name", name, max_len=4096)
+    if "\x00" in name:
+        raise JobError("script_name must not contain NUL characters")
+    if os.path.isabs(name) or name.startswith("~"):
+        raise JobError(f"script_name must be relative to SCRIPTS_DIR, not an absolute path: {name!r}")
+    if not os.path.isdir(scripts_dir):
+        raise JobError(f"SCRIPTS_DIR {scripts_dir} does not exist")
+    base = os.path.realpath(scripts_dir)
+    real = os.path.realpath(os.path.join(base, name))
+    if os.path.commonpath([base, real]) != base or real == base:
+        raise JobError(f"script_name {name!r} leaves SCRIPTS_DIR; only scripts inside it may run")
+    if not os.path.exists(real):
+        raise JobError(f"script {name!r} not found in SCRIPTS_DIR")
+    if not os.path.isfile(real):
+        raise JobError(f"script {name!r} is not a regular file")
+    if not os.access(real, os.X_OK):
+        raise JobError(f"script {name!r} is not executable (chmod +x it)")
+    return real
+
+
+def script_arguments(params: dict) -> list[str]:
+    argv = []
+    for key, value in params.items():
+        if not isinstance(key, str) or not _PARAM_NAME.match(key):
+            raise JobError(f"parameter name {key!r} is not allowed (letters, digits, _ . - ; not starting with -)")
+        argv.append(f"--{key}")
+        argv.append(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
+    return argv
+
+
+class CustomScriptJob(JobBase):
+    """Job to run custom scripts"""
+
+    @classmethod
+    def meta_info(cls) -> dict:
+        return {
+            "description": "Job to run custom scripts",
+            "arguments": [
+                {"name": "script_name", "type": "string", "required": True,
+                 "description": "pub_args[0]: path of an executable inside SCRIPTS_DIR, e.g. 'cleanup.sh' or 'reports/daily.py'"},
+                {"name": "<any other key>", "type": "any", "required": False,
+                 "description": "pub_kwargs: script parameters, passed as '--key value' (non-strings as JSON) and as one JSON object on stdin"},
+                {"name": "timeout", "type": "number", "required": False,
+                 "description": f"pub_kwargs: seconds before the script's process group is killed (default {DEFAULT_TIMEOUT:g}); not passed to the script"},
+            ],
+            "example_arguments": {"pub_args": ["cleanup.sh"], "pub_kwargs": {"target": "/tmp/cache", "max_age": 7, "timeout": 60}},
+            "notes": (
+                "Runs without a shell in its own process session, working directory = the script's directory, "
+                "with a minimal environment (PATH, HOME, LANG, TZ ...) plus TEXIUM_JOB_ID, TEXIUM_JOB_NAME and "
+                "TEXIUM_EXECUTION_ID. stdout becomes the output (stderr is appended); each is capped at 1 MiB "
+                "with a truncation note. A non-zero exit fails with the exit code and stderr. Names leaving "
+                "SCRIPTS_DIR (../, absolute paths, symlinks pointing out) are refused."
+            ),
+        }
+
+    def run(self, *args, **kwargs):
+        if not args:
+            raise JobError("script_name is required as pub_args[0]")
+        _util.no_extra_args(args, 1, "[script_name]")
+        timeout = _util.number("timeout", kwargs.get("timeout", DEFAULT_TIMEOUT), minimum=0,
+                               exclusive_minimum=True, maximum=7 * 86400)
+        params = {k: v for k, v in kwargs.items() if k not in CONTROL_KEYS}
+        argv_params = script_arguments(params)
+        scripts_dir = _util.dir_setting(self.context.config, "SCRIPTS_DIR", "scripts")
+        path = resolve_script(scripts_dir, args[0])
+        name = args[0]
+        try:
+            stdin_doc = json.dumps(params, ensure_ascii=False).encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            raise JobError(f"parameters cannot be sent as JSON: {exc}") from None
+
+        env = {k: os.environ[k] for k in _ENV_PASSTHROUGH if k in os.environ}
+        env.setdefault("PATH", os.defpath)
+        env.update({
+            "TEXIUM_JOB_ID": str(self.context.job_id or ""),
+            "TEXIUM_JOB_NAME": str(self.context.job_name or ""),
+            "TEXIUM_EXECUTION_ID": str(self.context.execution_id or ""),
+            "TEXIUM_SCRIPTS_DIR": os.path.realpath(scripts_dir),
+        })
+
+        started = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                [path, *argv_params],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                cwd=os.path.dirname(path), env=env, start_new_session=True, close_fds=True,
+            )
+        except OSError as exc:
+            raise JobError(f"cannot start script {name!r}: {exc.strerror or exc}") from None
+
+        out = _Capture(proc.stdout, OUTPUT_LIMIT)
+        err = _Capture(proc.stderr, OUTPUT_LIMIT)
+        feeder = threading.Thread(target=self._feed, args=(proc.stdin, stdin_doc), daemon=True)
+        feeder.start()
+
+        timed_out = False
+        leftovers_killed = False
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            self._kill_group(proc)
+        except BaseException:
+            self._kill_group(proc)
+            raise
+        # The script has exited; children it left behind may still hold the pipes open.
+        linger_until = time.monotonic() + LINGER
+        for capture in (out, err):
+            capture.thread.join(max(0.0, linger_until - time.monotonic()))
+        if out.thread.is_alive() or err.thread.is_alive():
+            leftovers_killed = True
+            self._signal_group(proc.pid, signal.SIGKILL)
+            out.thread.join(LINGER)
+            err.thread.join(LINGER)
+        feeder.join(1.0)
+        for pipe in (proc.stdout, proc.stderr):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+        elapsed = time.monotonic() - started
+
+        stdout = out.text("stdout")
+        stderr = err.text("stderr")
+        if stdout:
+            self.write(stdout)
+        if timed_out:
+            raise JobError(f"script {name!r} timed out after {timeout:g} s; its process group was killed"
+                           + (f"\nstderr:\n{stderr}" if stderr else ""))
+        code = proc.returncode
+        if code != 0:
+            how = f"was killed by signal {_signal_name(-code)}" if code < 0 else f"exited with code {code}"
+            raise JobError(f"script {name!r} {how}" + (f"\nstderr:\n{stderr}" if stderr else " (no stderr)"))
+        tail = []
+        if stderr:
+            tail.append("--- stderr ---\n" + stderr.rstrip("\n"))
+        if leftovers_killed:
+            tail.append("(processes the script left running with its output open were killed)")
+        tail.append(f"Script {name!r} exited with code 0 in {elapsed:.2f} s")
+        return "\n".join(tail)
+
+    @staticmethod
+    def _feed(pipe, data: bytes) -> None:
+        try:
+            pipe.write(data)
+        except (BrokenPipeError, OSError, ValueError):
+            pass
+        finally:
+            try:
+                pipe.close()
+            except (BrokenPipeError, OSError):
+                pass
+
+    @classmethod
+    def _kill_group(cls, proc: subprocess.Popen) -> None:
+        """SIGTERM the script's process group, SIGKILL it if it is still there after the grace."""
+        cls._signal_group(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=KILL_GRACE)
+        except subprocess.TimeoutExpired:
+            pass
+        cls._signal_group(proc.pid, signal.SIGKILL)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # pragma: no cover - unkillable (D state)
+            pass
+
+    @staticmethod
+    def _signal_group(pgid: int, sig: int) -> None:
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)

@@ -1,0 +1,176 @@
+"""ServerHealthCheckJob: is a registered server reachable, and does its web instance answer?"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+import urllib.error
+import urllib.request
+from urllib.parse import urlsplit
+
+from texium.core.datastore.base import is_valid_id
+from texium.core.timeutil import to_iso, utcnow
+from texium.jobs import _util
+from texium.jobs.base import JobBase, JobError
+
+DEFAULT_TIMEOUT = 5.0
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A health check reports the status the instance URL itself answers with."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D102
+        return None
+
+
+class ServerHealthCheckJob(JobBase):
+    """Job to check server health status"""
+
+    @classmethod
+    def meta_info(cls) -> dict:
+        return {
+            "description": "Job to check server health status",
+            "arguments": [
+                {"name": "server_id", "type": "string", "required": True,
+                 "description": "pub_args[0]: id of a registered server (servers collection)"},
+                {"name": "timeout", "type": "number", "required": False,
+                 "description": f"pub_kwargs: seconds to wait for the TCP connection and for the HTTP answer (default {DEFAULT_TIMEOUT:g})"},
+            ],
+            "example_arguments": {"pub_args": ["<server_id>"], "pub_kwargs": {"timeout": 5}},
+            "notes": (
+                "Opens a TCP connection to the server's hostname:port and, when the server has an "
+                "instance_url, sends an HTTP(S) GET to it (redirects are not followed). The server is "
+                "'running' when the port accepts connections and the instance URL (if any) answers "
+                "with a status below 500; otherwise 'stopped'. Updates the server's status, "
+                "last_checked_at and last_check {reachable, latency_ms, http_status, error, checked_at}. "
+                "An unreachable server is a completed check with status 'stopped'; an unknown "
+                "server id fails the execution."
+            ),
+        }
+
+    def run(self, *args, **kwargs):
+        if not args:
+            raise JobError("server_id is required as pub_args[0]")
+        _util.no_extra_args(args, 1, "[server_id]")
+        _util.no_unknown_kwargs(kwargs, ("timeout",))
+        server_id = _util.require_str("server_id", args[0]).strip()
+        timeout = _util.number("timeout", kwargs.get("timeout", DEFAULT_TIMEOUT), minimum=0,
+                               exclusive_minimum=True, maximum=300)
+
+        servers = self.context.datastore.servers
+        server = servers.get(server_id) if is_valid_id(server_id) else None
+        if server is None:
+            raise JobError(f"unknown server id {server_id!r}")
+        name = server.get("name") or server_id
+
+        host, port, url = self._target(server)
+        error = None
+        reachable = False
+        latency_ms = None
+        http_status = None
+        lines = []
+
+        if host is None:
+            error = "server has no hostname or instance_url to check"
+        else:
+            reachable, latency_ms, error = self._tcp_check(host, port, timeout)
+            where = f"{host}:{port}"
+            if reachable:
+                lines.append(f"TCP {where}: open ({latency_ms} ms)")
+            else:
+                lines.append(f"TCP {where}: unreachable ({error})")
+
+        if reachable and url:
+            http_status, http_ms, http_error = self._http_check(url, timeout)
+            shown = _util.redact_url(url)
+            if http_status is not None:
+                lines.append(f"HTTP GET {shown}: {http_status} ({http_ms} ms)")
+                if http_status >= 500:
+                    error = f"instance URL answered HTTP {http_status}"
+            else:
+                lines.append(f"HTTP GET {shown}: no answer ({http_error})")
+                error = f"instance URL: {http_error}"
+
+        status = "running" if reachable and error is None else "stopped"
+        now = utcnow()
+        last_check = {
+            "reachable": reachable,
+            "latency_ms": latency_ms,
+            "http_status": http_status,
+            "error": error,
+            "checked_at": to_iso(now),
+        }
+        if servers.update(server_id, set={"status": status, "last_checked_at": now,
+                                          "last_check": last_check}) is None:
+            raise JobError(f"server {server_id!r} was deleted during the check")
+        previous = server.get("status") or "unknown"
+        change = f" (was {previous})" if previous != status else ""
+        head = f"Server {name!r} is {status}{change}"
+        if error and status == "stopped":
+            head += f": {error}"
+        return "\n".join([head, *lines])
+
+    # ------------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _target(server: dict) -> tuple[str | None, int | None, str | None]:
+        """(host, port, instance_url) to check; host/port fall back to the URL's."""
+        url = server.get("instance_url") or None
+        if url is not None:
+            try:
+                url = _util.http_url("instance_url", url)
+            except JobError as exc:
+                raise JobError(f"server {server.get('_id')}: {exc}") from None
+        host = (server.get("hostname") or "").strip() or None
+        port = server.get("port")
+        parts = urlsplit(url) if url else None
+        if host is None and parts is not None:
+            host = parts.hostname
+        if port in (None, ""):
+            if parts is not None and (host == parts.hostname):
+                port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+            elif host is not None:
+                raise JobError(f"server {server.get('_id')} has no port")
+        if host is not None:
+            try:
+                port = _util.number("port", port, minimum=1, maximum=65535, integer=True)
+            except JobError as exc:
+                raise JobError(f"server {server.get('_id')}: {exc}") from None
+        return host, port, url
+
+    @staticmethod
+    def _tcp_check(host: str, port: int, timeout: float) -> tuple[bool, float | None, str | None]:
+        started = time.monotonic()
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                pass
+        except socket.timeout:
+            return False, None, f"connection timed out after {timeout:g} s"
+        except socket.gaierror as exc:
+            return False, None, f"cannot resolve {host!r}: {exc.strerror or exc}"
+        except OSError as exc:
+            return False, None, (exc.strerror or str(exc)).lower()
+        return True, round((time.monotonic() - started) * 1000, 1), None
+
+    @staticmethod
+    def _http_check(url: str, timeout: float) -> tuple[int | None, float | None, str | None]:
+        opener = urllib.request.build_opener(_NoRedirect, urllib.request.HTTPSHandler(context=ssl.create_default_context()))
+        request = urllib.request.Request(url, method="GET", headers={"User-Agent": "Texium-HealthCheck/1"})
+        started = time.monotonic()
+        try:
+            with opener.open(request, timeout=timeout) as response:
+                response.read(65536)
+                status = response.status
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+            exc.close()
+        except urllib.error.URLError as exc:
+            reason = exc.reason
+            text = getattr(reason, "strerror", None) or str(reason)
+            return None, None, str(text).lower()
+        except (socket.timeout, TimeoutError):
+            return None, None, f"timed out after {timeout:g} s"
+        except (OSError, ValueError) as exc:
+            return None, None, str(exc)
+        return status, round((time.monotonic() - started) * 1000, 1), None

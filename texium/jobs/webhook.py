@@ -1,0 +1,173 @@
+"""WebhookJob: POST a JSON notification to an http(s) URL, with retries and an optional HMAC."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import socket
+import time
+import urllib.error
+import urllib.request
+
+from texium.core.timeutil import to_iso, utcnow
+from texium.jobs import _util
+from texium.jobs.base import JobBase, JobError
+
+CONTROL_KEYS = ("headers", "secret", "retries", "timeout", "backoff")
+DEFAULT_RETRIES = 3
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_BACKOFF = 1.0
+MAX_BACKOFF = 60.0
+SIGNATURE_HEADER = "X-Texium-Signature"
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_RESERVED_HEADERS = {"content-length", "host", "transfer-encoding", SIGNATURE_HEADER.lower()}
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect would turn the POST into a GET without the payload: report it instead."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D102
+        return None
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The X-Texium-Signature value: sha256=<hex HMAC-SHA256 of the exact body>."""
+    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+
+
+class WebhookJob(JobBase):
+    """Job to send webhook notifications"""
+
+    @classmethod
+    def meta_info(cls) -> dict:
+        return {
+            "description": "Job to send webhook notifications",
+            "arguments": [
+                {"name": "url", "type": "string", "required": True,
+                 "description": "pub_args[0]: the http:// or https:// URL to POST to"},
+                {"name": "<any other key>", "type": "any", "required": False,
+                 "description": "pub_kwargs: custom data, sent as the payload's 'data' object"},
+                {"name": "headers", "type": "object", "required": False,
+                 "description": "pub_kwargs: extra request headers {name: value}"},
+                {"name": "secret", "type": "string", "required": False,
+                 "description": f"pub_kwargs: sign the body; adds {SIGNATURE_HEADER}: sha256=<hex HMAC-SHA256 of the body>"},
+                {"name": "retries", "type": "integer", "required": False,
+                 "description": f"pub_kwargs: retries after a 5xx answer or a connection error (default {DEFAULT_RETRIES})"},
+                {"name": "timeout", "type": "number", "required": False,
+                 "description": f"pub_kwargs: seconds per attempt (default {DEFAULT_TIMEOUT:g})"},
+                {"name": "backoff", "type": "number", "required": False,
+                 "description": f"pub_kwargs: first wait between attempts in seconds, doubled each time (default {DEFAULT_BACKOFF:g})"},
+            ],
+            "example_arguments": {
+                "pub_args": ["https://hooks.example.com/texium"],
+                "pub_kwargs": {"event": "nightly-done", "count": 3, "secret": "change-me", "retries": 3},
+            },
+            "notes": (
+                "Body: {\"data\": <pub_kwargs without headers/secret/retries/timeout/backoff>, \"job_id\", "
+                "\"execution_id\", \"timestamp\"}. A 2xx answer succeeds; 4xx fails at once; 5xx and connection "
+                "errors are retried with exponential backoff, then fail. Redirects are not followed."
+            ),
+        }
+
+    def run(self, *args, **kwargs):
+        if not args:
+            raise JobError("url is required as pub_args[0]")
+        _util.no_extra_args(args, 1, "[url]")
+        url = _util.http_url("url", args[0])
+        headers = kwargs.get("headers") or {}
+        if not isinstance(headers, dict):
+            raise JobError(f"headers must be an object of name: value, got {type(headers).__name__}")
+        clean_headers = {}
+        for name, value in headers.items():
+            if not isinstance(name, str) or not _HEADER_NAME.match(name):
+                raise JobError(f"headers: invalid header name {name!r}")
+            if name.lower() in _RESERVED_HEADERS:
+                raise JobError(f"headers: {name} is set by the job and cannot be overridden")
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                raise JobError(f"headers: value of {name} must be a string")
+            clean_headers[name] = _util.no_line_breaks(f"headers[{name}]", str(value))
+        secret = kwargs.get("secret")
+        if secret is not None:
+            secret = _util.require_str("secret", secret)
+        retries = _util.number("retries", kwargs.get("retries", DEFAULT_RETRIES), minimum=0, maximum=20, integer=True)
+        timeout = _util.number("timeout", kwargs.get("timeout", DEFAULT_TIMEOUT), minimum=0,
+                               exclusive_minimum=True, maximum=600)
+        backoff = _util.number("backoff", kwargs.get("backoff", DEFAULT_BACKOFF), minimum=0, maximum=MAX_BACKOFF)
+
+        data = {k: v for k, v in kwargs.items() if k not in CONTROL_KEYS}
+        payload = {
+            "data": data,
+            "job_id": self.context.job_id,
+            "execution_id": self.context.execution_id,
+            "timestamp": to_iso(utcnow()),
+        }
+        try:
+            body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            raise JobError(f"pub_kwargs cannot be sent as JSON: {exc}") from None
+
+        request_headers = {"User-Agent": "Texium-Webhook/1", "Content-Type": "application/json"}
+        request_headers.update(clean_headers)
+        request_headers["X-Texium-Execution"] = str(self.context.execution_id)
+        if secret is not None:
+            request_headers[SIGNATURE_HEADER] = sign(secret, body)
+
+        shown = _util.redact_url(url)
+        opener = urllib.request.build_opener(_NoRedirect)
+        attempts = retries + 1
+        log: list[str] = []
+        for attempt in range(1, attempts + 1):
+            started = time.monotonic()
+            request = urllib.request.Request(url, data=body, method="POST", headers=request_headers)
+            status, reason, excerpt, error = None, "", "", None
+            try:
+                with opener.open(request, timeout=timeout) as response:
+                    status, reason = response.status, response.reason
+                    excerpt = _excerpt(response.read(4096))
+            except urllib.error.HTTPError as exc:
+                status, reason = exc.code, exc.reason
+                try:
+                    excerpt = _excerpt(exc.read(4096))
+                except OSError:
+                    excerpt = ""
+                finally:
+                    exc.close()
+            except urllib.error.URLError as exc:
+                reason_obj = exc.reason
+                error = str(getattr(reason_obj, "strerror", None) or reason_obj)
+                if isinstance(reason_obj, (socket.timeout, TimeoutError)):
+                    error = f"timed out after {timeout:g} s"
+            except (socket.timeout, TimeoutError):
+                error = f"timed out after {timeout:g} s"
+            except (ConnectionError, OSError) as exc:
+                error = str(getattr(exc, "strerror", None) or exc)
+            elapsed = round((time.monotonic() - started) * 1000)
+
+            if status is not None:
+                log.append(f"attempt {attempt}: HTTP {status} {reason} ({elapsed} ms)")
+                if 200 <= status < 300:
+                    lines = [f"POST {shown} -> HTTP {status} {reason} after {attempt} attempt(s)"]
+                    if attempt > 1:
+                        lines += log
+                    if excerpt:
+                        lines.append(f"Response: {excerpt}")
+                    return "\n".join(lines)
+                if 300 <= status < 400:
+                    raise JobError(f"POST {shown} was redirected (HTTP {status}); redirects are not followed, "
+                                   f"use the final URL")
+                if status < 500:
+                    detail = f": {excerpt}" if excerpt else ""
+                    raise JobError(f"POST {shown} failed with HTTP {status} {reason} on attempt {attempt}"
+                                   f" (client errors are not retried){detail}")
+            else:
+                log.append(f"attempt {attempt}: {error} ({elapsed} ms)")
+            if attempt < attempts:
+                time.sleep(min(backoff * (2 ** (attempt - 1)), MAX_BACKOFF))
+        raise JobError(f"POST {shown} failed after {attempts} attempt(s): " + "; ".join(log))
+
+
+def _excerpt(raw: bytes, limit: int = 300) -> str:
+    text = raw.decode("utf-8", "replace").strip().replace("\r", " ").replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,184 @@
+"""Restore a Texium backup written by DataBackupJob.
+
+    python -m texium.restore FILE_OR_DIR [--data-dir D | --mongo-uri U --db-name N] [--drop]
+
+FILE_OR_DIR is a backup directory (texium-backup-.../), its manifest.json, or one
+`<collection>.jsonl.gz` file. Documents keep their original `_id`; a document whose id already
+exists is skipped unless `--drop` empties each restored collection first. With a manifest,
+every file's SHA-256 is checked before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import os
+import sys
+
+from texium.core.datastore.base import is_valid_id
+from texium.core.errors import DuplicateKeyError
+from texium.jobs.backup import FILE_SUFFIX, FORMAT, MANIFEST, decode_doc, list_backups
+
+
+class RestoreError(Exception):
+    """The backup cannot be restored; the message says why."""
+
+
+def _plan(path: str) -> list[tuple[str, str, str | None]]:
+    """[(collection, file path, expected sha256 or None)] for a backup path."""
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        manifest = os.path.join(path, MANIFEST)
+        if os.path.isfile(manifest):
+            return _plan_from_manifest(manifest)
+        files = sorted(f for f in os.listdir(path) if f.endswith(FILE_SUFFIX))
+        if files:
+            return [(f[: -len(FILE_SUFFIX)], os.path.join(path, f), None) for f in files]
+        backups = list_backups(path)
+        if backups:
+            names = ", ".join(os.path.basename(b) for b in backups[-5:])
+            raise RestoreError(f"{path} holds several backups; name one of them (newest: {names})")
+        raise RestoreError(f"{path} is not a Texium backup (no {MANIFEST} and no *{FILE_SUFFIX} files)")
+    if not os.path.exists(path):
+        raise RestoreError(f"{path} does not exist")
+    if os.path.basename(path) == MANIFEST:
+        return _plan_from_manifest(path)
+    if path.endswith(FILE_SUFFIX):
+        return [(os.path.basename(path)[: -len(FILE_SUFFIX)], path, None)]
+    raise RestoreError(f"{path} is neither a backup directory, a {MANIFEST} nor a *{FILE_SUFFIX} file")
+
+
+def _plan_from_manifest(manifest_path: str) -> list[tuple[str, str, str | None]]:
+    try:
+        with open(manifest_path, encoding="utf-8") as fh:
+            manifest = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise RestoreError(f"cannot read {manifest_path}: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise RestoreError(f"{manifest_path} is not a Texium backup manifest")
+    base = os.path.dirname(manifest_path)
+    plan = []
+    for entry in manifest.get("collections") or []:
+        name, file_name = entry.get("name"), entry.get("file")
+        if not name or not file_name or os.path.basename(file_name) != file_name:
+            raise RestoreError(f"{manifest_path}: bad collection entry {entry!r}")
+        plan.append((name, os.path.join(base, file_name), entry.get("sha256")))
+    return plan
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_docs(path: str):
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                doc = decode_doc(line)
+            except ValueError as exc:
+                raise RestoreError(f"{os.path.basename(path)} line {number}: not extended JSON ({exc})") from None
+            if not isinstance(doc, dict):
+                raise RestoreError(f"{os.path.basename(path)} line {number}: not a document")
+            if "_id" in doc and not is_valid_id(doc["_id"]):
+                raise RestoreError(f"{os.path.basename(path)} line {number}: _id {doc['_id']!r} is not a 24-hex id")
+            yield doc
+
+
+def restore_backup(datastore, path: str, drop: bool = False) -> dict:
+    """Restore the backup at `path` into `datastore`.
+
+    Returns {collection: {"inserted": n, "skipped": n}}; `skipped` counts documents whose `_id`
+    (or a unique field) already exists. With `drop`, each restored collection is emptied first.
+    Raises RestoreError when the backup is unreadable or a checksum does not match.
+    """
+    plan = _plan(path)
+    for name, file_path, expected in plan:
+        if not os.path.isfile(file_path):
+            raise RestoreError(f"missing file {file_path}")
+        if expected and _sha256(file_path) != expected:
+            raise RestoreError(f"checksum mismatch for {file_path}: the backup is damaged")
+        # Read everything once before writing anything: a corrupt file fails the whole restore.
+        for _ in _read_docs(file_path):
+            pass
+
+    counts: dict[str, dict[str, int]] = {}
+    for name, file_path, _ in plan:
+        collection = datastore.collection(name)
+        if drop:
+            collection.delete_many({})
+        inserted = skipped = 0
+        for doc in _read_docs(file_path):
+            doc_id = doc.get("_id")
+            if doc_id is not None and not drop and collection.get(doc_id) is not None:
+                skipped += 1
+                continue
+            try:
+                collection.insert(doc)
+            except DuplicateKeyError:
+                skipped += 1
+                continue
+            inserted += 1
+        counts[name] = {"inserted": inserted, "skipped": skipped}
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="texium-restore",
+        description="Restore a Texium backup (a texium-backup-* directory, its manifest.json or one "
+                    ".jsonl.gz file) into the datastore the server uses, or the one named here.",
+    )
+    parser.add_argument("path", metavar="FILE_OR_DIR")
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--data-dir", help="restore into the SQLite datastore in this directory")
+    target.add_argument("--mongo-uri", help="restore into this MongoDB (mongomock:// for an in-memory one)")
+    parser.add_argument("--db-name", help="MongoDB database name (default: the DB_NAME setting)")
+    parser.add_argument("--settings", metavar="MODULE", help="settings module, as for the server")
+    parser.add_argument("--drop", action="store_true",
+                        help="empty each restored collection first (otherwise existing ids are skipped)")
+    ns = parser.parse_args(argv)
+
+    from texium.config import ConfigError, load_settings
+    from texium.core.datastore import open_datastore
+
+    flags = {"DB_NAME": ns.db_name}
+    if ns.data_dir is not None:
+        flags.update(DATA_DIR=ns.data_dir, MONGO_URI="")
+    if ns.mongo_uri is not None:
+        flags["MONGO_URI"] = ns.mongo_uri
+    try:
+        settings = load_settings(flags=flags, settings_module=ns.settings)
+    except ConfigError as exc:
+        print(f"texium-restore: {exc}", file=sys.stderr)
+        return 2
+    mongo_uri = settings["MONGO_URI"] or None
+    where = f"MongoDB database {settings['DB_NAME']}" if mongo_uri else f"SQLite in {settings['DATA_DIR']}"
+    try:
+        datastore = open_datastore(mongo_uri, settings["DB_NAME"], settings["DATA_DIR"])
+    except Exception as exc:  # noqa: BLE001 - report any connection problem in one line
+        print(f"texium-restore: cannot open {where}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        counts = restore_backup(datastore, ns.path, drop=ns.drop)
+    except RestoreError as exc:
+        print(f"texium-restore: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        datastore.close()
+    print(f"Restored into {where}{' (collections emptied first)' if ns.drop else ''}:")
+    for name, c in counts.items():
+        print(f"  {name}: {c['inserted']} inserted, {c['skipped']} skipped (already present)")
+    print(f"Total: {sum(c['inserted'] for c in counts.values())} documents inserted")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
