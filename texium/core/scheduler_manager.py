@@ -73,8 +73,10 @@ class SchedulerManager:
         self._timezone = timezone
         self._max_instances = max_instances
         self._store = DocumentJobStore(datastore.jobs, misfire_grace_time, max_instances)
+        # After a failed look-up of due jobs, try again in 2 s rather than APScheduler's 10 s.
         self._scheduler = BackgroundScheduler(timezone="UTC", jobstores={"default": self._store},
-                                              executors={EXECUTOR_ALIAS: _RunnerExecutor(runner)})
+                                              executors={EXECUTOR_ALIAS: _RunnerExecutor(runner)},
+                                              jobstore_retry_interval=2)
         self._scheduler.add_listener(self._on_max_instances, EVENT_JOB_MAX_INSTANCES)
 
     # -- life cycle --------------------------------------------------------------------

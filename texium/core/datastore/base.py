@@ -65,6 +65,7 @@ INDEXES: dict[str, tuple[Index, ...]] = {
         Index(("job_id", "created_at")),
         Index(("user_id", "created_at")),
         Index(("status", "created_at")),
+        Index(("user_id", "status")),  # per-user stats: counts by status without a scan
     ),
     "scheduler_audit_logs": (Index(("created_at",)), Index(("job_id", "created_at"))),
     "system_metrics": (Index(("created_at",)),),

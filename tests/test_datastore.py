@@ -1,0 +1,386 @@
+"""The datastore contract (texium/core/datastore/base.py), run against every provider."""
+
+import re
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pymongo.errors
+import pytest
+
+from texium.core.datastore.base import new_id
+from texium.core.datastore.mongo import MongoDatastore
+from texium.core.datastore.sqlite import SQLiteDatastore
+from texium.core.errors import DatastoreUnavailable, DuplicateKeyError
+
+T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture(params=["sqlite", "mongomock"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        ds = SQLiteDatastore(str(tmp_path))
+    else:
+        ds = MongoDatastore("mongomock://", "texium_test")
+    yield ds
+    ds.close()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path):
+    ds = SQLiteDatastore(str(tmp_path))
+    yield ds
+    ds.close()
+
+
+def emails(docs):
+    return sorted(doc["email"] for doc in docs)
+
+
+def ns(docs):
+    return [doc["n"] for doc in docs]
+
+
+# -- documents ----------------------------------------------------------------------------------
+
+def test_insert_get_round_trip(store):
+    plus_two = timezone(timedelta(hours=2))
+    doc = {
+        "name": "Zoë",
+        "created_at": datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=timezone.utc),
+        "started_at": datetime(2024, 5, 1, 14, 0, 0, tzinfo=plus_two),
+        "finished_at": None,
+        "nested": {"list": [1, 2.5, "x", {"deep": None}], "flag": True},
+        "tags": ["a", "b"],
+    }
+    doc_id = store.executions.insert(doc)
+    assert re.fullmatch(r"[0-9a-f]{24}", doc_id)
+    assert "_id" not in doc  # the caller's dict is left alone
+    got = store.executions.get(doc_id)
+    assert got["_id"] == doc_id
+    assert got["created_at"] == datetime(2024, 5, 1, 12, 0, 0, 123000, tzinfo=timezone.utc)  # ms precision
+    assert got["created_at"].utcoffset() == timedelta(0)
+    assert got["started_at"] == T0 and got["started_at"].utcoffset() == timedelta(0)
+    assert got["finished_at"] is None
+    assert got["nested"] == doc["nested"] and got["tags"] == ["a", "b"] and got["name"] == "Zoë"
+
+
+def test_insert_with_explicit_id(store):
+    doc_id = new_id()
+    assert store.users.insert({"_id": doc_id, "email": "a@x"}) == doc_id
+    assert store.users.get(doc_id)["email"] == "a@x"
+    with pytest.raises(ValueError):
+        store.users.insert({"_id": "not-an-id", "email": "b@x"})
+    with pytest.raises(DuplicateKeyError) as err:
+        store.servers.insert({"_id": doc_id})
+        store.servers.insert({"_id": doc_id})
+    assert err.value.field == "_id"
+
+
+def test_get_missing_or_invalid_id(store):
+    assert store.users.get(new_id()) is None
+    assert store.users.get("nope") is None
+    assert store.users.get("Z" * 24) is None
+    assert store.users.get(None) is None
+
+
+# -- filters ------------------------------------------------------------------------------------
+
+@pytest.fixture
+def numbered(store):
+    coll = store.collection("things")
+    ids = [coll.insert({"n": n, "kind": "odd" if n % 2 else "even", "created_at": T0 + timedelta(minutes=n)})
+           for n in range(1, 6)]
+    return coll, ids
+
+
+@pytest.mark.parametrize("filter, expected", [
+    ({}, [1, 2, 3, 4, 5]),
+    ({"kind": "odd"}, [1, 3, 5]),
+    ({"n": {"$in": [2, 4, 9]}}, [2, 4]),
+    ({"n": {"$in": []}}, []),
+    ({"n": {"$nin": [2, 4]}}, [1, 3, 5]),
+    ({"n": {"$ne": 3}}, [1, 2, 4, 5]),
+    ({"n": {"$gt": 3}}, [4, 5]),
+    ({"n": {"$gte": 3}}, [3, 4, 5]),
+    ({"n": {"$lt": 3}}, [1, 2]),
+    ({"n": {"$lte": 3}}, [1, 2, 3]),
+    ({"n": {"$gt": 1, "$lt": 5}, "kind": "even"}, [2, 4]),
+    ({"created_at": {"$gte": T0 + timedelta(minutes=4)}}, [4, 5]),
+    ({"created_at": T0 + timedelta(minutes=2)}, [2]),
+    ({"created_at": {"$lt": (T0 + timedelta(minutes=3)).astimezone(timezone(timedelta(hours=-5)))}}, [1, 2]),
+    ({"missing": {"$nin": ["x"]}}, [1, 2, 3, 4, 5]),
+])
+def test_filter_operators(numbered, filter, expected):
+    coll, _ = numbered
+    assert ns(coll.find(filter, sort=[("n", 1)])) == expected
+    assert coll.count(filter) == len(expected)
+
+
+def test_filter_by_id(numbered):
+    coll, ids = numbered
+    assert ns(coll.find({"_id": ids[2]})) == [3]
+    assert ns(coll.find({"_id": {"$in": [ids[0], ids[4], "bogus"]}}, sort=[("n", 1)])) == [1, 5]
+    assert ns(coll.find({"_id": {"$nin": [ids[0]]}}, sort=[("n", 1)])) == [2, 3, 4, 5]
+    assert ns(coll.find({"_id": {"$gt": ids[2]}}, sort=[("n", 1)])) == [4, 5]
+    assert coll.find({"_id": "bogus"}) == []
+
+
+def test_none_matches_null_and_missing(store):
+    coll = store.collection("things")
+    coll.insert({"n": 1, "f": None})
+    coll.insert({"n": 2})
+    coll.insert({"n": 3, "f": "x"})
+    assert ns(coll.find({"f": None}, sort=[("n", 1)])) == [1, 2]
+    assert ns(coll.find({"f": {"$ne": None}})) == [3]
+    assert ns(coll.find({"f": {"$in": [None, "x"]}}, sort=[("n", 1)])) == [1, 2, 3]
+    assert ns(coll.find({"f": {"$nin": [None]}})) == [3]
+    assert ns(coll.find({"f": {"$ne": "x"}}, sort=[("n", 1)])) == [1, 2]
+
+
+def test_bool_equality(store):
+    coll = store.collection("things")
+    coll.insert({"n": 1, "enabled": True})
+    coll.insert({"n": 2, "enabled": False})
+    coll.insert({"n": 3})
+    assert ns(coll.find({"enabled": True})) == [1]
+    assert ns(coll.find({"enabled": False})) == [2]
+    assert ns(coll.find({"enabled": {"$ne": True}}, sort=[("n", 1)])) == [2, 3]
+    assert ns(coll.find({"enabled": {"$in": [False]}})) == [2]
+    assert coll.get(coll.find({"n": 1})[0]["_id"])["enabled"] is True
+
+
+@pytest.mark.parametrize("bad", [
+    {"n": {"$regex": "x"}}, {"n": {}}, {"$or": [{"n": 1}]}, {"n": {"$in": 3}}, {"n": [1, 2]},
+])
+def test_bad_filters_raise_value_error(numbered, bad):
+    coll, _ = numbered
+    with pytest.raises(ValueError):
+        coll.find(bad)
+
+
+# -- sort, paging, count ------------------------------------------------------------------------
+
+def test_sort_tie_break_limit_offset(store):
+    coll = store.collection("things")
+    ids = [coll.insert({"n": n, "created_at": T0 + timedelta(minutes=n // 2)}) for n in range(6)]
+    newest = coll.find(sort=[("created_at", -1)])
+    assert ns(newest) == [5, 4, 3, 2, 1, 0]  # equal times: the later _id first
+    assert [d["_id"] for d in coll.find(sort=[("created_at", 1)])] == ids
+    assert ns(coll.find(sort=[("created_at", -1)], limit=2, offset=1)) == [4, 3]
+    assert ns(coll.find(sort=[("created_at", -1)], offset=5)) == [0]
+    assert coll.find(sort=[("created_at", -1)], limit=0) == []
+    assert ns(coll.find()) == [0, 1, 2, 3, 4, 5]  # no sort: _id ascending
+    assert ns(coll.find(sort=[("created_at", 1), ("n", -1)])) == [1, 0, 3, 2, 5, 4]
+    assert coll.find_one({"n": {"$gt": 2}}, sort=[("n", -1)])["n"] == 5
+    assert coll.find_one({"n": 99}) is None
+    with pytest.raises(ValueError):
+        coll.find(sort=[("n", 0)])
+
+
+def test_count(numbered):
+    coll, _ = numbered
+    assert coll.count() == 5
+    assert coll.count({"kind": "even"}) == 2
+    assert coll.count({"kind": "none"}) == 0
+
+
+# -- updates and deletes ------------------------------------------------------------------------
+
+def test_update_set_inc_unset(store):
+    jobs = store.jobs
+    job_id = jobs.insert({"name": "a", "runs": 1, "note": "x"})
+    later = datetime(2024, 6, 1, 8, 30, 0, 999999, tzinfo=timezone.utc)
+    doc = jobs.update(job_id, set={"name": "b", "next_run_time": later}, inc={"runs": 2, "failures": 1},
+                      unset=["note"])
+    assert doc == {"_id": job_id, "name": "b", "runs": 3, "failures": 1,
+                   "next_run_time": later.replace(microsecond=999000)}
+    assert jobs.get(job_id) == doc
+    assert jobs.update(job_id) == doc
+    assert jobs.update(new_id(), set={"name": "c"}) is None
+    assert jobs.update("bogus", inc={"runs": 1}) is None
+    with pytest.raises(ValueError):
+        jobs.update(job_id, set={"_id": new_id()})
+
+
+def test_update_many_and_delete_many_counts(numbered):
+    coll, ids = numbered
+    assert coll.update_many({"kind": "odd"}, {"label": "o", "seen_at": T0}) == 3
+    assert coll.count({"label": "o", "seen_at": T0}) == 3
+    assert coll.update_many({"kind": "nothing"}, {"label": "z"}) == 0
+    assert coll.update_many({"kind": "even"}, {"meta": {"a": [1]}}) == 2
+    assert coll.find({"kind": "even"})[0]["meta"] == {"a": [1]}
+    assert coll.delete(ids[0]) is True
+    assert coll.delete(ids[0]) is False
+    assert coll.delete("bogus") is False
+    assert coll.delete_many({"n": {"$gte": 4}}) == 2
+    assert coll.delete_many({}) == 2
+    assert coll.count() == 0
+
+
+def test_unique_indexes(store):
+    store.users.insert({"email": "a@x"})
+    with pytest.raises(DuplicateKeyError) as err:
+        store.users.insert({"email": "a@x"})
+    assert err.value.field == "email"
+    other = store.users.insert({"email": "b@x"})
+    with pytest.raises(DuplicateKeyError) as err:
+        store.users.update(other, set={"email": "a@x"})
+    assert err.value.field == "email"
+    assert store.users.get(other)["email"] == "b@x"
+
+    store.executions.insert({"occurrence_key": "job1@2024-05-01T12:00"})
+    with pytest.raises(DuplicateKeyError) as err:
+        store.executions.insert({"occurrence_key": "job1@2024-05-01T12:00"})
+    assert err.value.field == "occurrence_key"
+    # Documents without the field do not collide (run-now executions have no occurrence key).
+    store.executions.insert({"status": "running"})
+    store.executions.insert({"status": "running"})
+    assert store.executions.count() == 3
+
+
+# -- concurrency --------------------------------------------------------------------------------
+
+def run_threads(count, target):
+    errors = []
+
+    def guarded(i):
+        try:
+            target(i)
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+
+
+def test_concurrent_increments_are_not_lost(store):
+    job_id = store.jobs.insert({"runs": 0})
+
+    def bump(_):
+        for _ in range(20):
+            store.jobs.update(job_id, inc={"runs": 1})
+
+    run_threads(20, bump)
+    assert store.jobs.get(job_id)["runs"] == 400
+
+
+def test_concurrent_inserts_keep_emails_unique(store):
+    # mongomock has no locking of its own; the provider serialises its calls, so it runs here too.
+    duplicates = []
+
+    def create(i):
+        for k in range(5):
+            try:
+                store.users.insert({"email": f"user{(i * 5 + k) % 50}@example.com", "created_at": T0})
+            except DuplicateKeyError as exc:
+                duplicates.append(exc.field)
+
+    run_threads(20, create)
+    assert emails(store.users.find()) == sorted(f"user{n}@example.com" for n in range(50))
+    assert duplicates == ["email"] * 50
+
+
+def test_sqlite_connections_per_thread_closed_from_any_thread(sqlite_store):
+    run_threads(4, lambda i: sqlite_store.users.insert({"email": f"{i}@x"}))
+    assert sqlite_store.users.count() == 4
+    closer = threading.Thread(target=sqlite_store.close)
+    closer.start()
+    closer.join()
+    assert sqlite_store._connections == []
+
+
+# -- collections and housekeeping ---------------------------------------------------------------
+
+def test_collection_names(store):
+    with pytest.raises(ValueError):
+        store.collection("Bad-Name")
+    with pytest.raises(ValueError):
+        store.collection("1abc")
+    store.collection("custom_things").insert({"a": 1})
+    store.ensure_indexes()
+    names = store.collection_names()
+    assert "custom_things" in names and "users" in names and "scheduler_executions" in names
+    assert store.collection("custom_things").count() == 1
+
+
+def test_housekeeping(store):
+    store.ping()
+    store.executions.insert({"job_id": "j", "created_at": T0})
+    store.ensure_indexes()
+    store.ensure_indexes()
+    assert "users.email_unique" in store.rebuild_indexes()
+    with pytest.raises(DuplicateKeyError):  # the unique index is back
+        store.users.insert({"email": "a@x"})
+        store.users.insert({"email": "a@x"})
+    assert isinstance(store.optimize(), str) and isinstance(store.vacuum(), str)
+    assert store.size_bytes() >= 0
+    assert store.executions.count({"job_id": "j"}) == 1
+
+
+def test_sqlite_persists_across_reopen(tmp_path):
+    first = SQLiteDatastore(str(tmp_path / "data"))
+    user_id = first.users.insert({"email": "keep@x", "created_at": T0})
+    first.close()
+    second = SQLiteDatastore(str(tmp_path / "data"))
+    try:
+        assert second.users.get(user_id) == {"_id": user_id, "email": "keep@x", "created_at": T0}
+        assert second.describe() == f"SQLite at {tmp_path / 'data' / 'texium.db'}"
+        assert second.size_bytes() > 0
+    finally:
+        second.close()
+
+
+def test_sqlite_unusable_data_dir(tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(DatastoreUnavailable):
+        SQLiteDatastore(str(tmp_path / "file" / "data"))
+
+
+def test_sqlite_queries_use_indexes(sqlite_store):
+    def plan(coll, filter, sort=None):
+        steps = coll.explain(filter, sort, limit=100)
+        assert not any("TEMP B-TREE" in step for step in steps), steps
+        return steps
+
+    execs, jobs = sqlite_store.executions, sqlite_store.jobs
+    newest = [("created_at", -1)]
+    assert plan(execs, {"_id": new_id()}) == [
+        "SEARCH scheduler_executions USING INDEX sqlite_autoindex_scheduler_executions_1 (id=?)"]
+    for field in ("job_id", "user_id", "status"):
+        steps = plan(execs, {field: "x"}, newest)
+        assert steps == [f"SEARCH scheduler_executions USING INDEX "
+                         f"ix_scheduler_executions__{field}_created_at (<expr>=?)"], steps
+    assert plan(jobs, {"next_run_time": {"$lte": T0}}, [("next_run_time", 1)]) == [
+        "SEARCH scheduler_jobs USING INDEX ix_scheduler_jobs__next_run_time (<expr><?)"]
+    # Newest first over everything walks the created_at index: a scan, but with no sort step.
+    assert plan(execs, {}, newest) == [
+        "SCAN scheduler_executions USING INDEX ix_scheduler_executions__created_at"]
+
+
+# -- MongoDB specifics --------------------------------------------------------------------------
+
+def test_mongo_describe_never_shows_password():
+    uri = "mongodb://alice:s3cr3t-pw@db.example.com,db2.example.com:27018/admin?authSource=admin"
+    store = MongoDatastore(uri, "texium_db")
+    try:
+        text = store.describe()
+        assert text == "MongoDB at db.example.com:27017,db2.example.com:27018/texium_db"
+        assert "s3cr3t" not in text and "alice" not in text
+    finally:
+        store.close()
+    assert MongoDatastore("mongomock://", "demo").describe() == "MongoDB (mongomock, in memory) demo"
+
+
+def test_mongo_errors_are_translated():
+    store = MongoDatastore("mongomock://", "texium_test")
+    with pytest.raises(DatastoreUnavailable):
+        with store._guard():
+            raise pymongo.errors.ServerSelectionTimeoutError("no servers")
+    with pytest.raises(DuplicateKeyError) as err:  # what a real server reports
+        with store._guard("users"):
+            raise pymongo.errors.DuplicateKeyError("E11000", 11000, {"keyPattern": {"email": 1}})
+    assert err.value.field == "email"

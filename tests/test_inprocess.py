@@ -1,0 +1,118 @@
+"""In-process checks with pytest-tornado: faults that a live process cannot be pushed into.
+
+The application is built exactly as the server builds it, over mongomock, and then its
+datastore is made to fail the way an unreachable MongoDB does.
+"""
+
+import json
+
+import pytest
+
+from texium.config import load_settings
+from texium.core.errors import DatastoreUnavailable
+from texium.server.app import make_app
+from texium.core.datastore import open_datastore
+from texium.server import context as context_module
+from texium.server.context import build_context
+
+
+class Outage:
+    """Wraps a Collection; while `down` is set every call fails like a lost database."""
+
+    def __init__(self, inner, state):
+        self._inner, self._state = inner, state
+
+    def __getattr__(self, name):
+        attribute = getattr(self._inner, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args, **kwargs):
+            if self._state["down"]:
+                raise DatastoreUnavailable("MongoDB did not answer within 5 s")
+            return attribute(*args, **kwargs)
+        return call
+
+
+@pytest.fixture
+def outage():
+    return {"down": False}
+
+
+@pytest.fixture
+def context(tmp_path, outage, monkeypatch):
+    def open_failing_datastore(*args):
+        datastore = open_datastore(*args)
+        real_collection, real_ping = datastore.collection, datastore.ping
+        datastore.collection = lambda name: Outage(real_collection(name), outage)
+        datastore.ping = lambda: Outage(datastore, outage).ping() if outage["down"] else real_ping()
+        return datastore
+
+    monkeypatch.setattr(context_module, "open_datastore", open_failing_datastore)
+    settings = load_settings({"MONGO_URI": "mongomock://", "DATA_DIR": str(tmp_path)}, environ={}, cwd=str(tmp_path))
+    ctx = build_context(settings)
+    ctx.scheduler.start()
+    yield ctx
+    ctx.close(1)
+
+
+@pytest.fixture
+def app(context):
+    return make_app(context)
+
+
+async def fetch(http_client, base_url, path, method="GET", body=None):
+    response = await http_client.fetch(base_url + path, method=method, body=body, raise_error=False)
+    return response.code, json.loads(response.body)
+
+
+@pytest.mark.gen_test
+async def test_datastore_outage_is_503_and_recovers(http_client, base_url, outage):
+    code, body = await fetch(http_client, base_url, "/api/users/", "POST", json.dumps({"name": "A", "email": "a@b.io"}))
+    assert code == 201
+    outage["down"] = True
+    for path in ("/api/users/", f"/api/users/{body['user_id']}", "/api/scheduler/jobs", "/api/scheduler/stats"):
+        code, error = await fetch(http_client, base_url, path)
+        assert code == 503 and error == {"detail": "MongoDB did not answer within 5 s"}
+    code, health = await fetch(http_client, base_url, "/api/scheduler/health")
+    assert code == 503 and health["status"] == "unhealthy" and "Datastore" in health["message"]
+    outage["down"] = False
+    code, users = await fetch(http_client, base_url, "/api/users/")
+    assert code == 200 and users["total"] == 1
+    code, health = await fetch(http_client, base_url, "/api/scheduler/health")
+    assert code == 200 and health["status"] == "healthy"
+
+
+@pytest.mark.gen_test
+async def test_health_is_503_when_the_scheduler_stops(http_client, base_url, context):
+    context.scheduler.shutdown(0)
+    code, health = await fetch(http_client, base_url, "/api/scheduler/health")
+    assert code == 503 and health == {"status": "unhealthy", "message": "Scheduler is not running",
+                                      "timestamp": health["timestamp"]}
+
+
+@pytest.mark.gen_test
+async def test_a_bug_is_a_short_500_without_traceback(http_client, base_url, context):
+    def broken(*args):
+        raise RuntimeError("secret internals")
+    context.users.list = broken
+    response = await http_client.fetch(base_url + "/api/users/", raise_error=False)
+    assert response.code == 500
+    assert json.loads(response.body) == {"detail": "Internal server error"}
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_scheduler_keeps_firing_through_an_outage(http_client, base_url, context, outage):
+    import asyncio
+    _, created = await fetch(http_client, base_url, "/api/users/", "POST", json.dumps({"name": "A", "email": "o@b.io"}))
+    body = {"user_id": created["user_id"], "job_class_string": "jobs.echo.EchoJob", "name": "tick", "second": "*/1", "minute": "*"}
+    _, job = await fetch(http_client, base_url, "/api/scheduler/jobs", "POST", json.dumps(body))
+    await asyncio.sleep(1.5)
+    outage["down"] = True
+    await asyncio.sleep(2.5)
+    outage["down"] = False
+    _, before = await fetch(http_client, base_url, f"/api/scheduler/executions?job_id={job['job_id']}&status=completed")
+    await asyncio.sleep(4)
+    _, after = await fetch(http_client, base_url, f"/api/scheduler/executions?job_id={job['job_id']}&status=completed")
+    assert context.scheduler.running
+    assert after["total"] >= before["total"] + 2

@@ -1,0 +1,305 @@
+"""MongoDB provider through pymongo; `mongomock://` gives an in-memory MongoDB for tests and demos.
+
+Documents keep a real ObjectId `_id` in the database; this layer speaks 24-hex strings, so
+clients cannot tell it from the SQLite provider. Indexes are created per collection on first
+use (not in the constructor: pymongo connects lazily, and describe() must work with no server).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from contextlib import contextmanager, nullcontext
+from datetime import datetime
+from typing import Any, Iterable, Iterator
+
+import pymongo
+from bson import ObjectId
+from pymongo import ReturnDocument
+from pymongo.errors import ConfigurationError, ConnectionFailure, OperationFailure
+
+from texium.core.datastore.base import (
+    FILTER_OPERATORS, INDEXES, Collection, Datastore, Filter, Index, Sort, is_valid_id, new_id,
+)
+from texium.core.errors import DatastoreUnavailable, DuplicateKeyError
+from texium.core.timeutil import as_utc
+
+MOCK_SCHEME = "mongomock://"
+_COLLECTION_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_AUTH_FAILED = (13, 18)  # Unauthorized, AuthenticationFailed: the server is unusable with this URI
+_NAMESPACE_NOT_FOUND = 26
+
+
+def _oid(value: Any) -> Any:
+    """ObjectId for a valid id string; anything else stays as is and so matches nothing."""
+    return ObjectId(value) if is_valid_id(value) else value
+
+
+def _keys(index: Index) -> list[tuple[str, int]]:
+    # Non-unique indexes end with _id so "sort by created_at, _id breaks ties" is an index walk.
+    fields = index.fields if index.unique else index.fields + ("_id",)
+    return [(field, pymongo.ASCENDING) for field in fields]
+
+
+def _query(filter: Filter | None) -> dict:
+    """Check a filter against the interface (MongoDB would accept much more) and map `_id`."""
+    query = {}
+    for field, cond in (filter or {}).items():
+        if not isinstance(field, str) or field.startswith("$") or "." in field:
+            raise ValueError(f"invalid field name: {field!r}")
+        if isinstance(cond, dict):
+            if not cond or not set(cond) <= FILTER_OPERATORS:
+                raise ValueError(f"unsupported filter operator in {field}: {sorted(cond)}")
+            if any(not isinstance(cond[op], (list, tuple, set)) for op in ("$in", "$nin") if op in cond):
+                raise ValueError(f"$in / $nin on {field} needs a list")
+            if field == "_id":
+                cond = {op: [_oid(v) for v in value] if op in ("$in", "$nin") else _oid(value)
+                        for op, value in cond.items()}
+            else:
+                cond = {op: list(value) if op in ("$in", "$nin") else value for op, value in cond.items()}
+        elif isinstance(cond, (list, tuple, set)):
+            raise ValueError(f"unsupported filter value for {field}: {cond!r}")
+        elif field == "_id":
+            cond = _oid(cond)
+        query[field] = cond
+    return query
+
+
+def _sort(sort: Sort | None) -> list[tuple[str, int]]:
+    keys = list(sort or [("_id", 1)])
+    if any(direction not in (1, -1) for _, direction in keys):
+        raise ValueError("sort directions must be 1 or -1")
+    if all(field != "_id" for field, _ in keys):
+        keys.append(("_id", keys[-1][1]))
+    return keys
+
+
+def _to_client(doc: dict) -> dict:
+    """String id first, every top-level datetime aware UTC (timezone.utc, not bson's FixedOffset)."""
+    out: dict[str, Any] = {"_id": str(doc["_id"])}
+    for field, value in doc.items():
+        if field != "_id":
+            out[field] = as_utc(value) if isinstance(value, datetime) else value
+    return out
+
+
+def _duplicate_field(exc: pymongo.errors.DuplicateKeyError, collection: str,
+                     written: Iterable[str]) -> str | None:
+    """Name the field of the broken unique index: from the server's details, else the index name
+    in the message, else (mongomock says neither) the one unique field that was written."""
+    pattern = (exc.details or {}).get("keyPattern")
+    if pattern:
+        return next(iter(pattern))
+    unique = {index.name: index.fields[0] for index in INDEXES.get(collection, ()) if index.unique}
+    match = re.search(r"index: (\S+)", str(exc))
+    if match:
+        return "_id" if match.group(1) == "_id_" else unique.get(match.group(1))
+    candidates = [field for field in unique.values() if field in written]
+    return candidates[0] if len(candidates) == 1 else "_id" if not candidates else None
+
+
+def _hosts(uri: str) -> str:
+    """host:port list of a mongodb:// URI, without credentials (plain text parsing: no DNS)."""
+    scheme, _, rest = uri.partition("://")
+    hosts = rest.split("/", 1)[0].split("?", 1)[0].rsplit("@", 1)[-1]
+    if scheme == "mongodb":
+        hosts = ",".join(h if re.search(r":\d+$", h) else f"{h}:27017" for h in hosts.split(","))
+    return hosts
+
+
+class MongoCollection(Collection):
+    def __init__(self, store: MongoDatastore, name: str):
+        self.name = name
+        self._store = store
+        self._coll = store._db[name]
+
+    def insert(self, doc: dict) -> str:
+        doc = dict(doc)
+        doc_id = doc.get("_id") or new_id()
+        if not is_valid_id(doc_id):
+            raise ValueError("_id must be a 24-hex ObjectId string")
+        doc["_id"] = ObjectId(doc_id)
+        with self._store._guard(self.name, doc):
+            self._coll.insert_one(doc)
+        return doc_id
+
+    def get(self, doc_id: str) -> dict | None:
+        if not is_valid_id(doc_id):
+            return None
+        with self._store._guard(self.name):
+            doc = self._coll.find_one({"_id": ObjectId(doc_id)})
+        return _to_client(doc) if doc else None
+
+    def find(self, filter: Filter | None = None, sort: Sort | None = None,
+             limit: int | None = None, offset: int = 0) -> list[dict]:
+        if (limit is not None and limit < 0) or offset < 0:
+            raise ValueError("limit and offset must not be negative")
+        query, keys = _query(filter), _sort(sort)
+        if limit == 0:  # pymongo reads limit=0 as "no limit"
+            return []
+        with self._store._guard(self.name):
+            docs = list(self._coll.find(query, sort=keys, skip=offset, limit=limit or 0))
+        return [_to_client(doc) for doc in docs]
+
+    def count(self, filter: Filter | None = None) -> int:
+        query = _query(filter)
+        with self._store._guard(self.name):
+            return self._coll.count_documents(query)
+
+    def update(self, doc_id: str, set: dict | None = None, inc: dict | None = None,
+               unset: Iterable[str] = ()) -> dict | None:
+        changes = {"$set": dict(set or {}), "$inc": dict(inc or {}), "$unset": dict.fromkeys(unset, "")}
+        if any("_id" in fields for fields in changes.values()):
+            raise ValueError("_id cannot be changed")
+        if not is_valid_id(doc_id):
+            return None
+        changes = {op: fields for op, fields in changes.items() if fields}
+        if not changes:  # MongoDB rejects an empty update
+            return self.get(doc_id)
+        with self._store._guard(self.name, changes.get("$set", ())):
+            doc = self._coll.find_one_and_update({"_id": ObjectId(doc_id)}, changes,
+                                                 return_document=ReturnDocument.AFTER)
+        return _to_client(doc) if doc else None
+
+    def update_many(self, filter: Filter, set: dict) -> int:
+        if "_id" in set:
+            raise ValueError("_id cannot be changed")
+        if not set:
+            return self.count(filter)
+        query = _query(filter)
+        with self._store._guard(self.name, set):
+            return self._coll.update_many(query, {"$set": dict(set)}).matched_count
+
+    def delete(self, doc_id: str) -> bool:
+        if not is_valid_id(doc_id):
+            return False
+        with self._store._guard(self.name):
+            return self._coll.delete_one({"_id": ObjectId(doc_id)}).deleted_count == 1
+
+    def delete_many(self, filter: Filter) -> int:
+        query = _query(filter)
+        with self._store._guard(self.name):
+            return self._coll.delete_many(query).deleted_count
+
+
+class MongoDatastore(Datastore):
+    provider = "mongodb"
+
+    def __init__(self, uri: str, db_name: str):
+        self._uri, self._db_name = uri, db_name
+        self._mock = uri.startswith(MOCK_SCHEME)
+        if self._mock:
+            import mongomock
+
+            self._client = mongomock.MongoClient(tz_aware=True)
+        else:
+            try:
+                self._client = pymongo.MongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=5000)
+            except ConfigurationError as exc:
+                raise DatastoreUnavailable(f"invalid MongoDB URI: {exc}") from exc
+        self._db = self._client[db_name]
+        # mongomock has no locking of its own (find_one_and_update reads, then writes), so every
+        # call on it is serialised; a real server needs none of that.
+        self._lock = threading.RLock() if self._mock else nullcontext()
+        self._collections: dict[str, MongoCollection] = {}
+        self._collections_lock = threading.Lock()
+
+    @contextmanager
+    def _guard(self, collection: str = "", written: Iterable[str] = ()) -> Iterator[None]:
+        """Serialise mongomock calls and turn pymongo errors into the core's errors."""
+        with self._lock:
+            try:
+                yield
+            except pymongo.errors.DuplicateKeyError as exc:
+                raise DuplicateKeyError(_duplicate_field(exc, collection, written)) from exc
+            except ConnectionFailure as exc:  # also ServerSelectionTimeoutError, AutoReconnect
+                detail = f"{self.describe()} is unreachable ({type(exc).__name__})"
+                raise DatastoreUnavailable(detail) from exc
+            except OperationFailure as exc:
+                if exc.code in _AUTH_FAILED:
+                    raise DatastoreUnavailable(f"{self.describe()} refused the credentials") from exc
+                raise
+
+    def collection(self, name: str) -> MongoCollection:
+        found = self._collections.get(name)
+        if found is not None:
+            return found
+        if not isinstance(name, str) or not _COLLECTION_NAME.match(name):
+            raise ValueError(f"invalid collection name: {name!r}")
+        with self._collections_lock:
+            if name not in self._collections:
+                self._create_indexes(name)
+                self._collections[name] = MongoCollection(self, name)
+            return self._collections[name]
+
+    def _create_indexes(self, name: str) -> list[str]:
+        coll = self._db[name]
+        with self._guard(name):
+            for index in INDEXES.get(name, ()):
+                # sparse: documents without the field do not collide, as with SQLite's NULLs.
+                options = {"unique": True, "sparse": True} if index.unique else {}
+                coll.create_index(_keys(index), name=index.name, **options)
+        return [f"{name}.{index.name}" for index in INDEXES.get(name, ())]
+
+    def collection_names(self) -> list[str]:
+        with self._guard():
+            return sorted(self._db.list_collection_names())
+
+    def ping(self) -> None:
+        with self._guard():
+            self._client.admin.command("ping")
+
+    def describe(self) -> str:
+        if self._mock:
+            return f"MongoDB (mongomock, in memory) {self._db_name}"
+        return f"MongoDB at {_hosts(self._uri)}/{self._db_name}"
+
+    def ensure_indexes(self) -> None:
+        for name in INDEXES:
+            self.collection(name)
+
+    def rebuild_indexes(self) -> list[str]:
+        rebuilt = []
+        for name in INDEXES:
+            try:
+                with self._guard(name):
+                    self._db[name].drop_indexes()
+            except OperationFailure as exc:
+                if exc.code != _NAMESPACE_NOT_FOUND:  # a collection never written has no indexes
+                    raise
+            rebuilt += self._create_indexes(name)
+        return rebuilt
+
+    def _command_each(self, command: str) -> tuple[int, int, str]:
+        """Run `command` on every collection; (succeeded, total, last refusal)."""
+        names, done, refusal = self.collection_names(), 0, ""
+        for name in names:
+            try:
+                with self._guard(name):
+                    self._db.command({command: name})
+                done += 1
+            except (OperationFailure, NotImplementedError) as exc:
+                refusal = str(exc).splitlines()[0][:120]
+        return done, len(names), refusal
+
+    def optimize(self) -> str:
+        # MongoDB keeps its statistics itself; clearing cached plans makes it re-plan with them.
+        done, total, refusal = self._command_each("planCacheClear")
+        summary = f"planCacheClear: {done} of {total} collections"
+        return summary + (f" (not supported: {refusal})" if refusal else "")
+
+    def vacuum(self) -> str:
+        done, total, refusal = self._command_each("compact")
+        summary = f"compact: {done} of {total} collections"
+        return summary + (f" (not permitted: {refusal})" if refusal else "")
+
+    def size_bytes(self) -> int:
+        try:
+            with self._guard():
+                stats = self._db.command("dbStats")
+        except (OperationFailure, NotImplementedError):
+            return 0
+        return int(stats.get("dataSize", 0) + stats.get("indexSize", 0))
+
+    def close(self) -> None:
+        self._client.close()

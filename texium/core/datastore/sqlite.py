@@ -1,0 +1,412 @@
+"""Embedded provider: one SQLite table per collection, each row an id plus the JSON document.
+
+Queried fields are reached with json_extract(doc, '$.field'); INDEXES become expression indexes
+on exactly those expressions, so SQLite answers indexed queries with B-tree searches. Non-unique
+indexes end with the id column, so "newest first, id breaks ties" pages come straight off the
+index without a sort.
+
+Threads: each thread gets its own connection (WAL lets readers run beside the writer); writes go
+through one process-wide lock per database file, so in-process writers queue instead of hitting
+SQLITE_BUSY, and BEGIN IMMEDIATE keeps read-modify-write updates atomic against other processes.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import sqlite3
+import threading
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, Iterable, Iterator
+
+from texium.core.datastore.base import (
+    FILTER_OPERATORS, INDEXES, Collection, Datastore, Filter, Index, Sort, is_time_field,
+    is_valid_id, new_id,
+)
+from texium.core.errors import DatastoreUnavailable, DuplicateKeyError
+from texium.core.timeutil import as_utc
+
+_COLLECTION_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+# Field names are spliced into SQL (a bound JSON path would not match the index expressions).
+_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_TIME_TEXT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
+_COMPARISONS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+# sqlite3 errors that mean "the database cannot be used right now", not a bug in a query.
+_UNAVAILABLE = ("unable to open", "disk i/o", "locked", "readonly", "full", "not a database",
+                "malformed", "corrupt")
+
+_write_locks: dict[str, threading.RLock] = {}
+_write_locks_guard = threading.Lock()
+
+
+def _write_lock(path: str) -> threading.RLock:
+    """One lock per database file for the whole process, shared by every datastore on it."""
+    with _write_locks_guard:
+        return _write_locks.setdefault(path, threading.RLock())
+
+
+def _index_name(table: str, index: Index) -> str:
+    # SQLite index names are database-wide; Index.name is only unique within a collection.
+    return f"ix_{table}__{index.name}"
+
+
+_UNIQUE_FIELDS = {_index_name(table, index): index.fields[0]
+                  for table, indexes in INDEXES.items() for index in indexes if index.unique}
+
+
+@contextmanager
+def _translated(path: str) -> Iterator[None]:
+    """Turn sqlite3 errors into the core's errors."""
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        message = str(exc)
+        if "UNIQUE" not in message:
+            raise
+        # "UNIQUE constraint failed: index 'ix_users__email_unique'" or "...: users.id"
+        match = re.search(r"index '([^']+)'", message)
+        if match:
+            field = _UNIQUE_FIELDS.get(match.group(1))
+        else:
+            field = "_id" if message.endswith(".id") else None
+        raise DuplicateKeyError(field) from exc
+    except sqlite3.DatabaseError as exc:
+        if isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError:
+            if any(phrase in str(exc).lower() for phrase in _UNAVAILABLE):
+                raise DatastoreUnavailable(f"SQLite database {path} unavailable: {exc}") from exc
+        raise
+
+
+def _time_text(value: datetime) -> str:
+    """Fixed-width UTC text, truncated to milliseconds as BSON does, so text order is time order."""
+    value = as_utc(value)
+    return value.replace(microsecond=value.microsecond // 1000 * 1000).isoformat(timespec="microseconds")
+
+
+def _stored(field: str, value: Any) -> Any:
+    return _time_text(value) if isinstance(value, datetime) and is_time_field(field) else value
+
+
+def _encode(doc: dict) -> str:
+    body = {field: _stored(field, value) for field, value in doc.items() if field != "_id"}
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+_is_time_field = functools.lru_cache(maxsize=4096)(is_time_field)  # decoding is the hot path of find
+
+
+def _decode(doc_id: str, text: str) -> dict:
+    doc: dict[str, Any] = {"_id": doc_id}
+    for field, value in json.loads(text).items():
+        if type(value) is str and len(value) == 32 and _is_time_field(field) and _TIME_TEXT.match(value):
+            value = datetime.fromisoformat(value)
+        doc[field] = value
+    return doc
+
+
+def _column(field: str) -> str:
+    if field == "_id":
+        return "id"
+    if not _FIELD_NAME.match(field):
+        raise ValueError(f"invalid field name: {field!r}")
+    return f"json_extract(doc, '$.{field}')"
+
+
+def _param(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return _time_text(value)
+    if isinstance(value, (dict, list, tuple, set)):
+        raise ValueError(f"unsupported filter value: {value!r}")
+    return value
+
+
+def _equals(field: str, value: Any, negate: bool = False) -> tuple[str, list]:
+    """`field == value`. The negated forms use IS NOT, which is never NULL, so `$ne` also matches
+    documents where the field is missing, as in MongoDB."""
+    column = _column(field)
+    if value is None:
+        return f"{column} IS {'NOT ' if negate else ''}NULL", []
+    if isinstance(value, bool) and field != "_id":
+        # json_extract gives 1/0 for true/false; json_type tells booleans from numbers.
+        kind = "'true'" if value else "'false'"
+        return f"json_type(doc, '$.{field}') {'IS NOT' if negate else '='} {kind}", []
+    return f"{column} {'IS NOT' if negate else '='} ?", [_param(value)]
+
+
+def _member(field: str, values: Any) -> tuple[str, list]:
+    """`field IN values`, NULL-valued only when the field is null or missing."""
+    if not isinstance(values, (list, tuple, set)):
+        raise ValueError(f"$in / $nin on {field} needs a list")
+    # None and booleans need their own tests (see _equals); everything else fits one IN list.
+    def special(v: Any) -> bool:
+        return v is None or (isinstance(v, bool) and field != "_id")
+
+    plain = [_param(v) for v in values if not special(v)]
+    parts = [_equals(field, v)[0] for v in values if special(v)]
+    if plain:
+        parts.append(f"{_column(field)} IN ({', '.join('?' * len(plain))})")
+    return (f"({' OR '.join(parts)})" if parts else "0"), plain
+
+
+def _condition(field: str, op: str, value: Any) -> tuple[str, list]:
+    if op == "$eq":
+        return _equals(field, value)
+    if op == "$ne":
+        return _equals(field, value, negate=True)
+    if op == "$in":
+        return _member(field, value)
+    if op == "$nin":
+        sql, params = _member(field, value)
+        return f"NOT COALESCE({sql}, 0)", params
+    if op in _COMPARISONS:
+        return f"{_column(field)} {_COMPARISONS[op]} ?", [_param(value)]
+    raise ValueError(f"unsupported filter operator: {op}")
+
+
+def _where(filter: Filter | None) -> tuple[str, list]:
+    clauses, params = [], []
+    for field, cond in (filter or {}).items():
+        if isinstance(cond, dict):
+            if not cond or not set(cond) <= FILTER_OPERATORS:
+                raise ValueError(f"unsupported filter operator in {field}: {sorted(cond)}")
+            conditions = cond.items()
+        else:
+            conditions = [("$eq", cond)]
+        for op, value in conditions:
+            sql, args = _condition(field, op, value)
+            clauses.append(sql)
+            params.extend(args)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _order_by(sort: Sort | None) -> str:
+    keys = list(sort or [("_id", 1)])
+    if any(direction not in (1, -1) for _, direction in keys):
+        raise ValueError("sort directions must be 1 or -1")
+    if all(field != "_id" for field, _ in keys):
+        keys.append(("_id", keys[-1][1]))
+    return " ORDER BY " + ", ".join(f"{_column(f)} {'ASC' if d == 1 else 'DESC'}" for f, d in keys)
+
+
+class SQLiteCollection(Collection):
+    def __init__(self, store: SQLiteDatastore, name: str):
+        self.name = name
+        self._store = store
+        self._table = f'"{name}"'
+
+    def _select(self, filter: Filter | None, sort: Sort | None, limit: int | None,
+                offset: int) -> tuple[str, list]:
+        if (limit is not None and limit < 0) or offset < 0:
+            raise ValueError("limit and offset must not be negative")
+        where, params = _where(filter)
+        sql = f"SELECT id, doc FROM {self._table}{where}{_order_by(sort)} LIMIT ? OFFSET ?"
+        return sql, params + [-1 if limit is None else limit, offset]
+
+    def explain(self, filter: Filter | None = None, sort: Sort | None = None,
+                limit: int | None = None) -> list[str]:
+        """SQLite's plan for a find, one line per step (tests use it to rule out table scans)."""
+        sql, params = self._select(filter, sort, limit, 0)
+        return [row[3] for row in self._store._read("EXPLAIN QUERY PLAN " + sql, params)]
+
+    def insert(self, doc: dict) -> str:
+        doc_id = doc.get("_id") or new_id()
+        if not is_valid_id(doc_id):
+            raise ValueError("_id must be a 24-hex ObjectId string")
+        body = _encode(doc)
+        with self._store._write() as db:
+            db.execute(f"INSERT INTO {self._table} (id, doc) VALUES (?, ?)", (doc_id, body))
+        return doc_id
+
+    def get(self, doc_id: str) -> dict | None:
+        if not is_valid_id(doc_id):
+            return None
+        rows = self._store._read(f"SELECT doc FROM {self._table} WHERE id = ?", [doc_id])
+        return _decode(doc_id, rows[0][0]) if rows else None
+
+    def find(self, filter: Filter | None = None, sort: Sort | None = None,
+             limit: int | None = None, offset: int = 0) -> list[dict]:
+        rows = self._store._read(*self._select(filter, sort, limit, offset))
+        return [_decode(doc_id, text) for doc_id, text in rows]
+
+    def count(self, filter: Filter | None = None) -> int:
+        where, params = _where(filter)
+        return self._store._read(f"SELECT COUNT(*) FROM {self._table}{where}", params)[0][0]
+
+    def update(self, doc_id: str, set: dict | None = None, inc: dict | None = None,
+               unset: Iterable[str] = ()) -> dict | None:
+        set, inc, unset = dict(set or {}), dict(inc or {}), list(unset)
+        if "_id" in set or "_id" in inc or "_id" in unset:
+            raise ValueError("_id cannot be changed")
+        if not is_valid_id(doc_id):
+            return None
+        with self._store._write() as db:
+            row = db.execute(f"SELECT doc FROM {self._table} WHERE id = ?", (doc_id,)).fetchall()
+            if not row:
+                return None
+            doc = json.loads(row[0][0])
+            doc.update(set)
+            for field, amount in inc.items():
+                doc[field] = doc.get(field, 0) + amount
+            for field in unset:
+                doc.pop(field, None)
+            body = _encode(doc)
+            db.execute(f"UPDATE {self._table} SET doc = ? WHERE id = ?", (body, doc_id))
+        return _decode(doc_id, body)
+
+    def update_many(self, filter: Filter, set: dict) -> int:
+        if not set:
+            return self.count(filter)
+        if "_id" in set:
+            raise ValueError("_id cannot be changed")
+        for field in set:
+            _column(field)
+        paths = ", ".join(f"'$.{field}', json(?)" for field in set)
+        values = [json.dumps(_stored(field, value), ensure_ascii=False) for field, value in set.items()]
+        where, params = _where(filter)
+        with self._store._write() as db:
+            return db.execute(f"UPDATE {self._table} SET doc = json_set(doc, {paths}){where}",
+                              values + params).rowcount
+
+    def delete(self, doc_id: str) -> bool:
+        return is_valid_id(doc_id) and self.delete_many({"_id": doc_id}) == 1
+
+    def delete_many(self, filter: Filter) -> int:
+        where, params = _where(filter)
+        with self._store._write() as db:
+            return db.execute(f"DELETE FROM {self._table}{where}", params).rowcount
+
+
+class SQLiteDatastore(Datastore):
+    provider = "sqlite"
+
+    def __init__(self, data_dir: str):
+        try:
+            os.makedirs(data_dir, exist_ok=True)
+        except OSError as exc:
+            raise DatastoreUnavailable(f"cannot create data directory {data_dir}: {exc.strerror}") from exc
+        self.path = os.path.abspath(os.path.join(data_dir, "texium.db"))
+        self._lock = _write_lock(self.path)
+        self._local = threading.local()
+        self._connections: list[tuple[threading.Thread, sqlite3.Connection]] = []
+        self._connections_lock = threading.Lock()
+        self._collections: dict[str, SQLiteCollection] = {}
+        with self._write(transaction=False) as db:
+            db.execute("PRAGMA journal_mode=WAL")  # persistent in the file; cannot run inside BEGIN
+        self.ensure_indexes()
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            # Autocommit mode (isolation_level=None): transactions are the explicit BEGINs below.
+            # check_same_thread=False only so close() can close it from another thread.
+            db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA synchronous=NORMAL")
+            with self._connections_lock:
+                self._close_orphans()
+                self._connections.append((threading.current_thread(), db))
+            self._local.db = db
+        return db
+
+    def _close_orphans(self) -> None:
+        """Close connections of threads that have ended, so short-lived threads do not leak them."""
+        for thread, db in [entry for entry in self._connections if not entry[0].is_alive()]:
+            db.close()
+            self._connections.remove((thread, db))
+
+    def _read(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+        with _translated(self.path):
+            return self._connection().execute(sql, list(params)).fetchall()
+
+    @contextmanager
+    def _write(self, transaction: bool = True) -> Iterator[sqlite3.Connection]:
+        with self._lock, _translated(self.path):
+            db = self._connection()
+            if not transaction:
+                yield db
+                return
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                if db.in_transaction:
+                    db.rollback()
+                raise
+            db.execute("COMMIT")
+
+    # -- collections -------------------------------------------------------------------------
+
+    def collection(self, name: str) -> SQLiteCollection:
+        found = self._collections.get(name)
+        if found is not None:
+            return found
+        if not isinstance(name, str) or not _COLLECTION_NAME.match(name):
+            raise ValueError(f"invalid collection name: {name!r}")
+        with self._write() as db:
+            self._create(db, name)
+            return self._collections.setdefault(name, SQLiteCollection(self, name))
+
+    @staticmethod
+    def _create(db: sqlite3.Connection, name: str) -> None:
+        db.execute(f'CREATE TABLE IF NOT EXISTS "{name}" (id TEXT PRIMARY KEY, doc TEXT NOT NULL)')
+        for index in INDEXES.get(name, ()):
+            columns = [_column(field) for field in index.fields] + ([] if index.unique else ["id"])
+            db.execute(f'CREATE {"UNIQUE " if index.unique else ""}INDEX IF NOT EXISTS '
+                       f'"{_index_name(name, index)}" ON "{name}" ({", ".join(columns)})')
+
+    def collection_names(self) -> list[str]:
+        rows = self._read("SELECT name FROM sqlite_master WHERE type = 'table' "
+                          "AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        return [name for (name,) in rows]
+
+    # -- housekeeping ------------------------------------------------------------------------
+
+    def ping(self) -> None:
+        self._read("SELECT COUNT(*) FROM sqlite_master")  # SELECT 1 would not touch the file
+
+    def describe(self) -> str:
+        return f"SQLite at {self.path}"
+
+    def ensure_indexes(self) -> None:
+        with self._write() as db:
+            for name in INDEXES:
+                self._create(db, name)
+                self._collections.setdefault(name, SQLiteCollection(self, name))
+
+    def rebuild_indexes(self) -> list[str]:
+        rebuilt = []
+        with self._write() as db:
+            for name, indexes in INDEXES.items():
+                for index in indexes:
+                    db.execute(f'DROP INDEX IF EXISTS "{_index_name(name, index)}"')
+                    rebuilt.append(f"{name}.{index.name}")
+                self._create(db, name)
+        return rebuilt
+
+    def optimize(self) -> str:
+        with self._write(transaction=False) as db:
+            db.execute("ANALYZE")
+            db.execute("PRAGMA optimize")
+        return f"ANALYZE: planner statistics refreshed for {len(self.collection_names())} tables"
+
+    def vacuum(self) -> str:
+        before = self.size_bytes()
+        with self._write(transaction=False) as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            db.execute("VACUUM")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # VACUUM's pages land in the WAL first
+        return f"VACUUM: {before / 1e6:.1f} MB -> {self.size_bytes() / 1e6:.1f} MB"
+
+    def size_bytes(self) -> int:
+        return sum(os.path.getsize(p) for p in (self.path, self.path + "-wal") if os.path.exists(p))
+
+    def close(self) -> None:
+        with self._connections_lock:
+            for _, db in self._connections:
+                db.close()
+            self._connections.clear()
+            self._local = threading.local()
