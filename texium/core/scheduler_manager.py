@@ -22,6 +22,7 @@ from texium.core.listing import Page, list_page
 from texium.core.registry import JobRegistry
 from texium.core.runner import ExecutionRunner
 from texium.core.timeutil import to_iso, utcnow
+from texium.core.users import owned_by
 from texium.core.validation import Field, require_id, validate_body
 
 log = logging.getLogger("texium.scheduler")
@@ -112,12 +113,7 @@ class SchedulerManager:
         return doc
 
     def list(self, user_id: str | None, limit: int, offset: int) -> Page:
-        filter = {}
-        if user_id is not None:
-            if self._ds.users.get(require_id(user_id, "user_id")) is None:
-                raise NotFound("User not found")
-            filter["user_id"] = user_id
-        return list_page(self._ds.jobs, filter, limit, offset)
+        return list_page(self._ds.jobs, owned_by(self._ds, user_id), limit, offset)
 
     # -- changing ----------------------------------------------------------------------
     def _next_run(self, doc: dict, now: datetime) -> datetime | None:

@@ -7,6 +7,7 @@ from texium.core.errors import NotFound, ValidationError
 from texium.core.listing import Page, list_page
 from texium.core.secrets import SecretBox
 from texium.core.timeutil import utcnow
+from texium.core.users import owned_by
 from texium.core.validation import Field, require_id, validate_body
 
 STATUSES = ("running", "stopped", "unknown")
@@ -56,12 +57,7 @@ class ServerService:
         return self._ds.servers.insert(doc), doc["name"]
 
     def list(self, user_id: str | None, limit: int, offset: int) -> Page:
-        filter = {}
-        if user_id is not None:
-            if self._ds.users.get(require_id(user_id, "user_id")) is None:
-                raise NotFound("User not found")
-            filter["user_id"] = user_id
-        page = list_page(self._ds.servers, filter, limit, offset)
+        page = list_page(self._ds.servers, owned_by(self._ds, user_id), limit, offset)
         page.items = [present(doc) for doc in page.items]
         return page
 

@@ -8,8 +8,8 @@ from texium.core.datastore.base import Datastore
 from texium.core.errors import Conflict, NotFound
 from texium.core.listing import Page, list_page
 from texium.core.timeutil import utcnow
-from texium.core.validation import Field, require_id, validate_body
 from texium.core.errors import DuplicateKeyError
+from texium.core.validation import Field, require_id, validate_body
 
 ROLES = ("admin", "user")
 USER_FIELDS = (
@@ -17,6 +17,15 @@ USER_FIELDS = (
     Field("email", "email", required=True, max_length=254),
     Field("role", choices=ROLES, default="user"),
 )
+
+
+def owned_by(datastore: Datastore, user_id: str | None) -> dict:
+    """The filter for "things this user owns" (all things for None); 404 for an unknown user."""
+    if user_id is None:
+        return {}
+    if datastore.users.get(require_id(user_id, "user_id")) is None:
+        raise NotFound("User not found")
+    return {"user_id": user_id}
 
 
 def _email_taken(email: str) -> Conflict:

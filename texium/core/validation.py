@@ -53,22 +53,12 @@ def _check_int(field: "Field", value: Any) -> Any:
     return value
 
 
-def _check_bool(field: "Field", value: Any) -> Any:
-    if not isinstance(value, bool):
-        raise ValidationError(f"Invalid field {field.name}: must be true or false")
-    return value
-
-
-def _check_list(field: "Field", value: Any) -> Any:
-    if not isinstance(value, list):
-        raise ValidationError(f"Invalid field {field.name}: must be a list")
-    return value
-
-
-def _check_object(field: "Field", value: Any) -> Any:
-    if not isinstance(value, dict):
-        raise ValidationError(f"Invalid field {field.name}: must be an object")
-    return value
+def _of_type(python_type: type, wording: str) -> Callable[["Field", Any], Any]:
+    def check(field: "Field", value: Any) -> Any:
+        if not isinstance(value, python_type):
+            raise ValidationError(f"Invalid field {field.name}: must be {wording}")
+        return value
+    return check
 
 
 def _check_id(field: "Field", value: Any) -> Any:
@@ -79,7 +69,8 @@ def _check_id(field: "Field", value: Any) -> Any:
 
 CHECKS: dict[str, Callable[["Field", Any], Any]] = {
     "str": _check_str, "email": _check_email, "url": _check_url, "int": _check_int,
-    "bool": _check_bool, "list": _check_list, "object": _check_object, "id": _check_id,
+    "bool": _of_type(bool, "true or false"), "list": _of_type(list, "a list"),
+    "object": _of_type(dict, "an object"), "id": _check_id,
 }
 
 
