@@ -17,6 +17,9 @@ def assert_json_error(response, status):
 @pytest.mark.parametrize("payload, expected", [
     (b"{broken", "Malformed JSON"), (b"[1, 2]", "JSON object"), (b'"text"', "JSON object"),
     (b"", "JSON object"), (b"\xff\xfe", "Malformed JSON"), (b"null", "JSON object"),
+    (b'{"name": NaN}', "NaN"), (b'{"name": Infinity}', "Infinity"), (b'{"pub_args": [123456789012345678901234567890]}', "64 bits"),
+    (b'{"pub_args": [1e400]}', "too large"),
+    (b'{"name": "\\ud800"}', "Malformed JSON"),
 ])
 def test_bad_bodies(api, path, payload, expected):
     response = api.post(path, data=payload, headers={"Content-Type": "application/json"})

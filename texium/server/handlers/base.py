@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from datetime import datetime
 from typing import Any, Callable
@@ -25,6 +26,25 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
         return to_iso(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _bounded_int(text: str) -> int:
+    """Integers must fit in 64 bits: that is what both datastores can store."""
+    value = int(text)
+    if not -(2**63) <= value < 2**63:
+        raise ValueError(f"integer {text[:30]} does not fit in 64 bits")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:30]} is too large")
+    return value
 
 
 def dumps(payload: Any) -> str:
@@ -53,8 +73,10 @@ class ApiHandler(tornado.web.RequestHandler):
         if not raw.strip():
             raise ValidationError("Request body must be a JSON object")
         try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+            body = json.loads(raw, parse_constant=_refuse_constant, parse_int=_bounded_int,
+                              parse_float=_finite_float)
+            json.dumps(body, ensure_ascii=False).encode("utf-8")  # lone surrogates cannot be stored
+        except (ValueError, UnicodeError) as exc:
             raise ValidationError(f"Malformed JSON in request body: {exc}") from None
         if not isinstance(body, dict):
             raise ValidationError("Request body must be a JSON object")
