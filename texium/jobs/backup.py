@@ -170,7 +170,7 @@ class DataBackupJob(JobBase):
             raise
 
         removed = []
-        for old in list_backups(backup_root)[:-keep]:
+        for old in [path for path in list_backups(backup_root)[:-keep] if path != final_dir]:
             shutil.rmtree(old, ignore_errors=True)
             removed.append(os.path.basename(old))
         _remove_stale_partials(backup_root)
@@ -189,8 +189,13 @@ class DataBackupJob(JobBase):
 
     @staticmethod
     def _publish(tmp_dir: str, root: str, base: str) -> str:
-        """Rename the finished dump to its final name (-2, -3 ... when that second is taken)."""
-        for n in range(1, 100):
+        """Rename the finished dump to its final name: `base`, or `base-N` past every N in use.
+
+        A suffix is never reused, even after rotation freed it, so name order stays write order.
+        """
+        taken = [int(m.group(2) or 1) for m in map(BACKUP_DIR_RE.match, os.listdir(root))
+                 if m and m.group(1) == base[len(BACKUP_PREFIX):]]
+        for n in range(max(taken, default=0) + 1, 1000):
             path = os.path.join(root, base if n == 1 else f"{base}-{n}")
             if os.path.exists(path):
                 continue

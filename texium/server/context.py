@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from texium.core import caches
 from texium.core.audit import AuditLog
 from texium.core.datastore import Datastore, open_datastore
 from texium.core.executions import ExecutionHistory
@@ -55,7 +56,7 @@ def build_context(settings: dict[str, Any]) -> AppContext:
     runner = ExecutionRunner(
         datastore, registry, settings["THREAD_POOL_SIZE"],
         job_config={name: settings[name] for name in JOB_SETTINGS},
-        hooks={"clear_cache": lambda: "no in-process caches to clear"},
+        hooks={"clear_cache": caches.clear_all},
         misfire_grace_time=settings["MISFIRE_GRACE_TIME"],
     )
     scheduler = SchedulerManager(datastore, registry, runner, audit, timezone=settings["TIMEZONE"],

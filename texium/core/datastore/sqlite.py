@@ -12,7 +12,6 @@ SQLITE_BUSY, and BEGIN IMMEDIATE keeps read-modify-write updates atomic against 
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
@@ -22,6 +21,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Iterable, Iterator
 
+from texium.core.caches import cached
 from texium.core.datastore.base import (
     FILTER_OPERATORS, INDEXES, Collection, Datastore, Filter, Index, Sort, is_time_field,
     is_valid_id, new_id,
@@ -95,7 +95,7 @@ def _encode(doc: dict) -> str:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
 
-_is_time_field = functools.lru_cache(maxsize=4096)(is_time_field)  # decoding is the hot path of find
+_is_time_field = cached(is_time_field)  # decoding is the hot path of find
 
 
 def _decode(doc_id: str, text: str) -> dict:
