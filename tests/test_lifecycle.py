@@ -18,6 +18,13 @@ def wait_for(predicate, timeout=10.0, interval=0.05):
     return predicate()
 
 
+def start_run(api, job_id):
+    """Run a job now and wait until it is running; returns the execution id."""
+    execution_id = api.post(f"/api/scheduler/jobs/{job_id}/run").json()["execution_id"]
+    assert wait_for(lambda: api.get(f"/api/scheduler/executions/{execution_id}").json()["data"]["status"] == "running")
+    return execution_id
+
+
 def executions(api, **params):
     return api.get("/api/scheduler/executions", params={"limit": 1000, **params}).json()["data"]
 
@@ -47,8 +54,7 @@ def test_kill_9_during_a_run_marks_it_abandoned(start_server, tmp_path):
     first = start_server("sqlite", tmp_path / "data", env=SAMPLE_JOBS)
     user_id = first.api.create_user()
     job_id = first.api.create_job(user_id, job_class_string=SLOW, pub_kwargs={"seconds": 30})
-    execution_id = first.api.post(f"/api/scheduler/jobs/{job_id}/run").json()["execution_id"]
-    assert wait_for(lambda: first.api.get(f"/api/scheduler/executions/{execution_id}").json()["data"]["status"] == "running")
+    execution_id = start_run(first.api, job_id)
     first.kill()
 
     second = start_server("sqlite", tmp_path / "data", env=SAMPLE_JOBS)
@@ -62,8 +68,7 @@ def test_sigterm_waits_for_running_executions(start_server, tmp_path):
     server = start_server("sqlite", tmp_path / "data", env=SAMPLE_JOBS)
     user_id = server.api.create_user()
     job_id = server.api.create_job(user_id, job_class_string=SLOW, pub_kwargs={"seconds": 1.5})
-    execution_id = server.api.post(f"/api/scheduler/jobs/{job_id}/run").json()["execution_id"]
-    assert wait_for(lambda: server.api.get(f"/api/scheduler/executions/{execution_id}").json()["data"]["status"] == "running")
+    execution_id = start_run(server.api, job_id)
     assert server.stop() == 0
     again = start_server("sqlite", tmp_path / "data", env=SAMPLE_JOBS)
     execution = again.api.get(f"/api/scheduler/executions/{execution_id}").json()["data"]
@@ -75,8 +80,7 @@ def test_shutdown_grace_runs_out(start_server, tmp_path):
     server = start_server("sqlite", tmp_path / "data", env=env)
     user_id = server.api.create_user()
     job_id = server.api.create_job(user_id, job_class_string=SLOW, pub_kwargs={"seconds": 20})
-    execution_id = server.api.post(f"/api/scheduler/jobs/{job_id}/run").json()["execution_id"]
-    assert wait_for(lambda: server.api.get(f"/api/scheduler/executions/{execution_id}").json()["data"]["status"] == "running")
+    execution_id = start_run(server.api, job_id)
     started = time.monotonic()
     assert server.stop() == 0
     assert time.monotonic() - started < 10
