@@ -1,5 +1,7 @@
 """Restarts, crashes, shutdown, overlapping runs and shared databases, with real processes."""
 
+import re
+import signal
 import time
 from datetime import datetime
 
@@ -33,14 +35,18 @@ def test_sqlite_data_survives_a_restart(start_server, tmp_path):
     first = start_server("sqlite", tmp_path / "data")
     api = first.api
     user_id = api.create_user(name="Persistent")
-    server_id = api.post("/api/servers/create", json={"user_id": user_id, "name": "S", "hostname": "h", "password": "pw"}).json()["server_id"]
+    server_id = api.post("/api/servers/create", json={"user_id": user_id, "name": "S", "hostname": "h", "password": "hunter2-restart"}).json()["server_id"]
     job_id = api.create_job(user_id, minute="0", hour="9", day_of_week="1")
     execution_id = api.post(f"/api/scheduler/jobs/{job_id}/run").json()["execution_id"]
     api.wait_execution(execution_id)
     before = {path: api.get(path).json()["data"] for path in (
         f"/api/users/{user_id}", f"/api/servers/{server_id}", f"/api/scheduler/jobs/{job_id}",
         f"/api/scheduler/executions/{execution_id}")}
-    assert first.stop() == 0
+    assert first.stop(signal.SIGINT) == 0
+    log = first.log()
+    assert f"with SQLite at {tmp_path / 'data' / 'texium.db'}" in log  # the banner names the store
+    assert re.search(r"POST /api/users/ 201 [0-9.]+ms", log) and "Texium stopped" in log
+    assert "hunter2-restart" not in log
 
     second = start_server("sqlite", tmp_path / "data")
     for path, data in before.items():
