@@ -134,8 +134,8 @@ class ExecutionRunner:
     def fire(self, job_id: str, run_times: list[datetime]) -> None:
         """Called on a pool thread by the scheduler for each due firing of a job."""
         job = self._retrying("read job", self._ds.jobs.get, job_id)
-        if job is None:
-            return
+        if job is None or job.get("is_paused") or not job.get("is_enabled", True):
+            return  # deleted, paused or disabled between being due and reaching a worker
         for run_time in run_times:
             late = utcnow() - run_time
             if self._grace is not None and late > timedelta(seconds=self._grace):
