@@ -31,6 +31,8 @@ setup(
             "aiosmtpd>=1.4",
             "hypothesis>=6",
             "schemathesis>=4,<5",
+            "openapi-spec-validator>=0.7",
+            "playwright>=1.40",  # drives Debian's chromium (executable_path); no browser download
         ],
     },
     entry_points={

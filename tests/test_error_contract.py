@@ -19,6 +19,9 @@ def assert_json_error(response, status):
     (b"", "JSON object"), (b"\xff\xfe", "Malformed JSON"), (b"null", "JSON object"),
     (b'{"name": NaN}', "NaN"), (b'{"name": Infinity}', "Infinity"), (b'{"pub_args": [123456789012345678901234567890]}', "64 bits"),
     (b'{"pub_args": [1e400]}', "too large"),
+    (b'{"pub_kwargs": {"a\\u0000": 1}}', "NUL"), (b'{"pub_kwargs": {"$set": 1}}', "'$'"),
+    (b'{"x": ' + b"[" * 990 + b"]" * 990 + b"}", "nested deeper"),
+    (b'{"x": ' + b"[" * 40 + b"]" * 40 + b"}", "nested deeper"),
     (b'{"name": "\\ud800"}', "Malformed JSON"),
 ])
 def test_bad_bodies(api, path, payload, expected):
@@ -32,6 +35,8 @@ def test_unknown_route_and_wrong_method(api):
     assert assert_json_error(api.delete("/api/users/"), 405) == "Method not allowed"
     assert assert_json_error(api.patch("/api/scheduler/jobs"), 405) == "Method not allowed"
     assert assert_json_error(api.get("/api/servers/create"), 405) == "Method not allowed"
+    assert api.delete("/api/scheduler/health").headers["Allow"] == "GET"
+    assert api.put("/api/users/").headers["Allow"] == "GET, POST"
 
 
 def test_body_over_the_limit_is_413(api):
@@ -49,7 +54,7 @@ def test_chunked_body_over_the_limit_is_413(api):
     assert_json_error(response, 413)
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=1001", "limit=abc", "offset=-1"])
+@pytest.mark.parametrize("query", ["limit=0", "limit=1001", "limit=abc", "offset=-1", "offset=%EF%BC%91", "limit=1_0"])
 def test_bad_paging(api, query):
     assert "limit" in assert_json_error(api.get(f"/api/users/?{query}"), 400) or "offset" in query
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import tornado.web
 
 from texium.server.context import AppContext
-from texium.server.handlers import executions, jobs, records, servers, users, utility
+from texium.server.handlers import docs, executions, jobs, records, servers, users, utility
 from texium.server.handlers.base import NotFoundHandler
 
 STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
@@ -40,6 +40,9 @@ ROUTES = [
     (r"/api/scheduler/metrics/system", records.SystemMetricsHandler),
     (r"/api/scheduler/reports", records.ReportsHandler),
     (rf"/api/scheduler/reports/{ID}", records.ReportHandler),
+    (r"/openapi\.json", docs.OpenApiHandler),
+    (r"/docs", docs.DocsHandler),
+    (r"", docs.HomeHandler),
 ]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import sys
 from datetime import datetime
 from typing import Any, Callable
@@ -47,6 +48,23 @@ def _finite_float(text: str) -> float:
     return value
 
 
+MAX_DEPTH = 32  # MongoDB refuses documents nested deeper than 100; no field needs more
+
+
+def _check_storable(value: Any, depth: int = 0) -> None:
+    """Keys and nesting every datastore can hold: no NUL or leading '$' in keys, bounded depth."""
+    if depth > MAX_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key or key.startswith("$"):
+                raise ValueError(f"object key {key[:40]!r} may not contain NUL or start with '$'")
+            _check_storable(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_storable(item, depth + 1)
+
+
 def dumps(payload: Any) -> str:
     return json.dumps(payload, default=_json_default, ensure_ascii=False)
 
@@ -76,6 +94,9 @@ class ApiHandler(tornado.web.RequestHandler):
             body = json.loads(raw, parse_constant=_refuse_constant, parse_int=_bounded_int,
                               parse_float=_finite_float)
             json.dumps(body, ensure_ascii=False).encode("utf-8")  # lone surrogates cannot be stored
+            _check_storable(body)
+        except RecursionError:
+            raise ValidationError(f"Malformed JSON in request body: nested deeper than {MAX_DEPTH} levels") from None
         except (ValueError, UnicodeError) as exc:
             raise ValidationError(f"Malformed JSON in request body: {exc}") from None
         if not isinstance(body, dict):
@@ -91,10 +112,9 @@ class ApiHandler(tornado.web.RequestHandler):
         text = self.query(name)
         if text is None:
             return default
-        try:
-            value = int(text)
-        except ValueError:
-            raise ValidationError(f"Invalid query parameter {name}: {text!r} is not an integer") from None
+        if not re.fullmatch(r"-?[0-9]{1,12}", text):  # int() would also take '١' or '1_0'
+            raise ValidationError(f"Invalid query parameter {name}: {text!r} is not an integer")
+        value = int(text)
         if not low <= value <= high:
             raise ValidationError(f"Invalid query parameter {name}: must be from {low} to {high}")
         return value
@@ -155,7 +175,14 @@ class ApiHandler(tornado.web.RequestHandler):
             detail = self._reason
         self.set_status(status_code)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
         self.finish(dumps({"detail": detail}))
+
+    @classmethod
+    def allowed_methods(cls) -> list[str]:
+        base = tornado.web.RequestHandler
+        return [m for m in cls.SUPPORTED_METHODS if getattr(cls, m.lower()) is not getattr(base, m.lower(), None)]
 
     def _handle_request_exception(self, e: BaseException) -> None:
         # TexiumError carries its own status; everything else takes Tornado's path.

@@ -7,19 +7,19 @@ that reads it and can "try it out" against the same server.
 
 from __future__ import annotations
 
-import copy
 import json
-from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-import tornado.web
 import yaml
+
+from texium.core.caches import cached
+from texium.server.handlers.base import ApiHandler
 
 SWAGGER_UI_PATH = "vendor/swagger-ui/"  # relative to the application's static path
 
 
-@lru_cache(maxsize=1)
+@cached
 def load_description() -> dict[str, Any]:
     """The description as a dict, parsed once per process. Blocking (reads a package file)."""
     text = resources.files("texium").joinpath("openapi.yaml").read_text(encoding="utf-8")
@@ -29,21 +29,13 @@ def load_description() -> dict[str, Any]:
     return description
 
 
-def description() -> dict[str, Any]:
-    """A copy of the description, safe for a caller to change."""
-    return copy.deepcopy(load_description())
-
-
-@lru_cache(maxsize=1)
+@cached
 def _description_json() -> bytes:
     return json.dumps(load_description(), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-class OpenApiHandler(tornado.web.RequestHandler):
+class OpenApiHandler(ApiHandler):
     """GET /openapi.json: the OpenAPI 3.1 description."""
-
-    def initialize(self, context: Any = None, **_: Any) -> None:
-        self.context = context
 
     def get(self) -> None:
         self.set_header("Content-Type", "application/json; charset=UTF-8")
@@ -83,17 +75,11 @@ _PAGE = """<!DOCTYPE html>
 """
 
 
-class DocsHandler(tornado.web.RequestHandler):
+class DocsHandler(ApiHandler):
     """GET /docs: Swagger UI showing /openapi.json."""
 
-    def initialize(self, context: Any = None, **_: Any) -> None:
-        self.context = context
-
     def _static(self, name: str) -> str:
-        path = SWAGGER_UI_PATH + name
-        if self.settings.get("static_path"):
-            return self.static_url(path)  # versioned URL, cacheable for long
-        return "/static/" + path
+        return self.static_url(SWAGGER_UI_PATH + name)  # versioned URL, cacheable for long
 
     def get(self) -> None:
         page = _PAGE.format(
@@ -103,3 +89,10 @@ class DocsHandler(tornado.web.RequestHandler):
         )
         self.set_header("Content-Type", "text/html; charset=UTF-8")
         self.finish(page)
+
+
+class HomeHandler(ApiHandler):
+    """GET /: there is no dashboard yet, so the API documentation is the front page."""
+
+    def get(self) -> None:
+        self.redirect("/docs")
