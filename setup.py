@@ -9,9 +9,10 @@ setup(
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["texium", "texium.*"]),
-    package_data={"texium": ["openapi.yaml"]},
-    include_package_data=True,
+    # static/ (the vendored front-end files) is installed as texium/static.
+    packages=[*find_packages(include=["texium", "texium.*"]), "texium.static"],
+    package_dir={"texium.static": "static"},
+    package_data={"texium": ["openapi.yaml"], "texium.static": ["*.md", "vendor/*.md", "vendor/*/*"]},
     install_requires=[
         "tornado>=6.4,<7",
         "pymongo>=4.6,<5",

@@ -11,7 +11,9 @@ from texium.server.context import AppContext
 from texium.server.handlers import docs, executions, jobs, records, servers, users, utility
 from texium.server.handlers.base import NotFoundHandler
 
-STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
+_PACKAGE = Path(__file__).resolve().parents[1]
+# The repository's static/ is installed as texium/static; a checkout serves it in place.
+STATIC_DIR = _PACKAGE / "static" if (_PACKAGE / "static").is_dir() else _PACKAGE.parent / "static"
 access_log = logging.getLogger("texium.access")
 
 ID = r"([^/]+)"  # validated by the core so a malformed id is a 400, not a 404
