@@ -19,8 +19,7 @@ def datastore(request, tmp_path):
 
 
 class _Scheduler:
-    """The two attributes BaseJobStore.start needs from a scheduler."""
-    _logger = None
+    """Stands in for the scheduler a store is started with (the store only keeps a reference)."""
 
 
 def job_doc(name, next_run_time, **fields):
