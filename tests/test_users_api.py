@@ -134,3 +134,11 @@ def test_concurrent_writers_lose_nothing(api):
     for _, code, body in results:
         if code == 201:
             assert api.get(f"/api/users/{body['user_id']}").status_code == 200
+
+
+def test_plain_list_returns_more_than_a_hundred(api):
+    for _ in range(105 - api.get("/api/users/").json()["total"]):
+        api.create_user()
+    listed = api.get("/api/users/").json()
+    assert listed["total"] >= 105 and len(listed["data"]) == listed["total"]
+    assert len(api.get("/api/users/", params={"limit": 10, "offset": 5}).json()["data"]) == 10

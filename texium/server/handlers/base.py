@@ -21,6 +21,7 @@ from texium.core.timeutil import parse_iso, to_iso
 
 log = logging.getLogger("texium.server")
 PLAIN_REASONS = {404: "Not found", 405: "Method not allowed"}
+LIST_ALL = 1000  # users, servers and jobs are few: a plain GET lists them all (up to 1000)
 
 
 def _json_default(value: Any) -> Any:
@@ -134,8 +135,8 @@ class ApiHandler(tornado.web.RequestHandler):
             raise ValidationError(f"Invalid query parameter {name}: must be true or false")
         return text in ("true", "1", "yes")
 
-    def paging(self) -> tuple[int, int]:
-        return self.query_int("limit", 100, 1, 1000), self.query_int("offset", 0, 0, 10**9)
+    def paging(self, default_limit: int = 100) -> tuple[int, int]:
+        return self.query_int("limit", default_limit, 1, 1000), self.query_int("offset", 0, 0, 10**9)
 
     @property
     def actor(self) -> str:

@@ -1,11 +1,11 @@
 """/api/scheduler/jobs — create, list, read, update, delete, pause, resume, run now."""
 
-from texium.server.handlers.base import ApiHandler
+from texium.server.handlers.base import LIST_ALL, ApiHandler
 
 
 class JobsHandler(ApiHandler):
     async def get(self) -> None:
-        page = await self.blocking(self.context.scheduler.list, None, *self.paging())
+        page = await self.blocking(self.context.scheduler.list, None, *self.paging(LIST_ALL))
         self.listing("Jobs retrieved successfully", page)
 
     async def post(self) -> None:
@@ -47,5 +47,5 @@ class JobRunHandler(ApiHandler):
 
 class UserJobsHandler(ApiHandler):
     async def get(self, user_id: str) -> None:
-        page = await self.blocking(self.context.scheduler.list, user_id, *self.paging())
+        page = await self.blocking(self.context.scheduler.list, user_id, *self.paging(LIST_ALL))
         self.listing("Jobs retrieved successfully", page)

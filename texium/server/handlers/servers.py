@@ -1,11 +1,11 @@
 """/api/servers/ — the document's four server endpoints plus update and delete."""
 
-from texium.server.handlers.base import ApiHandler
+from texium.server.handlers.base import LIST_ALL, ApiHandler
 
 
 class ServersHandler(ApiHandler):
     async def get(self) -> None:
-        page = await self.blocking(self.context.servers.list, None, *self.paging())
+        page = await self.blocking(self.context.servers.list, None, *self.paging(LIST_ALL))
         self.listing("Servers retrieved successfully", page)
 
 
@@ -31,5 +31,5 @@ class ServerHandler(ApiHandler):
 
 class UserServersHandler(ApiHandler):
     async def get(self, user_id: str) -> None:
-        page = await self.blocking(self.context.servers.list, user_id, *self.paging())
+        page = await self.blocking(self.context.servers.list, user_id, *self.paging(LIST_ALL))
         self.listing("Servers retrieved successfully", page)

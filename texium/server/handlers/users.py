@@ -1,11 +1,11 @@
 """/api/users/ — the five user endpoints of the API document."""
 
-from texium.server.handlers.base import ApiHandler
+from texium.server.handlers.base import LIST_ALL, ApiHandler
 
 
 class UsersHandler(ApiHandler):
     async def get(self) -> None:
-        page = await self.blocking(self.context.users.list, *self.paging())
+        page = await self.blocking(self.context.users.list, *self.paging(LIST_ALL))
         self.listing("Users retrieved successfully", page)
 
     async def post(self) -> None:
