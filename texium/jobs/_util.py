@@ -23,6 +23,12 @@ def no_extra_args(args: tuple, allowed: int, usage: str) -> None:
         raise JobError(f"too many pub_args ({len(args)}); expected {usage}")
 
 
+def check_arguments(args: tuple, kwargs: Mapping[str, Any], allowed: int, usage: str, known: Iterable[str]) -> None:
+    """At most `allowed` pub_args and only the `known` pub_kwargs, or a JobError saying so."""
+    no_extra_args(args, allowed, usage)
+    no_unknown_kwargs(kwargs, known)
+
+
 def no_unknown_kwargs(kwargs: Mapping[str, Any], known: Iterable[str]) -> None:
     unknown = sorted(set(kwargs) - set(known))
     if unknown:

@@ -111,8 +111,7 @@ class DataBackupJob(JobBase):
         }
 
     def run(self, *args, **kwargs):
-        _util.no_extra_args(args, 0, "no pub_args")
-        _util.no_unknown_kwargs(kwargs, ("collections", "keep"))
+        _util.check_arguments(args, kwargs, 0, "no pub_args", ("collections", "keep"))
         keep = _util.number("keep", kwargs.get("keep", DEFAULT_KEEP), minimum=1, integer=True)
         datastore = self.context.datastore
         existing = datastore.collection_names()

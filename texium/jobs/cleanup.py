@@ -43,8 +43,7 @@ class DataCleanupJob(JobBase):
         }
 
     def run(self, *args, **kwargs):
-        _util.no_extra_args(args, 0, "no pub_args")
-        _util.no_unknown_kwargs(kwargs, ("days_old", "collections", "dry_run"))
+        _util.check_arguments(args, kwargs, 0, "no pub_args", ("days_old", "collections", "dry_run"))
         days = _util.number("days_old", kwargs.get("days_old", DEFAULT_DAYS), minimum=0, maximum=100000)
         dry_run = _util.boolean("dry_run", kwargs.get("dry_run", False))
         requested = kwargs.get("collections")

@@ -55,8 +55,7 @@ class EmailNotificationJob(JobBase):
     def run(self, *args, **kwargs):
         if not args:
             raise JobError("recipient is required as pub_args[0]")
-        _util.no_extra_args(args, 1, "[recipient]")
-        _util.no_unknown_kwargs(kwargs, ("subject", "message"))
+        _util.check_arguments(args, kwargs, 1, "[recipient]", ("subject", "message"))
         recipient = valid_address("recipient", args[0])
         subject = kwargs.get("subject")
         if subject is None:

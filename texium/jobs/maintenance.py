@@ -33,8 +33,7 @@ class MaintenanceJob(JobBase):
         }
 
     def run(self, *args, **kwargs):
-        _util.no_extra_args(args, 0, "no pub_args")
-        _util.no_unknown_kwargs(kwargs, ("tasks",))
+        _util.check_arguments(args, kwargs, 0, "no pub_args", ("tasks",))
         tasks = DEFAULT_TASKS if kwargs.get("tasks") is None else _util.str_list("tasks", kwargs["tasks"])
         unknown = [t for t in tasks if t not in TASKS]
         if unknown:

@@ -48,8 +48,7 @@ class SystemMetricsJob(JobBase):
         }
 
     def run(self, *args, **kwargs):
-        _util.no_extra_args(args, 0, "no pub_args")
-        _util.no_unknown_kwargs(kwargs, ("interval",))
+        _util.check_arguments(args, kwargs, 0, "no pub_args", ("interval",))
         interval = _util.number("interval", kwargs.get("interval", DEFAULT_INTERVAL), minimum=0, maximum=10)
 
         cpu_percent = psutil.cpu_percent(interval=interval) if interval > 0 else psutil.cpu_percent(interval=None)

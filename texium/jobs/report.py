@@ -81,8 +81,7 @@ class ReportGenerationJob(JobBase):
         }
 
     def run(self, *args, **kwargs):
-        _util.no_extra_args(args, 0, "no pub_args")
-        _util.no_unknown_kwargs(kwargs, ("report_type", "max_failures"))
+        _util.check_arguments(args, kwargs, 0, "no pub_args", ("report_type", "max_failures"))
         report_type = _util.require_str("report_type", kwargs.get("report_type", "daily")).strip().lower()
         if report_type not in PERIODS:
             raise JobError(f"report_type must be one of {', '.join(PERIODS)}, got {kwargs.get('report_type')!r}")

@@ -52,8 +52,7 @@ class ServerHealthCheckJob(JobBase):
     def run(self, *args, **kwargs):
         if not args:
             raise JobError("server_id is required as pub_args[0]")
-        _util.no_extra_args(args, 1, "[server_id]")
-        _util.no_unknown_kwargs(kwargs, ("timeout",))
+        _util.check_arguments(args, kwargs, 1, "[server_id]", ("timeout",))
         server_id = _util.require_str("server_id", args[0]).strip()
         timeout = _util.number("timeout", kwargs.get("timeout", DEFAULT_TIMEOUT), minimum=0,
                                exclusive_minimum=True, maximum=300)
