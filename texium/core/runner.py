@@ -44,7 +44,10 @@ class _ThreadOutput(io.TextIOBase):
 
     def write(self, text: str) -> int:
         sink = getattr(self._local, "sink", None)
-        return sink(text) or len(text) if sink else self._fallback.write(text)
+        if sink is None:
+            return self._fallback.write(text)
+        sink(text)
+        return len(text)
 
     def flush(self) -> None:
         self._fallback.flush()
