@@ -59,7 +59,8 @@ def test_update_and_delete(api, owner):
 @pytest.mark.parametrize("fields, named", [
     ({"port": 0}, "port"), ({"port": 70000}, "port"), ({"port": "80"}, "port"), ({"port": True}, "port"),
     ({"status": "exploded"}, "status"), ({"instance_url": "ftp://x"}, "instance_url"),
-    ({"instance_url": "not a url"}, "instance_url"), ({"name": ""}, "name"), ({"hostname": None}, "hostname"),
+    ({"instance_url": "not a url"}, "instance_url"), ({"instance_url": "https://.]x"}, "instance_url"),
+    ({"instance_url": "http://[::1"}, "instance_url"), ({"instance_url": "http://h:99999/"}, "instance_url"), ({"name": ""}, "name"), ({"hostname": None}, "hostname"),
     ({"user_id": "507f1f77bcf86cd799439011"}, "user_id"), ({"user_id": "xyz"}, "user_id"), ({"extra": 1}, "extra"),
 ])
 def test_validation(api, owner, fields, named):

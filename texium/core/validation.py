@@ -38,8 +38,12 @@ def _check_email(field: "Field", value: Any) -> Any:
 def _check_url(field: "Field", value: Any) -> Any:
     value = _check_str(field, value)
     if value:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            parts = urlsplit(value)
+            usable = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+        except ValueError:  # e.g. an unbalanced '[' or a port that is not a number
+            usable = False
+        if not usable:
             raise ValidationError(f"Invalid field {field.name}: must be an http(s) URL")
     return value
 
