@@ -28,6 +28,39 @@ _OBJECT_ID = re.compile(r"^[0-9a-f]{24}$")
 FILTER_OPERATORS = frozenset({"$in", "$nin", "$ne", "$gt", "$gte", "$lt", "$lte"})
 
 
+COLLECTION_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def check_collection_name(name: Any) -> str:
+    if not isinstance(name, str) or not COLLECTION_NAME.match(name):
+        raise ValueError(f"invalid collection name: {name!r}")
+    return name
+
+
+def conditions(filter: Filter | None) -> list[tuple[str, str, Any]]:
+    """A filter as (field, operator, value) triples, checked against the interface above;
+    plain equality comes out as `$eq`. Both providers translate from this one reading."""
+    found = []
+    for field, cond in (filter or {}).items():
+        if not isinstance(field, str) or not FIELD_NAME.match(field):
+            raise ValueError(f"invalid field name: {field!r}")
+        if isinstance(cond, dict):
+            if not cond or not set(cond) <= FILTER_OPERATORS:
+                raise ValueError(f"unsupported filter operator in {field}: {sorted(cond)}")
+            items = list(cond.items())
+        else:
+            items = [("$eq", cond)]
+        for op, value in items:
+            many = isinstance(value, (list, tuple, set))
+            if op in ("$in", "$nin") and not many:
+                raise ValueError(f"$in / $nin on {field} needs a list")
+            if op not in ("$in", "$nin") and (many or isinstance(value, dict)):
+                raise ValueError(f"unsupported filter value for {field}: {value!r}")
+            found.append((field, op, value))
+    return found
+
+
 def new_id() -> str:
     return str(ObjectId())
 

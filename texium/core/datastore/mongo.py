@@ -19,13 +19,12 @@ from pymongo import ReturnDocument
 from pymongo.errors import ConfigurationError, ConnectionFailure, OperationFailure
 
 from texium.core.datastore.base import (
-    FILTER_OPERATORS, INDEXES, Collection, Datastore, Filter, Index, Sort, is_valid_id, new_id,
+    INDEXES, check_collection_name, conditions, Collection, Datastore, Filter, Index, Sort, is_valid_id, new_id,
 )
 from texium.core.errors import DatastoreUnavailable, DuplicateKeyError
 from texium.core.timeutil import as_utc
 
 MOCK_SCHEME = "mongomock://"
-_COLLECTION_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _AUTH_FAILED = (13, 18)  # Unauthorized, AuthenticationFailed: the server is unusable with this URI
 _NAMESPACE_NOT_FOUND = 26
 
@@ -42,26 +41,17 @@ def _keys(index: Index) -> list[tuple[str, int]]:
 
 
 def _query(filter: Filter | None) -> dict:
-    """Check a filter against the interface (MongoDB would accept much more) and map `_id`."""
-    query = {}
-    for field, cond in (filter or {}).items():
-        if not isinstance(field, str) or field.startswith("$") or "." in field:
-            raise ValueError(f"invalid field name: {field!r}")
-        if isinstance(cond, dict):
-            if not cond or not set(cond) <= FILTER_OPERATORS:
-                raise ValueError(f"unsupported filter operator in {field}: {sorted(cond)}")
-            if any(not isinstance(cond[op], (list, tuple, set)) for op in ("$in", "$nin") if op in cond):
-                raise ValueError(f"$in / $nin on {field} needs a list")
-            if field == "_id":
-                cond = {op: [_oid(v) for v in value] if op in ("$in", "$nin") else _oid(value)
-                        for op, value in cond.items()}
-            else:
-                cond = {op: list(value) if op in ("$in", "$nin") else value for op, value in cond.items()}
-        elif isinstance(cond, (list, tuple, set)):
-            raise ValueError(f"unsupported filter value for {field}: {cond!r}")
+    """The checked filter (see base.conditions) as a MongoDB query, `_id` as ObjectId."""
+    query: dict = {}
+    for field, op, value in conditions(filter):
+        if op in ("$in", "$nin"):
+            value = [_oid(v) for v in value] if field == "_id" else list(value)
         elif field == "_id":
-            cond = _oid(cond)
-        query[field] = cond
+            value = _oid(value)
+        if op == "$eq":
+            query[field] = value
+        else:
+            query.setdefault(field, {})[op] = value
     return query
 
 
@@ -224,8 +214,7 @@ class MongoDatastore(Datastore):
         found = self._collections.get(name)
         if found is not None:
             return found
-        if not isinstance(name, str) or not _COLLECTION_NAME.match(name):
-            raise ValueError(f"invalid collection name: {name!r}")
+        check_collection_name(name)
         with self._collections_lock:
             if name not in self._collections:
                 self._create_indexes(name)

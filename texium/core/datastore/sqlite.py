@@ -23,15 +23,13 @@ from typing import Any, Iterable, Iterator
 
 from texium.core.caches import cached
 from texium.core.datastore.base import (
-    FILTER_OPERATORS, INDEXES, Collection, Datastore, Filter, Index, Sort, is_time_field,
-    is_valid_id, new_id,
+    FIELD_NAME, INDEXES, Collection, Datastore, Filter, Index, Sort, check_collection_name, conditions,
+    is_time_field, is_valid_id, new_id,
 )
 from texium.core.errors import DatastoreUnavailable, DuplicateKeyError
 from texium.core.timeutil import as_utc
 
-_COLLECTION_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 # Field names are spliced into SQL (a bound JSON path would not match the index expressions).
-_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TIME_TEXT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
 _COMPARISONS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 # sqlite3 errors that mean "the database cannot be used right now", not a bug in a query.
@@ -110,7 +108,7 @@ def _decode(doc_id: str, text: str) -> dict:
 def _column(field: str) -> str:
     if field == "_id":
         return "id"
-    if not _FIELD_NAME.match(field):
+    if not FIELD_NAME.match(field):
         raise ValueError(f"invalid field name: {field!r}")
     return f"json_extract(doc, '$.{field}')"
 
@@ -118,8 +116,6 @@ def _column(field: str) -> str:
 def _param(value: Any) -> Any:
     if isinstance(value, datetime):
         return _time_text(value)
-    if isinstance(value, (dict, list, tuple, set)):
-        raise ValueError(f"unsupported filter value: {value!r}")
     return value
 
 
@@ -138,8 +134,6 @@ def _equals(field: str, value: Any, negate: bool = False) -> tuple[str, list]:
 
 def _member(field: str, values: Any) -> tuple[str, list]:
     """`field IN values`, NULL-valued only when the field is null or missing."""
-    if not isinstance(values, (list, tuple, set)):
-        raise ValueError(f"$in / $nin on {field} needs a list")
     # None and booleans need their own tests (see _equals); everything else fits one IN list.
     def special(v: Any) -> bool:
         return v is None or (isinstance(v, bool) and field != "_id")
@@ -168,17 +162,10 @@ def _condition(field: str, op: str, value: Any) -> tuple[str, list]:
 
 def _where(filter: Filter | None) -> tuple[str, list]:
     clauses, params = [], []
-    for field, cond in (filter or {}).items():
-        if isinstance(cond, dict):
-            if not cond or not set(cond) <= FILTER_OPERATORS:
-                raise ValueError(f"unsupported filter operator in {field}: {sorted(cond)}")
-            conditions = cond.items()
-        else:
-            conditions = [("$eq", cond)]
-        for op, value in conditions:
-            sql, args = _condition(field, op, value)
-            clauses.append(sql)
-            params.extend(args)
+    for field, op, value in conditions(filter):
+        sql, args = _condition(field, op, value)
+        clauses.append(sql)
+        params.extend(args)
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
@@ -344,8 +331,7 @@ class SQLiteDatastore(Datastore):
         found = self._collections.get(name)
         if found is not None:
             return found
-        if not isinstance(name, str) or not _COLLECTION_NAME.match(name):
-            raise ValueError(f"invalid collection name: {name!r}")
+        check_collection_name(name)
         with self._write() as db:
             self._create(db, name)
             return self._collections.setdefault(name, SQLiteCollection(self, name))
