@@ -53,11 +53,15 @@ MAX_DEPTH = 32  # MongoDB refuses documents nested deeper than 100; no field nee
 
 
 def _check_storable(value: Any, depth: int = 0) -> None:
-    """Keys and nesting every datastore can hold: no NUL or leading '$' in keys, bounded depth."""
+    """What every datastore can hold: no NUL or leading '$' in keys, no lone surrogates in
+    text (UTF-8 cannot encode them), bounded depth."""
     if depth > MAX_DEPTH:
         raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
-    if isinstance(value, dict):
+    if isinstance(value, str):
+        value.encode("utf-8")
+    elif isinstance(value, dict):
         for key, item in value.items():
+            key.encode("utf-8")
             if "\x00" in key or key.startswith("$"):
                 raise ValueError(f"object key {key[:40]!r} may not contain NUL or start with '$'")
             _check_storable(item, depth + 1)
@@ -94,7 +98,6 @@ class ApiHandler(tornado.web.RequestHandler):
         try:
             body = json.loads(raw, parse_constant=_refuse_constant, parse_int=_bounded_int,
                               parse_float=_finite_float)
-            json.dumps(body, ensure_ascii=False).encode("utf-8")  # lone surrogates cannot be stored
             _check_storable(body)
         except RecursionError:
             raise ValidationError(f"Malformed JSON in request body: nested deeper than {MAX_DEPTH} levels") from None
