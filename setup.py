@@ -23,6 +23,7 @@ setup(
         "psutil>=5.9",  # SystemMetricsJob: CPU, memory, disk and process figures portably
         "mongomock>=4.1",  # MONGO_URI=mongomock:// for demos and tests
         "pyyaml>=6",  # the OpenAPI description is kept as YAML
+        "email-validator>=2.1",  # one e-mail address check for users and EmailNotificationJob
     ],
     extras_require={
         "test": [

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from texium.core.datastore.base import INDEXES
 from tests.jobs_fixtures import closed_port, http_server, listening_port, smtp_server
 from tests.server_process import PROVIDERS, Api, ServerProcess
 
@@ -176,7 +177,7 @@ def test_available_jobs_lists_all_ten_with_meta_info(env):
             assert {"name", "type", "required", "description"} <= set(argument), (class_string, argument)
         example = meta["example_arguments"]
         assert isinstance(example["pub_args"], list) and isinstance(example["pub_kwargs"], dict), class_string
-        assert isinstance(meta.get("notes", ""), str)
+        assert isinstance(meta["notes"], str) and meta["notes"].strip(), class_string
 
 
 # --------------------------------------------------------------------------- echo
@@ -514,8 +515,13 @@ def test_maintenance_runs_every_task(env):
     assert "datastore" in first
     for task in tasks:
         assert any(line.startswith(f"{task}: ok in ") and " ms - " in line for line in lines), (task, output)
-    assert "rebuilt " in output
-    assert "cleared texium.core.datastore.sqlite._is_time_field" in output or "cleared " in output
+    assert f"rebuilt {sum(len(indexes) for indexes in INDEXES.values())} indexes: users.email_unique, " in output
+    # The server's clear_cache hook ran and named the caches it emptied (a missing hook says
+    # "nothing to clear"; a hook with no caches "cleared nothing").
+    cleared = next(line for line in lines if line.startswith("clear_cache: ok in ")).split(" ms - ", 1)[1]
+    assert cleared.startswith("cleared texium.") and "texium.server.handlers.docs.load_description: " in cleared
+    if env.provider == "sqlite":  # sqlite.py's cache of base.is_time_field (lru_cache keeps its name)
+        assert "texium.core.datastore.base.is_time_field: " in cleared
     # The datastore still answers after indexes were rebuilt and the store vacuumed.
     assert env.api.get(f"/api/users/{env.user_id}").status_code == 200
 

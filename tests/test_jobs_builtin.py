@@ -44,6 +44,7 @@ from texium.restore import RestoreError, restore_backup
 
 sys.path.insert(0, os.path.dirname(__file__))
 from jobs_fixtures import closed_port, http_server, listening_port, smtp_server  # noqa: E402
+from tests.test_users_api import INVALID_EMAILS, VALID_EMAILS  # noqa: E402
 
 PROVIDERS = ["sqlite", "mongomock"]
 
@@ -271,6 +272,31 @@ def test_email_failures(run, config):
     run.config = _smtp_config(config, closed_port())
     with pytest.raises(JobError, match="cannot reach SMTP server"):
         run(EmailNotificationJob, "a@example.com", message="y")
+
+
+def test_email_addresses_are_checked_like_a_users_email(run, config):
+    """The same addresses as tests/test_users_api.py: what a user may have, a job may mail."""
+    with smtp_server() as (handler, port):
+        run.config = _smtp_config(config, port)
+        for address, normalised in VALID_EMAILS.items():
+            out = run(EmailNotificationJob, address, subject="s", message="m")
+            assert f"Email sent to {normalised} via" in out, address
+            assert handler.messages[-1]["rcpt_tos"] == [normalised]
+        for address in INVALID_EMAILS:
+            with pytest.raises(JobError) as info:
+                run(EmailNotificationJob, address, message="m")
+            assert str(info.value) == f"recipient is not a valid email address: {address!r}"
+        assert len(handler.messages) == len(VALID_EMAILS)
+
+        # The sender (SMTP_FROM) may be host-local, like the default texium@localhost, but is
+        # otherwise checked the same way.
+        run.config = dict(_smtp_config(config, port), SMTP_FROM="Texium <texium@localhost>")
+        assert "Email sent to ops@example.com" in run(EmailNotificationJob, "ops@example.com", message="m")
+        assert handler.messages[-1]["mail_from"] == "texium@localhost"
+        for sender in ("texium@exa_mple.com", "a..b@localhost"):
+            run.config = dict(_smtp_config(config, port), SMTP_FROM=sender)
+            with pytest.raises(JobError, match="SMTP_FROM is not a valid email address"):
+                run(EmailNotificationJob, "ops@example.com", message="m")
 
 
 # --------------------------------------------------------------------------- webhook

@@ -10,6 +10,27 @@ def unique_email(tag="u"):
     return f"{tag}{time.time_ns()}@example.com"
 
 
+# One list for both places an address is checked (texium.core.validation.email_address): a
+# user's email here, EmailNotificationJob's recipient in tests/test_jobs_builtin.py.
+VALID_EMAILS = {  # address -> what the check makes of it (the domain in lower case)
+    "zoë@example.com": "zoë@example.com",  # internationalised (sent with SMTPUTF8)
+    "ops@bücher.de": "ops@bücher.de",
+    "ops@example.com": "ops@example.com",
+    "first.last+tag@mail.example.co.uk": "first.last+tag@mail.example.co.uk",
+    "o'brien@example.org": "o'brien@example.org",
+    "UPPER@EXAMPLE.COM": "UPPER@example.com",
+}
+INVALID_EMAILS = [
+    "ops@exa_mple.com",  # an underscore is not allowed in a domain name
+    "ops@localhost",  # no dot: not a domain anyone can mail
+    "ops@example",
+    "ops@host.test",  # special-use domain
+    "not-an-address", "x@", "@example.com", "a@@example.com", "a b@example.com", "a@exa mple.com",
+    "a..b@example.com", ".a@example.com", "a@-example.com", "a@example..com", "a@example.com.",
+    '"quoted"@example.com', "a@[127.0.0.1]", "Name <a@example.com>", "evil@example.com\r\nBcc: x@example.com",
+]
+
+
 def test_create_get_list_update_delete(api):
     email = unique_email()
     created = api.post("/api/users/", json={"name": "John Doe", "email": email, "role": "admin"})
@@ -68,6 +89,19 @@ def test_validation_messages_name_the_field(api):
         response = api.post("/api/users/", json=body)
         assert response.status_code == 400, (body, response.text)
         assert expected in response.json()["detail"], (body, response.json())
+
+
+def test_email_addresses_are_checked_like_the_email_job_checks_them(api):
+    for address, normalised in VALID_EMAILS.items():
+        created = api.post("/api/users/", json={"name": "Mail", "email": address})
+        assert created.status_code == 201, (address, created.text)
+        user_id = created.json()["user_id"]
+        assert api.get(f"/api/users/{user_id}").json()["data"]["email"] == normalised.lower()
+        assert api.delete(f"/api/users/{user_id}").status_code == 200  # frees the address again
+    for address in INVALID_EMAILS:
+        refused = api.post("/api/users/", json={"name": "Mail", "email": address})
+        assert refused.status_code == 400, (address, refused.text)
+        assert refused.json() == {"detail": f"Invalid field email: {address!r} is not a valid email address"}
 
 
 def test_duplicate_email_is_a_conflict_and_case_insensitive(api):

@@ -8,11 +8,14 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
+from email_validator import EmailNotValidError, validate_email
+
 from texium.core.datastore.base import is_valid_id
 from texium.core.errors import ValidationError
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _MISSING = object()
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_LOCAL = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
 
 
 def _check_str(field: "Field", value: Any) -> Any:
@@ -28,10 +31,35 @@ def _check_str(field: "Field", value: Any) -> Any:
     return value
 
 
+def email_address(value: str, *, local_domain: bool = False) -> str:
+    """The one e-mail address check, for users' `email` and EmailNotificationJob's addresses.
+
+    The email-validator library's rules, without any DNS look-up (check_deliverability=False):
+    a dot-atom local part (no quoting, spaces or line breaks) and a domain name as in DNS, i.e.
+    labels of letters, digits and hyphens with a dot in it, so `ops@exa_mple.com` (underscore)
+    and `ops@localhost` are refused. `local_domain=True` (the sender, SMTP_FROM) also takes a
+    host-local domain such as the default `texium@localhost`, its local part checked the same way.
+    Returns the normalised address (domain in lower case); raises ValueError saying why not.
+    """
+    try:
+        return validate_email(value, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        local, at, domain = value.rpartition("@")
+        if not (local_domain and at and _HOST_LOCAL.match(domain)):
+            raise ValueError(str(exc)) from None
+    try:  # a name the library refuses only for being dotless or special-use (localhost, .local)
+        checked = validate_email(f"{local}@example.com", check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValueError(str(exc)) from None
+    return f"{checked.local_part}@{domain.lower()}"
+
+
 def _check_email(field: "Field", value: Any) -> Any:
     value = _check_str(field, value)
-    if not _EMAIL.match(value):
-        raise ValidationError(f"Invalid field {field.name}: {value!r} is not a valid email address")
+    try:
+        value = email_address(value)
+    except ValueError:
+        raise ValidationError(f"Invalid field {field.name}: {value!r} is not a valid email address") from None
     return value.lower()
 
 

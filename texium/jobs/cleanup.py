@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
+from texium.core import figures
+from texium.core.datastore.base import is_valid_id
 from texium.core.timeutil import to_iso, utcnow
 from texium.jobs import _util
 from texium.jobs.base import JobBase, JobError
@@ -16,7 +18,8 @@ CLEANABLE = ("scheduler_executions", "scheduler_audit_logs", "system_metrics", "
 ALIASES = {"executions": "scheduler_executions", "audit_logs": "scheduler_audit_logs", "metrics": "system_metrics"}
 PROTECTED = ("users", "servers", "scheduler_jobs", "jobs")
 # An execution in one of these states is still owned by the scheduler.
-ACTIVE_STATUSES = ["running", "scheduled"]
+ACTIVE_STATUSES = list(figures.ACTIVE)
+PAGE_SIZE = 500
 
 
 class DataCleanupJob(JobBase):
@@ -37,8 +40,9 @@ class DataCleanupJob(JobBase):
             "example_arguments": {"pub_args": [], "pub_kwargs": {"days_old": 30, "collections": ["scheduler_executions", "scheduler_audit_logs"]}},
             "notes": (
                 "Compares created_at with now minus days_old. Executions still running or scheduled are never "
-                "deleted. Deleting reports also removes their JSON/CSV files. Users, servers and jobs are "
-                "refused."
+                "deleted; each job's total_executions goes down by the runs of it that were deleted (skipped "
+                "and missed occurrences are not runs). Deleting reports also removes their JSON/CSV files. "
+                "Users, servers and jobs are refused."
             ),
         }
 
@@ -68,6 +72,10 @@ class DataCleanupJob(JobBase):
             collection = datastore.collection(name)
             if dry_run:
                 counts[name] = collection.count(flt)
+            elif name == "scheduler_executions":
+                counts[name], jobs, runs = self._delete_executions(datastore, flt)
+                if jobs:
+                    notes.append(f"total_executions of {jobs} job(s) lowered by their {runs} deleted run(s)")
             elif name == "reports":
                 counts[name], removed_files = self._delete_reports(collection, flt)
                 if removed_files:
@@ -82,6 +90,43 @@ class DataCleanupJob(JobBase):
         lines += [f"  {name}: {count}" for name, count in counts.items()]
         lines += [f"  ({note})" for note in notes]
         return "\n".join(lines)
+
+    @staticmethod
+    def _delete_executions(datastore, flt) -> tuple[int, int, int]:
+        """Delete the matching executions page by page and take each job's deleted runs off its
+        total_executions counter at once, so that it stays equal to the stats' total for the job.
+        Returns (deleted, jobs whose counter went down, runs taken off)."""
+        executions = datastore.executions
+        deleted = lowered = 0
+        jobs: set[str] = set()
+        # Every status the filter lets through is either a run or not; each delete keeps its
+        # status condition, so the number it returns is exactly the runs (or non-runs) deleted.
+        run_status = {"$nin": ACTIVE_STATUSES + list(figures.NOT_RUN)}
+        not_run_status = {"$in": list(figures.NOT_RUN)}
+        offset = 0  # documents of the filter that were not deleted (they stay in front)
+        while True:
+            page = executions.find(flt, sort=[("created_at", 1)], limit=PAGE_SIZE, offset=offset)
+            groups: dict[tuple, list[str]] = {}
+            for doc in page:
+                groups.setdefault((doc.get("job_id"), figures.is_run(doc.get("status"))), []).append(doc["_id"])
+            deleted_now = 0
+            for (job_id, run), ids in groups.items():
+                status = run_status if run else not_run_status
+                n = executions.delete_many({**flt, "_id": {"$in": ids}, "status": status})
+                deleted_now += n
+                if run and n and is_valid_id(job_id):
+                    job = datastore.jobs.update(job_id, inc={"total_executions": -n})
+                    if job is None:
+                        continue  # the job was deleted; its history outlived it
+                    jobs.add(job_id)
+                    lowered += n
+                    if job.get("total_executions", 0) < 0:  # runs recorded before they were counted
+                        datastore.jobs.update(job_id, set={"total_executions": 0})
+            deleted += deleted_now
+            offset += len(page) - deleted_now
+            if len(page) < PAGE_SIZE:
+                break
+        return deleted, len(jobs), lowered
 
     def _delete_reports(self, collection, flt) -> tuple[int, int]:
         """Delete old reports with their files (only files inside REPORT_DIR)."""

@@ -2,28 +2,26 @@
 
 from __future__ import annotations
 
-import re
 import smtplib
 import socket
 import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
 
+from texium.core.validation import email_address
 from texium.jobs import _util
 from texium.jobs.base import JobBase, JobError
 
-# A pragmatic address check: local@domain, no spaces, no quoting, no line breaks.
-_LOCAL = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_ADDRESS = re.compile(rf"^{_LOCAL}@{_LABEL}(?:\.{_LABEL})*$")
 MAX_MESSAGE = 1 << 20
 
 
-def valid_address(name: str, value) -> str:
+def valid_address(name: str, value, *, local_domain: bool = False) -> str:
+    """The address checked by the same rule as a user's email (texium.core.validation)."""
     value = _util.require_str(name, value).strip()
-    if len(value) > 254 or not _ADDRESS.match(value):
-        raise JobError(f"{name} is not a valid email address: {value[:100]!r}")
-    return value
+    try:
+        return email_address(value, local_domain=local_domain)
+    except ValueError:
+        raise JobError(f"{name} is not a valid email address: {value[:100]!r}") from None
 
 
 class EmailNotificationJob(JobBase):
@@ -76,7 +74,7 @@ class EmailNotificationJob(JobBase):
         starttls = _util.boolean("SMTP_STARTTLS", _util.setting(config, "SMTP_STARTTLS", False))
         from_setting = _util.no_line_breaks(
             "SMTP_FROM", _util.require_str("SMTP_FROM", _util.setting(config, "SMTP_FROM", "texium@localhost")))
-        sender = valid_address("SMTP_FROM", parseaddr(from_setting)[1] or from_setting)
+        sender = valid_address("SMTP_FROM", parseaddr(from_setting)[1] or from_setting, local_domain=True)
 
         msg = EmailMessage()
         msg["From"] = from_setting

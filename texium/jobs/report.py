@@ -9,8 +9,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections import Counter
 from datetime import timedelta
 
+from texium.core import figures
 from texium.core.datastore.base import new_id
 from texium.core.timeutil import to_iso, utcnow
 from texium.jobs import _util
@@ -22,25 +24,31 @@ DEFAULT_MAX_FAILURES = 50
 PAGE_SIZE = 1000
 CSV_FIELDS = [
     "job_id", "job_name", "job_class_string", "executions", "completed", "failed", "abandoned",
-    "skipped", "other", "success_rate", "avg_duration_ms", "max_duration_ms", "last_run_at",
+    "skipped", "missed", "other", "success_rate", "avg_duration_ms", "max_duration_ms", "last_run_at",
 ]
-# Executions that ended: the denominator of success_rate.
-FINISHED = ("completed", "failed", "abandoned")
+# Columns with one status each; `other` is the runs of any other status (scheduled, running, ...).
+STATUS_COLUMNS = ("completed", "failed", "abandoned", "skipped", "missed")
 
 
 def _new_stats(job_id, name, class_string) -> dict:
     return {
         "job_id": job_id, "job_name": name, "job_class_string": class_string,
-        "executions": 0, "completed": 0, "failed": 0, "abandoned": 0, "skipped": 0, "other": 0,
+        "executions": 0, "completed": 0, "failed": 0, "abandoned": 0, "skipped": 0, "missed": 0, "other": 0,
         "success_rate": None, "avg_duration_ms": None, "max_duration_ms": None, "last_run_at": None,
-        "_durations": [],
+        "_statuses": Counter(), "_durations": [],
     }
 
 
 def _finish(stats: dict) -> dict:
+    """The counts from the status tally, by the definitions of texium/core/figures.py (the ones
+    GET /api/scheduler/stats uses); success_rate stays None when no run ended."""
     durations = stats.pop("_durations")
-    finished = sum(stats[k] for k in FINISHED)
-    stats["success_rate"] = round(100.0 * stats["completed"] / finished, 1) if finished else None
+    found = figures.compute(stats.pop("_statuses"))
+    stats["executions"] = found["total_executions"]
+    for column in STATUS_COLUMNS:
+        stats[column] = found[f"{column}_executions"]
+    stats["other"] = stats["executions"] - stats["completed"] - stats["failed"] - stats["abandoned"]
+    stats["success_rate"] = found["success_rate"] if found["ended_executions"] else None
     if durations:
         stats["avg_duration_ms"] = round(sum(durations) / len(durations), 1)
         stats["max_duration_ms"] = max(durations)
@@ -73,10 +81,11 @@ class ReportGenerationJob(JobBase):
             ],
             "example_arguments": {"pub_args": [], "pub_kwargs": {"report_type": "weekly"}},
             "notes": (
-                "Covers executions created in the period ending now: per job the count, completed, failed, "
-                "success rate (completed / (completed + failed + abandoned)), average and maximum duration, and "
-                "the failures with their error line. Stored in the reports collection (GET /api/scheduler/reports) "
-                "and written as JSON and CSV into REPORT_DIR."
+                "Covers executions created in the period ending now: per job the runs (skipped and missed "
+                "occurrences are counted apart), completed, failed, success rate (completed / runs that ended, "
+                "as in GET /api/scheduler/stats), average and maximum duration, and the failures with their "
+                "error line. Stored in the reports collection (GET /api/scheduler/reports) and written as JSON "
+                "and CSV into REPORT_DIR."
             ),
         }
 
@@ -111,7 +120,7 @@ class ReportGenerationJob(JobBase):
                 stats["job_class_string"] = ex.get("job_class_string") or stats["job_class_string"]
                 for target in (stats, totals):
                     self._count(target, ex)
-                if ex.get("status") in ("failed", "abandoned"):
+                if ex.get("status") in figures.ENDED_BADLY:
                     failures_total += 1
                     failures.append({
                         "execution_id": ex.get("_id"),
@@ -187,16 +196,17 @@ class ReportGenerationJob(JobBase):
 
         datastore.collection(COLLECTION).insert(report)
 
-        rate = "n/a" if summary["success_rate"] is None else f"{summary['success_rate']:.1f}%"
+        rate = "n/a" if summary["success_rate"] is None else f"{summary['success_rate']}%"
         avg = "n/a" if summary["avg_duration_ms"] is None else f"{summary['avg_duration_ms']:.0f} ms"
         lines = [
             f"{report['title']} {report['period_start']} .. {report['period_end']} (report {report_id})",
             f"{summary['executions']} executions of {len(jobs)} jobs: {summary['completed']} completed, "
-            f"{summary['failed']} failed, {summary['abandoned']} abandoned, {summary['skipped']} skipped; "
+            f"{summary['failed']} failed, {summary['abandoned']} abandoned; {summary['skipped']} skipped and "
+            f"{summary['missed']} missed (not run); "
             f"success rate {rate}; average duration {avg}",
         ]
         for row in jobs[:20]:
-            r = "n/a" if row["success_rate"] is None else f"{row['success_rate']:.1f}%"
+            r = "n/a" if row["success_rate"] is None else f"{row['success_rate']}%"
             lines.append(f"  {row['job_name']}: {row['executions']} runs, {row['failed']} failed, success {r}")
         if len(jobs) > 20:
             lines.append(f"  ... and {len(jobs) - 20} more jobs")
@@ -205,15 +215,13 @@ class ReportGenerationJob(JobBase):
 
     @staticmethod
     def _count(stats: dict, ex: dict) -> None:
-        stats["executions"] += 1
         status = ex.get("status")
-        if status in ("completed", "failed", "abandoned", "skipped"):
-            stats[status] += 1
-        else:
-            stats["other"] += 1
+        stats["_statuses"][status] += 1
         duration = ex.get("duration_ms")
-        if isinstance(duration, (int, float)) and not isinstance(duration, bool) and status in FINISHED:
+        if isinstance(duration, (int, float)) and not isinstance(duration, bool) and status in figures.ENDED:
             stats["_durations"].append(duration)
         when = ex.get("started_at") or ex.get("created_at")
-        if when is not None and (stats["last_run_at"] is None or when > stats["last_run_at"]):
+        if not figures.is_run(status) or when is None:
+            return  # an occurrence that did not run is no "last run"
+        if stats["last_run_at"] is None or when > stats["last_run_at"]:
             stats["last_run_at"] = when

@@ -1,0 +1,62 @@
+"""The class every job derives from, and what a running job may reach.
+
+A job is a class with `meta_info()` (what the dashboard and `available-jobs` show) and
+`run(*pub_args, **pub_kwargs)`. Whatever `run` returns (a string as-is, anything else as JSON)
+and whatever it writes through `self.write()` or `print()` becomes the execution's `output`.
+Raise `JobError("...")` for a clear failure without a traceback; any other exception fails the
+execution with its traceback in `error`. `run` is called on a worker thread and may block.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from texium.core.datastore.base import Datastore
+
+
+class JobError(Exception):
+    """A failure the job explains itself; its message is the execution's `error`."""
+
+
+@dataclass
+class JobContext:
+    """Everything a job may use. Built by the runner for each execution."""
+
+    execution_id: str
+    job_id: str | None
+    job_name: str
+    user_id: str | None
+    datastore: Datastore
+    # Plain settings values the jobs need: DATA_DIR, BACKUP_DIR, REPORT_DIR, SCRIPTS_DIR,
+    # SMTP_HOST, SMTP_PORT, SMTP_USERNAME, SMTP_PASSWORD, SMTP_STARTTLS, SMTP_FROM, SECRET_KEY ...
+    config: Mapping[str, Any] = field(default_factory=dict)
+    # Named callbacks into the running server, e.g. "clear_cache" for the maintenance job.
+    hooks: Mapping[str, Callable[[], Any]] = field(default_factory=dict)
+    write: Callable[[str], None] = lambda text: None
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("texium.jobs"))
+
+
+class JobBase:
+    """Subclass and implement `run`; describe arguments in `meta_info`."""
+
+    def __init__(self, context: JobContext):
+        self.context = context
+
+    @classmethod
+    def meta_info(cls) -> dict:
+        """Shown by `available-jobs`: override to describe the arguments.
+
+        Keys: `description` (one line), `arguments` (list of {name, type, description,
+        required}), `example_arguments` ({"pub_args": [...], "pub_kwargs": {...}}), `notes`.
+        """
+        doc = (cls.__doc__ or cls.__name__).strip().splitlines()[0]
+        return {"description": doc, "arguments": [], "example_arguments": {"pub_args": [], "pub_kwargs": {}}, "notes": ""}
+
+    def write(self, text: str) -> None:
+        """Append a line to the execution's output."""
+        self.context.write(text if text.endswith("\n") else text + "\n")
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError
