@@ -7,6 +7,8 @@
   (SIGTERM, then SIGKILL), children included.
 * stdout and stderr are each captured up to OUTPUT_LIMIT bytes; the rest is drained and counted.
 * The environment is minimal (no settings, no credentials of the server) plus TEXIUM_* ids.
+* When the runner provides a ProcessRegistry as `context.processes`, the group is tracked
+  while the script runs, so the server can kill it if it stops (or restarts) before the end.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import subprocess
 import threading
 import time
 
+from texium.core.processes import ProcessRegistry
 from texium.jobs import _util
 from texium.jobs.base import JobBase, JobError
 
@@ -160,36 +163,47 @@ class CustomScriptJob(JobBase):
         except OSError as exc:
             raise JobError(f"cannot start script {name!r}: {exc.strerror or exc}") from None
 
-        out = _Capture(proc.stdout, OUTPUT_LIMIT)
-        err = _Capture(proc.stderr, OUTPUT_LIMIT)
-        feeder = threading.Thread(target=self._feed, args=(proc.stdin, stdin_doc), daemon=True)
-        feeder.start()
-
-        timed_out = False
-        leftovers_killed = False
+        # Recorded so that a server stopping past its grace period, or restarting after a
+        # crash, can kill this group instead of leaving it running unaccounted for.
+        processes = getattr(self.context, "processes", None)
+        if not isinstance(processes, ProcessRegistry):
+            processes = None
+        if processes is not None:
+            processes.track(self.context.execution_id, proc)
         try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            self._kill_group(proc)
-        except BaseException:
-            self._kill_group(proc)
-            raise
-        # The script has exited; children it left behind may still hold the pipes open.
-        linger_until = time.monotonic() + LINGER
-        for capture in (out, err):
-            capture.thread.join(max(0.0, linger_until - time.monotonic()))
-        if out.thread.is_alive() or err.thread.is_alive():
-            leftovers_killed = True
-            self._signal_group(proc.pid, signal.SIGKILL)
-            out.thread.join(LINGER)
-            err.thread.join(LINGER)
-        feeder.join(1.0)
-        for pipe in (proc.stdout, proc.stderr):
+            out = _Capture(proc.stdout, OUTPUT_LIMIT)
+            err = _Capture(proc.stderr, OUTPUT_LIMIT)
+            feeder = threading.Thread(target=self._feed, args=(proc.stdin, stdin_doc), daemon=True)
+            feeder.start()
+
+            timed_out = False
+            leftovers_killed = False
             try:
-                pipe.close()
-            except OSError:
-                pass
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                self._kill_group(proc)
+            except BaseException:
+                self._kill_group(proc)
+                raise
+            # The script has exited; children it left behind may still hold the pipes open.
+            linger_until = time.monotonic() + LINGER
+            for capture in (out, err):
+                capture.thread.join(max(0.0, linger_until - time.monotonic()))
+            if out.thread.is_alive() or err.thread.is_alive():
+                leftovers_killed = True
+                self._signal_group(proc.pid, signal.SIGKILL)
+                out.thread.join(LINGER)
+                err.thread.join(LINGER)
+            feeder.join(1.0)
+            for pipe in (proc.stdout, proc.stderr):
+                try:
+                    pipe.close()
+                except OSError:
+                    pass
+        finally:
+            if processes is not None:
+                processes.untrack(self.context.execution_id, proc.pid)
         elapsed = time.monotonic() - started
 
         stdout = out.text("stdout")
