@@ -384,3 +384,90 @@ def test_mongo_errors_are_translated():
         with store._guard("users"):
             raise pymongo.errors.DuplicateKeyError("E11000", 11000, {"keyPattern": {"email": 1}})
     assert err.value.field == "email"
+
+
+def test_mongo_rebuild_indexes_never_lets_a_duplicate_in(monkeypatch):
+    """MaintenanceJob's rebuild_indexes: a duplicate email or occurrence_key tried right after
+    each index drop (whatever the rebuild drops) is refused, and the next start-up's
+    ensure_indexes still succeeds."""
+    import mongomock
+
+    store = MongoDatastore("mongomock://", f"texium_rebuild_{new_id()}")
+    store.ensure_indexes()
+    duplicates = {"users": {"email": "a@example.com"},
+                  "scheduler_executions": {"occurrence_key": "job1@2024-05-01T12:00:00+00:00"}}
+    for name, doc in duplicates.items():
+        store.collection(name).insert(dict(doc))
+    attempts = []
+
+    def try_duplicate(collection, dropped):
+        if collection in duplicates:
+            try:
+                store.collection(collection).insert(dict(duplicates[collection]))
+                attempts.append((collection, dropped, "let in"))
+            except DuplicateKeyError:
+                attempts.append((collection, dropped, "refused"))
+
+    real = mongomock.collection.Collection
+    real_drop_index, real_drop_indexes = real.drop_index, real.drop_indexes
+
+    def drop_index(self, index_or_name, *args, **kwargs):
+        real_drop_index(self, index_or_name, *args, **kwargs)
+        try_duplicate(self.name, index_or_name)
+
+    def drop_indexes(self, *args, **kwargs):
+        real_drop_indexes(self, *args, **kwargs)
+        try_duplicate(self.name, "all")
+
+    monkeypatch.setattr(real, "drop_index", drop_index)
+    monkeypatch.setattr(real, "drop_indexes", drop_indexes)
+    try:
+        try:
+            rebuilt = store.rebuild_indexes()
+        except DuplicateKeyError:  # recreating the unique index found the duplicate that got in
+            pytest.fail(f"a duplicate got in while the indexes were rebuilt: {attempts}")
+        assert [a for a in attempts if a[2] != "refused"] == []
+        dropped = {(collection, index) for collection, index, _ in attempts}
+        # The unique indexes themselves were rebuilt (dropped and created again), not skipped.
+        assert {("users", "email_unique"), ("scheduler_executions", "occurrence_key_unique")} <= dropped
+        assert "users.email_unique" in rebuilt and "scheduler_executions.occurrence_key_unique" in rebuilt
+        monkeypatch.undo()
+
+        assert store.users.count() == 1 and store.executions.count() == 1
+        assert set(store._db["users"].index_information()) == {"_id_", "email_unique", "created_at"}
+        with pytest.raises(DuplicateKeyError) as err:
+            store.users.insert({"email": "a@example.com"})
+        assert err.value.field == "email"
+        with pytest.raises(DuplicateKeyError):
+            store.executions.insert(dict(duplicates["scheduler_executions"]))
+        store._collections.clear()  # as at the next start-up
+        store.ensure_indexes()
+    finally:
+        store.close()
+
+
+def test_mongo_rebuild_indexes_tidies_leftovers():
+    store = MongoDatastore("mongomock://", f"texium_rebuild_{new_id()}")
+    try:
+        store.users.insert({"email": "a@example.com", "nickname": "a"})
+        users = store._db["users"]
+        users.create_index([("nickname", 1)], name="nickname")  # an older version's index
+        users.create_index([("nickname", -1)], name="nickname_unique_keep", unique=True)  # not ours: kept
+        # What a rebuild that broke off left behind:
+        users.create_index([("email", -1)], name="email_unique_rebuilding", unique=True, sparse=True)
+        store.rebuild_indexes()
+        assert set(users.index_information()) == {"_id_", "email_unique", "created_at", "nickname_unique_keep"}
+        with pytest.raises(DuplicateKeyError):
+            store.users.insert({"email": "a@example.com"})
+    finally:
+        store.close()
+
+
+def test_mongodb_writes_with_majority_concern_and_retries():
+    """What multi-node correctness on a replica set rests on (no server is contacted here)."""
+    from texium.core.datastore.mongo import MongoDatastore
+
+    store = MongoDatastore("mongodb://127.0.0.1:1/", "texium_test")
+    assert store._client.write_concern.document == {"w": "majority"}
+    assert store._client.options.retry_writes is True
+    store.close()

@@ -31,7 +31,7 @@ def job_doc(name, next_run_time, **fields):
 
 @pytest.fixture
 def store(datastore):
-    jobstore = DocumentJobStore(datastore.jobs, misfire_grace_time=60, max_instances=2)
+    jobstore = DocumentJobStore(datastore.jobs)
     jobstore.start(_Scheduler(), "default")
     return jobstore
 
@@ -41,7 +41,6 @@ def test_documents_become_jobs(store, datastore):
     job_id = datastore.jobs.insert(job_doc("monday", due_at))
     job = store.lookup_job(job_id)
     assert job.id == job_id and job.name == "monday" and job.next_run_time == due_at
-    assert job.coalesce is True and job.max_instances == 2 and job.misfire_grace_time == 60
     assert isinstance(job.trigger, BaseTrigger)
     following = job.trigger.get_next_fire_time(due_at, due_at + timedelta(seconds=1))
     assert following == datetime(2026, 3, 9, 15, 0, tzinfo=timezone.utc) and following.weekday() == 0
@@ -58,32 +57,13 @@ def test_due_jobs_and_next_wake_up(store, datastore):
     assert [j.id for j in store.get_all_jobs()] == [early, late]
 
 
-def test_write_back_only_touches_next_run_time_and_yields_to_edits(store, datastore):
-    base = datetime(2026, 3, 2, 15, 0, tzinfo=timezone.utc)
-    job_id = datastore.jobs.insert(job_doc("j", base))
-    job = store.get_due_jobs(base)[0]
-    job.next_run_time = base + timedelta(days=7)
-    store.update_job(job)
-    doc = datastore.jobs.get(job_id)
-    assert doc["next_run_time"] == base + timedelta(days=7) and doc["name"] == "j" and doc["hour"] == "15"
-
-    job = store.get_due_jobs(base + timedelta(days=7))[0]
-    datastore.jobs.update(job_id, set={"is_paused": True, "next_run_time": None,
-                                       "updated_at": datetime(2026, 3, 3, tzinfo=timezone.utc)})
-    job.next_run_time = base + timedelta(days=14)
-    store.update_job(job)  # paused meanwhile: the pause wins
-    assert datastore.jobs.get(job_id)["next_run_time"] is None
-
-
-def test_exhausted_or_deleted_jobs(store, datastore):
-    base = datetime(2026, 3, 2, 15, 0, tzinfo=timezone.utc)
-    job_id = datastore.jobs.insert(job_doc("j", base))
-    store.remove_job(job_id)  # the document stays; it is just no longer scheduled
-    assert datastore.jobs.get(job_id)["next_run_time"] is None
-    job = store.lookup_job(job_id)
-    datastore.jobs.delete(job_id)
-    store.update_job(job)  # deleted while it fired: nothing to write, nothing raised
-    assert store.lookup_job(job_id) is None
+def test_a_failed_read_is_an_error_not_no_jobs(store, datastore, monkeypatch):
+    """Returning None here would let the scheduler sleep until something woke it."""
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk I/O error")
+    monkeypatch.setattr(datastore.jobs, "find_one", broken)
+    with pytest.raises(RuntimeError):
+        store.get_next_run_time()
 
 
 def test_unusable_schedule_is_skipped_not_fatal(store, datastore):

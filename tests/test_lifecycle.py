@@ -3,7 +3,7 @@
 import re
 import signal
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from tests.server_process import SAMPLE_JOBS
 
@@ -140,11 +140,21 @@ def test_two_servers_sharing_a_database_run_each_occurrence_once(start_server, t
     assert len(occurrences) >= 3 and len(occurrences) == len(set(occurrences))
 
 
-def test_missed_runs_are_coalesced_after_downtime(start_server, tmp_path):
+def seconds_accounted_for(runs):
+    """Every occurrence a job's records stand for: runs one each, missed records their range."""
+    seconds = []
+    for run in runs:
+        first = datetime.fromisoformat(run["scheduled_at"])
+        count = run["missed_count"] if run["status"] == "missed" else 1
+        seconds += [first + timedelta(seconds=i) for i in range(count)]
+    return sorted(seconds)
+
+
+def test_downtime_is_recorded_missed_and_the_latest_occurrence_runs(start_server, tmp_path):
     first = start_server("sqlite", tmp_path / "data")
     user_id = first.api.create_user()
     job_id = first.api.create_job(user_id, second="*/1", minute="*")
-    wait_for(lambda: executions(first.api, job_id=job_id), timeout=5)
+    wait_for(lambda: executions(first.api, job_id=job_id, status="completed"), timeout=5)
     first.stop()
     stopped_at = datetime.now().astimezone()
     time.sleep(3)
@@ -152,7 +162,13 @@ def test_missed_runs_are_coalesced_after_downtime(start_server, tmp_path):
     restarted_at = datetime.now().astimezone()
     time.sleep(1.5)
     second.api.patch(f"/api/scheduler/jobs/{job_id}/pause")
+    time.sleep(0.3)
     runs = executions(second.api, job_id=job_id)
-    during_downtime = [r for r in runs if stopped_at < datetime.fromisoformat(r["scheduled_at"]) < restarted_at]
-    assert len(during_downtime) <= 1  # three missed seconds, at most one catch-up run
-    assert any(datetime.fromisoformat(r["scheduled_at"]) > stopped_at for r in runs)
+    [missed] = [r for r in runs if r["status"] == "missed"]
+    assert missed["missed_count"] >= 2 and "Missed" in missed["error"]
+    caught_up = [r for r in runs if r["status"] == "completed"
+                 and stopped_at < datetime.fromisoformat(r["scheduled_at"]) < restarted_at]
+    assert len(caught_up) == 1  # one catch-up run: the latest occurrence due at start-up
+    seconds = seconds_accounted_for(runs)
+    assert len(seconds) == len(set(seconds))  # no occurrence both run and missed, or run twice
+    assert all(b - a == timedelta(seconds=1) for a, b in zip(seconds, seconds[1:]))  # and none lost

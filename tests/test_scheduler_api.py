@@ -194,7 +194,10 @@ def test_stats_per_user(api, owner):
     body = api.get("/api/scheduler/stats", params={"user_id": owner}).json()
     assert body["message"] == "Stats retrieved successfully"
     assert body["stats"] == {"total_jobs": 2, "enabled_jobs": 2, "paused_jobs": 1, "total_executions": 1,
-                             "completed_executions": 1, "failed_executions": 0, "success_rate": 100.0}
+                             "completed_executions": 1, "failed_executions": 0, "abandoned_executions": 0,
+                             "running_executions": 0, "skipped_executions": 0, "missed_executions": 0,
+                             "ended_executions": 1, "success_rate": 100.0}
+    assert get_job(api, job_id)["total_executions"] == body["stats"]["total_executions"]
     fresh = api.create_user()
     assert api.get("/api/scheduler/stats", params={"user_id": fresh}).json()["stats"]["success_rate"] == 0.0
 

@@ -26,9 +26,16 @@ INT_RANGES = {
     "DATASTORE_THREADS": (1, 256),
     "THREAD_POOL_SIZE": (1, 256),
     "JOB_MAX_INSTANCES": (1, 1000),
-    "MISFIRE_GRACE_TIME": (0, 10**9),
+    "MISFIRE_GRACE_TIME": (1, 10**9),  # 0 would make every firing late, so nothing would run
     "SHUTDOWN_GRACE_SECONDS": (0, 86400),
     "SMTP_TIMEOUT": (1, 3600),
+}
+# Settings that are numbers of seconds within a range (fractions allowed).
+SECONDS_RANGES = {
+    "SCHEDULER_POLL_SECONDS": (0.05, 60),
+    "JOBSTORE_RETRY_SECONDS": (0.05, 60),
+    "HEARTBEAT_SECONDS": (0.1, 60),
+    "NODE_TIMEOUT_SECONDS": (1, 86400),
 }
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -57,6 +64,11 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
             return int(text)
         except ValueError:
             raise ConfigError(f"Invalid setting {name}: {value!r} is not a whole number") from None
+    if isinstance(default, float):
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"Invalid setting {name}: {value!r} is not a number") from None
     if isinstance(default, list):
         if text.startswith("["):
             try:
@@ -90,6 +102,13 @@ def validate(settings: dict[str, Any]) -> None:
         value = settings[name]
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise ConfigError(f"Invalid setting {name}: {value!r} must be a whole number from {low} to {high}")
+    for name, (low, high) in SECONDS_RANGES.items():
+        value = settings[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise ConfigError(f"Invalid setting {name}: {value!r} must be a number of seconds from {low} to {high}")
+    if settings["NODE_TIMEOUT_SECONDS"] < 3 * settings["HEARTBEAT_SECONDS"]:
+        raise ConfigError("Invalid setting NODE_TIMEOUT_SECONDS: must be at least 3 x HEARTBEAT_SECONDS, "
+                          "or live nodes would be declared dead between two heartbeats")
     try:
         ZoneInfo(str(settings["TIMEZONE"]))
     except Exception:

@@ -22,9 +22,13 @@ SECRET_KEY = ""  # Fernet key for server passwords; empty = generated once into 
 # Scheduler
 TIMEZONE = "UTC"  # default timezone of a job's cron fields
 THREAD_POOL_SIZE = 8  # jobs running at once
-JOB_MAX_INSTANCES = 1  # running instances of one job; extra firings are recorded as skipped
-MISFIRE_GRACE_TIME = 3600  # seconds a missed firing may still run late (coalesced into one)
+JOB_MAX_INSTANCES = 1  # runs of one job at once (firings and run-now); extra firings are skipped, run-now 409
+MISFIRE_GRACE_TIME = 3600  # seconds a late firing may still run (the latest due one; earlier ones: missed)
 SHUTDOWN_GRACE_SECONDS = 30  # how long shutdown waits for running executions
+SCHEDULER_POLL_SECONDS = 1.0  # longest sleep between passes: how soon other nodes' changes are seen
+JOBSTORE_RETRY_SECONDS = 1.0  # retry after the scheduler could not read its store
+HEARTBEAT_SECONDS = 1.0  # how often this node renews its heartbeat in scheduler_nodes
+NODE_TIMEOUT_SECONDS = 30.0  # a node silent this long is dead: its runs become abandoned
 JOB_CLASS_PACKAGES = []  # extra packages whose JobBase subclasses can be scheduled
 
 # Built-in jobs

@@ -33,3 +33,9 @@ class DuplicateKeyError(Exception):
     def __init__(self, field: str | None = None):
         super().__init__(field or "duplicate key")
         self.field = field
+
+
+class ServiceUnavailable(TexiumError):
+    """The server cannot take this now (it is shutting down); the client may retry elsewhere."""
+
+    status = 503

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from texium.core import figures
 from texium.core.datastore.base import Datastore
 from texium.core.errors import NotFound, ValidationError
 from texium.core.listing import NEWEST_FIRST, Page, list_page
 from texium.core.runner import HIDDEN
 from texium.core.validation import require_id
 
-STATUSES = ("scheduled", "running", "completed", "failed", "skipped", "abandoned")
+STATUSES = ("scheduled", "running", "completed", "failed", "skipped", "missed", "abandoned")  # that exist today
 
 
 class ExecutionHistory:
@@ -40,18 +41,19 @@ class ExecutionHistory:
             raise NotFound("Execution not found")
         return {k: v for k, v in doc.items() if k not in HIDDEN}
 
-    def stats(self, user_id: str | None = None) -> dict:
-        scope = {"user_id": require_id(user_id, "user_id")} if user_id is not None else {}
-        jobs, executions = self._ds.jobs, self._ds.executions
-        completed = executions.count({**scope, "status": "completed"})
-        failed = executions.count({**scope, "status": "failed"})
-        finished = completed + failed
+    def stats(self, user_id: str | None = None, job_id: str | None = None) -> dict:
+        """Job counts and the execution figures (texium/core/figures.py), for everything, one
+        user or one job."""
+        scope: dict = {}
+        if user_id is not None:
+            scope["user_id"] = require_id(user_id, "user_id")
+        if job_id is not None:
+            scope["job_id"] = require_id(job_id, "job_id")
+        jobs = self._ds.jobs
+        job_scope = {("_id" if k == "job_id" else k): v for k, v in scope.items()}
         return {
-            "total_jobs": jobs.count(scope),
-            "enabled_jobs": jobs.count({**scope, "is_enabled": True}),
-            "paused_jobs": jobs.count({**scope, "is_paused": True}),
-            "total_executions": executions.count(scope),
-            "completed_executions": completed,
-            "failed_executions": failed,
-            "success_rate": round(completed / finished * 100, 2) if finished else 0.0,
+            "total_jobs": jobs.count(job_scope),
+            "enabled_jobs": jobs.count({**job_scope, "is_enabled": True}),
+            "paused_jobs": jobs.count({**job_scope, "is_paused": True}),
+            **figures.compute(figures.count_tally(self._ds.executions, scope)),
         }

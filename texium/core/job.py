@@ -1,4 +1,7 @@
-"""The class every job derives from, and what a running job may reach.
+"""The job contract: the class every job derives from, and what a running job may reach.
+
+It lives in the core (the runner and the registry depend on it; the jobs depend on the core,
+never the reverse); `texium.jobs.base` re-exports it for existing job packages.
 
 A job is a class with `meta_info()` (what the dashboard and `available-jobs` show) and
 `run(*pub_args, **pub_kwargs)`. Whatever `run` returns (a string as-is, anything else as JSON)
@@ -36,6 +39,8 @@ class JobContext:
     hooks: Mapping[str, Callable[[], Any]] = field(default_factory=dict)
     write: Callable[[str], None] = lambda text: None
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("texium.jobs"))
+    # Child process groups a job starts (CustomScriptJob), so none outlives the server.
+    processes: Any = None
 
 
 class JobBase:

@@ -3,51 +3,59 @@
 ndscheduler pickles APScheduler jobs beside its own rows; here the job document (API fields
 plus `next_run_time`) is the only truth, and APScheduler `Job` objects are rebuilt from it on
 each look-up. One class serves every provider because it speaks the datastore's
-`Collection` interface, not a database. The scheduler only reads due jobs and writes back
-`next_run_time`; everything else about a job is changed by SchedulerManager.
+`Collection` interface, not a database. The scheduler's pass (texium.core.scheduler) reads
+due documents here and writes a whole pass back at once; every other change to a job is made
+by SchedulerManager.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
 from datetime import datetime
 
 from apscheduler.job import Job
-from apscheduler.jobstores.base import BaseJobStore, ConflictingIdError, JobLookupError
+from apscheduler.jobstores.base import BaseJobStore
 
 from texium.core import cron
 from texium.core.datastore.base import Collection
 
-log = logging.getLogger("texium.jobstore")
 EXECUTOR_ALIAS = "default"
+SCHEDULED = {"next_run_time": {"$ne": None}}
 
 
 def _never_called() -> None:
-    """Placeholder callable: the Texium executor runs jobs by id, not through Job.func."""
+    """Placeholder callable: Texium runs jobs by id through its runner, not through Job.func."""
 
 
-def trigger_for(doc: dict):
-    return cron.build_trigger({name: doc.get(name, cron.DEFAULTS.get(name)) for name in (*cron.CRON_FIELDS, "timezone")})
+def _fields(doc: dict) -> dict:
+    return {name: doc.get(name, cron.DEFAULTS.get(name)) for name in (*cron.CRON_FIELDS, "timezone")}
+
+
+def schedule_for(doc: dict):
+    """The job's cron schedule (cached by its fields); ValidationError if it cannot be built."""
+    return cron.schedule_for(_fields(doc))
 
 
 class DocumentJobStore(BaseJobStore):
-    def __init__(self, jobs: Collection, misfire_grace_time: int | None, max_instances: int):
+    def __init__(self, jobs: Collection):
         super().__init__()
         self._jobs = jobs
-        self._grace = misfire_grace_time
-        self._max_instances = max_instances
-        # Held by SchedulerManager while it changes a schedule, so the scheduler's write-back
-        # of next_run_time can never undo a pause or an edit made at the same moment.
-        self.lock = threading.RLock()
-        self._versions: dict[str, datetime | None] = {}  # job id -> updated_at when last read
 
+    # -- Texium's pass -----------------------------------------------------------------
+    def due(self, now: datetime) -> list[dict]:
+        return self._jobs.find({"next_run_time": {"$lte": now}}, sort=[("next_run_time", 1)])
+
+    def next_run_time(self) -> datetime | None:
+        """The earliest next_run_time of any scheduled job. Raises when the store fails: the
+        caller must know, since "no job" would let the scheduler sleep forever."""
+        doc = self._jobs.find_one(SCHEDULED, sort=[("next_run_time", 1)])
+        return doc["next_run_time"] if doc else None
+
+    # -- APScheduler's view (scheduler.get_jobs(), lookups) ---------------------------
     def _job(self, doc: dict) -> Job | None:
         try:
-            trigger = trigger_for(doc)
-        except Exception as exc:
-            log.error("Job %s has an unusable schedule and will not fire: %s", doc["_id"], exc)
-            return None
+            trigger = cron.build_trigger(_fields(doc))
+        except Exception:
+            return None  # the pass unschedules it and says why (schedule_error)
         job = Job.__new__(Job)
         job._scheduler = self._scheduler
         job._jobstore_alias = self._alias
@@ -57,11 +65,10 @@ class DocumentJobStore(BaseJobStore):
         job.executor = EXECUTOR_ALIAS
         job.args, job.kwargs = (), {}
         job.name = doc.get("name") or doc["_id"]
-        job.misfire_grace_time = self._grace
+        job.misfire_grace_time = None
         job.coalesce = True
-        job.max_instances = self._max_instances
+        job.max_instances = 1
         job.next_run_time = doc.get("next_run_time")
-        self._versions[job.id] = doc.get("updated_at")  # Job has __slots__: keep it beside
         return job
 
     def _jobs_from(self, docs: list[dict]) -> list[Job]:
@@ -72,46 +79,22 @@ class DocumentJobStore(BaseJobStore):
         return self._job(doc) if doc else None
 
     def get_due_jobs(self, now: datetime) -> list[Job]:
-        return self._jobs_from(self._jobs.find({"next_run_time": {"$lte": now}}, sort=[("next_run_time", 1)]))
+        return self._jobs_from(self.due(now))
 
     def get_next_run_time(self) -> datetime | None:
-        try:
-            doc = self._jobs.find_one({"next_run_time": {"$ne": None}}, sort=[("next_run_time", 1)])
-        except Exception as exc:  # APScheduler would let this kill its thread
-            log.warning("Could not read the next run time: %s", exc)
-            return None
-        return doc["next_run_time"] if doc else None
+        return self.next_run_time()
 
     def get_all_jobs(self) -> list[Job]:
-        return self._jobs_from(self._jobs.find({"next_run_time": {"$ne": None}}, sort=[("next_run_time", 1)]))
+        return self._jobs_from(self._jobs.find(SCHEDULED, sort=[("next_run_time", 1)]))
 
     def add_job(self, job: Job) -> None:
-        if self._jobs.get(job.id):
-            raise ConflictingIdError(job.id)
         raise NotImplementedError("Texium jobs are created through SchedulerManager, not scheduler.add_job")
 
     def update_job(self, job: Job) -> None:
-        """Write back the next run time after a firing, unless the job changed meanwhile."""
-        try:
-            with self.lock:
-                doc = self._jobs.get(job.id)
-                if doc is None:
-                    raise JobLookupError(job.id)
-                if doc.get("updated_at") != self._versions.pop(job.id, None) or doc.get("next_run_time") is None:
-                    return  # edited, paused or disabled since it was read: its own write wins
-                self._jobs.update(job.id, set={"next_run_time": job.next_run_time})
-        except JobLookupError:
-            return  # deleted while it fired
-        except Exception as exc:  # an exception here would stop APScheduler's thread for good
-            log.warning("Could not save the next run time of job %s: %s", job.id, exc)
+        raise NotImplementedError("Texium's pass writes next run times back in batches (texium.core.scheduler)")
 
     def remove_job(self, job_id: str) -> None:
-        """Called when a trigger is exhausted: keep the document, just stop scheduling it."""
-        try:
-            with self.lock:
-                self._jobs.update(job_id, set={"next_run_time": None})
-        except Exception as exc:
-            log.warning("Could not unschedule job %s: %s", job_id, exc)
+        raise NotImplementedError("Texium jobs are deleted through SchedulerManager")
 
     def remove_all_jobs(self) -> None:
         raise NotImplementedError("Texium never removes all jobs through the scheduler")

@@ -13,7 +13,7 @@ import pkgutil
 from dataclasses import dataclass
 
 from texium.core.errors import ValidationError
-from texium.jobs.base import JobBase
+from texium.core.job import JobBase
 
 log = logging.getLogger("texium.registry")
 BUILTIN_PACKAGE = "texium.jobs"

@@ -1,8 +1,14 @@
-"""Runs executions: record `running`, run the job class, record `completed` or `failed`.
+"""Runs executions: mark `running`, run the job class, record `completed` or `failed`.
 
 Every run happens on the runner's bounded thread pool, never on a request thread or the
-scheduler's own thread. Recording is retried, so a datastore hiccup never stops the
-scheduler; a run that cannot be recorded at all is logged and dropped.
+scheduler's own thread. State changes go through the Recorder, so a job thread never waits
+on the store and a failed write is retried, not lost.
+
+One concurrency rule for scheduled firings and run-now alike: at most `max_instances` runs of
+one job at once (on all nodes), counting only runs that have started (a run waiting for a pool
+thread does not count). A firing over the limit is recorded `skipped` (the next firing comes
+anyway); a run-now over it waits, `scheduled`, and starts when a run of that job ends (a
+person asked for it: it is queued, never dropped).
 """
 
 from __future__ import annotations
@@ -10,21 +16,21 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
-import socket
 import sys
 import threading
 import time
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Callable, Mapping
 
 from texium.core.datastore.base import Datastore, new_id
-from texium.core.errors import DuplicateKeyError
+from texium.core.errors import ServiceUnavailable
+from texium.core.job import JobContext, JobError
+from texium.core.nodes import NodeIdentity
+from texium.core.recorder import Recorder
 from texium.core.registry import JobRegistry
-from texium.core.timeutil import to_iso, utcnow
-from texium.jobs.base import JobContext, JobError
+from texium.core.timeutil import utcnow
 
 log = logging.getLogger("texium.runner")
 OUTPUT_LIMIT = 1024 * 1024  # characters of output kept per execution
@@ -86,107 +92,150 @@ def _render(result: Any) -> str:
     return json.dumps(result, indent=2, default=str) + "\n"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class ExecutionRunner:
-    def __init__(self, datastore: Datastore, registry: JobRegistry, pool_size: int,
-                 job_config: Mapping[str, Any] | None = None,
-                 hooks: Mapping[str, Callable[[], Any]] | None = None,
-                 misfire_grace_time: int | None = 3600, record_retries: int = 5):
+    def __init__(self, datastore: Datastore, registry: JobRegistry, recorder: Recorder, identity: NodeIdentity,
+                 pool_size: int, max_instances: int = 1, job_config: Mapping[str, Any] | None = None,
+                 hooks: Mapping[str, Callable[[], Any]] | None = None, processes: Any = None,
+                 peers_alive: Callable[[], int] = lambda: 0):
         self._ds = datastore
         self._registry = registry
+        self._recorder = recorder
+        self.identity = identity
+        self._max_instances = max_instances
         self._config = dict(job_config or {})
         self._hooks = dict(hooks or {})
-        self._grace = misfire_grace_time
-        self._retries = record_retries
+        self._processes = processes
+        self._peers_alive = peers_alive
         self._pool = ThreadPoolExecutor(pool_size, thread_name_prefix="texium-job")
-        self._inflight: set[Future] = set()
-        self._inflight_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._inflight: dict[Future, dict] = {}  # queued or running -> its execution
+        self._running: dict[str, int] = {}  # job id -> runs started here and not yet ended
+        self._abandoned: set[str] = set()  # given up at shutdown: a late result must not undo that
+        self._waiting: dict[str, list[tuple[dict, dict]]] = {}  # job id -> run-nows waiting their turn
+        self.accepting = True
         self._stdout = _capture_print()
-        self.hostname = socket.gethostname()
-        self.pid = os.getpid()
 
     # -- creating executions ---------------------------------------------------------
-    def _new_execution(self, job: dict, status: str, scheduled_at: datetime | None, occurrence_key: str | None, **extra) -> dict:
+    def new_execution(self, job: dict, status: str, scheduled_at: datetime | None,
+                      occurrence_key: str | None = None, **extra) -> dict:
         execution_id = new_id()
-        now = utcnow()
+        me = self.identity
         return {
             "_id": execution_id, "job_id": job["_id"], "user_id": job.get("user_id"),
             "job_name": job.get("name"), "job_class_string": job.get("job_class_string"),
             "status": status, "output": "", "error": "", "scheduled_at": scheduled_at,
-            "started_at": None, "completed_at": None, "created_at": now, "duration_ms": None,
-            "hostname": self.hostname, "pid": self.pid,
+            "started_at": None, "completed_at": None, "created_at": utcnow(), "duration_ms": None,
+            "node_id": me.node_id, "hostname": me.hostname, "pid": me.pid,
             "occurrence_key": occurrence_key or f"manual:{execution_id}", **extra,
         }
 
     def run_now(self, job: dict) -> str:
         """Record a `scheduled` execution and queue it; returns its id at once."""
-        execution = self._new_execution(job, "scheduled", utcnow(), None)
+        if not self.accepting:
+            raise ServiceUnavailable("The server is shutting down and accepts no new runs; try another node")
+        execution = self.new_execution(job, "scheduled", utcnow())
         self._ds.executions.insert(execution)
-        self._submit(self._run_recorded, execution, job)
+        self.count_run(job["_id"])
+        self.dispatch(execution, job)
         return execution["_id"]
 
-    def fire(self, job_id: str, run_times: list[datetime]) -> None:
-        """Called on a pool thread by the scheduler for each due firing of a job."""
-        job = self._retrying("read job", self._ds.jobs.get, job_id)
-        if job is None or job.get("is_paused") or not job.get("is_enabled", True):
-            return  # deleted, paused or disabled between being due and reaching a worker
-        for run_time in run_times:
-            late = utcnow() - run_time
-            if self._grace is not None and late > timedelta(seconds=self._grace):
-                log.warning("Job %s (%s) missed its %s run by %s", job_id, job.get("name"), to_iso(run_time), late)
-                continue
-            execution = self._new_execution(job, "scheduled", run_time, f"{job_id}@{to_iso(run_time)}")
-            try:
-                self._retrying("record execution", self._ds.executions.insert, execution)
-            except DuplicateKeyError:
-                log.info("Job %s run at %s already taken by another scheduler", job_id, to_iso(run_time))
-                continue
-            except Exception:
-                continue  # already logged; the scheduler goes on
-            self._run_recorded(execution, job)
+    def count_run(self, job_id: str) -> None:
+        """The job's `total_executions` counts every execution record that is a run."""
+        self._recorder.job(job_id, inc={"total_executions": 1})
 
-    def record_skipped(self, job_id: str, run_times: list[datetime], reason: str) -> None:
-        job = self._ds.jobs.get(job_id)
-        if job is None:
+    def dispatch(self, execution: dict, job: dict) -> None:
+        """Queue a recorded `scheduled` execution on the pool (never blocks)."""
+        try:
+            future = self._pool.submit(self._execute, execution, job)
+        except RuntimeError:  # the pool is shut down: the run is over before it began
+            self._abandon(execution, "The server was shutting down when this run was due; it did not start.")
             return
-        for run_time in run_times:
-            execution = self._new_execution(job, "skipped", run_time, None, error=reason, completed_at=utcnow())
-            self._retrying("record skipped run", self._ds.executions.insert, execution)
-
-    # -- running ---------------------------------------------------------------------
-    def _submit(self, fn: Callable, *args: Any) -> None:
-        future = self._pool.submit(fn, *args)
-        with self._inflight_lock:
-            self._inflight.add(future)
+        with self._lock:
+            self._inflight[future] = execution
         future.add_done_callback(self._forget)
-
-    def submit_fire(self, job_id: str, run_times: list[datetime], done: Callable[[Future], None]) -> None:
-        future = self._pool.submit(self.fire, job_id, run_times)
-        with self._inflight_lock:
-            self._inflight.add(future)
-        future.add_done_callback(self._forget)
-        future.add_done_callback(done)
 
     def _forget(self, future: Future) -> None:
-        with self._inflight_lock:
-            self._inflight.discard(future)
+        with self._lock:
+            self._inflight.pop(future, None)
 
-    def _run_recorded(self, execution: dict, job: dict) -> None:
+    # -- the concurrency rule ----------------------------------------------------------
+    def _others_running(self, job_id: str) -> int:
+        """Runs of a job started by other nodes (asked of the store only when there are any)."""
+        if not self._peers_alive():
+            return 0
+        try:
+            return self._ds.executions.count(
+                {"job_id": job_id, "status": "running", "node_id": {"$ne": self.identity.node_id}})
+        except Exception as exc:
+            log.warning("Could not count other nodes' runs of job %s: %s", job_id, exc)
+            return 0
+
+    def _end(self, execution: dict, status: str, error: str) -> None:
+        """A run that never started: recorded with the reason, and not counted as a run."""
+        self._recorder.execution(execution["_id"], {"status": status, "error": error, "completed_at": utcnow()})
+        self._recorder.job(execution["job_id"], inc={"total_executions": -1})
+
+    def _abandon(self, execution: dict, reason: str) -> None:
+        with self._lock:
+            self._abandoned.add(execution["_id"])
+        self._recorder.execution(execution["_id"], {"status": "abandoned", "error": reason, "completed_at": utcnow()})
+
+    # -- running ---------------------------------------------------------------------
+    def _execute(self, execution: dict, job: dict) -> None:
+        job_id = job["_id"]
+        manual = execution["occurrence_key"].startswith("manual:")
+        if not manual:
+            try:
+                job = self._ds.jobs.get(job_id)
+            except Exception as exc:  # the store is down: run as the scheduler read it
+                log.warning("Could not re-read job %s before its run: %s", job_id, exc)
+            if job is None or job.get("is_paused") or not job.get("is_enabled", True):
+                what = "deleted" if job is None else "paused" if job.get("is_paused") else "disabled"
+                self._end(execution, "skipped", f"Skipped: the job was {what} before this run started")
+                return
+        with self._lock:  # decide and take the slot at once: two runs of a job cannot both pass
+            local = self._running.get(job_id, 0)
+            free = local < self._max_instances
+            if free:
+                self._running[job_id] = local + 1
+            elif manual:
+                self._waiting.setdefault(job_id, []).append((execution, job))
+        if free and local + self._others_running(job_id) >= self._max_instances:
+            self._release(job_id)
+            free = False
+            if manual:  # only other nodes hold the slots: look again shortly
+                threading.Timer(0.5, self.dispatch, (execution, job)).start()
+        if not free:
+            if not manual:
+                self._end(execution, "skipped", f"Skipped: the previous run of this job was still in progress "
+                                                f"(at most {self._max_instances} running at once)")
+            return
+        try:
+            self._run(execution, job)
+        finally:
+            self._release(job_id)
+
+    def _release(self, job_id: str) -> None:
+        """End a run's hold on its job's slot and start the next run-now waiting for it."""
+        with self._lock:
+            left = self._running[job_id] - 1
+            if left:
+                self._running[job_id] = left
+            else:
+                del self._running[job_id]
+            waiting = self._waiting.get(job_id)
+            following = waiting.pop(0) if waiting else None
+            if waiting == []:
+                del self._waiting[job_id]
+        if following is not None:
+            self.dispatch(*following)
+
+    def _run(self, execution: dict, job: dict) -> None:
         execution_id = execution["_id"]
         started = utcnow()
-        self._retrying("mark running", self._ds.executions.update, execution_id,
-                       {"status": "running", "started_at": started})
-        self._retrying("count run", self._ds.jobs.update, job["_id"],
-                       {"last_run_time": started}, {"total_executions": 1})
+        self._recorder.execution(execution_id, {"status": "running", "started_at": started,
+                                                "node_id": self.identity.node_id})
+        self._recorder.job(job["_id"], set={"last_run_time": started})
         output = _Output()
         status, error = "completed", ""
         clock = time.monotonic()
@@ -195,7 +244,7 @@ class ExecutionRunner:
             context = JobContext(
                 execution_id=execution_id, job_id=job["_id"], job_name=job.get("name", ""),
                 user_id=job.get("user_id"), datastore=self._ds, config=self._config,
-                hooks=self._hooks, write=output.write,
+                hooks=self._hooks, write=output.write, processes=self._processes,
             )
             self._stdout.capture(output.write)
             try:
@@ -210,52 +259,61 @@ class ExecutionRunner:
             error = f"{type(exc).__name__}: {exc}\n" + "".join(traceback.format_exception(exc))
         duration_ms = int((time.monotonic() - clock) * 1000)
         log.info("Execution %s of job %s %s in %d ms", execution_id, job.get("name"), status, duration_ms)
-        self._retrying("record result", self._ds.executions.update, execution_id, {
+        with self._lock:
+            if execution_id in self._abandoned:
+                return
+        self._recorder.execution(execution_id, {
             "status": status, "output": output.text(), "error": error[:OUTPUT_LIMIT],
             "completed_at": utcnow(), "duration_ms": duration_ms,
         })
 
-    def _retrying(self, what: str, fn: Callable, *args: Any) -> Any:
-        delay = 0.2
-        for attempt in range(1, self._retries + 1):
-            try:
-                return fn(*args)
-            except DuplicateKeyError:
-                raise
-            except Exception as exc:
-                if attempt == self._retries:
-                    log.error("Could not %s after %d attempts: %s", what, attempt, exc)
-                    raise
-                log.warning("Could not %s (attempt %d): %s; retrying", what, attempt, exc)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
     # -- start and stop --------------------------------------------------------------
-    def abandon_orphans(self) -> int:
-        """Executions this host left active when its process died become `abandoned`."""
-        count = 0
-        for execution in self._ds.executions.find({"status": {"$in": list(ACTIVE)}, "hostname": self.hostname}):
-            pid = execution.get("pid")
-            if isinstance(pid, int) and pid != self.pid and _pid_alive(pid):
-                continue  # another live server on this host owns it
-            self._ds.executions.update(execution["_id"], {
-                "status": "abandoned", "completed_at": utcnow(),
-                "error": f"The server running this execution (pid {pid}) stopped before it finished "
-                         f"(found {execution['status']} at start-up).",
-            })
-            count += 1
-        return count
+    def reap_stale_scripts(self) -> int:
+        """Scripts an earlier server process on this host left running: kill their process
+        groups and record their executions `abandoned` saying so. Returns how many."""
+        if self._processes is None:
+            return 0
+        reaped = self._processes.reap_stale()
+        for entry in reaped:
+            what = "was killed" if entry.get("killed") else "had already ended"
+            self._ds.executions.update_many(
+                {"_id": entry["execution_id"], "status": {"$in": ["scheduled", "running"]}},
+                {"status": "abandoned", "completed_at": utcnow(),
+                 "error": f"The server running this execution stopped before it finished; its script's "
+                          f"process group {entry.get('pgid')} {what} when the server started again."})
+        if reaped:
+            log.warning("Found %d scripts left by an earlier server process on this host; stopped them", len(reaped))
+        return len(reaped)
 
     def shutdown(self, grace_seconds: float) -> int:
-        """Wait up to `grace_seconds` for running executions; returns how many did not finish."""
-        with self._inflight_lock:
-            pending = set(self._inflight)
+        """Refuse new runs, wait up to `grace_seconds` for the ones in flight, then mark every run
+        that did not finish `abandoned` (killing the process groups of scripts still running).
+        Returns how many runs did not finish."""
+        self.accepting = False
+        with self._lock:
+            pending = list(self._inflight)
         _, not_done = wait(pending, timeout=grace_seconds) if pending else (set(), set())
+        with self._lock:
+            inflight = dict(self._inflight)
+            waiting = [execution for queue in self._waiting.values() for execution, _ in queue]
+            self._waiting.clear()
         self._pool.shutdown(wait=False, cancel_futures=True)
-        if not_done:
-            abandoned = self._ds.executions.update_many(
-                {"status": {"$in": list(ACTIVE)}, "hostname": self.hostname, "pid": self.pid},
-                {"status": "abandoned", "completed_at": utcnow(),
-                 "error": f"The server shut down before this execution finished (waited {grace_seconds} s)."})
-            log.warning("Shut down with %d executions unfinished (%d marked abandoned)", len(not_done), abandoned)
-        return len(not_done)
+        for execution in waiting:
+            self._abandon(execution, "The server shut down before this run started (it was waiting for "
+                                     "the previous run of its job to end).")
+        unfinished = len(waiting)
+        for future in not_done:
+            execution = inflight.get(future)
+            if execution is None or (future.done() and not future.cancelled()):
+                continue  # it finished in the meantime
+            unfinished += 1
+            if future.cancelled():
+                self._abandon(execution, "The server shut down before this run started.")
+            else:
+                self._abandon(execution, f"The server shut down before this execution finished "
+                                         f"(waited {grace_seconds:g} s).")
+        if unfinished:
+            killed = self._processes.kill_all("shutdown") if self._processes is not None else []
+            log.warning("Shut down with %d executions unfinished, marked abandoned%s", unfinished,
+                        f"; killed {len(killed)} script process groups" if killed else "")
+        return unfinished

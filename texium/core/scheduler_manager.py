@@ -1,7 +1,8 @@
-"""Owns the APScheduler scheduler and every change to a job's schedule.
+"""Owns the scheduler and every change to a job's schedule.
 
-Each change writes the job document (the schedule itself) under the job store's lock, records
-an audit entry, and wakes the scheduler so the new next_run_time takes effect at once.
+Each change writes the job document (the schedule itself) with a new `updated_at`, records an
+audit entry, and wakes the scheduler so the new next_run_time takes effect at once. A pass
+that read the document before the change sees `updated_at` moved and leaves it alone.
 """
 
 from __future__ import annotations
@@ -9,18 +10,17 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from apscheduler.events import EVENT_JOB_MAX_INSTANCES
-from apscheduler.executors.base import BaseExecutor
-from apscheduler.schedulers.background import BackgroundScheduler
-
 from texium.core import cron
 from texium.core.audit import AuditLog
 from texium.core.datastore.base import Datastore
 from texium.core.errors import NotFound, ValidationError
-from texium.core.jobstore import EXECUTOR_ALIAS, DocumentJobStore, trigger_for
+from texium.core.jobstore import DocumentJobStore, schedule_for
 from texium.core.listing import Page, list_page
+from texium.core.nodes import NodeRegistry
+from texium.core.recorder import Recorder
 from texium.core.registry import JobRegistry
 from texium.core.runner import ExecutionRunner
+from texium.core.scheduler import TexiumScheduler
 from texium.core.timeutil import to_iso, utcnow
 from texium.core.users import owned_by
 from texium.core.validation import Field, require_id, validate_body
@@ -38,27 +38,6 @@ JOB_FIELDS = (
 )
 
 
-class _RunnerExecutor(BaseExecutor):
-    """Hands due firings to the ExecutionRunner's pool, keeping APScheduler's instance count."""
-
-    def __init__(self, runner: ExecutionRunner):
-        super().__init__()
-        self._runner = runner
-
-    def _do_submit_job(self, job, run_times) -> None:
-        def done(future) -> None:
-            error = future.exception()
-            if error is None:
-                self._run_job_success(job.id, [])
-            else:
-                self._run_job_error(job.id, error, error.__traceback__)
-
-        self._runner.submit_fire(job.id, run_times, done)
-
-    def shutdown(self, wait: bool = True) -> None:
-        """The runner owns the pool and its shutdown."""
-
-
 def _split(body: dict) -> tuple[dict, dict]:
     schedule = {k: body[k] for k in SCHEDULE_FIELDS if k in body}
     return schedule, {k: v for k, v in body.items() if k not in SCHEDULE_FIELDS}
@@ -66,40 +45,80 @@ def _split(body: dict) -> tuple[dict, dict]:
 
 class SchedulerManager:
     def __init__(self, datastore: Datastore, registry: JobRegistry, runner: ExecutionRunner, audit: AuditLog,
-                 timezone: str = "UTC", misfire_grace_time: int | None = 3600, max_instances: int = 1):
+                 recorder: Recorder, nodes: NodeRegistry, timezone: str = "UTC", misfire_grace_time: float = 3600,
+                 poll_seconds: float = 1.0, retry_seconds: float = 1.0):
         self._ds = datastore
         self._registry = registry
         self._runner = runner
         self._audit = audit
+        self._recorder = recorder
+        self.nodes = nodes
         self._timezone = timezone
-        self._max_instances = max_instances
-        self._store = DocumentJobStore(datastore.jobs, misfire_grace_time, max_instances)
-        # After a failed look-up of due jobs, try again in 2 s rather than APScheduler's 10 s.
-        self._scheduler = BackgroundScheduler(timezone="UTC", jobstores={"default": self._store},
-                                              executors={EXECUTOR_ALIAS: _RunnerExecutor(runner)},
-                                              jobstore_retry_interval=2)
-        self._scheduler.add_listener(self._on_max_instances, EVENT_JOB_MAX_INSTANCES)
+        self._poll = poll_seconds
+        self._store = DocumentJobStore(datastore.jobs)
+        self._scheduler = TexiumScheduler(datastore, self._store, runner, misfire_grace_time,
+                                          poll_seconds=poll_seconds, retry_seconds=retry_seconds)
 
     # -- life cycle --------------------------------------------------------------------
-    def start(self) -> int:
-        """Mark orphaned executions abandoned, then start firing; returns how many were orphaned."""
-        orphans = self._runner.abandon_orphans()
+    def start(self) -> list[dict]:
+        """Join the store's nodes (burying dead ones), then start firing; returns the other live nodes."""
+        self._runner.reap_stale_scripts()
+        others = self.nodes.start()
         self._scheduler.start()
-        return orphans
+        return others
 
     def shutdown(self, grace_seconds: float) -> int:
+        """Stop firing and refuse new runs, wait for runs in flight, write every record;
+        returns how many runs did not finish."""
+        self._runner.accepting = False
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
-        return self._runner.shutdown(grace_seconds)
+        unfinished = self._runner.shutdown(grace_seconds)
+        self._recorder.stop(timeout=max(5.0, grace_seconds))
+        self.nodes.stop()
+        return unfinished
 
     @property
     def running(self) -> bool:
-        return self._scheduler.running
+        thread = getattr(self._scheduler, "_thread", None)
+        return self._scheduler.running and thread is not None and thread.is_alive()
 
-    def _on_max_instances(self, event) -> None:
-        reason = (f"Skipped: the previous run of this job was still in progress "
-                  f"(at most {self._max_instances} running at once)")
-        self._runner.record_skipped(event.job_id, list(event.scheduled_run_times), reason)
+    def health(self, overdue_after: float = 5.0) -> list[str]:
+        """What is wrong, in words; empty when the scheduler is firing. Blocking (reads the store)."""
+        if not self.running:
+            return ["Scheduler is not running"]
+        problems = []
+        try:
+            self._ds.ping()
+        except Exception as exc:
+            problems.append(f"Datastore is not answering: {getattr(exc, 'detail', exc)}")
+        state, now = self._scheduler.state_of_pass, utcnow()
+        if state.store_error:
+            problems.append(f"Scheduler cannot read its store since {to_iso(state.store_error_since)}: "
+                            f"{state.store_error}")
+        elif state.last_pass_at is not None and (now - state.last_pass_at).total_seconds() > max(5.0, 3 * self._poll):
+            problems.append(f"Scheduler has not completed a pass since {to_iso(state.last_pass_at)}")
+        if not problems:
+            try:
+                due = self._ds.jobs.find_one({"next_run_time": {"$ne": None}}, sort=[("next_run_time", 1)])
+            except Exception as exc:
+                due = None
+                problems.append(f"Datastore is not answering: {getattr(exc, 'detail', exc)}")
+            if due is not None and (now - due["next_run_time"]).total_seconds() > overdue_after:
+                late = (now - due["next_run_time"]).total_seconds()
+                problems.append(f"Job {due['_id']} ({due.get('name')}) is overdue by {late:.0f} s: nothing is firing")
+        if self._recorder.failing_since is not None:
+            problems.append(f"{self._recorder.pending} execution updates waiting to be written since "
+                            f"{to_iso(self._recorder.failing_since)}: {self._recorder.last_error}")
+        return problems
+
+    def health_details(self) -> dict:
+        state = self._scheduler.state_of_pass
+        me = self.nodes.identity
+        return {"node": {"node_id": me.node_id, "hostname": me.hostname, "pid": me.pid,
+                         "peers_alive": self.nodes.peers_alive, "last_heartbeat": self.nodes.last_beat},
+                "last_pass_at": state.last_pass_at, "last_pass_ms": round(state.last_pass_ms, 2),
+                "missed_since_start": state.missed_total, "pending_records": self._recorder.pending}
 
     def _wake(self) -> None:
         if self._scheduler.running:
@@ -119,10 +138,18 @@ class SchedulerManager:
     def _next_run(self, doc: dict, now: datetime) -> datetime | None:
         if not doc.get("is_enabled", True) or doc.get("is_paused"):
             return None
-        return trigger_for(doc).get_next_fire_time(None, now)
+        return schedule_for(doc).next_after(now)
 
     def _check_user(self, user_id: str) -> None:
         if self._ds.users.get(user_id) is None:
+            raise ValidationError(f"Invalid field user_id: no user with id {user_id}")
+
+    def _owner_still_there(self, job_id: str, user_id: str) -> None:
+        """Checked again after the write: a user deleted meanwhile takes the job with it.
+        UserService.delete removes the user first and cascades after, so whichever of the two
+        goes second sees the other, and no job outlives its owner (on any store)."""
+        if self._ds.users.get(user_id) is None:
+            self._ds.jobs.delete(job_id)
             raise ValidationError(f"Invalid field user_id: no user with id {user_id}")
 
     def create(self, body: dict, actor: str) -> tuple[str, str]:
@@ -132,10 +159,11 @@ class SchedulerManager:
         doc.update(cron.normalize(schedule, self._timezone))
         self._check_user(doc["user_id"])
         now = utcnow()
-        doc.update(is_paused=False, created_at=now, updated_at=now, last_run_time=None, total_executions=0)
+        doc.update(is_paused=False, created_at=now, updated_at=now, last_run_time=None, total_executions=0,
+                   schedule_error=None)
         doc["next_run_time"] = self._next_run(doc, now)
-        with self._store.lock:
-            doc["_id"] = self._ds.jobs.insert(doc)
+        doc["_id"] = self._ds.jobs.insert(doc)
+        self._owner_still_there(doc["_id"], doc["user_id"])
         self._audit.record(doc, "created", actor, f"Created {doc['job_class_string']} job, next run {to_iso(doc['next_run_time'])}")
         self._wake()
         return doc["_id"], doc["name"]
@@ -149,26 +177,27 @@ class SchedulerManager:
             changes["job_class_string"] = self._registry.canonical(changes["job_class_string"])
         if "user_id" in changes:
             self._check_user(changes["user_id"])
-        with self._store.lock:
-            doc = self.get(job_id)
-            if schedule:
-                current = {k: doc.get(k, cron.DEFAULTS.get(k)) for k in cron.CRON_FIELDS}
-                changes.update(cron.normalize({**current, **schedule}, schedule.get("timezone") or doc.get("timezone") or self._timezone))
-            changed = {k: v for k, v in changes.items() if doc.get(k) != v}
-            now = utcnow()
-            updated = {**doc, **changes}
-            self._ds.jobs.update(job_id, set={**changes, "updated_at": now, "next_run_time": self._next_run(updated, now)})
+        doc = self.get(job_id)
+        if schedule:
+            current = {k: doc.get(k, cron.DEFAULTS.get(k)) for k in cron.CRON_FIELDS}
+            changes.update(cron.normalize({**current, **schedule}, schedule.get("timezone") or doc.get("timezone") or self._timezone))
+        changed = {k: v for k, v in changes.items() if doc.get(k) != v}
+        now = utcnow()
+        updated = {**doc, **changes}
+        self._ds.jobs.update(job_id, set={**changes, "updated_at": now, "schedule_error": None,
+                                          "next_run_time": self._next_run(updated, now)})
+        if "user_id" in changes:
+            self._owner_still_there(job_id, changes["user_id"])
         summary = "; ".join(f"{k}: {doc.get(k)!r} -> {v!r}" for k, v in changed.items()) or "no changes"
         self._audit.record(updated, "updated", actor, summary)
         self._wake()
 
     def _set_paused(self, job_id: str, paused: bool, actor: str) -> None:
-        with self._store.lock:
-            doc = self.get(job_id)
-            now = utcnow()
-            doc["is_paused"] = paused
-            next_run = self._next_run(doc, now)
-            self._ds.jobs.update(job_id, set={"is_paused": paused, "updated_at": now, "next_run_time": next_run})
+        doc = self.get(job_id)
+        now = utcnow()
+        doc["is_paused"] = paused
+        next_run = self._next_run(doc, now)
+        self._ds.jobs.update(job_id, set={"is_paused": paused, "updated_at": now, "next_run_time": next_run})
         event = "paused" if paused else "resumed"
         self._audit.record(doc, event, actor, f"Job {event}, next run {to_iso(next_run)}")
         self._wake()
@@ -180,9 +209,8 @@ class SchedulerManager:
         self._set_paused(job_id, False, actor)
 
     def delete(self, job_id: str, actor: str) -> None:
-        with self._store.lock:
-            doc = self.get(job_id)
-            self._ds.jobs.delete(job_id)
+        doc = self.get(job_id)
+        self._ds.jobs.delete(job_id)
         self._audit.record(doc, "deleted", actor, "Job deleted; its executions are kept")
         self._wake()
 

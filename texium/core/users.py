@@ -72,8 +72,11 @@ class UserService:
         if (servers or jobs) and not cascade:
             owned = [f"{n} {what}{'' if n == 1 else 's'}" for n, what in ((servers, "server"), (len(jobs), "job")) if n]
             raise Conflict(f"User still owns {' and '.join(owned)}; delete them first or use ?cascade=true")
+        # The user goes first, then what it owns is looked up again: a job created meanwhile is
+        # either found here or refused by its creator's own check that the owner still exists.
+        self._ds.users.delete(user_id)
+        jobs = self._ds.jobs.find({"user_id": user_id})
         if jobs and self._delete_jobs:
             self._delete_jobs(jobs)
         self._ds.servers.delete_many({"user_id": user_id})
         self._ds.jobs.delete_many({"user_id": user_id})
-        self._ds.users.delete(user_id)

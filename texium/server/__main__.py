@@ -13,6 +13,7 @@ import tornado.httpserver
 
 from texium import __version__
 from texium.config import ConfigError, load_settings
+from texium.core.timeutil import to_iso
 from texium.server.app import make_app
 from texium.server.context import build_context
 
@@ -47,11 +48,13 @@ async def serve(settings: dict) -> int:
     except OSError as exc:
         context.datastore.close()
         raise ConfigError(f"Cannot listen on {settings['HTTP_ADDRESS']}:{settings['HTTP_PORT']}: {exc.strerror}") from None
-    orphans = context.scheduler.start()
-    log.info("Texium %s listening on http://%s:%d/ with %s", __version__, settings["HTTP_ADDRESS"],
-             settings["HTTP_PORT"], context.datastore.describe())
-    if orphans:
-        log.warning("Marked %d executions abandoned: they were running when the server last stopped", orphans)
+    others = context.scheduler.start()
+    log.info("Texium %s listening on http://%s:%d/ with %s (node %s)", __version__, settings["HTTP_ADDRESS"],
+             settings["HTTP_PORT"], context.datastore.describe(), context.scheduler.nodes.identity.node_id)
+    if others:
+        log.info("Sharing the store with %d other live node%s: %s", len(others), "s" if len(others) > 1 else "",
+                 ", ".join(f"{n['_id']} ({n.get('hostname')}, pid {n.get('pid')}, since {to_iso(n.get('started_at'))})"
+                           for n in others))
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -38,6 +38,7 @@ ROUTES = [
     (r"/api/scheduler/available-jobs", utility.AvailableJobsHandler),
     (r"/api/scheduler/stats", utility.StatsHandler),
     (r"/api/scheduler/health", utility.HealthHandler),
+    (r"/api/scheduler/nodes", utility.NodesHandler),
     (r"/api/scheduler/cron/preview", utility.CronPreviewHandler),
     (r"/api/scheduler/metrics/system", records.SystemMetricsHandler),
     (r"/api/scheduler/reports", records.ReportsHandler),

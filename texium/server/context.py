@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -10,7 +11,11 @@ from typing import Any
 from texium.core import caches
 from texium.core.audit import AuditLog
 from texium.core.datastore import Datastore, open_datastore
+from texium import __version__
 from texium.core.executions import ExecutionHistory
+from texium.core.nodes import NodeIdentity, NodeRegistry
+from texium.core.processes import ProcessRegistry
+from texium.core.recorder import Recorder
 from texium.core.records import JobRecords
 from texium.core.registry import JobRegistry
 from texium.core.runner import ExecutionRunner
@@ -53,15 +58,22 @@ def build_context(settings: dict[str, Any]) -> AppContext:
     secrets = SecretBox(load_or_create_key(settings["SECRET_KEY"], settings["DATA_DIR"]))
     registry = JobRegistry(settings["JOB_CLASS_PACKAGES"])
     audit = AuditLog(datastore)
+    identity = NodeIdentity()
+    nodes = NodeRegistry(datastore, identity, __version__, heartbeat_seconds=settings["HEARTBEAT_SECONDS"],
+                         timeout_seconds=settings["NODE_TIMEOUT_SECONDS"])
+    recorder = Recorder(datastore)
     runner = ExecutionRunner(
-        datastore, registry, settings["THREAD_POOL_SIZE"],
+        datastore, registry, recorder, identity, settings["THREAD_POOL_SIZE"],
+        max_instances=settings["JOB_MAX_INSTANCES"],
         job_config={name: settings[name] for name in JOB_SETTINGS},
         hooks={"clear_cache": caches.clear_all},
-        misfire_grace_time=settings["MISFIRE_GRACE_TIME"],
+        processes=ProcessRegistry(os.path.join(settings["DATA_DIR"], "run", "processes"), node_id=identity.hostname),
+        peers_alive=lambda: nodes.peers_alive,
     )
-    scheduler = SchedulerManager(datastore, registry, runner, audit, timezone=settings["TIMEZONE"],
+    scheduler = SchedulerManager(datastore, registry, runner, audit, recorder, nodes, timezone=settings["TIMEZONE"],
                                  misfire_grace_time=settings["MISFIRE_GRACE_TIME"],
-                                 max_instances=settings["JOB_MAX_INSTANCES"])
+                                 poll_seconds=settings["SCHEDULER_POLL_SECONDS"],
+                                 retry_seconds=settings["JOBSTORE_RETRY_SECONDS"])
     return AppContext(
         datastore=datastore,
         users=UserService(datastore, delete_jobs=lambda jobs: scheduler.delete_many(jobs, "cascade")),

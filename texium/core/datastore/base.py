@@ -4,7 +4,7 @@ Services speak to named collections of JSON-like documents through `Collection`,
 small subset of pymongo's model so that SQLite and MongoDB behave the same to a client:
 
 * Documents are flat-ish dicts. `_id` is a 24-hex ObjectId string on every provider.
-* Top-level fields whose names end in `_at` or `_time` hold aware UTC datetimes (or None);
+* Top-level fields whose names end in `_at` or `_time` (and TIME_FIELD_NAMES) hold aware UTC datetimes (or None);
   providers store them natively (BSON date, fixed-width ISO text in SQLite) and hand back
   aware UTC datetimes with millisecond precision. Nested values must be JSON-serialisable.
 * A filter is a dict of top-level field -> value (equality; None matches null or missing) or
@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 from bson import ObjectId
+
+from texium.core.errors import DuplicateKeyError
 
 Filter = dict[str, Any]
 Sort = list[tuple[str, int]]
@@ -69,8 +72,11 @@ def is_valid_id(value: Any) -> bool:
     return isinstance(value, str) and bool(_OBJECT_ID.match(value))
 
 
+TIME_FIELD_NAMES = frozenset({"last_seen", "missed_until"})  # times whose names do not end in _at/_time
+
+
 def is_time_field(name: str) -> bool:
-    return name.endswith("_at") or name.endswith("_time")
+    return name.endswith("_at") or name.endswith("_time") or name in TIME_FIELD_NAMES
 
 
 @dataclass(frozen=True)
@@ -99,7 +105,10 @@ INDEXES: dict[str, tuple[Index, ...]] = {
         Index(("user_id", "created_at")),
         Index(("status", "created_at")),
         Index(("user_id", "status")),  # per-user stats: counts by status without a scan
+        Index(("job_id", "status")),  # running runs of one job (max instances)
+        Index(("node_id", "status")),  # active runs of a node that stopped answering
     ),
+    "scheduler_nodes": (Index(("last_seen",)),),
     "scheduler_audit_logs": (Index(("created_at",)), Index(("job_id", "created_at"))),
     "system_metrics": (Index(("created_at",)),),
     "reports": (Index(("created_at",)),),
@@ -139,6 +148,17 @@ class Collection(ABC):
         """Atomically set / increment / remove top-level fields of one document.
         Returns the updated document, or None when there is no such document.
         Raises DuplicateKeyError when a unique index would be broken."""
+
+    def insert_many(self, docs: list[dict]) -> list[str]:
+        """Insert each document that breaks no unique index; returns the ids inserted, in order.
+        Several nodes claim the same occurrence this way: whoever inserts it, runs it."""
+        inserted = []
+        for doc in docs:
+            try:
+                inserted.append(self.insert(doc))
+            except DuplicateKeyError:
+                pass
+        return inserted
 
     @abstractmethod
     def update_many(self, filter: Filter, set: dict) -> int:
@@ -181,6 +201,17 @@ class Datastore(ABC):
     @property
     def audit_logs(self) -> Collection:
         return self.collection("scheduler_audit_logs")
+
+    @property
+    def nodes(self) -> Collection:
+        return self.collection("scheduler_nodes")
+
+    def batch(self) -> AbstractContextManager:
+        """Group the writes made inside on this thread: one transaction where the provider has
+        them (SQLite), so a scheduler pass or a batch of run records costs one commit and lands
+        whole or not at all. Without transactions (MongoDB) each write stands alone, which is
+        why callers order their writes so that a partial batch is still safe."""
+        return nullcontext()
 
     @abstractmethod
     def collection_names(self) -> list[str]:

@@ -27,6 +27,8 @@ from texium.core.timeutil import as_utc
 MOCK_SCHEME = "mongomock://"
 _AUTH_FAILED = (13, 18)  # Unauthorized, AuthenticationFailed: the server is unusable with this URI
 _NAMESPACE_NOT_FOUND = 26
+_INDEX_NOT_FOUND = 27
+_REBUILDING = "_rebuilding"  # suffix of the temporary unique index rebuild_indexes builds first
 
 
 def _oid(value: Any) -> Any:
@@ -184,7 +186,11 @@ class MongoDatastore(Datastore):
             self._client = mongomock.MongoClient(tz_aware=True)
         else:
             try:
-                self._client = pymongo.MongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=5000)
+                # Majority write concern and retryable writes: a claimed occurrence or a state change
+                # acknowledged here survives a primary stepping down, and a write retried across the
+                # failover hits the unique occurrence index instead of running a firing twice.
+                self._client = pymongo.MongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=5000,
+                                                   w="majority", retryWrites=True)
             except ConfigurationError as exc:
                 raise DatastoreUnavailable(f"invalid MongoDB URI: {exc}") from exc
         self._db = self._client[db_name]
@@ -248,16 +254,60 @@ class MongoDatastore(Datastore):
             self.collection(name)
 
     def rebuild_indexes(self) -> list[str]:
+        """Rebuild every index of INDEXES with no moment where a unique one is missing.
+
+        Dropping all indexes and creating them again (drop_indexes) leaves a window in which a
+        duplicate email or occurrence_key gets in, and the next start-up's ensure_indexes then
+        fails. So non-unique indexes are dropped and recreated, while a unique index is first
+        duplicated by a temporary unique index on the same field (descending: MongoDB refuses two
+        indexes with the same key pattern), then dropped, recreated and the temporary one dropped.
+        Unique indexes that INDEXES does not declare are left alone.
+        """
         rebuilt = []
-        for name in INDEXES:
-            try:
-                with self._guard(name):
-                    self._db[name].drop_indexes()
-            except OperationFailure as exc:
-                if exc.code != _NAMESPACE_NOT_FOUND:  # a collection never written has no indexes
-                    raise
-            rebuilt += self._create_indexes(name)
+        for name, indexes in INDEXES.items():
+            coll = self._db[name]
+            with self._guard(name):
+                existing = coll.index_information()
+            wanted = {index.name: index for index in indexes}
+            for index_name, info in existing.items():
+                if index_name not in wanted and index_name != "_id_" and not info.get("unique"):
+                    self._drop_index(name, index_name)  # an older version's; rebuilding drops it
+            for index in indexes:
+                if index.unique:
+                    self._rebuild_unique(name, index, existing)
+                else:
+                    if index.name in existing:
+                        self._drop_index(name, index.name)
+                    self._create_index(name, index)
+                rebuilt.append(f"{name}.{index.name}")
         return rebuilt
+
+    def _create_index(self, collection: str, index: Index, *, name: str | None = None,
+                      keys: list[tuple[str, int]] | None = None) -> None:
+        # sparse: documents without the field do not collide, as with SQLite's NULLs (as _create_indexes).
+        options = {"unique": True, "sparse": True} if index.unique else {}
+        with self._guard(collection):
+            self._db[collection].create_index(keys or _keys(index), name=name or index.name, **options)
+
+    def _drop_index(self, collection: str, index_name: str) -> None:
+        try:
+            with self._guard(collection):
+                self._db[collection].drop_index(index_name)
+        except OperationFailure as exc:
+            if exc.code not in (_NAMESPACE_NOT_FOUND, _INDEX_NOT_FOUND):  # already gone
+                raise
+
+    def _rebuild_unique(self, collection: str, index: Index, existing: dict) -> None:
+        """Recreate a unique index while a temporary one enforces the same uniqueness."""
+        temporary = index.name + _REBUILDING
+        if index.name in existing:
+            self._create_index(collection, index, name=temporary,  # (or the one a broken rebuild left)
+                               keys=[(field, pymongo.DESCENDING) for field in index.fields])
+            self._drop_index(collection, index.name)
+        # Raises DuplicateKeyError if duplicates are in the collection (no unique index guarded it).
+        self._create_index(collection, index)
+        if index.name in existing or temporary in existing:
+            self._drop_index(collection, temporary)
 
     def _command_each(self, command: str) -> tuple[int, int, str]:
         """Run `command` on every collection; (succeeded, total, last refusal)."""

@@ -207,6 +207,20 @@ class SQLiteCollection(Collection):
             db.execute(f"INSERT INTO {self._table} (id, doc) VALUES (?, ?)", (doc_id, body))
         return doc_id
 
+    def insert_many(self, docs: list[dict]) -> list[str]:
+        rows = []
+        for doc in docs:
+            doc_id = doc.get("_id") or new_id()
+            if not is_valid_id(doc_id):
+                raise ValueError("_id must be a 24-hex ObjectId string")
+            rows.append((doc_id, _encode(doc)))
+        inserted = []
+        with self._store._write() as db:
+            for row in rows:  # OR IGNORE: a row that breaks a unique index is left out
+                if db.execute(f"INSERT OR IGNORE INTO {self._table} (id, doc) VALUES (?, ?)", row).rowcount:
+                    inserted.append(row[0])
+        return inserted
+
     def get(self, doc_id: str) -> dict | None:
         if not is_valid_id(doc_id):
             return None
@@ -313,8 +327,8 @@ class SQLiteDatastore(Datastore):
     def _write(self, transaction: bool = True) -> Iterator[sqlite3.Connection]:
         with self._lock, _translated(self.path):
             db = self._connection()
-            if not transaction:
-                yield db
+            if not transaction or getattr(self._local, "batch", False):
+                yield db  # inside batch() the outer transaction commits or rolls back
                 return
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -324,6 +338,19 @@ class SQLiteDatastore(Datastore):
                     db.rollback()
                 raise
             db.execute("COMMIT")
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """One IMMEDIATE transaction for every write this thread makes inside (see Datastore)."""
+        if getattr(self._local, "batch", False):
+            yield
+            return
+        with self._write():
+            self._local.batch = True
+            try:
+                yield
+            finally:
+                self._local.batch = False
 
     # -- collections -------------------------------------------------------------------------
 

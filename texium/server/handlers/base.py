@@ -165,6 +165,9 @@ class ApiHandler(tornado.web.RequestHandler):
     def log_exception(self, typ, value, tb) -> None:
         if isinstance(value, TexiumError) and value.status < 500:
             return  # an expected client error, not worth a traceback
+        if isinstance(value, TexiumError):  # the store is down or the server stops: one line says it
+            log.warning("%s %s answered %d: %s", self.request.method, self.request.path, value.status, value.detail)
+            return
         super().log_exception(typ, value, tb)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:

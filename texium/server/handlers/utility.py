@@ -19,18 +19,18 @@ class StatsHandler(ApiHandler):
 
 class HealthHandler(ApiHandler):
     async def get(self) -> None:
-        problem = None
-        if not self.context.scheduler.running:
-            problem = "Scheduler is not running"
+        problems = await self.blocking(self.context.scheduler.health)
+        details = self.context.scheduler.health_details()
+        if problems:
+            self.reply({"status": "unhealthy", "message": "; ".join(problems), "timestamp": utcnow(), **details}, 503)
         else:
-            try:
-                await self.blocking(self.context.datastore.ping)
-            except Exception as exc:
-                problem = f"Datastore is not answering: {getattr(exc, 'detail', exc)}"
-        if problem:
-            self.reply({"status": "unhealthy", "message": problem, "timestamp": utcnow()}, 503)
-        else:
-            self.reply({"status": "healthy", "message": "Scheduler is running", "timestamp": utcnow()})
+            self.reply({"status": "healthy", "message": "Scheduler is running", "timestamp": utcnow(), **details})
+
+
+class NodesHandler(ApiHandler):
+    async def get(self) -> None:
+        nodes = await self.blocking(self.context.scheduler.nodes.list)
+        self.success("Nodes retrieved successfully", total=len(nodes), data=nodes)
 
 
 class CronPreviewHandler(ApiHandler):

@@ -1,0 +1,141 @@
+"""Scripts must not outlive the server: real servers, real scripts, SIGTERM past the grace and kill -9.
+
+The server records the process group of every CustomScriptJob run in DATA_DIR/run/processes
+(texium.core.processes.ProcessRegistry); at shutdown past SHUTDOWN_GRACE_SECONDS it kills the
+groups it abandons, and at start-up it kills those an earlier, dead instance left running.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+SPAWN = ("#!/bin/sh\n"
+         "sleep 60 &\n"
+         "echo $! > child.pid\n"
+         "echo $$ > leader.pid\n"
+         "sleep 60\n")
+
+
+def wait_for(predicate, timeout=10.0, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
+
+
+def live_members(pgid: int) -> list[int]:
+    """Pids of the processes of group `pgid` that are not zombies."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return []
+    pids = []
+    for process in psutil.process_iter():
+        try:
+            if os.getpgid(process.pid) == pgid and process.status() != psutil.STATUS_ZOMBIE:
+                pids.append(process.pid)
+        except (OSError, psutil.Error):
+            pass
+    return pids
+
+
+def read_pid(path: Path, timeout=15.0) -> int:
+    assert wait_for(lambda: path.exists() and path.read_text().endswith("\n"), timeout), f"{path} never written"
+    return int(path.read_text())
+
+
+@pytest.fixture
+def script_groups():
+    """Pgids of the scripts a test started: whatever survives (the bug) is killed afterwards."""
+    pgids: list[int] = []
+    yield pgids
+    for pgid in pgids:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+@pytest.fixture
+def scripts(tmp_path):
+    path = tmp_path / "scripts"
+    path.mkdir()
+    script = path / "spawn.sh"
+    script.write_text(SPAWN)
+    script.chmod(0o755)
+    return path
+
+
+def start_script(server, scripts: Path, script_groups: list) -> tuple[str, int, int]:
+    """Run spawn.sh now through the API; returns (execution id, pgid, child pid) once it runs."""
+    api = server.api
+    user_id = api.create_user(name="Scripts", role="admin")
+    job_id = api.create_job(user_id, job_class_string="jobs.custom.CustomScriptJob", name="spawner",
+                            pub_args=["spawn.sh"], pub_kwargs={"timeout": 300}, is_enabled=False)
+    response = api.post(f"/api/scheduler/jobs/{job_id}/run")
+    assert response.status_code == 200, response.text
+    execution_id = response.json()["execution_id"]
+    leader = read_pid(scripts / "leader.pid")
+    script_groups.append(leader)  # start_new_session: the leader's pid is the group's id
+    child = read_pid(scripts / "child.pid")
+    assert os.getpgid(child) == leader
+    assert wait_for(lambda: api.get(f"/api/scheduler/executions/{execution_id}").json()["data"]["status"] == "running")
+    return execution_id, leader, child
+
+
+def record_files(data_dir: Path) -> list[Path]:
+    return sorted((data_dir / "run" / "processes").glob("*.json"))
+
+
+def test_shutdown_past_the_grace_period_kills_the_script_group(start_server, tmp_path, scripts, script_groups):
+    env = {"TEXIUM_SHUTDOWN_GRACE_SECONDS": "1", "TEXIUM_SCRIPTS_DIR": str(scripts)}
+    data_dir = tmp_path / "data"
+    server = start_server("sqlite", data_dir, env=env)
+    execution_id, pgid, child = start_script(server, scripts, script_groups)
+    assert set(live_members(pgid)) >= {pgid, child}
+
+    started = time.monotonic()
+    assert server.stop() == 0
+    assert time.monotonic() - started < 15
+    # The server waited 1 s, then killed the group it abandoned before exiting.
+    assert wait_for(lambda: live_members(pgid) == [], timeout=2), (
+        f"script processes {live_members(pgid)} outlived the server\n{server.log()}")
+    assert record_files(data_dir) == []
+
+    again = start_server("sqlite", data_dir, env=env)
+    execution = again.api.get(f"/api/scheduler/executions/{execution_id}").json()["data"]
+    assert execution["status"] == "abandoned", execution
+    assert execution["completed_at"]
+
+
+def test_kill_9_then_restart_kills_the_orphaned_script_group(start_server, tmp_path, scripts, script_groups):
+    env = {"TEXIUM_SCRIPTS_DIR": str(scripts)}
+    data_dir = tmp_path / "data"
+    first = start_server("sqlite", data_dir, env=env)
+    execution_id, pgid, child = start_script(first, scripts, script_groups)
+    assert [path.name for path in record_files(data_dir) if execution_id in path.name], (
+        f"no record of the running script in {data_dir / 'run' / 'processes'}")
+    first.kill()
+    time.sleep(0.5)
+    assert set(live_members(pgid)) >= {pgid, child}  # a dead server cannot stop its scripts
+
+    second = start_server("sqlite", data_dir, env=env)
+    assert wait_for(lambda: live_members(pgid) == [], timeout=5), (
+        f"script processes {live_members(pgid)} are still running after the restart\n{second.log()}")
+    assert wait_for(lambda: record_files(data_dir) == [], timeout=5)
+    execution = second.api.get(f"/api/scheduler/executions/{execution_id}").json()["data"]
+    assert execution["status"] == "abandoned", execution
+    assert execution["completed_at"]
+    error = execution["error"]
+    assert re.search(r"script|process group", error, re.I) and re.search(r"killed|stopped", error, re.I), error
+    assert str(pgid) in second.log() or "script" in second.log().lower()
