@@ -35,6 +35,8 @@ setup(
             "schemathesis>=4,<5",
             "openapi-spec-validator>=0.7",
             "playwright>=1.40",  # drives Debian's chromium (executable_path); no browser download
+            "croniter>=2",  # the differential cron test compares Texium's engine with it
+            "ruff>=0.6",  # lint and format, checked in CI before the tests
         ],
     },
     entry_points={

@@ -16,8 +16,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -34,16 +34,24 @@ NEWEST = [("created_at", -1)]
 def fill(ds: Datastore, rows: int, rng: random.Random) -> tuple[list[str], list[str], list[str], list[float]]:
     """Users, jobs and `rows` executions; returns (user ids, job ids, execution ids, insert ms)."""
     now = utcnow()
-    users = [ds.users.insert({"name": f"user {u}", "email": f"user{u}@example.com", "created_at": now})
-             for u in range(USERS)]
+    users = [
+        ds.users.insert({"name": f"user {u}", "email": f"user{u}@example.com", "created_at": now}) for u in range(USERS)
+    ]
     jobs, owner = [], {}
     for j in range(JOBS):
         paused = j % 10 == 0
-        job_id = ds.jobs.insert({
-            "name": f"job {j}", "user_id": users[j % USERS], "job_class_string": "texium.jobs.echo.Echo",
-            "minute": "*/5", "is_enabled": True, "is_paused": paused, "created_at": now,
-            "next_run_time": None if paused else now + timedelta(seconds=rng.randint(-600, 3600)),
-        })
+        job_id = ds.jobs.insert(
+            {
+                "name": f"job {j}",
+                "user_id": users[j % USERS],
+                "job_class_string": "texium.jobs.echo.Echo",
+                "minute": "*/5",
+                "is_enabled": True,
+                "is_paused": paused,
+                "created_at": now,
+                "next_run_time": None if paused else now + timedelta(seconds=rng.randint(-600, 3600)),
+            }
+        )
         jobs.append(job_id)
         owner[job_id] = users[j % USERS]
     start = now - timedelta(seconds=rows * 30)
@@ -52,10 +60,20 @@ def fill(ds: Datastore, rows: int, rng: random.Random) -> tuple[list[str], list[
         job_id = rng.choice(jobs)
         at = start + timedelta(seconds=i * 30)
         doc = {
-            "job_id": job_id, "user_id": owner[job_id], "job_name": "job", "status": rng.choice(STATUSES),
-            "job_class_string": "texium.jobs.echo.Echo", "occurrence_key": f"{job_id}@{at.isoformat()}",
-            "output": "ok " * 20, "error": None, "hostname": "bench", "pid": 4242,
-            "scheduled_at": at, "started_at": at, "completed_at": at + timedelta(seconds=2), "created_at": at,
+            "job_id": job_id,
+            "user_id": owner[job_id],
+            "job_name": "job",
+            "status": rng.choice(STATUSES),
+            "job_class_string": "texium.jobs.echo.Echo",
+            "occurrence_key": f"{job_id}@{at.isoformat()}",
+            "output": "ok " * 20,
+            "error": None,
+            "hostname": "bench",
+            "pid": 4242,
+            "scheduled_at": at,
+            "started_at": at,
+            "completed_at": at + timedelta(seconds=2),
+            "created_at": at,
         }
         t = time.perf_counter()
         ids.append(ds.executions.insert(doc))
@@ -96,7 +114,8 @@ def bench(ds: Datastore, rows: int, samples: int) -> None:
         "count by job_id": lambda: ex.count({"job_id": rng.choice(jobs)}),
         f"page at offset {deep:,}": lambda: ex.find(sort=NEWEST, limit=PAGE, offset=deep),
         "due jobs (next_run_time <= now)": lambda: ds.jobs.find(
-            {"next_run_time": {"$lte": utcnow()}}, sort=[("next_run_time", 1)]),
+            {"next_run_time": {"$lte": utcnow()}}, sort=[("next_run_time", 1)]
+        ),
     }
     for label, query in queries.items():
         print(line(label, timed(samples, query)))
@@ -106,8 +125,7 @@ def bench(ds: Datastore, rows: int, samples: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=100_000, help="executions for SQLite (default 100000)")
     parser.add_argument("--samples", type=int, default=200, help="timed runs per query (default 200)")
     parser.add_argument("--mongomock", action="store_true", help="also run on mongomock, smaller")

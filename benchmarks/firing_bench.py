@@ -21,7 +21,6 @@ import random
 import signal
 import socket
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,8 +48,12 @@ class Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TEXIUM_")}
         env.update(TEXIUM_DATA_DIR=data_dir, TEXIUM_LOG_LEVEL="WARNING", PYTHONPATH=str(REPO))
         self.log = open(os.path.join(data_dir, "server.log"), "w")
-        self.process = subprocess.Popen([sys.executable, "-m", "texium.server", "--port", str(self.port),
-                                         "--address", "127.0.0.1"], env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "texium.server", "--port", str(self.port), "--address", "127.0.0.1"],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         for _ in range(200):
             try:
                 if requests.get(self.url + "/api/scheduler/health", timeout=1).ok:
@@ -74,8 +77,13 @@ def percentile(values: list[float], p: float) -> float:
 def create_jobs(session, url, user_id, count, **schedule) -> list[str]:
     ids = []
     for i in range(count):
-        body = {"user_id": user_id, "job_class_string": "jobs.echo.EchoJob", "name": f"bench-{i}",
-                "pub_args": ["x"], **schedule}
+        body = {
+            "user_id": user_id,
+            "job_class_string": "jobs.echo.EchoJob",
+            "name": f"bench-{i}",
+            "pub_args": ["x"],
+            **schedule,
+        }
         ids.append(session.post(url + "/api/scheduler/jobs", json=body).json()["job_id"])
     return ids
 
@@ -95,8 +103,13 @@ def api_load(url: str, user_id: str, stop: threading.Event, counter: Counter) ->
             elif choice < 0.55:
                 session.get(url + "/api/users/")
             elif choice < 0.7 or not own:
-                body = {"user_id": user_id, "job_class_string": "jobs.echo.EchoJob", "name": "load",
-                        "minute": "0", "hour": "3"}
+                body = {
+                    "user_id": user_id,
+                    "job_class_string": "jobs.echo.EchoJob",
+                    "name": "load",
+                    "minute": "0",
+                    "hour": "3",
+                }
                 own.append(session.post(url + "/api/scheduler/jobs", json=body).json()["job_id"])
             elif choice < 0.8:
                 session.put(url + f"/api/scheduler/jobs/{random.choice(own)}", json={"description": "edited"})
@@ -115,8 +128,9 @@ def measure(db_path: str, job_ids: list[str], start: datetime, end: datetime, pe
     """Occurrences in [start, end) per job, from the store: run, missed, lost, duplicated, lag."""
     db = sqlite3.connect(db_path)
     marks = ",".join("?" * len(job_ids))
-    rows = db.execute(f"SELECT doc FROM scheduler_executions WHERE json_extract(doc, '$.job_id') IN ({marks})",
-                      job_ids).fetchall()
+    rows = db.execute(
+        f"SELECT doc FROM scheduler_executions WHERE json_extract(doc, '$.job_id') IN ({marks})", job_ids
+    ).fetchall()
     db.close()
     accounted, lags, missed = Counter(), [], 0
     for (text,) in rows:
@@ -134,20 +148,32 @@ def measure(db_path: str, job_ids: list[str], start: datetime, end: datetime, pe
         accounted[(doc["job_id"], scheduled)] += 1
         if doc.get("started_at"):
             lags.append((datetime.fromisoformat(doc["started_at"]) - scheduled).total_seconds() * 1000)
-    expected = len(job_ids) * int((end - start).total_seconds() / period)
-    return {"expected": expected, "ran": len(lags), "missed": missed,
-            "lost": expected - len(accounted), "duplicated": sum(n - 1 for n in accounted.values() if n > 1),
-            "lag_p50": percentile(lags, 50), "lag_p99": percentile(lags, 99), "lag_max": max(lags, default=0)}
+    expected = len(job_ids) * len(range(0, int((end - start).total_seconds()), int(period)))
+    return {
+        "expected": expected,
+        "ran": len(lags),
+        "missed": missed,
+        "lost": expected - len(accounted),
+        "duplicated": sum(n - 1 for n in accounted.values() if n > 1),
+        "lag_p50": percentile(lags, 50),
+        "lag_p99": percentile(lags, 99),
+        "lag_max": max(lags, default=0),
+    }
 
 
 def scenario(name: str, jobs: int, seconds: float, load: bool, schedule: dict, period: float) -> dict:
     with tempfile.TemporaryDirectory() as data_dir:
         server = Server(data_dir)
         session = requests.Session()
-        user_id = session.post(server.url + "/api/users/", json={"name": "bench", "email": "b@bench.io"}).json()["user_id"]
+        user_id = session.post(server.url + "/api/users/", json={"name": "bench", "email": "b@bench.io"}).json()[
+            "user_id"
+        ]
         job_ids = create_jobs(session, server.url, user_id, jobs, **schedule)
         stop, counter = threading.Event(), Counter()
-        clients = [threading.Thread(target=api_load, args=(server.url, user_id, stop, counter)) for _ in range(8 if load else 0)]
+        clients = [
+            threading.Thread(target=api_load, args=(server.url, user_id, stop, counter))
+            for _ in range(8 if load else 0)
+        ]
         for client in clients:
             client.start()
         time.sleep(2)  # settle: jobs created, first firings behind us
@@ -159,9 +185,9 @@ def scenario(name: str, jobs: int, seconds: float, load: bool, schedule: dict, p
         for client in clients:
             client.join()
         server.stop()
-        if period >= 60:  # whole minutes only
+        if period >= 60:  # the window holds each minute boundary it covers
             start = start.replace(second=0) + timedelta(minutes=1) if start.second else start
-            end = end.replace(second=0)
+            end = end.replace(second=0) + timedelta(seconds=1)
         figures = measure(os.path.join(data_dir, "texium.db"), job_ids, start, end, period)
         figures.update(name=name, api_requests=counter["requests"])
         return figures
@@ -177,15 +203,25 @@ def main() -> None:
     results = [
         scenario("100 jobs/s, no API load", 100, seconds, False, {"second": "*/1", "minute": "*"}, 1),
         scenario("100 jobs/s, 8 API clients", 100, seconds, True, {"second": "*/1", "minute": "*"}, 1),
-        scenario(f"{args.minute_jobs} jobs at second 0 of every minute", args.minute_jobs,
-                 75 if args.quick else 135, False, {"second": "0", "minute": "*"}, 60),
+        scenario(
+            f"{args.minute_jobs} jobs at second 0 of every minute",
+            args.minute_jobs,
+            75 if args.quick else 135,
+            False,
+            {"second": "0", "minute": "*"},
+            60,
+        ),
     ]
     print(f"\nFiring benchmark on {os.cpu_count()} cores, Python {sys.version.split()[0]}, embedded store\n")
-    print(f"| scenario | expected | ran | missed (recorded) | lost | duplicated | lag p50 / p99 / max ms | API requests |")
+    print(
+        "| scenario | expected | ran | missed (recorded) | lost | duplicated | lag p50 / p99 / max ms | API requests |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['name']} | {r['expected']} | {r['ran']} | {r['missed']} | {r['lost']} | {r['duplicated']} | "
-              f"{r['lag_p50']:.0f} / {r['lag_p99']:.0f} / {r['lag_max']:.0f} | {r['api_requests']} |")
+        print(
+            f"| {r['name']} | {r['expected']} | {r['ran']} | {r['missed']} | {r['lost']} | {r['duplicated']} | "
+            f"{r['lag_p50']:.0f} / {r['lag_p99']:.0f} / {r['lag_max']:.0f} | {r['api_requests']} |"
+        )
 
 
 if __name__ == "__main__":

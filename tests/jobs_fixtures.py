@@ -49,8 +49,7 @@ class _PortZeroController(Controller):
     """aiosmtpd's Controller with a kernel-chosen port (it would otherwise poll port 0)."""
 
     async def _create_server(self):
-        server = await self.loop.create_server(
-            self._factory_invoker, host=self.hostname, port=0, ssl=self.ssl_context)
+        server = await self.loop.create_server(self._factory_invoker, host=self.hostname, port=0, ssl=self.ssl_context)
         self.port = server.sockets[0].getsockname()[1]
         return server
 
@@ -69,12 +68,14 @@ class RecordingSMTPHandler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
-        self.messages.append({
-            "mail_from": envelope.mail_from,
-            "rcpt_tos": list(envelope.rcpt_tos),
-            "content": envelope.original_content or envelope.content,
-            "login": getattr(session, "auth_data", None),
-        })
+        self.messages.append(
+            {
+                "mail_from": envelope.mail_from,
+                "rcpt_tos": list(envelope.rcpt_tos),
+                "content": envelope.original_content or envelope.content,
+                "login": getattr(session, "auth_data", None),
+            }
+        )
         return "250 Message accepted"
 
 
@@ -84,10 +85,14 @@ def smtp_server(refuse=(), credentials: tuple[str, str] | None = None):
     handler = RecordingSMTPHandler(refuse=set(refuse))
     kwargs = {}
     if credentials is not None:
+
         def authenticator(server, session, envelope, mechanism, auth_data):
-            ok = (isinstance(auth_data, LoginPassword)
-                  and (auth_data.login.decode(), auth_data.password.decode()) == credentials)
+            ok = (
+                isinstance(auth_data, LoginPassword)
+                and (auth_data.login.decode(), auth_data.password.decode()) == credentials
+            )
             return AuthResult(success=ok, handled=False)
+
         kwargs = {"authenticator": authenticator, "auth_required": True, "auth_require_tls": False}
     controller = _PortZeroController(handler, hostname="127.0.0.1", **kwargs)
     controller.start()
@@ -126,9 +131,14 @@ class _RecordingHandler(http.server.BaseHTTPRequestHandler):
     def _answer(self):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        self.server.requests.append({
-            "method": self.command, "path": self.path, "headers": dict(self.headers.items()), "body": body,
-        })
+        self.server.requests.append(
+            {
+                "method": self.command,
+                "path": self.path,
+                "headers": dict(self.headers.items()),
+                "body": body,
+            }
+        )
         status = self.server.next_status()
         payload = f'{{"answer": {status}}}'.encode()
         self.send_response(status)
@@ -141,7 +151,7 @@ class _RecordingHandler(http.server.BaseHTTPRequestHandler):
 
     do_GET = do_POST = _answer
 
-    def log_message(self, format, *args):  # keep test output quiet
+    def log_message(self, *args):  # keep test output quiet
         pass
 
 

@@ -63,7 +63,9 @@ class Api:
         assert response.status_code == 201, response.text
         return response.json()["job_id"]
 
-    def wait_execution(self, execution_id: str, timeout: float = 15, done=("completed", "failed", "skipped", "abandoned")) -> dict:
+    def wait_execution(
+        self, execution_id: str, timeout: float = 15, done=("completed", "failed", "skipped", "abandoned")
+    ) -> dict:
         deadline = time.monotonic() + timeout
         while True:
             execution = self.get(f"/api/scheduler/executions/{execution_id}").json()["data"]
@@ -86,7 +88,7 @@ class ServerProcess:
     def api(self) -> Api:
         return Api(f"http://127.0.0.1:{self.port}")
 
-    def start(self, timeout: float = 20) -> "ServerProcess":
+    def start(self, timeout: float = 20) -> ServerProcess:
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TEXIUM_", "MONGO_URI", "DB_NAME"))}
         env.update({"TEXIUM_DATA_DIR": str(self.data_dir), "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)})
@@ -98,7 +100,10 @@ class ServerProcess:
         log = open(self.log_path, "w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "texium.server", "--port", str(self.port), "--address", "127.0.0.1", *self.args],
-            cwd=self.data_dir.parent, env=env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=self.data_dir.parent,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -2,7 +2,7 @@
 
 import re
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pymongo.errors
 import pytest
@@ -12,7 +12,7 @@ from texium.core.datastore.mongo import MongoDatastore
 from texium.core.datastore.sqlite import SQLiteDatastore
 from texium.core.errors import DatastoreUnavailable, DuplicateKeyError
 
-T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
 
 @pytest.fixture(params=["sqlite", "mongomock"])
@@ -42,11 +42,12 @@ def ns(docs):
 
 # -- documents ----------------------------------------------------------------------------------
 
+
 def test_insert_get_round_trip(store):
     plus_two = timezone(timedelta(hours=2))
     doc = {
         "name": "Zoë",
-        "created_at": datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=timezone.utc),
+        "created_at": datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC),
         "started_at": datetime(2024, 5, 1, 14, 0, 0, tzinfo=plus_two),
         "finished_at": None,
         "nested": {"list": [1, 2.5, "x", {"deep": None}], "flag": True},
@@ -57,7 +58,7 @@ def test_insert_get_round_trip(store):
     assert "_id" not in doc  # the caller's dict is left alone
     got = store.executions.get(doc_id)
     assert got["_id"] == doc_id
-    assert got["created_at"] == datetime(2024, 5, 1, 12, 0, 0, 123000, tzinfo=timezone.utc)  # ms precision
+    assert got["created_at"] == datetime(2024, 5, 1, 12, 0, 0, 123000, tzinfo=UTC)  # ms precision
     assert got["created_at"].utcoffset() == timedelta(0)
     assert got["started_at"] == T0 and got["started_at"].utcoffset() == timedelta(0)
     assert got["finished_at"] is None
@@ -85,35 +86,41 @@ def test_get_missing_or_invalid_id(store):
 
 # -- filters ------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def numbered(store):
     coll = store.collection("things")
-    ids = [coll.insert({"n": n, "kind": "odd" if n % 2 else "even", "created_at": T0 + timedelta(minutes=n)})
-           for n in range(1, 6)]
+    ids = [
+        coll.insert({"n": n, "kind": "odd" if n % 2 else "even", "created_at": T0 + timedelta(minutes=n)})
+        for n in range(1, 6)
+    ]
     return coll, ids
 
 
-@pytest.mark.parametrize("filter, expected", [
-    ({}, [1, 2, 3, 4, 5]),
-    ({"kind": "odd"}, [1, 3, 5]),
-    ({"n": {"$in": [2, 4, 9]}}, [2, 4]),
-    ({"n": {"$in": []}}, []),
-    ({"n": {"$nin": [2, 4]}}, [1, 3, 5]),
-    ({"n": {"$ne": 3}}, [1, 2, 4, 5]),
-    ({"n": {"$gt": 3}}, [4, 5]),
-    ({"n": {"$gte": 3}}, [3, 4, 5]),
-    ({"n": {"$lt": 3}}, [1, 2]),
-    ({"n": {"$lte": 3}}, [1, 2, 3]),
-    ({"n": {"$gt": 1, "$lt": 5}, "kind": "even"}, [2, 4]),
-    ({"created_at": {"$gte": T0 + timedelta(minutes=4)}}, [4, 5]),
-    ({"created_at": T0 + timedelta(minutes=2)}, [2]),
-    ({"created_at": {"$lt": (T0 + timedelta(minutes=3)).astimezone(timezone(timedelta(hours=-5)))}}, [1, 2]),
-    ({"missing": {"$nin": ["x"]}}, [1, 2, 3, 4, 5]),
-])
-def test_filter_operators(numbered, filter, expected):
+@pytest.mark.parametrize(
+    "query, expected",
+    [
+        ({}, [1, 2, 3, 4, 5]),
+        ({"kind": "odd"}, [1, 3, 5]),
+        ({"n": {"$in": [2, 4, 9]}}, [2, 4]),
+        ({"n": {"$in": []}}, []),
+        ({"n": {"$nin": [2, 4]}}, [1, 3, 5]),
+        ({"n": {"$ne": 3}}, [1, 2, 4, 5]),
+        ({"n": {"$gt": 3}}, [4, 5]),
+        ({"n": {"$gte": 3}}, [3, 4, 5]),
+        ({"n": {"$lt": 3}}, [1, 2]),
+        ({"n": {"$lte": 3}}, [1, 2, 3]),
+        ({"n": {"$gt": 1, "$lt": 5}, "kind": "even"}, [2, 4]),
+        ({"created_at": {"$gte": T0 + timedelta(minutes=4)}}, [4, 5]),
+        ({"created_at": T0 + timedelta(minutes=2)}, [2]),
+        ({"created_at": {"$lt": (T0 + timedelta(minutes=3)).astimezone(timezone(timedelta(hours=-5)))}}, [1, 2]),
+        ({"missing": {"$nin": ["x"]}}, [1, 2, 3, 4, 5]),
+    ],
+)
+def test_filter_operators(numbered, query, expected):
     coll, _ = numbered
-    assert ns(coll.find(filter, sort=[("n", 1)])) == expected
-    assert coll.count(filter) == len(expected)
+    assert ns(coll.find(query, sort=[("n", 1)])) == expected
+    assert coll.count(query) == len(expected)
 
 
 def test_filter_by_id(numbered):
@@ -149,9 +156,16 @@ def test_bool_equality(store):
     assert coll.get(coll.find({"n": 1})[0]["_id"])["enabled"] is True
 
 
-@pytest.mark.parametrize("bad", [
-    {"n": {"$regex": "x"}}, {"n": {}}, {"$or": [{"n": 1}]}, {"n": {"$in": 3}}, {"n": [1, 2]},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"n": {"$regex": "x"}},
+        {"n": {}},
+        {"$or": [{"n": 1}]},
+        {"n": {"$in": 3}},
+        {"n": [1, 2]},
+    ],
+)
 def test_bad_filters_raise_value_error(numbered, bad):
     coll, _ = numbered
     with pytest.raises(ValueError):
@@ -159,6 +173,7 @@ def test_bad_filters_raise_value_error(numbered, bad):
 
 
 # -- sort, paging, count ------------------------------------------------------------------------
+
 
 def test_sort_tie_break_limit_offset(store):
     coll = store.collection("things")
@@ -186,20 +201,27 @@ def test_count(numbered):
 
 # -- updates and deletes ------------------------------------------------------------------------
 
+
 def test_update_set_inc_unset(store):
     jobs = store.jobs
     job_id = jobs.insert({"name": "a", "runs": 1, "note": "x"})
-    later = datetime(2024, 6, 1, 8, 30, 0, 999999, tzinfo=timezone.utc)
-    doc = jobs.update(job_id, set={"name": "b", "next_run_time": later}, inc={"runs": 2, "failures": 1},
-                      unset=["note"])
-    assert doc == {"_id": job_id, "name": "b", "runs": 3, "failures": 1,
-                   "next_run_time": later.replace(microsecond=999000)}
+    later = datetime(2024, 6, 1, 8, 30, 0, 999999, tzinfo=UTC)
+    doc = jobs.update(
+        job_id, fields={"name": "b", "next_run_time": later}, inc={"runs": 2, "failures": 1}, unset=["note"]
+    )
+    assert doc == {
+        "_id": job_id,
+        "name": "b",
+        "runs": 3,
+        "failures": 1,
+        "next_run_time": later.replace(microsecond=999000),
+    }
     assert jobs.get(job_id) == doc
     assert jobs.update(job_id) == doc
-    assert jobs.update(new_id(), set={"name": "c"}) is None
+    assert jobs.update(new_id(), fields={"name": "c"}) is None
     assert jobs.update("bogus", inc={"runs": 1}) is None
     with pytest.raises(ValueError):
-        jobs.update(job_id, set={"_id": new_id()})
+        jobs.update(job_id, fields={"_id": new_id()})
 
 
 def test_update_many_and_delete_many_counts(numbered):
@@ -224,7 +246,7 @@ def test_unique_indexes(store):
     assert err.value.field == "email"
     other = store.users.insert({"email": "b@x"})
     with pytest.raises(DuplicateKeyError) as err:
-        store.users.update(other, set={"email": "a@x"})
+        store.users.update(other, fields={"email": "a@x"})
     assert err.value.field == "email"
     assert store.users.get(other)["email"] == "b@x"
 
@@ -239,6 +261,7 @@ def test_unique_indexes(store):
 
 
 # -- concurrency --------------------------------------------------------------------------------
+
 
 def run_threads(count, target):
     errors = []
@@ -295,6 +318,7 @@ def test_sqlite_connections_per_thread_closed_from_any_thread(sqlite_store):
 
 # -- collections and housekeeping ---------------------------------------------------------------
 
+
 def test_collection_names(store):
     with pytest.raises(ValueError):
         store.collection("Bad-Name")
@@ -341,27 +365,30 @@ def test_sqlite_unusable_data_dir(tmp_path):
 
 
 def test_sqlite_queries_use_indexes(sqlite_store):
-    def plan(coll, filter, sort=None):
-        steps = coll.explain(filter, sort, limit=100)
+    def plan(coll, query, sort=None):
+        steps = coll.explain(query, sort, limit=100)
         assert not any("TEMP B-TREE" in step for step in steps), steps
         return steps
 
     execs, jobs = sqlite_store.executions, sqlite_store.jobs
     newest = [("created_at", -1)]
     assert plan(execs, {"_id": new_id()}) == [
-        "SEARCH scheduler_executions USING INDEX sqlite_autoindex_scheduler_executions_1 (id=?)"]
+        "SEARCH scheduler_executions USING INDEX sqlite_autoindex_scheduler_executions_1 (id=?)"
+    ]
     for field in ("job_id", "user_id", "status"):
         steps = plan(execs, {field: "x"}, newest)
-        assert steps == [f"SEARCH scheduler_executions USING INDEX "
-                         f"ix_scheduler_executions__{field}_created_at (<expr>=?)"], steps
+        assert steps == [
+            f"SEARCH scheduler_executions USING INDEX ix_scheduler_executions__{field}_created_at (<expr>=?)"
+        ], steps
     assert plan(jobs, {"next_run_time": {"$lte": T0}}, [("next_run_time", 1)]) == [
-        "SEARCH scheduler_jobs USING INDEX ix_scheduler_jobs__next_run_time (<expr><?)"]
+        "SEARCH scheduler_jobs USING INDEX ix_scheduler_jobs__next_run_time (<expr><?)"
+    ]
     # Newest first over everything walks the created_at index: a scan, but with no sort step.
-    assert plan(execs, {}, newest) == [
-        "SCAN scheduler_executions USING INDEX ix_scheduler_executions__created_at"]
+    assert plan(execs, {}, newest) == ["SCAN scheduler_executions USING INDEX ix_scheduler_executions__created_at"]
 
 
 # -- MongoDB specifics --------------------------------------------------------------------------
+
 
 def test_mongo_describe_never_shows_password():
     uri = "mongodb://alice:s3cr3t-pw@db.example.com,db2.example.com:27018/admin?authSource=admin"
@@ -377,9 +404,8 @@ def test_mongo_describe_never_shows_password():
 
 def test_mongo_errors_are_translated():
     store = MongoDatastore("mongomock://", "texium_test")
-    with pytest.raises(DatastoreUnavailable):
-        with store._guard():
-            raise pymongo.errors.ServerSelectionTimeoutError("no servers")
+    with pytest.raises(DatastoreUnavailable), store._guard():
+        raise pymongo.errors.ServerSelectionTimeoutError("no servers")
     with pytest.raises(DuplicateKeyError) as err:  # what a real server reports
         with store._guard("users"):
             raise pymongo.errors.DuplicateKeyError("E11000", 11000, {"keyPattern": {"email": 1}})
@@ -394,8 +420,10 @@ def test_mongo_rebuild_indexes_never_lets_a_duplicate_in(monkeypatch):
 
     store = MongoDatastore("mongomock://", f"texium_rebuild_{new_id()}")
     store.ensure_indexes()
-    duplicates = {"users": {"email": "a@example.com"},
-                  "scheduler_executions": {"occurrence_key": "job1@2024-05-01T12:00:00+00:00"}}
+    duplicates = {
+        "users": {"email": "a@example.com"},
+        "scheduler_executions": {"occurrence_key": "job1@2024-05-01T12:00:00+00:00"},
+    }
     for name, doc in duplicates.items():
         store.collection(name).insert(dict(doc))
     attempts = []

@@ -14,16 +14,26 @@ def assert_json_error(response, status):
 
 
 @pytest.mark.parametrize("path", ["/api/users/", "/api/servers/create", "/api/scheduler/jobs"])
-@pytest.mark.parametrize("payload, expected", [
-    (b"{broken", "Malformed JSON"), (b"[1, 2]", "JSON object"), (b'"text"', "JSON object"),
-    (b"", "JSON object"), (b"\xff\xfe", "Malformed JSON"), (b"null", "JSON object"),
-    (b'{"name": NaN}', "NaN"), (b'{"name": Infinity}', "Infinity"), (b'{"pub_args": [123456789012345678901234567890]}', "64 bits"),
-    (b'{"pub_args": [1e400]}', "too large"),
-    (b'{"pub_kwargs": {"a\\u0000": 1}}', "NUL"), (b'{"pub_kwargs": {"$set": 1}}', "'$'"),
-    (b'{"x": ' + b"[" * 990 + b"]" * 990 + b"}", "nested deeper"),
-    (b'{"x": ' + b"[" * 40 + b"]" * 40 + b"}", "nested deeper"),
-    (b'{"name": "\\ud800"}', "Malformed JSON"),
-])
+@pytest.mark.parametrize(
+    "payload, expected",
+    [
+        (b"{broken", "Malformed JSON"),
+        (b"[1, 2]", "JSON object"),
+        (b'"text"', "JSON object"),
+        (b"", "JSON object"),
+        (b"\xff\xfe", "Malformed JSON"),
+        (b"null", "JSON object"),
+        (b'{"name": NaN}', "NaN"),
+        (b'{"name": Infinity}', "Infinity"),
+        (b'{"pub_args": [123456789012345678901234567890]}', "64 bits"),
+        (b'{"pub_args": [1e400]}', "too large"),
+        (b'{"pub_kwargs": {"a\\u0000": 1}}', "NUL"),
+        (b'{"pub_kwargs": {"$set": 1}}', "'$'"),
+        (b'{"x": ' + b"[" * 990 + b"]" * 990 + b"}", "nested deeper"),
+        (b'{"x": ' + b"[" * 40 + b"]" * 40 + b"}", "nested deeper"),
+        (b'{"name": "\\ud800"}', "Malformed JSON"),
+    ],
+)
 def test_bad_bodies(api, path, payload, expected):
     response = api.post(path, data=payload, headers={"Content-Type": "application/json"})
     assert expected in assert_json_error(response, 400)
@@ -50,6 +60,7 @@ def test_chunked_body_over_the_limit_is_413(api):
     def chunks():
         for _ in range(20):
             yield b"x" * 65536
+
     response = requests.post(api.base_url + "/api/users/", data=chunks(), timeout=30)
     assert_json_error(response, 413)
 

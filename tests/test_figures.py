@@ -14,6 +14,7 @@ from datetime import timedelta
 
 import pytest
 
+from tests.server_process import PROVIDERS
 from texium.core import figures
 from texium.core.datastore import new_id, open_datastore
 from texium.core.executions import ExecutionHistory
@@ -21,7 +22,6 @@ from texium.core.timeutil import utcnow
 from texium.jobs.base import JobContext
 from texium.jobs.cleanup import DataCleanupJob
 from texium.jobs.report import ReportGenerationJob
-from tests.server_process import PROVIDERS
 
 
 @pytest.fixture(params=PROVIDERS)
@@ -36,26 +36,57 @@ def ds(request, tmp_path):
 
 def run_job(ds, tmp_path, cls, **kwargs) -> str:
     """Run a built-in job the way the runner does (its own ids, the REPORT_DIR in tmp_path)."""
-    context = JobContext(execution_id=new_id(), job_id=new_id(), job_name=cls.__name__, user_id=new_id(),
-                         datastore=ds, config={"DATA_DIR": str(tmp_path / "data")}, hooks={}, write=lambda _: None)
+    context = JobContext(
+        execution_id=new_id(),
+        job_id=new_id(),
+        job_name=cls.__name__,
+        user_id=new_id(),
+        datastore=ds,
+        config={"DATA_DIR": str(tmp_path / "data")},
+        hooks={},
+        write=lambda _: None,
+    )
     return cls(context).run(**kwargs)
 
 
 def add_job(ds, user_id: str, name: str) -> str:
     now = utcnow()
-    return ds.jobs.insert({"user_id": user_id, "name": name, "job_class_string": "jobs.echo.EchoJob",
-                           "is_enabled": True, "is_paused": False, "total_executions": 0,
-                           "created_at": now, "updated_at": now})
+    return ds.jobs.insert(
+        {
+            "user_id": user_id,
+            "name": name,
+            "job_class_string": "jobs.echo.EchoJob",
+            "is_enabled": True,
+            "is_paused": False,
+            "total_executions": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+    )
 
 
 def record(ds, job_id: str, user_id: str, status: str, age: timedelta = timedelta(hours=1)) -> str:
     """An execution record; a run (not skipped / missed) counts on the job like the runner counts it."""
     created = utcnow() - age
-    execution_id = ds.executions.insert({
-        "job_id": job_id, "user_id": user_id, "job_name": "j", "job_class_string": "jobs.echo.EchoJob",
-        "status": status, "output": "", "error": "boom" if status in ("failed", "abandoned") else "",
-        "scheduled_at": created, "started_at": created, "completed_at": created, "created_at": created,
-        "duration_ms": 5, "hostname": "h", "pid": 1, "occurrence_key": f"k-{new_id()}"})
+    execution_id = ds.executions.insert(
+        {
+            "job_id": job_id,
+            "user_id": user_id,
+            "job_name": "j",
+            "job_class_string": "jobs.echo.EchoJob",
+            "status": status,
+            "output": "",
+            "error": "boom" if status in ("failed", "abandoned") else "",
+            "scheduled_at": created,
+            "started_at": created,
+            "completed_at": created,
+            "created_at": created,
+            "duration_ms": 5,
+            "hostname": "h",
+            "pid": 1,
+            "occurrence_key": f"k-{new_id()}",
+        }
+    )
     if status not in ("skipped", "missed"):
         ds.jobs.update(job_id, inc={"total_executions": 1})
     return execution_id
@@ -65,8 +96,19 @@ def test_success_rate_is_defined_once():
     assert figures.success_rate(1, 4) == 25.0
     assert figures.success_rate(2, 3) == 66.67
     assert figures.success_rate(0, 0) == 0.0
-    counted = figures.compute({"completed": 1, "failed": 1, "abandoned": 1, "timeout": 1, "cancelled": 1,
-                               "running": 2, "scheduled": 1, "skipped": 3, "missed": 4})
+    counted = figures.compute(
+        {
+            "completed": 1,
+            "failed": 1,
+            "abandoned": 1,
+            "timeout": 1,
+            "cancelled": 1,
+            "running": 2,
+            "scheduled": 1,
+            "skipped": 3,
+            "missed": 4,
+        }
+    )
     assert counted["total_executions"] == 8 and counted["ended_executions"] == 5
     assert counted["success_rate"] == 20.0 and counted["running_executions"] == 2
 
@@ -146,9 +188,14 @@ class Api:
     def job(self, user_id, class_string, pub_args=(), **pub_kwargs) -> str:
         # Disabled: only "run now" runs it, so the counts are exactly the test's.
         name = f"{class_string} {uuid.uuid4().hex[:6]}"
-        return self.api.create_job(user_id, job_class_string=class_string, name=name,
-                                   pub_args=list(pub_args), pub_kwargs=pub_kwargs,
-                                   is_enabled=False)
+        return self.api.create_job(
+            user_id,
+            job_class_string=class_string,
+            name=name,
+            pub_args=list(pub_args),
+            pub_kwargs=pub_kwargs,
+            is_enabled=False,
+        )
 
     def run(self, job_id, status) -> dict:
         started = self.api.post(f"/api/scheduler/jobs/{job_id}/run")

@@ -9,10 +9,10 @@ import json
 import pytest
 
 from texium.config import load_settings
-from texium.core.errors import DatastoreUnavailable
-from texium.server.app import make_app
 from texium.core.datastore import open_datastore
+from texium.core.errors import DatastoreUnavailable
 from texium.server import context as context_module
+from texium.server.app import make_app
 from texium.server.context import build_context
 
 
@@ -31,6 +31,7 @@ class Outage:
             if self._state["down"]:
                 raise DatastoreUnavailable("MongoDB did not answer within 5 s")
             return attribute(*args, **kwargs)
+
         return call
 
 
@@ -94,6 +95,7 @@ async def test_health_is_503_when_the_scheduler_stops(http_client, base_url, con
 async def test_a_bug_is_a_short_500_without_traceback(http_client, base_url, context):
     def broken(*args):
         raise RuntimeError("secret internals")
+
     context.users.list = broken
     response = await http_client.fetch(base_url + "/api/users/", raise_error=False)
     assert response.code == 500
@@ -103,8 +105,15 @@ async def test_a_bug_is_a_short_500_without_traceback(http_client, base_url, con
 @pytest.mark.gen_test(timeout=30)
 async def test_scheduler_keeps_firing_through_an_outage(http_client, base_url, context, outage):
     import asyncio
+
     _, created = await fetch(http_client, base_url, "/api/users/", "POST", json.dumps({"name": "A", "email": "o@b.io"}))
-    body = {"user_id": created["user_id"], "job_class_string": "jobs.echo.EchoJob", "name": "tick", "second": "*/1", "minute": "*"}
+    body = {
+        "user_id": created["user_id"],
+        "job_class_string": "jobs.echo.EchoJob",
+        "name": "tick",
+        "second": "*/1",
+        "minute": "*",
+    }
     _, job = await fetch(http_client, base_url, "/api/scheduler/jobs", "POST", json.dumps(body))
     await asyncio.sleep(1.5)
     outage["down"] = True
@@ -120,6 +129,7 @@ async def test_scheduler_keeps_firing_through_an_outage(http_client, base_url, c
 @pytest.mark.gen_test(timeout=30)
 async def test_health_says_why_while_the_scheduler_cannot_read_its_store(http_client, base_url, context, outage):
     import asyncio
+
     outage["down"] = True
     context.scheduler._scheduler.wakeup()
     await asyncio.sleep(0.5)
@@ -134,14 +144,22 @@ async def test_health_says_why_while_the_scheduler_cannot_read_its_store(http_cl
 @pytest.mark.gen_test(timeout=30)
 async def test_a_failing_counter_write_never_leaves_a_run_running(http_client, base_url, context, outage):
     import asyncio
+
     _, user = await fetch(http_client, base_url, "/api/users/", "POST", json.dumps({"name": "C", "email": "c@b.io"}))
-    body = {"user_id": user["user_id"], "job_class_string": "jobs.echo.EchoJob", "name": "counted", "minute": "0", "hour": "0"}
+    body = {
+        "user_id": user["user_id"],
+        "job_class_string": "jobs.echo.EchoJob",
+        "name": "counted",
+        "minute": "0",
+        "hour": "0",
+    }
     _, job = await fetch(http_client, base_url, "/api/scheduler/jobs", "POST", json.dumps(body))
     jobs = context.datastore.jobs._inner  # the shared collection behind the outage wrapper
     real_update = jobs.update
 
     def failing_update(*args, **kwargs):
         raise DatastoreUnavailable("disk full")
+
     jobs.update = failing_update  # the job's counter cannot be written
     try:
         _, run = await fetch(http_client, base_url, f"/api/scheduler/jobs/{job['job_id']}/run", "POST", "")
@@ -169,3 +187,46 @@ async def test_a_503_logs_one_line_not_a_traceback(http_client, base_url, outage
     lines = [r for r in caplog.records if r.name == "texium.server"]
     assert len(lines) == 1 and "answered 503: MongoDB did not answer within 5 s" in lines[0].getMessage()
     assert lines[0].exc_info is None
+
+
+def test_a_job_created_while_its_owner_is_deleted_does_not_outlive_it(context):
+    """Forced interleaving: the owner check passes, then the owner is deleted (with cascade)
+    before the job is written. The job must not survive its owner."""
+    from texium.core.errors import ValidationError
+
+    user_id = context.users.create({"name": "Racer", "email": "racer@example.com"})
+    manager = context.scheduler
+    real_check = manager._check_user
+
+    def check_then_lose_the_owner(owner_id):
+        real_check(owner_id)
+        context.users.delete(owner_id, cascade=True)
+
+    manager._check_user = check_then_lose_the_owner
+    body = {"user_id": user_id, "job_class_string": "jobs.echo.EchoJob", "name": "orphan?", "minute": "0"}
+    with pytest.raises(ValidationError):
+        manager.create(body, "test")
+    assert context.datastore.jobs.find({"user_id": user_id}) == []
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_health_is_503_when_a_job_is_overdue_and_nothing_fires(http_client, base_url, context):
+    import asyncio
+
+    _, user = await fetch(http_client, base_url, "/api/users/", "POST", json.dumps({"name": "O", "email": "o@d.io"}))
+    body = {
+        "user_id": user["user_id"],
+        "job_class_string": "jobs.echo.EchoJob",
+        "name": "tick",
+        "second": "*/1",
+        "minute": "*",
+    }
+    await fetch(http_client, base_url, "/api/scheduler/jobs", "POST", json.dumps(body))
+    context.scheduler._scheduler.pause()  # the thread lives on, but no pass runs: a silent stall
+    await asyncio.sleep(6.5)
+    code, health = await fetch(http_client, base_url, "/api/scheduler/health")
+    assert code == 503 and "Scheduler has not completed a pass since" in health["message"]
+    context.scheduler._scheduler.resume()
+    await asyncio.sleep(1.5)
+    code, health = await fetch(http_client, base_url, "/api/scheduler/health")
+    assert code == 200

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from texium.core.datastore.base import INDEXES
 from tests.jobs_fixtures import closed_port, http_server, listening_port, smtp_server
 from tests.server_process import PROVIDERS, Api, ServerProcess
+from texium.core.datastore.base import INDEXES
 
 ALL_JOBS = (
     "jobs.echo.EchoJob",
@@ -77,26 +77,35 @@ def env(request, tmp_path_factory, smtp):
     base = tmp_path_factory.mktemp(f"jobs-api-{request.param}")
     backup_dir, report_dir, scripts_dir = base / "backups", base / "reports", base / "scripts"
     scripts_dir.mkdir()
-    _write_script(scripts_dir / "hello.py", PY + (
-        "import json, os, sys\n"
-        "print('hello from the script')\n"
-        "print('argv=' + json.dumps(sys.argv[1:]))\n"
-        "print('stdin=' + json.dumps(json.load(sys.stdin), sort_keys=True))\n"
-        "print('execution=' + os.environ.get('TEXIUM_EXECUTION_ID', ''))\n"
-        "print('a warning', file=sys.stderr)\n"))
+    _write_script(
+        scripts_dir / "hello.py",
+        PY
+        + (
+            "import json, os, sys\n"
+            "print('hello from the script')\n"
+            "print('argv=' + json.dumps(sys.argv[1:]))\n"
+            "print('stdin=' + json.dumps(json.load(sys.stdin), sort_keys=True))\n"
+            "print('execution=' + os.environ.get('TEXIUM_EXECUTION_ID', ''))\n"
+            "print('a warning', file=sys.stderr)\n"
+        ),
+    )
     _write_script(scripts_dir / "hang.sh", "#!/bin/sh\necho started\nsleep 30\n")
     _write_script(scripts_dir / "broken.sh", "#!/bin/sh\necho partial output\necho 'it broke badly' >&2\nexit 3\n")
     # A real executable just outside SCRIPTS_DIR: `../outside.sh` must be refused, not merely "not found".
     _write_script(base / "outside.sh", f"#!/bin/sh\ntouch '{base / 'ESCAPED'}'\necho escaped\n")
-    process = ServerProcess(request.param, base / "data", env={
-        "TEXIUM_SMTP_HOST": "127.0.0.1",
-        "TEXIUM_SMTP_PORT": str(smtp_port),
-        "TEXIUM_SMTP_FROM": "texium@example.com",
-        "TEXIUM_SMTP_TIMEOUT": "10",
-        "TEXIUM_BACKUP_DIR": str(backup_dir),
-        "TEXIUM_REPORT_DIR": str(report_dir),
-        "TEXIUM_SCRIPTS_DIR": str(scripts_dir),
-    }).start()
+    process = ServerProcess(
+        request.param,
+        base / "data",
+        env={
+            "TEXIUM_SMTP_HOST": "127.0.0.1",
+            "TEXIUM_SMTP_PORT": str(smtp_port),
+            "TEXIUM_SMTP_FROM": "texium@example.com",
+            "TEXIUM_SMTP_TIMEOUT": "10",
+            "TEXIUM_BACKUP_DIR": str(backup_dir),
+            "TEXIUM_REPORT_DIR": str(report_dir),
+            "TEXIUM_SCRIPTS_DIR": str(scripts_dir),
+        },
+    ).start()
     api = process.api
     user_id = api.create_user(name="Jobs API", role="admin")
     yield Env(request.param, process, api, user_id, base, backup_dir, report_dir, scripts_dir, handler)
@@ -104,12 +113,16 @@ def env(request, tmp_path_factory, smtp):
 
 
 def create(env: Env, class_string: str, pub_args=None, pub_kwargs=None, name=None) -> str:
-    body = {"user_id": env.user_id, "job_class_string": class_string,
-            "name": name or f"{class_string.rsplit('.', 1)[-1]} {uuid.uuid4().hex[:6]}",
-            "pub_args": pub_args or [], "pub_kwargs": pub_kwargs or {},
-            # Disabled: the default cron fields fire every minute, which would add executions (and
-            # mails, webhook calls) behind the tests' backs. Run now works for disabled jobs.
-            "is_enabled": False}
+    body = {
+        "user_id": env.user_id,
+        "job_class_string": class_string,
+        "name": name or f"{class_string.rsplit('.', 1)[-1]} {uuid.uuid4().hex[:6]}",
+        "pub_args": pub_args or [],
+        "pub_kwargs": pub_kwargs or {},
+        # Disabled: the default cron fields fire every minute, which would add executions (and
+        # mails, webhook calls) behind the tests' backs. Run now works for disabled jobs.
+        "is_enabled": False,
+    }
     response = env.api.post("/api/scheduler/jobs", json=body)
     assert response.status_code == 201, response.text
     return response.json()["job_id"]
@@ -192,12 +205,16 @@ def test_echo_job_echoes_its_arguments(env):
 def test_echo_job_refuses_arguments_of_the_wrong_shape(env):
     # EchoJob accepts any argument values, so its failure path is the API refusing the job.
     for field, value in (("pub_args", "not-a-list"), ("pub_kwargs", ["not", "an", "object"])):
-        response = env.api.post("/api/scheduler/jobs", json={
-            "user_id": env.user_id, "job_class_string": "jobs.echo.EchoJob", "name": "bad echo", field: value})
+        response = env.api.post(
+            "/api/scheduler/jobs",
+            json={"user_id": env.user_id, "job_class_string": "jobs.echo.EchoJob", "name": "bad echo", field: value},
+        )
         assert response.status_code == 400, response.text
         assert field in response.json()["detail"]
-    response = env.api.post("/api/scheduler/jobs", json={
-        "user_id": env.user_id, "job_class_string": "jobs.echo.NoSuchJob", "name": "bad class"})
+    response = env.api.post(
+        "/api/scheduler/jobs",
+        json={"user_id": env.user_id, "job_class_string": "jobs.echo.NoSuchJob", "name": "bad class"},
+    )
     assert response.status_code == 400 and "job_class_string" in response.json()["detail"]
 
 
@@ -254,7 +271,9 @@ def test_backup_writes_a_compressed_dump_into_backup_dir(env):
     marker_email = f"backup-{uuid.uuid4().hex[:8]}@example.com"
     env.api.create_user(name="Backed Up", email=marker_email)
     server_id = create_server(env, port=22, password="pl41n-t3xt-secret")
-    output = completed(run_job(env, "jobs.backup.DataBackupJob", [], {"collections": ["users", "servers", "jobs"], "keep": 5}))
+    output = completed(
+        run_job(env, "jobs.backup.DataBackupJob", [], {"collections": ["users", "servers", "jobs"], "keep": 5})
+    )
     assert output.startswith("Backup written to " + str(env.backup_dir))
     dump = Path(output.splitlines()[0].removeprefix("Backup written to ").strip())
     assert dump.parent == env.backup_dir and dump.is_dir()
@@ -265,8 +284,10 @@ def test_backup_writes_a_compressed_dump_into_backup_dir(env):
         assert path.stat().st_size == entry["bytes"]
         assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"]
         assert f"{entry['file']}" in output and f"{entry['count']:>8} documents" in output
-    docs = {c["name"]: [json.loads(line) for line in gzip.decompress((dump / c["file"]).read_bytes()).splitlines()]
-            for c in manifest["collections"]}
+    docs = {
+        c["name"]: [json.loads(line) for line in gzip.decompress((dump / c["file"]).read_bytes()).splitlines()]
+        for c in manifest["collections"]
+    }
     assert len(docs["users"]) == env.api.get("/api/users/?limit=1").json()["total"]
     assert any(u["email"] == marker_email for u in docs["users"])
     saved = next(s for s in docs["servers"] if s["_id"] == server_id)
@@ -293,17 +314,20 @@ def test_backup_rotation_keeps_the_backup_it_just_wrote(env):
     outputs = [completed(run_now(env.api, job_id)) for _ in range(3)]
     for output in outputs:
         assert _written_dir(output).parent == env.backup_dir
-    stamps = {_written_dir(o).name[len("texium-backup-"):][:16] for o in outputs}
+    stamps = {_written_dir(o).name[len("texium-backup-") :][:16] for o in outputs}
     dumps = sorted(p.name for p in env.backup_dir.iterdir() if p.name.startswith("texium-backup-"))
     newest = _written_dir(outputs[-1])
     assert dumps == [newest.name], (
         f"keep=1 must leave the newest backup; runs wrote {[_written_dir(o).name for o in outputs]} "
-        f"(stamps {sorted(stamps)}), BACKUP_DIR holds {dumps}; last output:\n{outputs[-1]}")
+        f"(stamps {sorted(stamps)}), BACKUP_DIR holds {dumps}; last output:\n{outputs[-1]}"
+    )
 
 
 def test_backup_unknown_collection_fails(env):
-    failed(run_job(env, "jobs.backup.DataBackupJob", [], {"collections": ["no_such_collection"]}),
-           "unknown collection 'no_such_collection'")
+    failed(
+        run_job(env, "jobs.backup.DataBackupJob", [], {"collections": ["no_such_collection"]}),
+        "unknown collection 'no_such_collection'",
+    )
     failed(run_job(env, "jobs.backup.DataBackupJob", [], {"keep": 0}), "keep must be at least 1")
 
 
@@ -312,8 +336,12 @@ def test_backup_unknown_collection_fails(env):
 
 def test_email_is_received_by_the_smtp_server(env):
     subject = f"Texium API test {uuid.uuid4().hex}"
-    execution = run_job(env, "jobs.email.EmailNotificationJob", ["ops@example.com"],
-                        {"subject": subject, "message": "The nightly run finished."})
+    execution = run_job(
+        env,
+        "jobs.email.EmailNotificationJob",
+        ["ops@example.com"],
+        {"subject": subject, "message": "The nightly run finished."},
+    )
     output = completed(execution)
     assert "Email sent to ops@example.com" in output and subject in output
     received = [m for m in env.smtp_handler.messages if subject.encode() in m["content"]]
@@ -324,20 +352,32 @@ def test_email_is_received_by_the_smtp_server(env):
 
 
 def test_email_refused_recipient_and_bad_address_fail(env):
-    failed(run_job(env, "jobs.email.EmailNotificationJob", [REFUSED_RECIPIENT], {"subject": "x", "message": "y"}),
-           "refused the recipient", "550")
-    failed(run_job(env, "jobs.email.EmailNotificationJob", ["not an address"], {"message": "y"}),
-           "not a valid email address")
-    failed(run_job(env, "jobs.email.EmailNotificationJob", ["ops@example.com"], {"subject": "no body"}),
-           "message is required")
+    failed(
+        run_job(env, "jobs.email.EmailNotificationJob", [REFUSED_RECIPIENT], {"subject": "x", "message": "y"}),
+        "refused the recipient",
+        "550",
+    )
+    failed(
+        run_job(env, "jobs.email.EmailNotificationJob", ["not an address"], {"message": "y"}),
+        "not a valid email address",
+    )
+    failed(
+        run_job(env, "jobs.email.EmailNotificationJob", ["ops@example.com"], {"subject": "no body"}),
+        "message is required",
+    )
 
 
 def test_email_fails_clearly_when_smtp_is_not_configured(api):
     # The shared `server` fixture of conftest runs without any SMTP_* settings.
     user_id = api.create_user()
-    job_id = api.create_job(user_id, job_class_string="jobs.email.EmailNotificationJob", name="No SMTP",
-                            pub_args=["ops@example.com"], pub_kwargs={"subject": "s", "message": "m"},
-                            is_enabled=False)
+    job_id = api.create_job(
+        user_id,
+        job_class_string="jobs.email.EmailNotificationJob",
+        name="No SMTP",
+        pub_args=["ops@example.com"],
+        pub_kwargs={"subject": "s", "message": "m"},
+        is_enabled=False,
+    )
     failed(run_now(api, job_id), "SMTP is not configured", "SMTP_HOST")
 
 
@@ -371,7 +411,9 @@ def test_cleanup_deletes_exactly_the_old_executions(env):
     assert "dry run" in output
     assert old <= {e["_id"] for e in _all_executions(env.api)}  # nothing deleted
 
-    cleanup = run_job(env, "jobs.cleanup.DataCleanupJob", [], {"days_old": days_old, "collections": ["scheduler_executions"]})
+    cleanup = run_job(
+        env, "jobs.cleanup.DataCleanupJob", [], {"days_old": days_old, "collections": ["scheduler_executions"]}
+    )
     output = completed(cleanup)
     assert output.startswith(f"Deleted {len(old)} document(s)") and f"scheduler_executions: {len(old)}" in output
     remaining = {e["_id"] for e in _all_executions(env.api)}
@@ -385,8 +427,10 @@ def test_cleanup_deletes_exactly_the_old_executions(env):
 
 def test_cleanup_refuses_protected_collections(env):
     jobs_before = env.api.get("/api/scheduler/jobs?limit=1").json()["total"]
-    failed(run_job(env, "jobs.cleanup.DataCleanupJob", [], {"days_old": 0, "collections": ["users"]}),
-           "'users' is never cleaned up")
+    failed(
+        run_job(env, "jobs.cleanup.DataCleanupJob", [], {"days_old": 0, "collections": ["users"]}),
+        "'users' is never cleaned up",
+    )
     failed(run_job(env, "jobs.cleanup.DataCleanupJob", [], {"days_old": -1}), "days_old must be at least 0")
     assert env.api.get("/api/scheduler/jobs?limit=1").json()["total"] == jobs_before + 2
 
@@ -419,8 +463,13 @@ def test_metrics_bad_argument_fails(env):
 
 def test_report_is_stored_written_and_served(env):
     ok_job = create(env, "jobs.echo.EchoJob", ["for the report"], name=f"Report OK {uuid.uuid4().hex[:6]}")
-    bad_job = create(env, "jobs.email.EmailNotificationJob", ["not an address"], {"message": "m"},
-                     name=f"Report Bad {uuid.uuid4().hex[:6]}")
+    bad_job = create(
+        env,
+        "jobs.email.EmailNotificationJob",
+        ["not an address"],
+        {"message": "m"},
+        name=f"Report Bad {uuid.uuid4().hex[:6]}",
+    )
     completed(run_now(env.api, ok_job))
     completed(run_now(env.api, ok_job))
     bad_execution = run_now(env.api, bad_job)
@@ -462,8 +511,11 @@ def test_report_is_stored_written_and_served(env):
 
 
 def test_report_bad_type_fails(env):
-    failed(run_job(env, "jobs.report.ReportGenerationJob", [], {"report_type": "hourly"}),
-           "report_type must be one of daily, weekly, monthly", "'hourly'")
+    failed(
+        run_job(env, "jobs.report.ReportGenerationJob", [], {"report_type": "hourly"}),
+        "report_type must be one of daily, weekly, monthly",
+        "'hourly'",
+    )
 
 
 # --------------------------------------------------------------------------- webhook
@@ -471,8 +523,12 @@ def test_report_bad_type_fails(env):
 
 def test_webhook_posts_signed_json_with_the_ids(env):
     with http_server(statuses=(200,)) as hook:
-        job_id = create(env, "jobs.webhook.WebhookJob", [hook.url + "/texium"],
-                        {"event": "nightly-done", "count": 3, "secret": "s3cret", "headers": {"X-Team": "ops"}})
+        job_id = create(
+            env,
+            "jobs.webhook.WebhookJob",
+            [hook.url + "/texium"],
+            {"event": "nightly-done", "count": 3, "secret": "s3cret", "headers": {"X-Team": "ops"}},
+        )
         execution = run_now(env.api, job_id)
         output = completed(execution)
         assert "-> HTTP 200" in output and "after 1 attempt(s)" in output
@@ -497,12 +553,19 @@ def test_webhook_retries_a_500_then_succeeds(env):
 
 def test_webhook_to_a_400_server_fails_without_retry(env):
     with http_server(statuses=(400,)) as hook:
-        failed(run_job(env, "jobs.webhook.WebhookJob", [hook.url], {"backoff": 0.05}),
-               "HTTP 400", "client errors are not retried")
+        failed(
+            run_job(env, "jobs.webhook.WebhookJob", [hook.url], {"backoff": 0.05}),
+            "HTTP 400",
+            "client errors are not retried",
+        )
         assert len(hook.requests) == 1
     failed(run_job(env, "jobs.webhook.WebhookJob", ["ftp://127.0.0.1/x"]), "must be an http:// or https:// URL")
-    failed(run_job(env, "jobs.webhook.WebhookJob", [f"http://127.0.0.1:{closed_port()}/"], {"retries": 1, "backoff": 0.05}),
-           "failed after 2 attempt(s)")
+    failed(
+        run_job(
+            env, "jobs.webhook.WebhookJob", [f"http://127.0.0.1:{closed_port()}/"], {"retries": 1, "backoff": 0.05}
+        ),
+        "failed after 2 attempt(s)",
+    )
 
 
 # --------------------------------------------------------------------------- maintenance
@@ -527,8 +590,10 @@ def test_maintenance_runs_every_task(env):
 
 
 def test_maintenance_unknown_task_fails_naming_it(env):
-    failed(run_job(env, "jobs.maintenance.MaintenanceJob", [], {"tasks": ["clear_cache", "defragment"]}),
-           "unknown maintenance task 'defragment'")
+    failed(
+        run_job(env, "jobs.maintenance.MaintenanceJob", [], {"tasks": ["clear_cache", "defragment"]}),
+        "unknown maintenance task 'defragment'",
+    )
 
 
 # --------------------------------------------------------------------------- custom script

@@ -44,6 +44,7 @@ from texium.restore import RestoreError, restore_backup
 
 sys.path.insert(0, os.path.dirname(__file__))
 from jobs_fixtures import closed_port, http_server, listening_port, smtp_server  # noqa: E402
+
 from tests.test_users_api import INVALID_EMAILS, VALID_EMAILS  # noqa: E402
 
 PROVIDERS = ["sqlite", "mongomock"]
@@ -92,8 +93,14 @@ class Runner:
     def __call__(self, cls: type[JobBase], *args, **kwargs) -> str:
         self.written = []
         self.context = JobContext(
-            execution_id=new_id(), job_id=new_id(), job_name=f"test {cls.__name__}", user_id=new_id(),
-            datastore=self.datastore, config=self.config, hooks=self.hooks, write=self.written.append,
+            execution_id=new_id(),
+            job_id=new_id(),
+            job_name=f"test {cls.__name__}",
+            user_id=new_id(),
+            datastore=self.datastore,
+            config=self.config,
+            hooks=self.hooks,
+            write=self.written.append,
         )
         result = cls(self.context).run(*args, **kwargs)
         text = result if isinstance(result, str) else json.dumps(result)
@@ -144,10 +151,19 @@ def test_meta_info_describes_the_job(cls):
 
 def _server_doc(ds, **fields):
     now = utcnow()
-    doc = {"user_id": new_id(), "name": "web-1", "hostname": "127.0.0.1", "port": 1, "status": "unknown",
-           "connection_name": "c", "instance_url": None, "username": "admin",
-           "password_encrypted": Fernet(Fernet.generate_key()).encrypt(b"hunter2").decode(),
-           "created_at": now, "updated_at": now}
+    doc = {
+        "user_id": new_id(),
+        "name": "web-1",
+        "hostname": "127.0.0.1",
+        "port": 1,
+        "status": "unknown",
+        "connection_name": "c",
+        "instance_url": None,
+        "username": "admin",
+        "password_encrypted": Fernet(Fernet.generate_key()).encrypt(b"hunter2").decode(),
+        "created_at": now,
+        "updated_at": now,
+    }
     doc.update(fields)
     return ds.servers.insert(doc)
 
@@ -214,15 +230,18 @@ def test_health_check_bad_arguments(run):
 
 
 def _smtp_config(config, port, **extra):
-    return dict(config, SMTP_HOST="127.0.0.1", SMTP_PORT=port, SMTP_FROM="texium@example.org",
-                SMTP_TIMEOUT=5, **extra)
+    return dict(config, SMTP_HOST="127.0.0.1", SMTP_PORT=port, SMTP_FROM="texium@example.org", SMTP_TIMEOUT=5, **extra)
 
 
 def test_email_is_received(run, config):
     with smtp_server() as (handler, port):
         run.config = _smtp_config(config, port)
-        out = run(EmailNotificationJob, "alice@example.com", subject="Nightly done",
-                  message="All 3 jobs succeeded.\nSee you tomorrow.")
+        out = run(
+            EmailNotificationJob,
+            "alice@example.com",
+            subject="Nightly done",
+            message="All 3 jobs succeeded.\nSee you tomorrow.",
+        )
     assert "Email sent to alice@example.com" in out
     assert len(handler.messages) == 1
     got = handler.messages[0]
@@ -304,9 +323,18 @@ def test_email_addresses_are_checked_like_a_users_email(run, config):
 
 def test_webhook_posts_signed_json(run):
     with http_server([200]) as web:
-        out = run(WebhookJob, web.url + "/hook?x=1", event="deploy", count=3, nested={"a": [1, 2]},
-                  headers={"X-Custom": "yes", "Authorization": "Bearer tok"}, secret="sh-secret",
-                  retries=2, timeout=5, backoff=0.01)
+        out = run(
+            WebhookJob,
+            web.url + "/hook?x=1",
+            event="deploy",
+            count=3,
+            nested={"a": [1, 2]},
+            headers={"X-Custom": "yes", "Authorization": "Bearer tok"},
+            secret="sh-secret",
+            retries=2,
+            timeout=5,
+            backoff=0.01,
+        )
     assert "HTTP 200" in out and "after 1 attempt" in out
     assert "sh-secret" not in out
     assert len(web.requests) == 1
@@ -366,10 +394,23 @@ def test_webhook_failures(run):
 
 def _execution(ds, age: timedelta, status: str, **extra) -> str:
     created = utcnow() - age
-    doc = {"job_id": extra.pop("job_id", new_id()), "user_id": new_id(), "job_name": extra.pop("job_name", "j"),
-           "job_class_string": "jobs.echo.EchoJob", "status": status, "output": "", "error": None,
-           "scheduled_at": created, "started_at": created, "completed_at": created, "created_at": created,
-           "duration_ms": 10, "hostname": "h", "pid": 1, "occurrence_key": f"k-{new_id()}"}
+    doc = {
+        "job_id": extra.pop("job_id", new_id()),
+        "user_id": new_id(),
+        "job_name": extra.pop("job_name", "j"),
+        "job_class_string": "jobs.echo.EchoJob",
+        "status": status,
+        "output": "",
+        "error": None,
+        "scheduled_at": created,
+        "started_at": created,
+        "completed_at": created,
+        "created_at": created,
+        "duration_ms": 10,
+        "hostname": "h",
+        "pid": 1,
+        "occurrence_key": f"k-{new_id()}",
+    }
     doc.update(extra)
     return ds.executions.insert(doc)
 
@@ -377,23 +418,60 @@ def _execution(ds, age: timedelta, status: str, **extra) -> str:
 def test_cleanup_deletes_exactly_the_old_rows(run_any):
     ds = run_any.datastore
     old, new = timedelta(days=40), timedelta(days=1)
-    old_done = {_execution(ds, old, "completed"), _execution(ds, old, "failed"),
-                _execution(ds, old, "skipped"), _execution(ds, old, "abandoned")}
-    kept = {_execution(ds, old, "running"), _execution(ds, old, "scheduled"),
-            _execution(ds, new, "completed"), _execution(ds, timedelta(days=29), "failed")}
-    old_audit = ds.audit_logs.insert({"job_id": new_id(), "job_name": "j", "event": "modified", "user": "u",
-                                      "description": "d", "created_at": utcnow() - old})
-    new_audit = ds.audit_logs.insert({"job_id": new_id(), "job_name": "j", "event": "added", "user": "u",
-                                      "description": "d", "created_at": utcnow() - new})
+    old_done = {
+        _execution(ds, old, "completed"),
+        _execution(ds, old, "failed"),
+        _execution(ds, old, "skipped"),
+        _execution(ds, old, "abandoned"),
+    }
+    kept = {
+        _execution(ds, old, "running"),
+        _execution(ds, old, "scheduled"),
+        _execution(ds, new, "completed"),
+        _execution(ds, timedelta(days=29), "failed"),
+    }
+    old_audit = ds.audit_logs.insert(
+        {
+            "job_id": new_id(),
+            "job_name": "j",
+            "event": "modified",
+            "user": "u",
+            "description": "d",
+            "created_at": utcnow() - old,
+        }
+    )
+    new_audit = ds.audit_logs.insert(
+        {
+            "job_id": new_id(),
+            "job_name": "j",
+            "event": "added",
+            "user": "u",
+            "description": "d",
+            "created_at": utcnow() - new,
+        }
+    )
     ancient = utcnow() - timedelta(days=400)
-    ds.users.insert({"name": "u", "email": "u@example.com", "role": "user", "created_at": ancient, "updated_at": ancient})
+    ds.users.insert(
+        {"name": "u", "email": "u@example.com", "role": "user", "created_at": ancient, "updated_at": ancient}
+    )
     _server_doc(ds, created_at=ancient)
-    ds.jobs.insert({"user_id": new_id(), "name": "j", "job_class_string": "jobs.echo.EchoJob",
-                    "created_at": ancient, "updated_at": ancient})
+    ds.jobs.insert(
+        {
+            "user_id": new_id(),
+            "name": "j",
+            "job_class_string": "jobs.echo.EchoJob",
+            "created_at": ancient,
+            "updated_at": ancient,
+        }
+    )
     ds.collection("system_metrics").insert({"cpu_percent": 1.0, "created_at": ancient})
 
-    out = run_any(DataCleanupJob, days_old=30, dry_run=True,
-                  collections=["scheduler_executions", "scheduler_audit_logs", "system_metrics"])
+    out = run_any(
+        DataCleanupJob,
+        days_old=30,
+        dry_run=True,
+        collections=["scheduler_executions", "scheduler_audit_logs", "system_metrics"],
+    )
     assert "Would delete 6" in out and "scheduler_executions: 4" in out and "scheduler_audit_logs: 1" in out
     assert ds.executions.count() == 8 and ds.audit_logs.count() == 2
 
@@ -460,8 +538,15 @@ def test_report_numbers_files_and_cleanup(run_any, config, monkeypatch):
     hour = timedelta(hours=1)
     for ms in (100, 200, 300):
         _execution(ds, 2 * hour, "completed", job_id=a, job_name="=alpha", duration_ms=ms)
-    _execution(ds, 3 * hour, "failed", job_id=a, job_name="=alpha", duration_ms=50,
-               error='Traceback (most recent call last):\n  File "x.py", line 1\nValueError: bad input\n')
+    _execution(
+        ds,
+        3 * hour,
+        "failed",
+        job_id=a,
+        job_name="=alpha",
+        duration_ms=50,
+        error='Traceback (most recent call last):\n  File "x.py", line 1\nValueError: bad input\n',
+    )
     _execution(ds, hour, "failed", job_id=b, job_name="beta", duration_ms=1000, error="boom\nsecond line")
     _execution(ds, timedelta(minutes=1), "running", job_id=b, job_name="beta", duration_ms=None)
     _execution(ds, timedelta(days=3), "completed", job_id=b, job_name="beta", duration_ms=7)
@@ -515,27 +600,71 @@ def test_report_numbers_files_and_cleanup(run_any, config, monkeypatch):
 def _seed(ds):
     t = utcnow() - timedelta(days=2, microseconds=123000)
     token = Fernet(Fernet.generate_key()).encrypt(b"plain-server-password").decode()
-    uid = ds.users.insert({"name": "Zoë", "email": "zoe@example.com", "role": "admin",
-                           "created_at": t, "updated_at": t})
-    ds.servers.insert({"user_id": uid, "name": "db", "hostname": "10.0.0.5", "port": 5432, "status": "running",
-                       "connection_name": "prod", "instance_url": "https://db.example.com", "username": "pg",
-                       "password_encrypted": token, "created_at": t, "updated_at": t, "last_checked_at": None,
-                       "last_check": {"reachable": True, "latency_ms": 1.5, "http_status": None, "error": None,
-                                      "checked_at": "2024-01-01T00:00:00+00:00"}})
-    jid = ds.jobs.insert({"user_id": uid, "name": "nightly", "job_class_string": "jobs.echo.EchoJob",
-                          "minute": "0", "hour": "3", "pub_args": ["a", 1, True, None], "pub_kwargs": {"k": {"n": [1.5]}},
-                          "is_enabled": True, "is_paused": False, "next_run_time": t + timedelta(days=3),
-                          "last_run_time": None, "total_executions": 2 ** 40, "created_at": t, "updated_at": t})
+    uid = ds.users.insert(
+        {"name": "Zoë", "email": "zoe@example.com", "role": "admin", "created_at": t, "updated_at": t}
+    )
+    ds.servers.insert(
+        {
+            "user_id": uid,
+            "name": "db",
+            "hostname": "10.0.0.5",
+            "port": 5432,
+            "status": "running",
+            "connection_name": "prod",
+            "instance_url": "https://db.example.com",
+            "username": "pg",
+            "password_encrypted": token,
+            "created_at": t,
+            "updated_at": t,
+            "last_checked_at": None,
+            "last_check": {
+                "reachable": True,
+                "latency_ms": 1.5,
+                "http_status": None,
+                "error": None,
+                "checked_at": "2024-01-01T00:00:00+00:00",
+            },
+        }
+    )
+    jid = ds.jobs.insert(
+        {
+            "user_id": uid,
+            "name": "nightly",
+            "job_class_string": "jobs.echo.EchoJob",
+            "minute": "0",
+            "hour": "3",
+            "pub_args": ["a", 1, True, None],
+            "pub_kwargs": {"k": {"n": [1.5]}},
+            "is_enabled": True,
+            "is_paused": False,
+            "next_run_time": t + timedelta(days=3),
+            "last_run_time": None,
+            "total_executions": 2**40,
+            "created_at": t,
+            "updated_at": t,
+        }
+    )
     for i in range(5):
         _execution(ds, timedelta(hours=i), "completed", job_id=jid, output=f"line {i}\n")
-    ds.audit_logs.insert({"job_id": jid, "job_name": "nightly", "event": "added", "user": "zoe",
-                          "description": "created", "created_at": t})
+    ds.audit_logs.insert(
+        {
+            "job_id": jid,
+            "job_name": "nightly",
+            "event": "added",
+            "user": "zoe",
+            "description": "created",
+            "created_at": t,
+        }
+    )
     return token
 
 
 def _dump_all(ds):
-    return {name: ds.collection(name).find(sort=[("_id", 1)]) for name in ds.collection_names()
-            if ds.collection(name).count()}
+    return {
+        name: ds.collection(name).find(sort=[("_id", 1)])
+        for name in ds.collection_names()
+        if ds.collection(name).count()
+    }
 
 
 @pytest.mark.parametrize("target", PROVIDERS)
@@ -565,13 +694,15 @@ def test_backup_then_restore_round_trip(run_any, config, tmp_path, target, monke
     fresh = _open(target, tmp_path, "fresh")
     try:
         result = restore_backup(fresh, bdir)
-        assert {k: v["inserted"] for k, v in result.items() if v["inserted"]} == {k: len(v) for k, v in expected.items()}
+        assert {k: v["inserted"] for k, v in result.items() if v["inserted"]} == {
+            k: len(v) for k, v in expected.items()
+        }
         assert _dump_all(fresh) == expected  # ids, aware datetimes, nesting, big ints: all exact
         again = restore_backup(fresh, os.path.join(bdir, "manifest.json"))
         assert all(v["inserted"] == 0 for v in again.values())
         assert sum(v["skipped"] for v in again.values()) == sum(len(v) for v in expected.values())
 
-        fresh.users.update(fresh.users.find_one()["_id"], set={"name": "changed"})
+        fresh.users.update(fresh.users.find_one()["_id"], fields={"name": "changed"})
         one = restore_backup(fresh, os.path.join(bdir, "users.jsonl.gz"), drop=True)
         assert one == {"users": {"inserted": 1, "skipped": 0}}
         assert _dump_all(fresh) == expected
@@ -599,8 +730,13 @@ def test_backup_selection_rotation_and_errors(run, config, tmp_path):
     # A damaged file is refused before anything is written; the CLI restores into SQLite.
     bdir = os.path.join(root, names[-1])
     cli_dir = str(config["DATA_DIR"]) + "/restored"
-    proc = subprocess.run([sys.executable, "-m", "texium.restore", bdir, "--data-dir", cli_dir],
-                          capture_output=True, text=True, timeout=60, cwd=os.path.dirname(os.path.dirname(__file__)))
+    proc = subprocess.run(
+        [sys.executable, "-m", "texium.restore", bdir, "--data-dir", cli_dir],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "users: 1 inserted" in proc.stdout
     restored = open_datastore(None, "x", cli_dir)
@@ -654,6 +790,7 @@ def test_maintenance_tasks_on_both_providers(run_any):
 
     def broken():
         raise RuntimeError("cache backend gone")
+
     run_any.hooks = {"clear_cache": broken}
     with pytest.raises(JobError, match="failed: clear_cache"):
         run_any(MaintenanceJob, tasks=["clear_cache", "optimize_queries"])
@@ -684,21 +821,36 @@ PY = f"#!{sys.executable}\n"
 
 
 def test_script_runs_with_arguments_and_stdin(run, scripts):
-    _script(scripts, "tools/show.py", PY + (
-        "import json, os, sys\n"
-        "print('argv=' + json.dumps(sys.argv[1:]))\n"
-        "print('stdin=' + json.dumps(json.load(sys.stdin), sort_keys=True))\n"
-        "print('exec=' + os.environ['TEXIUM_EXECUTION_ID'])\n"
-        "print('cwd=' + os.getcwd())\n"
-        "print('secret=' + os.environ.get('TEXIUM_SECRET_KEY', 'absent'))\n"
-        "print('warn', file=sys.stderr)\n"))
+    _script(
+        scripts,
+        "tools/show.py",
+        PY
+        + (
+            "import json, os, sys\n"
+            "print('argv=' + json.dumps(sys.argv[1:]))\n"
+            "print('stdin=' + json.dumps(json.load(sys.stdin), sort_keys=True))\n"
+            "print('exec=' + os.environ['TEXIUM_EXECUTION_ID'])\n"
+            "print('cwd=' + os.getcwd())\n"
+            "print('secret=' + os.environ.get('TEXIUM_SECRET_KEY', 'absent'))\n"
+            "print('warn', file=sys.stderr)\n"
+        ),
+    )
     os.environ["TEXIUM_SECRET_KEY"] = "do-not-pass"
     try:
         out = run(CustomScriptJob, "tools/show.py", target="/tmp/x y", count=3, flag=True, items=[1, "a"], timeout=30)
     finally:
         del os.environ["TEXIUM_SECRET_KEY"]
     lines = dict(line.split("=", 1) for line in out.splitlines() if "=" in line and not line.startswith("-"))
-    assert json.loads(lines["argv"]) == ["--target", "/tmp/x y", "--count", "3", "--flag", "true", "--items", '[1, "a"]']
+    assert json.loads(lines["argv"]) == [
+        "--target",
+        "/tmp/x y",
+        "--count",
+        "3",
+        "--flag",
+        "true",
+        "--items",
+        '[1, "a"]',
+    ]
     assert json.loads(lines["stdin"]) == {"count": 3, "flag": True, "items": [1, "a"], "target": "/tmp/x y"}
     assert lines["exec"] == run.context.execution_id
     assert lines["cwd"] == os.path.realpath(os.path.join(scripts, "tools"))
@@ -714,7 +866,9 @@ def test_script_failure_exit_code_and_stderr(run, scripts):
 
 
 def test_script_timeout_kills_process_group(run, scripts):
-    _script(scripts, "hang.sh", "#!/bin/sh\nsleep 30 &\necho $! > child.pid\necho $$ > parent.pid\necho started\nsleep 30\n")
+    _script(
+        scripts, "hang.sh", "#!/bin/sh\nsleep 30 &\necho $! > child.pid\necho $$ > parent.pid\necho started\nsleep 30\n"
+    )
     started = time.monotonic()
     with pytest.raises(JobError, match="timed out after 0.5 s"):
         run(CustomScriptJob, "hang.sh", timeout=0.5)
@@ -748,7 +902,11 @@ def test_script_leftover_children_holding_output_are_killed(run, scripts, monkey
 
 
 def test_script_output_is_capped(run, scripts):
-    _script(scripts, "loud.py", PY + "import sys\nsys.stdout.write('x' * (1536 * 1024))\nsys.stderr.write('e' * (1100 * 1024))\n")
+    _script(
+        scripts,
+        "loud.py",
+        PY + "import sys\nsys.stdout.write('x' * (1536 * 1024))\nsys.stderr.write('e' * (1100 * 1024))\n",
+    )
     out = run(CustomScriptJob, "loud.py")
     assert "[stdout truncated: showing the first 1048576 of 1572864 bytes" in out
     assert "[stderr truncated: showing the first 1048576 of 1126400 bytes" in out

@@ -35,13 +35,21 @@ def test_sqlite_data_survives_a_restart(start_server, tmp_path):
     first = start_server("sqlite", tmp_path / "data")
     api = first.api
     user_id = api.create_user(name="Persistent")
-    server_id = api.post("/api/servers/create", json={"user_id": user_id, "name": "S", "hostname": "h", "password": "hunter2-restart"}).json()["server_id"]
+    server_id = api.post(
+        "/api/servers/create", json={"user_id": user_id, "name": "S", "hostname": "h", "password": "hunter2-restart"}
+    ).json()["server_id"]
     job_id = api.create_job(user_id, minute="0", hour="9", day_of_week="1")
     execution_id = api.post(f"/api/scheduler/jobs/{job_id}/run").json()["execution_id"]
     api.wait_execution(execution_id)
-    before = {path: api.get(path).json()["data"] for path in (
-        f"/api/users/{user_id}", f"/api/servers/{server_id}", f"/api/scheduler/jobs/{job_id}",
-        f"/api/scheduler/executions/{execution_id}")}
+    before = {
+        path: api.get(path).json()["data"]
+        for path in (
+            f"/api/users/{user_id}",
+            f"/api/servers/{server_id}",
+            f"/api/scheduler/jobs/{job_id}",
+            f"/api/scheduler/executions/{execution_id}",
+        )
+    }
     assert first.stop(signal.SIGINT) == 0
     log = first.log()
     assert f"with SQLite at {tmp_path / 'data' / 'texium.db'}" in log  # the banner names the store
@@ -98,7 +106,9 @@ def test_shutdown_grace_runs_out(start_server, tmp_path):
 def test_overlapping_firings_are_recorded_as_skipped(start_server, tmp_path):
     server = start_server("mongomock", tmp_path / "data", env=SAMPLE_JOBS)
     user_id = server.api.create_user()
-    job_id = server.api.create_job(user_id, job_class_string=SLOW, second="*/1", minute="*", pub_kwargs={"seconds": 2.5})
+    job_id = server.api.create_job(
+        user_id, job_class_string=SLOW, second="*/1", minute="*", pub_kwargs={"seconds": 2.5}
+    )
     skipped = wait_for(lambda: executions(server.api, job_id=job_id, status="skipped"), timeout=8)
     assert skipped and "still in progress" in skipped[0]["error"]
     server.api.patch(f"/api/scheduler/jobs/{job_id}/pause")
@@ -166,9 +176,47 @@ def test_downtime_is_recorded_missed_and_the_latest_occurrence_runs(start_server
     runs = executions(second.api, job_id=job_id)
     [missed] = [r for r in runs if r["status"] == "missed"]
     assert missed["missed_count"] >= 2 and "Missed" in missed["error"]
-    caught_up = [r for r in runs if r["status"] == "completed"
-                 and stopped_at < datetime.fromisoformat(r["scheduled_at"]) < restarted_at]
+    caught_up = [
+        r
+        for r in runs
+        if r["status"] == "completed" and stopped_at < datetime.fromisoformat(r["scheduled_at"]) < restarted_at
+    ]
     assert len(caught_up) == 1  # one catch-up run: the latest occurrence due at start-up
     seconds = seconds_accounted_for(runs)
     assert len(seconds) == len(set(seconds))  # no occurrence both run and missed, or run twice
     assert all(b - a == timedelta(seconds=1) for a, b in zip(seconds, seconds[1:]))  # and none lost
+
+
+def run_window(api, execution_id):
+    data = api.get(f"/api/scheduler/executions/{execution_id}").json()["data"]
+    return data["status"], datetime.fromisoformat(data["started_at"]), datetime.fromisoformat(data["completed_at"])
+
+
+def test_run_now_keeps_to_the_max_instances_rule_and_waits_its_turn(start_server, tmp_path):
+    server = start_server("sqlite", tmp_path / "data", env=SAMPLE_JOBS)
+    api = server.api
+    job_id = api.create_job(api.create_user(), job_class_string=SLOW, pub_kwargs={"seconds": 0.6})
+    ids = [api.post(f"/api/scheduler/jobs/{job_id}/run").json()["execution_id"] for _ in range(3)]
+    for execution_id in ids:
+        api.wait_execution(execution_id, timeout=15)
+    windows = sorted(run_window(api, execution_id) for execution_id in ids)
+    assert [status for status, _, _ in windows] == ["completed"] * 3
+    starts_and_ends = sorted((start, end) for _, start, end in windows)
+    assert all(later[0] >= earlier[1] for earlier, later in zip(starts_and_ends, starts_and_ends[1:]))  # one at a time
+
+
+def test_a_busy_pool_delays_firings_but_never_skips_them_as_running(start_server, tmp_path):
+    """With one pool thread taken by a long run, another job's firings queue; none of them is
+    'skipped: previous run still in progress', since none of its runs had started."""
+    server = start_server("sqlite", tmp_path / "data", env={**SAMPLE_JOBS, "TEXIUM_THREAD_POOL_SIZE": "1"})
+    api = server.api
+    user_id = api.create_user()
+    slow_id = api.create_job(user_id, job_class_string=SLOW, pub_kwargs={"seconds": 2.5})
+    start_run(api, slow_id)
+    tick_id = api.create_job(user_id, second="*/1", minute="*")
+    time.sleep(4)
+    api.patch(f"/api/scheduler/jobs/{tick_id}/pause")
+    time.sleep(1)
+    runs = executions(api, job_id=tick_id)
+    assert runs and not [r for r in runs if r["status"] == "skipped"]
+    assert len([r for r in runs if r["status"] == "completed"]) >= 3

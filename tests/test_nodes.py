@@ -40,8 +40,10 @@ def test_a_standby_fires_jobs_created_through_another_node(start_server, tmp_pat
     job_id = other.api.create_job(other.api.create_user(), second="*/1", minute="*")
     other.stop()
     standby_id = node_id(standby)
-    ran_here = wait_for(lambda: [r for r in executions(standby.api, job_id=job_id, status="completed")
-                                 if r["node_id"] == standby_id], timeout=5)
+    ran_here = wait_for(
+        lambda: [r for r in executions(standby.api, job_id=job_id, status="completed") if r["node_id"] == standby_id],
+        timeout=5,
+    )
     assert ran_here
     states = {n["_id"]: n["state"] for n in standby.api.get("/api/scheduler/nodes").json()["data"]}
     assert states[standby_id] == "alive" and sorted(states.values()) == ["alive", "stopped"]
@@ -57,14 +59,24 @@ def test_a_killed_node_s_runs_are_abandoned_and_its_schedule_fires_on(start_serv
     tick_id = api.create_job(user_id, second="*/1", minute="*")
     doomed.kill()
     killed_at = datetime.now().astimezone()
-    abandoned = wait_for(lambda: survivor.api.get(f"/api/scheduler/executions/{execution_id}").json()["data"]
-                         if survivor.api.get(f"/api/scheduler/executions/{execution_id}").json()["data"]["status"]
-                         == "abandoned" else None, timeout=5)
+    abandoned = wait_for(
+        lambda: (
+            survivor.api.get(f"/api/scheduler/executions/{execution_id}").json()["data"]
+            if survivor.api.get(f"/api/scheduler/executions/{execution_id}").json()["data"]["status"] == "abandoned"
+            else None
+        ),
+        timeout=5,
+    )
     assert abandoned and "stopped before it finished" in abandoned["error"]
     survivor_id = node_id(survivor)
-    later = wait_for(lambda: [r for r in executions(survivor.api, job_id=tick_id, status="completed")
-                              if r["node_id"] == survivor_id and datetime.fromisoformat(r["scheduled_at"]) > killed_at],
-                     timeout=5)
+    later = wait_for(
+        lambda: [
+            r
+            for r in executions(survivor.api, job_id=tick_id, status="completed")
+            if r["node_id"] == survivor_id and datetime.fromisoformat(r["scheduled_at"]) > killed_at
+        ],
+        timeout=5,
+    )
     assert later
     states = Counter(n["state"] for n in survivor.api.get("/api/scheduler/nodes").json()["data"])
     assert states == {"alive": 1, "dead": 1}

@@ -78,8 +78,11 @@ def test_every_route_is_described_and_every_description_is_routed(description):
         described.setdefault(template(path), set()).add(method)
     assert sorted(set(routes) - set(described)) == [], "routes missing from texium/openapi.yaml"
     assert sorted(set(described) - set(routes)) == [], "described paths the application does not route"
-    wrong = {path: {"server": sorted(routes[path]), "description": sorted(described[path])}
-             for path in routes if routes[path] != described[path]}
+    wrong = {
+        path: {"server": sorted(routes[path]), "description": sorted(described[path])}
+        for path in routes
+        if routes[path] != described[path]
+    }
     assert wrong == {}, "methods differ between the route table and the description"
 
 
@@ -133,7 +136,9 @@ def test_openapi_json_serves_the_description(api, description):
     assert response.headers["Content-Type"].startswith("application/json")
     served = response.json()
     assert served["servers"] == [{"url": "/"}]
-    assert {k: v for k, v in served.items() if k != "servers"} == {k: v for k, v in description.items() if k != "servers"}
+    assert {k: v for k, v in served.items() if k != "servers"} == {
+        k: v for k, v in description.items() if k != "servers"
+    }
 
 
 def test_docs_page_loads_vendored_swagger_ui(api):
@@ -192,14 +197,25 @@ def test_schemathesis_finds_no_failure(provider, start_server, tmp_path):
     schema_path = tmp_path / "openapi.json"
     schema_path.write_text(json.dumps(for_testing(served.json())))
     command = [
-        sys.executable, "-m", "schemathesis.cli", "run", str(schema_path),
-        "--url", server.api.base_url,
-        "--checks", CHECKS,
-        "--max-examples", str(MAX_EXAMPLES),
-        "--seed", SEED,
-        "--workers", "1",
-        "--generation-database", "none",
-        "--request-timeout", "30",
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "run",
+        str(schema_path),
+        "--url",
+        server.api.base_url,
+        "--checks",
+        CHECKS,
+        "--max-examples",
+        str(MAX_EXAMPLES),
+        "--seed",
+        SEED,
+        "--workers",
+        "1",
+        "--generation-database",
+        "none",
+        "--request-timeout",
+        "30",
         "--no-color",
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEMATHESIS_")}

@@ -181,7 +181,8 @@ def test_kill_all_kills_every_process_of_the_tracked_groups(groups, directory):
     killed = registry.kill_all("shutdown past the grace period")
     assert time.monotonic() - started < 3
     assert sorted((k["execution_id"], k["pgid"]) for k in killed) == sorted(
-        [("exec-a", first.pid), ("exec-b", second.pid)])
+        [("exec-a", first.pid), ("exec-b", second.pid)]
+    )
     for proc, child in ((first, first_child), (second, second_child)):
         assert proc.wait(5) == -signal.SIGTERM
         assert live_members(proc.pid) == []
@@ -258,9 +259,17 @@ def test_reap_stale_kills_children_left_by_a_leader_that_exited(groups, director
     proc, child = groups.spawn("sleep 60 & echo $!")  # the leader exits, its child stays in the group
     proc.wait(5)
     create_time = psutil.Process(child).create_time() - 0.5  # the leader started a little earlier
-    write_record(directory, f"exec-leaderless-{proc.pid}.json", execution_id="exec-leaderless", pgid=proc.pid,
-                 pid=proc.pid, create_time=create_time, owner_pid=owner_pid, owner_create_time=owner_time,
-                 node_id=NODE)
+    write_record(
+        directory,
+        f"exec-leaderless-{proc.pid}.json",
+        execution_id="exec-leaderless",
+        pgid=proc.pid,
+        pid=proc.pid,
+        create_time=create_time,
+        owner_pid=owner_pid,
+        owner_create_time=owner_time,
+        node_id=NODE,
+    )
     assert live_members(proc.pid) == [child]
     reaped = ProcessRegistry(directory, NODE).reap_stale()
     assert reaped == [{"execution_id": "exec-leaderless", "pgid": proc.pid, "pid": proc.pid, "killed": True}]
@@ -277,7 +286,8 @@ def test_reap_stale_reports_an_already_ended_group_and_removes_its_file(groups, 
     proc.wait(5)
     assert wait_for(lambda: live_members(proc.pid) == [])
     assert ProcessRegistry(directory, NODE).reap_stale() == [
-        {"execution_id": "exec-ended", "pgid": proc.pid, "pid": proc.pid, "killed": False}]
+        {"execution_id": "exec-ended", "pgid": proc.pid, "pid": proc.pid, "killed": False}
+    ]
     assert record_files(directory) == []
 
 
@@ -300,9 +310,17 @@ def test_reap_stale_leaves_the_groups_of_a_live_owner_alone(groups, directory):
 def test_reap_stale_treats_a_recycled_owner_pid_as_dead(groups, directory):
     # The owner's pid names a live process (ours) but with another start time: a recycled pid.
     proc, _ = groups.spawn()
-    write_record(directory, f"exec-recycled-owner-{proc.pid}.json", execution_id="exec-recycled-owner",
-                 pgid=proc.pid, pid=proc.pid, create_time=psutil.Process(proc.pid).create_time(),
-                 owner_pid=os.getpid(), owner_create_time=psutil.Process().create_time() - 3600, node_id=NODE)
+    write_record(
+        directory,
+        f"exec-recycled-owner-{proc.pid}.json",
+        execution_id="exec-recycled-owner",
+        pgid=proc.pid,
+        pid=proc.pid,
+        create_time=psutil.Process(proc.pid).create_time(),
+        owner_pid=os.getpid(),
+        owner_create_time=psutil.Process().create_time() - 3600,
+        node_id=NODE,
+    )
     reaped = ProcessRegistry(directory, NODE).reap_stale()
     assert [(r["execution_id"], r["killed"]) for r in reaped] == [("exec-recycled-owner", True)]
     proc.wait(5)
@@ -314,12 +332,19 @@ def test_reap_stale_never_kills_a_recycled_leader_pid(groups, directory):
     innocent = groups.harmless()  # leads its own group, like a script would, but is not ours
     true_time = psutil.Process(innocent.pid).create_time()
     for offset in (-3600, -5, 5):
-        write_record(directory, f"exec-recycled-{innocent.pid}.json", execution_id="exec-recycled",
-                     pgid=innocent.pid, pid=innocent.pid, create_time=true_time + offset,
-                     owner_pid=owner_pid, owner_create_time=owner_time, node_id=NODE)
+        write_record(
+            directory,
+            f"exec-recycled-{innocent.pid}.json",
+            execution_id="exec-recycled",
+            pgid=innocent.pid,
+            pid=innocent.pid,
+            create_time=true_time + offset,
+            owner_pid=owner_pid,
+            owner_create_time=owner_time,
+            node_id=NODE,
+        )
         reaped = ProcessRegistry(directory, NODE).reap_stale()
-        assert reaped == [{"execution_id": "exec-recycled", "pgid": innocent.pid, "pid": innocent.pid,
-                           "killed": False}]
+        assert reaped == [{"execution_id": "exec-recycled", "pgid": innocent.pid, "pid": innocent.pid, "killed": False}]
         assert record_files(directory) == []
         time.sleep(0.2)
         assert innocent.poll() is None and live_members(innocent.pid) == [innocent.pid]
@@ -328,9 +353,17 @@ def test_reap_stale_never_kills_a_recycled_leader_pid(groups, directory):
 def test_reap_stale_leaves_other_nodes_alone(groups, directory):
     owner_pid, owner_time = dead_owner()
     proc, _ = groups.spawn()
-    write_record(directory, f"exec-remote-{proc.pid}.json", execution_id="exec-remote", pgid=proc.pid,
-                 pid=proc.pid, create_time=psutil.Process(proc.pid).create_time(), owner_pid=owner_pid,
-                 owner_create_time=owner_time, node_id="another-host")
+    write_record(
+        directory,
+        f"exec-remote-{proc.pid}.json",
+        execution_id="exec-remote",
+        pgid=proc.pid,
+        pid=proc.pid,
+        create_time=psutil.Process(proc.pid).create_time(),
+        owner_pid=owner_pid,
+        owner_create_time=owner_time,
+        node_id="another-host",
+    )
     assert ProcessRegistry(directory, NODE).reap_stale() == []
     assert live_members(proc.pid) and len(record_files(directory)) == 1
 
@@ -345,16 +378,41 @@ def test_corrupt_records_are_removed_and_logged_once(directory, caplog):
         "binary.json": b"\xff\xfe\x00",
         "huge.json": b"{" + b" " * (200 * 1024) + b"}",
         "missing-fields.json": json.dumps({"execution_id": "x"}).encode(),
-        "wrong-types.json": json.dumps({"execution_id": "x", "pgid": "12", "pid": 12, "create_time": 1.0,
-                                        "owner_pid": owner_pid, "node_id": NODE}).encode(),
-        "bool-pid.json": json.dumps({"execution_id": "x", "pgid": True, "pid": True, "create_time": 1.0,
-                                     "owner_pid": owner_pid, "node_id": NODE}).encode(),
-        "pid-one.json": json.dumps({"execution_id": "x", "pgid": 1, "pid": 1, "create_time": 1.0,
-                                    "owner_pid": owner_pid, "owner_create_time": owner_time,
-                                    "node_id": NODE}).encode(),
-        "bad-owner-time.json": json.dumps({"execution_id": "x", "pgid": 999999, "pid": 999999, "create_time": 1.0,
-                                           "owner_pid": owner_pid, "owner_create_time": "yesterday",
-                                           "node_id": NODE}).encode(),
+        "wrong-types.json": json.dumps(
+            {"execution_id": "x", "pgid": "12", "pid": 12, "create_time": 1.0, "owner_pid": owner_pid, "node_id": NODE}
+        ).encode(),
+        "bool-pid.json": json.dumps(
+            {
+                "execution_id": "x",
+                "pgid": True,
+                "pid": True,
+                "create_time": 1.0,
+                "owner_pid": owner_pid,
+                "node_id": NODE,
+            }
+        ).encode(),
+        "pid-one.json": json.dumps(
+            {
+                "execution_id": "x",
+                "pgid": 1,
+                "pid": 1,
+                "create_time": 1.0,
+                "owner_pid": owner_pid,
+                "owner_create_time": owner_time,
+                "node_id": NODE,
+            }
+        ).encode(),
+        "bad-owner-time.json": json.dumps(
+            {
+                "execution_id": "x",
+                "pgid": 999999,
+                "pid": 999999,
+                "create_time": 1.0,
+                "owner_pid": owner_pid,
+                "owner_create_time": "yesterday",
+                "node_id": NODE,
+            }
+        ).encode(),
     }
     for name, data in bad.items():
         with open(os.path.join(directory, name), "wb") as fh:
@@ -412,8 +470,14 @@ def _script(directory, name, body):
 
 
 def _context(tmp_path, processes=None) -> JobContext:
-    context = JobContext(execution_id="exec-script", job_id="job-1", job_name="script", user_id=None,
-                         datastore=None, config={"DATA_DIR": str(tmp_path), "SCRIPTS_DIR": str(tmp_path / "scripts")})
+    context = JobContext(
+        execution_id="exec-script",
+        job_id="job-1",
+        job_name="script",
+        user_id=None,
+        datastore=None,
+        config={"DATA_DIR": str(tmp_path), "SCRIPTS_DIR": str(tmp_path / "scripts")},
+    )
     if processes is not None:
         context.processes = processes
     return context
@@ -445,8 +509,11 @@ def _read_pid(path, timeout=10) -> int:
 
 
 def test_custom_script_is_tracked_while_it_runs(tmp_path, scripts, directory):
-    _script(scripts, "wait.sh", "#!/bin/sh\necho $$ > leader.pid\n"
-                                "while [ ! -f release ]; do sleep 0.05; done\necho released\n")
+    _script(
+        scripts,
+        "wait.sh",
+        "#!/bin/sh\necho $$ > leader.pid\nwhile [ ! -f release ]; do sleep 0.05; done\necho released\n",
+    )
     registry = ProcessRegistry(directory, NODE)
     run = Background(CustomScriptJob(_context(tmp_path, registry)), "wait.sh", timeout=30)
     leader = _read_pid(scripts / "leader.pid")

@@ -2,7 +2,7 @@
 documents and a store that fails. Real datastore, real runner; only the clock is chosen."""
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -15,7 +15,7 @@ from texium.core.registry import JobRegistry
 from texium.core.runner import ExecutionRunner
 from texium.core.scheduler import TexiumScheduler
 
-BASE = datetime(2026, 3, 2, 15, 0, tzinfo=timezone.utc)
+BASE = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 
 
 @pytest.fixture(params=["sqlite", "mongomock"])
@@ -53,10 +53,22 @@ def node(datastore):
 
 def add_job(datastore, next_run_time, **fields):
     schedule = cron.normalize({"second": "*/1", **fields}, "UTC")
-    return datastore.jobs.insert({"name": "tick", "user_id": "507f1f77bcf86cd799439011",
-                                  "job_class_string": "jobs.echo.EchoJob", **schedule, "is_enabled": True,
-                                  "is_paused": False, "next_run_time": next_run_time, "created_at": BASE,
-                                  "updated_at": BASE, "total_executions": 0, "pub_args": [], "pub_kwargs": {}})
+    return datastore.jobs.insert(
+        {
+            "name": "tick",
+            "user_id": "507f1f77bcf86cd799439011",
+            "job_class_string": "jobs.echo.EchoJob",
+            **schedule,
+            "is_enabled": True,
+            "is_paused": False,
+            "next_run_time": next_run_time,
+            "created_at": BASE,
+            "updated_at": BASE,
+            "total_executions": 0,
+            "pub_args": [],
+            "pub_kwargs": {},
+        }
+    )
 
 
 def records(datastore, job_id, status=None):
@@ -91,7 +103,9 @@ def test_two_nodes_with_the_same_stale_read_run_an_occurrence_once(datastore):
 def test_an_edit_between_read_and_claim_wins(datastore, node):
     job_id = add_job(datastore, BASE)
     stale = node.store.due(BASE)
-    datastore.jobs.update(job_id, set={"is_paused": True, "next_run_time": None, "updated_at": BASE + timedelta(seconds=1)})
+    datastore.jobs.update(
+        job_id, fields={"is_paused": True, "next_run_time": None, "updated_at": BASE + timedelta(seconds=1)}
+    )
     node.store.due = lambda now: stale
     assert node.claim(BASE + timedelta(milliseconds=5)) == []
     assert records(datastore, job_id) == []
@@ -137,7 +151,7 @@ def test_a_long_outage_costs_little_and_still_runs_the_latest(datastore, node):
 
 def test_a_broken_document_is_unscheduled_and_flagged_not_spun_on(datastore, node, caplog):
     bad = add_job(datastore, BASE)
-    datastore.jobs.update(bad, set={"timezone": "Mars/Olympus_Mons"})
+    datastore.jobs.update(bad, fields={"timezone": "Mars/Olympus_Mons"})
     good = add_job(datastore, BASE)
     claimed = node.claim(BASE + timedelta(milliseconds=5))
     assert [job["_id"] for _, job in claimed] == [good]
@@ -153,6 +167,7 @@ def test_a_failed_store_read_retries_soon_and_says_so(datastore, node, monkeypat
 
     def failing(now):
         raise RuntimeError("database is locked")
+
     monkeypatch.setattr(node.store, "due", failing)
     assert node.scheduler._process_jobs() == 1.0  # JOBSTORE_RETRY_SECONDS, not "sleep until woken"
     state = node.scheduler.state_of_pass

@@ -16,11 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-SPAWN = ("#!/bin/sh\n"
-         "sleep 60 &\n"
-         "echo $! > child.pid\n"
-         "echo $$ > leader.pid\n"
-         "sleep 60\n")
+SPAWN = "#!/bin/sh\nsleep 60 &\necho $! > child.pid\necho $$ > leader.pid\nsleep 60\n"
 
 
 def wait_for(predicate, timeout=10.0, interval=0.05):
@@ -80,8 +76,14 @@ def start_script(server, scripts: Path, script_groups: list) -> tuple[str, int, 
     """Run spawn.sh now through the API; returns (execution id, pgid, child pid) once it runs."""
     api = server.api
     user_id = api.create_user(name="Scripts", role="admin")
-    job_id = api.create_job(user_id, job_class_string="jobs.custom.CustomScriptJob", name="spawner",
-                            pub_args=["spawn.sh"], pub_kwargs={"timeout": 300}, is_enabled=False)
+    job_id = api.create_job(
+        user_id,
+        job_class_string="jobs.custom.CustomScriptJob",
+        name="spawner",
+        pub_args=["spawn.sh"],
+        pub_kwargs={"timeout": 300},
+        is_enabled=False,
+    )
     response = api.post(f"/api/scheduler/jobs/{job_id}/run")
     assert response.status_code == 200, response.text
     execution_id = response.json()["execution_id"]
@@ -109,7 +111,8 @@ def test_shutdown_past_the_grace_period_kills_the_script_group(start_server, tmp
     assert time.monotonic() - started < 15
     # The server waited 1 s, then killed the group it abandoned before exiting.
     assert wait_for(lambda: live_members(pgid) == [], timeout=2), (
-        f"script processes {live_members(pgid)} outlived the server\n{server.log()}")
+        f"script processes {live_members(pgid)} outlived the server\n{server.log()}"
+    )
     assert record_files(data_dir) == []
 
     again = start_server("sqlite", data_dir, env=env)
@@ -124,14 +127,16 @@ def test_kill_9_then_restart_kills_the_orphaned_script_group(start_server, tmp_p
     first = start_server("sqlite", data_dir, env=env)
     execution_id, pgid, child = start_script(first, scripts, script_groups)
     assert [path.name for path in record_files(data_dir) if execution_id in path.name], (
-        f"no record of the running script in {data_dir / 'run' / 'processes'}")
+        f"no record of the running script in {data_dir / 'run' / 'processes'}"
+    )
     first.kill()
     time.sleep(0.5)
     assert set(live_members(pgid)) >= {pgid, child}  # a dead server cannot stop its scripts
 
     second = start_server("sqlite", data_dir, env=env)
     assert wait_for(lambda: live_members(pgid) == [], timeout=5), (
-        f"script processes {live_members(pgid)} are still running after the restart\n{second.log()}")
+        f"script processes {live_members(pgid)} are still running after the restart\n{second.log()}"
+    )
     assert wait_for(lambda: record_files(data_dir) == [], timeout=5)
     execution = second.api.get(f"/api/scheduler/executions/{execution_id}").json()["data"]
     assert execution["status"] == "abandoned", execution

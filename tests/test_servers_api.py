@@ -10,9 +10,15 @@ def owner(api):
 
 def server_body(owner, **fields):
     return {
-        "user_id": owner, "name": "Production Server", "hostname": "prod.example.com", "port": 8080,
-        "status": "running", "connection_name": "ServiceNow Connection",
-        "instance_url": "https://dev123456.service-now.com", "username": "admin", "password": "password123",
+        "user_id": owner,
+        "name": "Production Server",
+        "hostname": "prod.example.com",
+        "port": 8080,
+        "status": "running",
+        "connection_name": "ServiceNow Connection",
+        "instance_url": "https://dev123456.service-now.com",
+        "username": "admin",
+        "password": "password123",
         **fields,
     }
 
@@ -56,13 +62,26 @@ def test_update_and_delete(api, owner):
     assert api.get(f"/api/servers/{server_id}").json() == {"detail": "Server not found"}
 
 
-@pytest.mark.parametrize("fields, named", [
-    ({"port": 0}, "port"), ({"port": 70000}, "port"), ({"port": "80"}, "port"), ({"port": True}, "port"),
-    ({"status": "exploded"}, "status"), ({"instance_url": "ftp://x"}, "instance_url"),
-    ({"instance_url": "not a url"}, "instance_url"), ({"instance_url": "https://.]x"}, "instance_url"),
-    ({"instance_url": "http://[::1"}, "instance_url"), ({"instance_url": "http://h:99999/"}, "instance_url"), ({"name": ""}, "name"), ({"hostname": None}, "hostname"),
-    ({"user_id": "507f1f77bcf86cd799439011"}, "user_id"), ({"user_id": "xyz"}, "user_id"), ({"extra": 1}, "extra"),
-])
+@pytest.mark.parametrize(
+    "fields, named",
+    [
+        ({"port": 0}, "port"),
+        ({"port": 70000}, "port"),
+        ({"port": "80"}, "port"),
+        ({"port": True}, "port"),
+        ({"status": "exploded"}, "status"),
+        ({"instance_url": "ftp://x"}, "instance_url"),
+        ({"instance_url": "not a url"}, "instance_url"),
+        ({"instance_url": "https://.]x"}, "instance_url"),
+        ({"instance_url": "http://[::1"}, "instance_url"),
+        ({"instance_url": "http://h:99999/"}, "instance_url"),
+        ({"name": ""}, "name"),
+        ({"hostname": None}, "hostname"),
+        ({"user_id": "507f1f77bcf86cd799439011"}, "user_id"),
+        ({"user_id": "xyz"}, "user_id"),
+        ({"extra": 1}, "extra"),
+    ],
+)
 def test_validation(api, owner, fields, named):
     response = api.post("/api/servers/create", json=server_body(owner, **fields))
     assert response.status_code == 400, response.text
@@ -70,8 +89,12 @@ def test_validation(api, owner, fields, named):
 
 
 def test_missing_fields_and_defaults(api, owner):
-    assert api.post("/api/servers/create", json={"user_id": owner, "name": "x"}).json() == {"detail": "Missing required field: hostname"}
-    server_id = api.post("/api/servers/create", json={"user_id": owner, "name": "x", "hostname": "h"}).json()["server_id"]
+    assert api.post("/api/servers/create", json={"user_id": owner, "name": "x"}).json() == {
+        "detail": "Missing required field: hostname"
+    }
+    server_id = api.post("/api/servers/create", json={"user_id": owner, "name": "x", "hostname": "h"}).json()[
+        "server_id"
+    ]
     server = api.get(f"/api/servers/{server_id}").json()["data"]
     assert server["status"] == "unknown" and server["port"] is None and server["has_password"] is False
 

@@ -25,9 +25,21 @@ INVALID_EMAILS = [
     "ops@localhost",  # no dot: not a domain anyone can mail
     "ops@example",
     "ops@host.test",  # special-use domain
-    "not-an-address", "x@", "@example.com", "a@@example.com", "a b@example.com", "a@exa mple.com",
-    "a..b@example.com", ".a@example.com", "a@-example.com", "a@example..com", "a@example.com.",
-    '"quoted"@example.com', "a@[127.0.0.1]", "Name <a@example.com>", "evil@example.com\r\nBcc: x@example.com",
+    "not-an-address",
+    "x@",
+    "@example.com",
+    "a@@example.com",
+    "a b@example.com",
+    "a@exa mple.com",
+    "a..b@example.com",
+    ".a@example.com",
+    "a@-example.com",
+    "a@example..com",
+    "a@example.com.",
+    '"quoted"@example.com',
+    "a@[127.0.0.1]",
+    "Name <a@example.com>",
+    "evil@example.com\r\nBcc: x@example.com",
 ]
 
 
@@ -136,7 +148,9 @@ def test_update_needs_fields_and_keeps_data_on_bad_input(api):
 
 def test_delete_refuses_to_orphan_unless_cascade(api):
     user_id = api.create_user()
-    server = api.post("/api/servers/create", json={"user_id": user_id, "name": "S", "hostname": "h"}).json()["server_id"]
+    server = api.post("/api/servers/create", json={"user_id": user_id, "name": "S", "hostname": "h"}).json()[
+        "server_id"
+    ]
     job_id = api.create_job(user_id)
     refused = api.delete(f"/api/users/{user_id}")
     assert refused.status_code == 409

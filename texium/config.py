@@ -8,8 +8,9 @@ from __future__ import annotations
 import importlib
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from dotenv import dotenv_values
@@ -107,20 +108,28 @@ def validate(settings: dict[str, Any]) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
             raise ConfigError(f"Invalid setting {name}: {value!r} must be a number of seconds from {low} to {high}")
     if settings["NODE_TIMEOUT_SECONDS"] < 3 * settings["HEARTBEAT_SECONDS"]:
-        raise ConfigError("Invalid setting NODE_TIMEOUT_SECONDS: must be at least 3 x HEARTBEAT_SECONDS, "
-                          "or live nodes would be declared dead between two heartbeats")
+        raise ConfigError(
+            "Invalid setting NODE_TIMEOUT_SECONDS: must be at least 3 x HEARTBEAT_SECONDS, "
+            "or live nodes would be declared dead between two heartbeats"
+        )
     try:
         ZoneInfo(str(settings["TIMEZONE"]))
     except Exception:
         raise ConfigError(f"Invalid setting TIMEZONE: {settings['TIMEZONE']!r} is not an IANA time zone") from None
     if str(settings["LOG_LEVEL"]).upper() not in LOG_LEVELS:
-        raise ConfigError(f"Invalid setting LOG_LEVEL: {settings['LOG_LEVEL']!r} must be one of {', '.join(LOG_LEVELS)}")
+        raise ConfigError(
+            f"Invalid setting LOG_LEVEL: {settings['LOG_LEVEL']!r} must be one of {', '.join(LOG_LEVELS)}"
+        )
     if not isinstance(settings["JOB_CLASS_PACKAGES"], (list, tuple)):
         raise ConfigError("Invalid setting JOB_CLASS_PACKAGES: must be a list of package names")
 
 
-def load_settings(flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None,
-                  cwd: str | None = None, settings_module: str | None = None) -> dict[str, Any]:
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    settings_module: str | None = None,
+) -> dict[str, Any]:
     """The effective settings; raises ConfigError with a one-line message."""
     environ = os.environ if environ is None else environ
     settings = defaults()

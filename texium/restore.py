@@ -100,7 +100,7 @@ def restore_backup(datastore, path: str, drop: bool = False) -> dict:
     Raises RestoreError when the backup is unreadable or a checksum does not match.
     """
     plan = _plan(path)
-    for name, file_path, expected in plan:
+    for _, file_path, expected in plan:
         if not os.path.isfile(file_path):
             raise RestoreError(f"missing file {file_path}")
         if expected and _sha256(file_path) != expected:
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="texium-restore",
         description="Restore a Texium backup (a texium-backup-* directory, its manifest.json or one "
-                    ".jsonl.gz file) into the datastore the server uses, or the one named here.",
+        ".jsonl.gz file) into the datastore the server uses, or the one named here.",
     )
     parser.add_argument("path", metavar="FILE_OR_DIR")
     target = parser.add_mutually_exclusive_group()
@@ -142,8 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     target.add_argument("--mongo-uri", help="restore into this MongoDB (mongomock:// for an in-memory one)")
     parser.add_argument("--db-name", help="MongoDB database name (default: the DB_NAME setting)")
     parser.add_argument("--settings", metavar="MODULE", help="settings module, as for the server")
-    parser.add_argument("--drop", action="store_true",
-                        help="empty each restored collection first (otherwise existing ids are skipped)")
+    parser.add_argument(
+        "--drop", action="store_true", help="empty each restored collection first (otherwise existing ids are skipped)"
+    )
     ns = parser.parse_args(argv)
 
     from texium.config import ConfigError, load_settings

@@ -15,16 +15,22 @@ class AuditLog:
         self._logs = datastore.audit_logs
 
     def record(self, job: dict, event: str, user: str, description: str) -> None:
-        self._logs.insert({
-            "job_id": job["_id"], "job_name": job.get("name"), "event": event,
-            "user": user, "description": description, "created_at": utcnow(),
-        })
+        self._logs.insert(
+            {
+                "job_id": job["_id"],
+                "job_name": job.get("name"),
+                "event": event,
+                "user": user,
+                "description": description,
+                "created_at": utcnow(),
+            }
+        )
 
     def list(self, job_id: str | None, since, until, limit: int, offset: int) -> Page:
-        filter: dict = {}
+        query: dict = {}
         if job_id is not None:
-            filter["job_id"] = require_id(job_id, "job_id")
+            query["job_id"] = require_id(job_id, "job_id")
         window = {op: t for op, t in (("$gte", since), ("$lt", until)) if t is not None}
         if window:
-            filter["created_at"] = window
-        return list_page(self._logs, filter, limit, offset, sort=NEWEST_FIRST)
+            query["created_at"] = window
+        return list_page(self._logs, query, limit, offset, sort=NEWEST_FIRST)

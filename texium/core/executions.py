@@ -18,22 +18,29 @@ class ExecutionHistory:
     def __init__(self, datastore: Datastore):
         self._ds = datastore
 
-    def list(self, job_id: str | None = None, user_id: str | None = None, status: str | None = None,
-             since: datetime | None = None, until: datetime | None = None,
-             limit: int = 100, offset: int = 0) -> Page:
-        filter: dict = {}
+    def list(
+        self,
+        job_id: str | None = None,
+        user_id: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> Page:
+        query: dict = {}
         if job_id is not None:
-            filter["job_id"] = require_id(job_id, "job_id")
+            query["job_id"] = require_id(job_id, "job_id")
         if user_id is not None:
-            filter["user_id"] = require_id(user_id, "user_id")
+            query["user_id"] = require_id(user_id, "user_id")
         if status is not None:
             if status not in STATUSES:
                 raise ValidationError(f"Invalid query parameter status: must be one of {', '.join(STATUSES)}")
-            filter["status"] = status
+            query["status"] = status
         window = {op: t for op, t in (("$gte", since), ("$lt", until)) if t is not None}
         if window:
-            filter["created_at"] = window
-        return list_page(self._ds.executions, filter, limit, offset, sort=NEWEST_FIRST, hidden=HIDDEN)
+            query["created_at"] = window
+        return list_page(self._ds.executions, query, limit, offset, sort=NEWEST_FIRST, hidden=HIDDEN)
 
     def get(self, execution_id: str) -> dict:
         doc = self._ds.executions.get(require_id(execution_id, "execution_id"))

@@ -32,7 +32,8 @@ Figures:
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 ACTIVE = ("scheduled", "running")
 ENDED_WELL = ("completed",)

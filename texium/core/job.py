@@ -13,8 +13,9 @@ execution with its traceback in `error`. `run` is called on a worker thread and 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from texium.core.datastore.base import Datastore
 
@@ -57,7 +58,12 @@ class JobBase:
         required}), `example_arguments` ({"pub_args": [...], "pub_kwargs": {...}}), `notes`.
         """
         doc = (cls.__doc__ or cls.__name__).strip().splitlines()[0]
-        return {"description": doc, "arguments": [], "example_arguments": {"pub_args": [], "pub_kwargs": {}}, "notes": ""}
+        return {
+            "description": doc,
+            "arguments": [],
+            "example_arguments": {"pub_args": [], "pub_kwargs": {}},
+            "notes": "",
+        }
 
     def write(self, text: str) -> None:
         """Append a line to the execution's output."""

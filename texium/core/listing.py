@@ -16,10 +16,16 @@ class Page:
     items: list[dict]
 
 
-def list_page(collection: Collection, filter: Filter, limit: int, offset: int,
-              sort: Sort = OLDEST_FIRST, hidden: tuple[str, ...] = ()) -> Page:
-    items = collection.find(filter, sort=sort, limit=limit, offset=offset)
-    return Page(total=collection.count(filter), items=[without(doc, hidden) for doc in items])
+def list_page(
+    collection: Collection,
+    query: Filter,
+    limit: int,
+    offset: int,
+    sort: Sort = OLDEST_FIRST,
+    hidden: tuple[str, ...] = (),
+) -> Page:
+    items = collection.find(query, sort=sort, limit=limit, offset=offset)
+    return Page(total=collection.count(query), items=[without(doc, hidden) for doc in items])
 
 
 def without(doc: dict, hidden: tuple[str, ...]) -> dict:

@@ -43,8 +43,14 @@ class NodeIdentity:
 
 
 class NodeRegistry:
-    def __init__(self, datastore: Datastore, identity: NodeIdentity, version: str,
-                 heartbeat_seconds: float = 1.0, timeout_seconds: float = 30.0):
+    def __init__(
+        self,
+        datastore: Datastore,
+        identity: NodeIdentity,
+        version: str,
+        heartbeat_seconds: float = 1.0,
+        timeout_seconds: float = 30.0,
+    ):
         self._ds = datastore
         self.identity = identity
         self._version = version
@@ -61,9 +67,17 @@ class NodeRegistry:
         """Register this node, bury the dead, start the heartbeat; returns the other live nodes."""
         now = utcnow()
         me = self.identity
-        self._ds.nodes.insert({"_id": me.node_id, "hostname": me.hostname, "pid": me.pid,
-                               "version": self._version, "started_at": now, "last_seen": now,
-                               "state": "alive"})
+        self._ds.nodes.insert(
+            {
+                "_id": me.node_id,
+                "hostname": me.hostname,
+                "pid": me.pid,
+                "version": self._version,
+                "started_at": now,
+                "last_seen": now,
+                "state": "alive",
+            }
+        )
         self.last_beat = now
         self.sweep()
         others = [n for n in self.list() if n["state"] == "alive" and not n["is_self"]]
@@ -76,7 +90,7 @@ class NodeRegistry:
         if self._thread is not None:
             self._thread.join(2.0)
         try:
-            self._ds.nodes.update(self.identity.node_id, set={"state": "stopped", "last_seen": utcnow()})
+            self._ds.nodes.update(self.identity.node_id, fields={"state": "stopped", "last_seen": utcnow()})
         except Exception as exc:
             log.warning("Could not record this node as stopped: %s", exc)
 
@@ -94,11 +108,19 @@ class NodeRegistry:
     # -- heartbeat and judgement -------------------------------------------------------
     def beat(self) -> None:
         now = utcnow()
-        if self._ds.nodes.update(self.identity.node_id, set={"last_seen": now, "state": "alive"}) is None:
+        if self._ds.nodes.update(self.identity.node_id, fields={"last_seen": now, "state": "alive"}) is None:
             me = self.identity  # removed by hand or by a restore: come back
-            self._ds.nodes.insert({"_id": me.node_id, "hostname": me.hostname, "pid": me.pid,
-                                   "version": self._version, "started_at": now, "last_seen": now,
-                                   "state": "alive"})
+            self._ds.nodes.insert(
+                {
+                    "_id": me.node_id,
+                    "hostname": me.hostname,
+                    "pid": me.pid,
+                    "version": self._version,
+                    "started_at": now,
+                    "last_seen": now,
+                    "state": "alive",
+                }
+            )
         self.last_beat = now
 
     def _is_dead(self, node: dict, now) -> str | None:
@@ -125,7 +147,8 @@ class NodeRegistry:
             # Conditional: if two survivors sweep at once, only one declares the death.
             claimed = self._ds.nodes.update_many(
                 {"_id": node["_id"], "state": "alive", "last_seen": node.get("last_seen")},
-                {"state": "dead", "dead_at": now, "dead_reason": reason})
+                {"state": "dead", "dead_at": now, "dead_reason": reason},
+            )
             if claimed:
                 abandoned += self._abandon_runs(node, reason)
         self.peers_alive = alive
@@ -134,11 +157,21 @@ class NodeRegistry:
     def _abandon_runs(self, node: dict, reason: str) -> int:
         count = self._ds.executions.update_many(
             {"node_id": node["_id"], "status": {"$in": list(ACTIVE)}},
-            {"status": "abandoned", "completed_at": utcnow(),
-             "error": f"The server running this execution ({node.get('hostname')}, pid {node.get('pid')}) "
-                      f"stopped before it finished: {reason}."})
-        log.warning("Node %s (%s, pid %s) is dead (%s); %d of its executions marked abandoned",
-                    node["_id"], node.get("hostname"), node.get("pid"), reason, count)
+            {
+                "status": "abandoned",
+                "completed_at": utcnow(),
+                "error": f"The server running this execution ({node.get('hostname')}, pid {node.get('pid')}) "
+                f"stopped before it finished: {reason}.",
+            },
+        )
+        log.warning(
+            "Node %s (%s, pid %s) is dead (%s); %d of its executions marked abandoned",
+            node["_id"],
+            node.get("hostname"),
+            node.get("pid"),
+            reason,
+            count,
+        )
         return count
 
     def list(self) -> list[dict]:

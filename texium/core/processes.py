@@ -24,7 +24,8 @@ import re
 import signal
 import threading
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import psutil
 
@@ -42,8 +43,7 @@ KILL_WAIT = 1.0  # seconds to wait for SIGKILL to take effect before giving up
 POLL = 0.05
 STALE_TMP_SECONDS = 60.0
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_FIELDS = {"execution_id": str, "pgid": int, "pid": int, "create_time": (int, float),
-           "owner_pid": int, "node_id": str}
+_FIELDS = {"execution_id": str, "pgid": int, "pid": int, "create_time": (int, float), "owner_pid": int, "node_id": str}
 
 
 class ProcessRegistry:
@@ -70,17 +70,23 @@ class ProcessRegistry:
             return
         if pgid == os.getpgrp():
             # Killing this group later would kill the server itself.
-            log.error("Not tracking process %d of execution %s: it shares the server's process group",
-                      pid, execution_id)
+            log.error(
+                "Not tracking process %d of execution %s: it shares the server's process group", pid, execution_id
+            )
             return
         create_time = _create_time(pid)
         if create_time is None:
             log.debug("Process %d of execution %s ended before it could be tracked", pid, execution_id)
             return
         record = {
-            "version": FORMAT_VERSION, "execution_id": str(execution_id), "pgid": pgid, "pid": pid,
-            "create_time": create_time, "owner_pid": self.owner_pid,
-            "owner_create_time": self.owner_create_time, "node_id": self.node_id,
+            "version": FORMAT_VERSION,
+            "execution_id": str(execution_id),
+            "pgid": pgid,
+            "pid": pid,
+            "create_time": create_time,
+            "owner_pid": self.owner_pid,
+            "owner_create_time": self.owner_create_time,
+            "node_id": self.node_id,
             "tracked_at": time.time(),
         }
         with self._lock:
@@ -112,8 +118,9 @@ class ProcessRegistry:
         killed = self._terminate(records, grace, reason)
         for record in records:
             self._remove(os.path.join(self.directory, _file_name(record["execution_id"], record["pgid"])))
-        return [{"execution_id": r["execution_id"], "pgid": r["pgid"], "pid": r["pid"]}
-                for r in records if id(r) in killed]
+        return [
+            {"execution_id": r["execution_id"], "pgid": r["pgid"], "pid": r["pid"]} for r in records if id(r) in killed
+        ]
 
     def reap_stale(self, grace: float = 2.0) -> list[dict]:
         """At start-up: kill the groups left by a server process of this node that is gone.
@@ -138,29 +145,44 @@ class ProcessRegistry:
         result = []
         for path, record in stale:
             self._remove(path)
-            result.append({"execution_id": record["execution_id"], "pgid": record["pgid"],
-                           "pid": record["pid"], "killed": id(record) in killed})
+            result.append(
+                {
+                    "execution_id": record["execution_id"],
+                    "pgid": record["pgid"],
+                    "pid": record["pid"],
+                    "killed": id(record) in killed,
+                }
+            )
             if id(record) not in killed:
-                log.info("Process group %d of execution %s (server pid %d) had already ended",
-                         record["pgid"], record["execution_id"], record["owner_pid"])
+                log.info(
+                    "Process group %d of execution %s (server pid %d) had already ended",
+                    record["pgid"],
+                    record["execution_id"],
+                    record["owner_pid"],
+                )
         return result
 
     def _terminate(self, records: Iterable[dict], grace: float, reason: str) -> set[int]:
         """SIGTERM every live group, wait `grace` s for all, SIGKILL the rest; ids of the killed."""
         targets = [record for record in records if _group_is_ours(record)]
         for record in targets:
-            log.warning("Killing process group %d of execution %s: %s",
-                        record["pgid"], record["execution_id"], reason)
+            log.warning("Killing process group %d of execution %s: %s", record["pgid"], record["execution_id"], reason)
         signalled = [record for record in targets if _signal_group(record, signal.SIGTERM)]
         remaining = _wait_gone(signalled, grace)
         if remaining:
             for record in remaining:
-                log.warning("Process group %d of execution %s outlived SIGTERM; sending SIGKILL",
-                            record["pgid"], record["execution_id"])
+                log.warning(
+                    "Process group %d of execution %s outlived SIGTERM; sending SIGKILL",
+                    record["pgid"],
+                    record["execution_id"],
+                )
                 _signal_group(record, signal.SIGKILL)
             for record in _wait_gone(remaining, KILL_WAIT):
-                log.error("Process group %d of execution %s is still alive after SIGKILL",
-                          record["pgid"], record["execution_id"])
+                log.error(
+                    "Process group %d of execution %s is still alive after SIGKILL",
+                    record["pgid"],
+                    record["execution_id"],
+                )
         return {id(record) for record in signalled}
 
     # -- files -----------------------------------------------------------------------
@@ -186,8 +208,13 @@ class ProcessRegistry:
                 os.close(fd)
             os.replace(tmp, path)
         except OSError as exc:
-            log.error("Cannot record process group %d of execution %s in %s: %s",
-                      record["pgid"], record["execution_id"], self.directory, exc)
+            log.error(
+                "Cannot record process group %d of execution %s in %s: %s",
+                record["pgid"],
+                record["execution_id"],
+                self.directory,
+                exc,
+            )
             self._remove(tmp)
 
     def _files(self) -> list[str]:
@@ -351,12 +378,12 @@ def _signal_group(record: dict, sig: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError as exc:
-        log.error("Not allowed to signal process group %d of execution %s: %s",
-                  record["pgid"], record["execution_id"], exc)
+        log.error(
+            "Not allowed to signal process group %d of execution %s: %s", record["pgid"], record["execution_id"], exc
+        )
         return False
     except OSError as exc:
-        log.error("Cannot signal process group %d of execution %s: %s",
-                  record["pgid"], record["execution_id"], exc)
+        log.error("Cannot signal process group %d of execution %s: %s", record["pgid"], record["execution_id"], exc)
         return False
 
 

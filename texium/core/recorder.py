@@ -60,8 +60,8 @@ class Recorder:
     def execution(self, execution_id: str, fields: dict) -> None:
         self._queue(self._executions, execution_id, fields, None)
 
-    def job(self, job_id: str, set: dict | None = None, inc: dict | None = None) -> None:
-        self._queue(self._jobs, job_id, set, inc)
+    def job(self, job_id: str, fields: dict | None = None, inc: dict | None = None) -> None:
+        self._queue(self._jobs, job_id, fields, inc)
 
     def _queue(self, target: dict, doc_id: str, set_: dict | None, inc: dict | None) -> None:
         with self._cond:
@@ -134,7 +134,7 @@ class Recorder:
             with self._ds.batch():
                 for doc_id, change in changes.items():
                     if change.inc:
-                        collection.update(doc_id, set=change.set, inc=change.inc)
+                        collection.update(doc_id, fields=change.set, inc=change.inc)
                     else:  # a plain set needs no read of the document (SQLite: json_set)
                         collection.update_many({"_id": doc_id}, change.set)
         except Exception as exc:  # keep everything and try again: never drop a record
@@ -151,6 +151,9 @@ class Recorder:
         detail = getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}"
         if self.failing_since is None:
             self.failing_since = utcnow()
-            log.error("Cannot write execution records (%s); keeping %d changes in memory and retrying",
-                      detail, len(self._executions) + len(self._jobs))
+            log.error(
+                "Cannot write execution records (%s); keeping %d changes in memory and retrying",
+                detail,
+                len(self._executions) + len(self._jobs),
+            )
         self.last_error = detail

@@ -19,7 +19,18 @@ log = logging.getLogger("texium.registry")
 BUILTIN_PACKAGE = "texium.jobs"
 BUILTIN_PREFIX = "jobs."
 # The order of the API document's list.
-BUILTIN_ORDER = ("echo", "server", "backup", "email", "cleanup", "metrics", "report", "webhook", "maintenance", "custom")
+BUILTIN_ORDER = (
+    "echo",
+    "server",
+    "backup",
+    "email",
+    "cleanup",
+    "metrics",
+    "report",
+    "webhook",
+    "maintenance",
+    "custom",
+)
 
 
 @dataclass(frozen=True)
@@ -29,8 +40,12 @@ class JobClass:
 
     def describe(self) -> dict:
         meta = self.cls.meta_info()
-        return {"class_string": self.class_string, "name": self.cls.__name__,
-                "description": meta.get("description", ""), "meta_info": meta}
+        return {
+            "class_string": self.class_string,
+            "name": self.cls.__name__,
+            "description": meta.get("description", ""),
+            "meta_info": meta,
+        }
 
 
 def _modules(package_name: str) -> list:
@@ -59,7 +74,7 @@ class JobRegistry:
 
     def _add(self, cls: type[JobBase]) -> None:
         path = f"{cls.__module__}.{cls.__name__}"
-        name = BUILTIN_PREFIX + path[len(BUILTIN_PACKAGE) + 1:] if path.startswith(BUILTIN_PACKAGE + ".") else path
+        name = BUILTIN_PREFIX + path[len(BUILTIN_PACKAGE) + 1 :] if path.startswith(BUILTIN_PACKAGE + ".") else path
         self._classes[name] = JobClass(name, cls)
 
     def available(self) -> list[dict]:
@@ -69,7 +84,7 @@ class JobRegistry:
         """The listed name for `class_string`; ValidationError when it is not schedulable."""
         name = class_string.strip() if isinstance(class_string, str) else class_string
         if isinstance(name, str) and name.startswith(BUILTIN_PACKAGE + "."):
-            name = BUILTIN_PREFIX + name[len(BUILTIN_PACKAGE) + 1:]
+            name = BUILTIN_PREFIX + name[len(BUILTIN_PACKAGE) + 1 :]
         if name not in self._classes:
             raise ValidationError(f"Invalid field job_class_string: {class_string!r} is not an available job class")
         return name

@@ -20,9 +20,10 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import datetime
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from texium.core.datastore.base import Datastore, new_id
 from texium.core.errors import ServiceUnavailable
@@ -93,10 +94,19 @@ def _render(result: Any) -> str:
 
 
 class ExecutionRunner:
-    def __init__(self, datastore: Datastore, registry: JobRegistry, recorder: Recorder, identity: NodeIdentity,
-                 pool_size: int, max_instances: int = 1, job_config: Mapping[str, Any] | None = None,
-                 hooks: Mapping[str, Callable[[], Any]] | None = None, processes: Any = None,
-                 peers_alive: Callable[[], int] = lambda: 0):
+    def __init__(
+        self,
+        datastore: Datastore,
+        registry: JobRegistry,
+        recorder: Recorder,
+        identity: NodeIdentity,
+        pool_size: int,
+        max_instances: int = 1,
+        job_config: Mapping[str, Any] | None = None,
+        hooks: Mapping[str, Callable[[], Any]] | None = None,
+        processes: Any = None,
+        peers_alive: Callable[[], int] = lambda: 0,
+    ):
         self._ds = datastore
         self._registry = registry
         self._recorder = recorder
@@ -116,17 +126,30 @@ class ExecutionRunner:
         self._stdout = _capture_print()
 
     # -- creating executions ---------------------------------------------------------
-    def new_execution(self, job: dict, status: str, scheduled_at: datetime | None,
-                      occurrence_key: str | None = None, **extra) -> dict:
+    def new_execution(
+        self, job: dict, status: str, scheduled_at: datetime | None, occurrence_key: str | None = None, **extra
+    ) -> dict:
         execution_id = new_id()
         me = self.identity
         return {
-            "_id": execution_id, "job_id": job["_id"], "user_id": job.get("user_id"),
-            "job_name": job.get("name"), "job_class_string": job.get("job_class_string"),
-            "status": status, "output": "", "error": "", "scheduled_at": scheduled_at,
-            "started_at": None, "completed_at": None, "created_at": utcnow(), "duration_ms": None,
-            "node_id": me.node_id, "hostname": me.hostname, "pid": me.pid,
-            "occurrence_key": occurrence_key or f"manual:{execution_id}", **extra,
+            "_id": execution_id,
+            "job_id": job["_id"],
+            "user_id": job.get("user_id"),
+            "job_name": job.get("name"),
+            "job_class_string": job.get("job_class_string"),
+            "status": status,
+            "output": "",
+            "error": "",
+            "scheduled_at": scheduled_at,
+            "started_at": None,
+            "completed_at": None,
+            "created_at": utcnow(),
+            "duration_ms": None,
+            "node_id": me.node_id,
+            "hostname": me.hostname,
+            "pid": me.pid,
+            "occurrence_key": occurrence_key or f"manual:{execution_id}",
+            **extra,
         }
 
     def run_now(self, job: dict) -> str:
@@ -165,7 +188,8 @@ class ExecutionRunner:
             return 0
         try:
             return self._ds.executions.count(
-                {"job_id": job_id, "status": "running", "node_id": {"$ne": self.identity.node_id}})
+                {"job_id": job_id, "status": "running", "node_id": {"$ne": self.identity.node_id}}
+            )
         except Exception as exc:
             log.warning("Could not count other nodes' runs of job %s: %s", job_id, exc)
             return 0
@@ -182,9 +206,11 @@ class ExecutionRunner:
 
     # -- running ---------------------------------------------------------------------
     def _execute(self, execution: dict, job: dict) -> None:
+        started = utcnow()
         job_id = job["_id"]
         manual = execution["occurrence_key"].startswith("manual:")
-        if not manual:
+        if not manual and (started - execution["scheduled_at"]).total_seconds() > 1:
+            # It waited for a thread: the job may have been paused or deleted meanwhile.
             try:
                 job = self._ds.jobs.get(job_id)
             except Exception as exc:  # the store is down: run as the scheduler read it
@@ -207,11 +233,15 @@ class ExecutionRunner:
                 threading.Timer(0.5, self.dispatch, (execution, job)).start()
         if not free:
             if not manual:
-                self._end(execution, "skipped", f"Skipped: the previous run of this job was still in progress "
-                                                f"(at most {self._max_instances} running at once)")
+                self._end(
+                    execution,
+                    "skipped",
+                    f"Skipped: the previous run of this job was still in progress "
+                    f"(at most {self._max_instances} running at once)",
+                )
             return
         try:
-            self._run(execution, job)
+            self._run(execution, job, started)
         finally:
             self._release(job_id)
 
@@ -230,21 +260,27 @@ class ExecutionRunner:
         if following is not None:
             self.dispatch(*following)
 
-    def _run(self, execution: dict, job: dict) -> None:
+    def _run(self, execution: dict, job: dict, started: datetime) -> None:
         execution_id = execution["_id"]
-        started = utcnow()
-        self._recorder.execution(execution_id, {"status": "running", "started_at": started,
-                                                "node_id": self.identity.node_id})
-        self._recorder.job(job["_id"], set={"last_run_time": started})
+        self._recorder.execution(
+            execution_id, {"status": "running", "started_at": started, "node_id": self.identity.node_id}
+        )
+        self._recorder.job(job["_id"], fields={"last_run_time": started})
         output = _Output()
         status, error = "completed", ""
         clock = time.monotonic()
         try:
             job_class = self._registry.resolve(job.get("job_class_string", ""))
             context = JobContext(
-                execution_id=execution_id, job_id=job["_id"], job_name=job.get("name", ""),
-                user_id=job.get("user_id"), datastore=self._ds, config=self._config,
-                hooks=self._hooks, write=output.write, processes=self._processes,
+                execution_id=execution_id,
+                job_id=job["_id"],
+                job_name=job.get("name", ""),
+                user_id=job.get("user_id"),
+                datastore=self._ds,
+                config=self._config,
+                hooks=self._hooks,
+                write=output.write,
+                processes=self._processes,
             )
             self._stdout.capture(output.write)
             try:
@@ -262,10 +298,16 @@ class ExecutionRunner:
         with self._lock:
             if execution_id in self._abandoned:
                 return
-        self._recorder.execution(execution_id, {
-            "status": status, "output": output.text(), "error": error[:OUTPUT_LIMIT],
-            "completed_at": utcnow(), "duration_ms": duration_ms,
-        })
+        self._recorder.execution(
+            execution_id,
+            {
+                "status": status,
+                "output": output.text(),
+                "error": error[:OUTPUT_LIMIT],
+                "completed_at": utcnow(),
+                "duration_ms": duration_ms,
+            },
+        )
 
     # -- start and stop --------------------------------------------------------------
     def reap_stale_scripts(self) -> int:
@@ -278,9 +320,13 @@ class ExecutionRunner:
             what = "was killed" if entry.get("killed") else "had already ended"
             self._ds.executions.update_many(
                 {"_id": entry["execution_id"], "status": {"$in": ["scheduled", "running"]}},
-                {"status": "abandoned", "completed_at": utcnow(),
-                 "error": f"The server running this execution stopped before it finished; its script's "
-                          f"process group {entry.get('pgid')} {what} when the server started again."})
+                {
+                    "status": "abandoned",
+                    "completed_at": utcnow(),
+                    "error": f"The server running this execution stopped before it finished; its script's "
+                    f"process group {entry.get('pgid')} {what} when the server started again.",
+                },
+            )
         if reaped:
             log.warning("Found %d scripts left by an earlier server process on this host; stopped them", len(reaped))
         return len(reaped)
@@ -299,8 +345,10 @@ class ExecutionRunner:
             self._waiting.clear()
         self._pool.shutdown(wait=False, cancel_futures=True)
         for execution in waiting:
-            self._abandon(execution, "The server shut down before this run started (it was waiting for "
-                                     "the previous run of its job to end).")
+            self._abandon(
+                execution,
+                "The server shut down before this run started (it was waiting for the previous run of its job to end).",
+            )
         unfinished = len(waiting)
         for future in not_done:
             execution = inflight.get(future)
@@ -310,10 +358,14 @@ class ExecutionRunner:
             if future.cancelled():
                 self._abandon(execution, "The server shut down before this run started.")
             else:
-                self._abandon(execution, f"The server shut down before this execution finished "
-                                         f"(waited {grace_seconds:g} s).")
+                self._abandon(
+                    execution, f"The server shut down before this execution finished (waited {grace_seconds:g} s)."
+                )
         if unfinished:
             killed = self._processes.kill_all("shutdown") if self._processes is not None else []
-            log.warning("Shut down with %d executions unfinished, marked abandoned%s", unfinished,
-                        f"; killed {len(killed)} script process groups" if killed else "")
+            log.warning(
+                "Shut down with %d executions unfinished, marked abandoned%s",
+                unfinished,
+                f"; killed {len(killed)} script process groups" if killed else "",
+            )
         return unfinished

@@ -14,7 +14,9 @@ late firings without a trace. Each pass here:
    is still as it was read (compare-and-set on `next_run_time` and `updated_at`); a job whose
    document changed meanwhile (another node's pass, a pause or an edit) has its records
    taken back;
-4. dispatches what it inserted onto the runner's pool (a queue put, never a wait);
+4. dispatches what it inserted onto the runner's pool (a queue put, never a wait). A pass
+   wakes `lead_seconds` before the next run time and claims the occurrences due by then, so
+   the claim is written before the occurrence and a timer hands them over on time;
 5. sleeps until the next run time, but never longer than `poll_seconds`, so schedule changes
    made through another node are seen; after a store error it retries after `retry_seconds`
    and says so in health.
@@ -79,8 +81,16 @@ class PassState:
 
 
 class TexiumScheduler(BackgroundScheduler):
-    def __init__(self, datastore: Datastore, store: DocumentJobStore, runner: ExecutionRunner,
-                 misfire_grace_time: float, poll_seconds: float = 1.0, retry_seconds: float = 1.0):
+    def __init__(
+        self,
+        datastore: Datastore,
+        store: DocumentJobStore,
+        runner: ExecutionRunner,
+        misfire_grace_time: float,
+        poll_seconds: float = 1.0,
+        retry_seconds: float = 1.0,
+        lead_seconds: float = 0.25,
+    ):
         super().__init__(timezone="UTC", jobstores={"default": store}, jobstore_retry_interval=retry_seconds)
         self._ds = datastore
         self._store = store
@@ -88,6 +98,7 @@ class TexiumScheduler(BackgroundScheduler):
         self._grace = timedelta(seconds=misfire_grace_time)
         self._poll = poll_seconds
         self._retry = retry_seconds
+        self._lead = timedelta(seconds=lead_seconds)  # claim this long before a run is due
         self.state_of_pass = PassState()
 
     def _process_jobs(self):
@@ -95,9 +106,8 @@ class TexiumScheduler(BackgroundScheduler):
             return None
         clock, now = time.monotonic(), utcnow()
         try:
-            claimed = self._claim(now)
-            for execution, doc in claimed:
-                self._runner.dispatch(execution, doc)
+            claimed = self._claim(now, now + self._lead)
+            self._dispatch(claimed)
             next_time = self._store.next_run_time()
         except Exception as exc:  # the store failed: retry soon, never sleep for good
             self._store_failed(exc)
@@ -105,8 +115,26 @@ class TexiumScheduler(BackgroundScheduler):
         self._passed(now, clock)
         wait = self._poll
         if next_time is not None:
-            wait = min(wait, max(0.0, (next_time - utcnow()).total_seconds()))
+            wait = min(wait, max(0.0, (next_time - utcnow()).total_seconds() - self._lead.total_seconds()))
         return wait
+
+    def _dispatch(self, claimed: list[tuple[dict, dict]]) -> None:
+        """Runs due now go to the pool now; runs claimed ahead go at their time, from a timer,
+        so the pass's cost is paid before the occurrence, not after it."""
+        now = utcnow()
+        ahead = [(execution, doc) for execution, doc in claimed if execution["scheduled_at"] > now]
+        for execution, doc in claimed:
+            if execution["scheduled_at"] <= now:
+                self._runner.dispatch(execution, doc)
+        if ahead:
+            at = min(execution["scheduled_at"] for execution, _ in ahead)
+            timer = threading.Timer((at - utcnow()).total_seconds(), self._dispatch_all, (ahead,))
+            timer.daemon = True
+            timer.start()
+
+    def _dispatch_all(self, claimed: list[tuple[dict, dict]]) -> None:
+        for execution, doc in claimed:
+            self._runner.dispatch(execution, doc)
 
     # -- planning ----------------------------------------------------------------------
     def _plan(self, doc: dict, now: datetime) -> tuple[list[dict], dict, int]:
@@ -135,8 +163,19 @@ class TexiumScheduler(BackgroundScheduler):
             records.append(self._missed_record(doc, missed, count, exact, latest, now))
         return records, {"next_run_time": schedule.next_after(now)}, count
 
-    def _missed_record(self, doc: dict, missed: list[datetime], count: int, exact: bool, latest: datetime,
-                       now: datetime) -> dict:
+    def _plan_ahead(self, doc: dict) -> tuple[list[dict], dict, int]:
+        """A job due within the lead time: its one occurrence, claimed before it is due."""
+        due = doc["next_run_time"]
+        try:
+            following = schedule_for(doc).next_after(due)
+        except Exception:
+            return self._plan(doc, due)  # the same unscheduling, said once
+        record = self._runner.new_execution(doc, "scheduled", due, f"{doc['_id']}@{to_iso(due)}")
+        return [record], {"next_run_time": following}, 0
+
+    def _missed_record(
+        self, doc: dict, missed: list[datetime], count: int, exact: bool, latest: datetime, now: datetime
+    ) -> dict:
         first, last = missed[0], missed[-1]
         how_many = f"{count} run{'s' if count != 1 else ''}" if exact else f"more than {count} runs"
         if last == latest and now - latest > self._grace:
@@ -145,26 +184,40 @@ class TexiumScheduler(BackgroundScheduler):
             why = f"the scheduler was {_seconds(now - first)} s late; only the latest due run ({to_iso(latest)}) ran"
         span = to_iso(first) if len(missed) == 1 else f"{to_iso(first)} to {to_iso(last)}"
         return self._runner.new_execution(
-            doc, "missed", first, f"{doc['_id']}@{to_iso(first)}", completed_at=now,
+            doc,
+            "missed",
+            first,
+            f"{doc['_id']}@{to_iso(first)}",
+            completed_at=now,
             error=f"Missed {how_many} ({span}): {why} (server down, store unavailable or overloaded).",
-            missed_count=count, missed_until=last, late_seconds=_seconds(now - first))
+            missed_count=count,
+            missed_until=last,
+            late_seconds=_seconds(now - first),
+        )
 
     # -- claiming ----------------------------------------------------------------------
-    def _claim(self, now: datetime) -> list[tuple[dict, dict]]:
-        docs = self._store.due(now)
+    def _claim(self, now: datetime, horizon: datetime | None = None) -> list[tuple[dict, dict]]:
+        """Claim what is due by `now`, and the next occurrence of jobs due by `horizon`."""
+        docs = self._store.due(horizon or now)
         if not docs:
             return []
         claimed, missed = [], 0
         with self._ds.batch():
             for doc in docs:
                 try:
-                    records, advance, missed_here = self._plan(doc, now)
+                    if doc["next_run_time"] > now:
+                        records, advance, missed_here = self._plan_ahead(doc)
+                    else:
+                        records, advance, missed_here = self._plan(doc, now)
                 except Exception as exc:  # a document no pass can read must not stall the others
                     log.exception("Job %s cannot be planned and stops firing", doc.get("_id"))
                     records, advance, missed_here = [], {"next_run_time": None, "schedule_error": str(exc)}, 0
                 inserted = self._ds.executions.insert_many(records) if records else []
-                unchanged = {"_id": doc["_id"], "next_run_time": doc["next_run_time"],
-                             "updated_at": doc.get("updated_at")}
+                unchanged = {
+                    "_id": doc["_id"],
+                    "next_run_time": doc["next_run_time"],
+                    "updated_at": doc.get("updated_at"),
+                }
                 if not self._ds.jobs.update_many(unchanged, advance):
                     if inserted:  # another node's pass or an edit got there first: take ours back
                         self._ds.executions.delete_many({"_id": {"$in": inserted}})
@@ -177,12 +230,13 @@ class TexiumScheduler(BackgroundScheduler):
                         claimed.append((record, doc))
                     else:
                         missed += missed_here
-        for record, doc in claimed:
+        for _, doc in claimed:
             self._runner.count_run(doc["_id"])
         if missed:
             self.state_of_pass.missed_total += missed
-            log.warning("%d occurrences missed in the pass at %s (see executions with status 'missed')",
-                        missed, to_iso(now))
+            log.warning(
+                "%d occurrences missed in the pass at %s (see executions with status 'missed')", missed, to_iso(now)
+            )
         return claimed
 
     # -- health ------------------------------------------------------------------------

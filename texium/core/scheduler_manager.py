@@ -44,9 +44,19 @@ def _split(body: dict) -> tuple[dict, dict]:
 
 
 class SchedulerManager:
-    def __init__(self, datastore: Datastore, registry: JobRegistry, runner: ExecutionRunner, audit: AuditLog,
-                 recorder: Recorder, nodes: NodeRegistry, timezone: str = "UTC", misfire_grace_time: float = 3600,
-                 poll_seconds: float = 1.0, retry_seconds: float = 1.0):
+    def __init__(
+        self,
+        datastore: Datastore,
+        registry: JobRegistry,
+        runner: ExecutionRunner,
+        audit: AuditLog,
+        recorder: Recorder,
+        nodes: NodeRegistry,
+        timezone: str = "UTC",
+        misfire_grace_time: float = 3600,
+        poll_seconds: float = 1.0,
+        retry_seconds: float = 1.0,
+    ):
         self._ds = datastore
         self._registry = registry
         self._runner = runner
@@ -56,8 +66,9 @@ class SchedulerManager:
         self._timezone = timezone
         self._poll = poll_seconds
         self._store = DocumentJobStore(datastore.jobs)
-        self._scheduler = TexiumScheduler(datastore, self._store, runner, misfire_grace_time,
-                                          poll_seconds=poll_seconds, retry_seconds=retry_seconds)
+        self._scheduler = TexiumScheduler(
+            datastore, self._store, runner, misfire_grace_time, poll_seconds=poll_seconds, retry_seconds=retry_seconds
+        )
 
     # -- life cycle --------------------------------------------------------------------
     def start(self) -> list[dict]:
@@ -94,8 +105,9 @@ class SchedulerManager:
             problems.append(f"Datastore is not answering: {getattr(exc, 'detail', exc)}")
         state, now = self._scheduler.state_of_pass, utcnow()
         if state.store_error:
-            problems.append(f"Scheduler cannot read its store since {to_iso(state.store_error_since)}: "
-                            f"{state.store_error}")
+            problems.append(
+                f"Scheduler cannot read its store since {to_iso(state.store_error_since)}: {state.store_error}"
+            )
         elif state.last_pass_at is not None and (now - state.last_pass_at).total_seconds() > max(5.0, 3 * self._poll):
             problems.append(f"Scheduler has not completed a pass since {to_iso(state.last_pass_at)}")
         if not problems:
@@ -108,17 +120,28 @@ class SchedulerManager:
                 late = (now - due["next_run_time"]).total_seconds()
                 problems.append(f"Job {due['_id']} ({due.get('name')}) is overdue by {late:.0f} s: nothing is firing")
         if self._recorder.failing_since is not None:
-            problems.append(f"{self._recorder.pending} execution updates waiting to be written since "
-                            f"{to_iso(self._recorder.failing_since)}: {self._recorder.last_error}")
+            problems.append(
+                f"{self._recorder.pending} execution updates waiting to be written since "
+                f"{to_iso(self._recorder.failing_since)}: {self._recorder.last_error}"
+            )
         return problems
 
     def health_details(self) -> dict:
         state = self._scheduler.state_of_pass
         me = self.nodes.identity
-        return {"node": {"node_id": me.node_id, "hostname": me.hostname, "pid": me.pid,
-                         "peers_alive": self.nodes.peers_alive, "last_heartbeat": self.nodes.last_beat},
-                "last_pass_at": state.last_pass_at, "last_pass_ms": round(state.last_pass_ms, 2),
-                "missed_since_start": state.missed_total, "pending_records": self._recorder.pending}
+        return {
+            "node": {
+                "node_id": me.node_id,
+                "hostname": me.hostname,
+                "pid": me.pid,
+                "peers_alive": self.nodes.peers_alive,
+                "last_heartbeat": self.nodes.last_beat,
+            },
+            "last_pass_at": state.last_pass_at,
+            "last_pass_ms": round(state.last_pass_ms, 2),
+            "missed_since_start": state.missed_total,
+            "pending_records": self._recorder.pending,
+        }
 
     def _wake(self) -> None:
         if self._scheduler.running:
@@ -159,12 +182,15 @@ class SchedulerManager:
         doc.update(cron.normalize(schedule, self._timezone))
         self._check_user(doc["user_id"])
         now = utcnow()
-        doc.update(is_paused=False, created_at=now, updated_at=now, last_run_time=None, total_executions=0,
-                   schedule_error=None)
+        doc.update(
+            is_paused=False, created_at=now, updated_at=now, last_run_time=None, total_executions=0, schedule_error=None
+        )
         doc["next_run_time"] = self._next_run(doc, now)
         doc["_id"] = self._ds.jobs.insert(doc)
         self._owner_still_there(doc["_id"], doc["user_id"])
-        self._audit.record(doc, "created", actor, f"Created {doc['job_class_string']} job, next run {to_iso(doc['next_run_time'])}")
+        self._audit.record(
+            doc, "created", actor, f"Created {doc['job_class_string']} job, next run {to_iso(doc['next_run_time'])}"
+        )
         self._wake()
         return doc["_id"], doc["name"]
 
@@ -180,12 +206,23 @@ class SchedulerManager:
         doc = self.get(job_id)
         if schedule:
             current = {k: doc.get(k, cron.DEFAULTS.get(k)) for k in cron.CRON_FIELDS}
-            changes.update(cron.normalize({**current, **schedule}, schedule.get("timezone") or doc.get("timezone") or self._timezone))
+            changes.update(
+                cron.normalize(
+                    {**current, **schedule}, schedule.get("timezone") or doc.get("timezone") or self._timezone
+                )
+            )
         changed = {k: v for k, v in changes.items() if doc.get(k) != v}
         now = utcnow()
         updated = {**doc, **changes}
-        self._ds.jobs.update(job_id, set={**changes, "updated_at": now, "schedule_error": None,
-                                          "next_run_time": self._next_run(updated, now)})
+        self._ds.jobs.update(
+            job_id,
+            fields={
+                **changes,
+                "updated_at": now,
+                "schedule_error": None,
+                "next_run_time": self._next_run(updated, now),
+            },
+        )
         if "user_id" in changes:
             self._owner_still_there(job_id, changes["user_id"])
         summary = "; ".join(f"{k}: {doc.get(k)!r} -> {v!r}" for k, v in changed.items()) or "no changes"
@@ -197,7 +234,7 @@ class SchedulerManager:
         now = utcnow()
         doc["is_paused"] = paused
         next_run = self._next_run(doc, now)
-        self._ds.jobs.update(job_id, set={"is_paused": paused, "updated_at": now, "next_run_time": next_run})
+        self._ds.jobs.update(job_id, fields={"is_paused": paused, "updated_at": now, "next_run_time": next_run})
         event = "paused" if paused else "resumed"
         self._audit.record(doc, event, actor, f"Job {event}, next run {to_iso(next_run)}")
         self._wake()
@@ -230,8 +267,11 @@ class SchedulerManager:
 
     # -- utilities ---------------------------------------------------------------------
     def preview(self, fields: dict, count: int) -> dict:
-        spec = cron.normalize({k: v for k, v in fields.items() if k != "timezone"}, fields.get("timezone") or self._timezone)
+        spec = cron.normalize(
+            {k: v for k, v in fields.items() if k != "timezone"}, fields.get("timezone") or self._timezone
+        )
         return {
-            "description": cron.describe(spec), "timezone": spec["timezone"],
+            "description": cron.describe(spec),
+            "timezone": spec["timezone"],
             "next_run_times": cron.next_fire_times(spec, count, utcnow()),
         }

@@ -74,7 +74,7 @@ class ServerService:
             self._require_user(changes["user_id"])
         self._seal_password(changes)
         changes["updated_at"] = utcnow()
-        if self._ds.servers.update(server_id, set=changes) is None:
+        if self._ds.servers.update(server_id, fields=changes) is None:
             raise NotFound("Server not found")
 
     def delete(self, server_id: str) -> None:

@@ -1,21 +1,21 @@
 """One notion of time: aware UTC datetimes inside, ISO 8601 with an explicit offset outside."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from dateutil import parser as _dateparser
 
 
 def utcnow() -> datetime:
     # Millisecond precision: what MongoDB stores, so both providers round-trip the same value.
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 def as_utc(value: datetime) -> datetime:
     """Naive datetimes are taken as UTC (that is what MongoDB hands back without tz_aware)."""
     if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 def to_iso(value: datetime | None) -> str | None:

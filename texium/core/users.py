@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from texium.core.datastore.base import Datastore
-from texium.core.errors import Conflict, NotFound
+from texium.core.errors import Conflict, DuplicateKeyError, NotFound
 from texium.core.listing import Page, list_page
 from texium.core.timeutil import utcnow
-from texium.core.errors import DuplicateKeyError
 from texium.core.validation import Field, require_id, validate_body
 
 ROLES = ("admin", "user")
@@ -59,7 +58,7 @@ class UserService:
         changes = validate_body(body, USER_FIELDS, partial=True)
         changes["updated_at"] = utcnow()
         try:
-            updated = self._ds.users.update(require_id(user_id, "user_id"), set=changes)
+            updated = self._ds.users.update(require_id(user_id, "user_id"), fields=changes)
         except DuplicateKeyError:
             raise _email_taken(changes["email"]) from None
         if updated is None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from email_validator import EmailNotValidError, validate_email
@@ -18,7 +19,7 @@ _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOST_LOCAL = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
 
 
-def _check_str(field: "Field", value: Any) -> Any:
+def _check_str(field: Field, value: Any) -> Any:
     if not isinstance(value, str):
         raise ValidationError(f"Invalid field {field.name}: must be a string")
     value = value.strip()
@@ -54,7 +55,7 @@ def email_address(value: str, *, local_domain: bool = False) -> str:
     return f"{checked.local_part}@{domain.lower()}"
 
 
-def _check_email(field: "Field", value: Any) -> Any:
+def _check_email(field: Field, value: Any) -> Any:
     value = _check_str(field, value)
     try:
         value = email_address(value)
@@ -63,7 +64,7 @@ def _check_email(field: "Field", value: Any) -> Any:
     return value.lower()
 
 
-def _check_url(field: "Field", value: Any) -> Any:
+def _check_url(field: Field, value: Any) -> Any:
     value = _check_str(field, value)
     if value:
         try:
@@ -76,7 +77,7 @@ def _check_url(field: "Field", value: Any) -> Any:
     return value
 
 
-def _check_int(field: "Field", value: Any) -> Any:
+def _check_int(field: Field, value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValidationError(f"Invalid field {field.name}: must be an integer")
     low, high = field.int_range
@@ -85,24 +86,30 @@ def _check_int(field: "Field", value: Any) -> Any:
     return value
 
 
-def _of_type(python_type: type, wording: str) -> Callable[["Field", Any], Any]:
-    def check(field: "Field", value: Any) -> Any:
+def _of_type(python_type: type, wording: str) -> Callable[[Field, Any], Any]:
+    def check(field: Field, value: Any) -> Any:
         if not isinstance(value, python_type):
             raise ValidationError(f"Invalid field {field.name}: must be {wording}")
         return value
+
     return check
 
 
-def _check_id(field: "Field", value: Any) -> Any:
+def _check_id(field: Field, value: Any) -> Any:
     if not is_valid_id(value):
         raise ValidationError(f"Invalid field {field.name}: must be a 24-character hex id")
     return value
 
 
-CHECKS: dict[str, Callable[["Field", Any], Any]] = {
-    "str": _check_str, "email": _check_email, "url": _check_url, "int": _check_int,
-    "bool": _of_type(bool, "true or false"), "list": _of_type(list, "a list"),
-    "object": _of_type(dict, "an object"), "id": _check_id,
+CHECKS: dict[str, Callable[[Field, Any], Any]] = {
+    "str": _check_str,
+    "email": _check_email,
+    "url": _check_url,
+    "int": _check_int,
+    "bool": _of_type(bool, "true or false"),
+    "list": _of_type(list, "a list"),
+    "object": _of_type(dict, "an object"),
+    "id": _check_id,
 }
 
 

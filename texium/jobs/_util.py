@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any, Iterable, Mapping
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from texium.jobs.base import JobError
-
 
 # --------------------------------------------------------------------------- arguments
 
@@ -48,8 +48,15 @@ def require_str(name: str, value: Any, *, allow_empty: bool = False, max_len: in
     return value
 
 
-def number(name: str, value: Any, *, minimum: float | None = None, maximum: float | None = None,
-           exclusive_minimum: bool = False, integer: bool = False) -> float | int:
+def number(
+    name: str,
+    value: Any,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    exclusive_minimum: bool = False,
+    integer: bool = False,
+) -> float | int:
     """A real number (numeric strings accepted, booleans refused) within the bounds."""
     if isinstance(value, bool):
         raise JobError(f"{name} must be a number, got a boolean")

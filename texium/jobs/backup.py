@@ -18,7 +18,7 @@ import re
 import shutil
 import time
 import uuid
-from datetime import timezone
+from datetime import UTC
 
 from bson import json_util
 from bson.json_util import JSONOptions
@@ -38,7 +38,7 @@ DEFAULT_KEEP = 7
 
 # Relaxed extended JSON on the way out ({"$date": "...Z"}), aware UTC datetimes on the way in.
 DUMP_OPTIONS = json_util.RELAXED_JSON_OPTIONS
-LOAD_OPTIONS = JSONOptions(json_mode=json_util.JSONMode.RELAXED, tz_aware=True, tzinfo=timezone.utc)
+LOAD_OPTIONS = JSONOptions(json_mode=json_util.JSONMode.RELAXED, tz_aware=True, tzinfo=UTC)
 
 # Friendly names accepted in `collections` (the API document says users/servers/jobs).
 ALIASES = {
@@ -96,13 +96,25 @@ class DataBackupJob(JobBase):
         return {
             "description": "Job to backup database",
             "arguments": [
-                {"name": "collections", "type": "list[string]", "required": False,
-                 "description": "pub_kwargs: collections to dump (default: all). 'jobs', 'executions', "
-                                "'audit_logs' and 'metrics' are accepted for the scheduler_* / system_metrics collections"},
-                {"name": "keep", "type": "integer", "required": False,
-                 "description": f"pub_kwargs: how many backups to keep in BACKUP_DIR, newest first (default {DEFAULT_KEEP})"},
+                {
+                    "name": "collections",
+                    "type": "list[string]",
+                    "required": False,
+                    "description": "pub_kwargs: collections to dump (default: all). 'jobs', 'executions', "
+                    "'audit_logs' and 'metrics' are accepted for the scheduler_* / system_metrics collections",
+                },
+                {
+                    "name": "keep",
+                    "type": "integer",
+                    "required": False,
+                    "description": "pub_kwargs: how many backups to keep in "
+                    f"BACKUP_DIR, newest first (default {DEFAULT_KEEP})",
+                },
             ],
-            "example_arguments": {"pub_args": [], "pub_kwargs": {"collections": ["users", "servers", "jobs"], "keep": 7}},
+            "example_arguments": {
+                "pub_args": [],
+                "pub_kwargs": {"collections": ["users", "servers", "jobs"], "keep": 7},
+            },
             "notes": (
                 "Writes BACKUP_DIR/texium-backup-<UTC time>/ with one gzip file of extended-JSON lines per "
                 "collection and a manifest.json (counts, bytes, SHA-256). Server passwords stay encrypted. "
@@ -122,7 +134,9 @@ class DataBackupJob(JobBase):
             for name in _util.str_list("collections", kwargs["collections"]):
                 real = ALIASES.get(name, name)
                 if real not in existing:
-                    raise JobError(f"collections: unknown collection {name!r}; existing: {', '.join(sorted(existing)) or '(none)'}")
+                    raise JobError(
+                        f"collections: unknown collection {name!r}; existing: {', '.join(sorted(existing)) or '(none)'}"
+                    )
                 if real not in names:
                     names.append(real)
         for name in names:
@@ -192,8 +206,11 @@ class DataBackupJob(JobBase):
 
         A suffix is never reused, even after rotation freed it, so name order stays write order.
         """
-        taken = [int(m.group(2) or 1) for m in map(BACKUP_DIR_RE.match, os.listdir(root))
-                 if m and m.group(1) == base[len(BACKUP_PREFIX):]]
+        taken = [
+            int(m.group(2) or 1)
+            for m in map(BACKUP_DIR_RE.match, os.listdir(root))
+            if m and m.group(1) == base[len(BACKUP_PREFIX) :]
+        ]
         for n in range(max(taken, default=0) + 1, 1000):
             path = os.path.join(root, base if n == 1 else f"{base}-{n}")
             if os.path.exists(path):
@@ -221,8 +238,13 @@ class DataBackupJob(JobBase):
         with open(path, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
-        return {"name": name, "file": file_name, "count": count, "bytes": os.path.getsize(path),
-                "sha256": digest.hexdigest()}
+        return {
+            "name": name,
+            "file": file_name,
+            "count": count,
+            "bytes": os.path.getsize(path),
+            "sha256": digest.hexdigest(),
+        }
 
 
 def _remove_stale_partials(root: str, max_age: float = 86400.0) -> None:

@@ -30,14 +30,30 @@ class DataCleanupJob(JobBase):
         return {
             "description": "Job to clean up old data",
             "arguments": [
-                {"name": "days_old", "type": "number", "required": False,
-                 "description": f"pub_kwargs: delete documents created more than this many days ago (default {DEFAULT_DAYS}; 0 = everything up to now)"},
-                {"name": "collections", "type": "list[string]", "required": False,
-                 "description": "pub_kwargs: any of " + ", ".join(CLEANABLE) + " (default ['scheduler_executions'])"},
-                {"name": "dry_run", "type": "boolean", "required": False,
-                 "description": "pub_kwargs: only count what would be deleted (default false)"},
+                {
+                    "name": "days_old",
+                    "type": "number",
+                    "required": False,
+                    "description": "pub_kwargs: delete documents created more than this many "
+                    f"days ago (default {DEFAULT_DAYS}; 0 = everything up to now)",
+                },
+                {
+                    "name": "collections",
+                    "type": "list[string]",
+                    "required": False,
+                    "description": "pub_kwargs: any of " + ", ".join(CLEANABLE) + " (default ['scheduler_executions'])",
+                },
+                {
+                    "name": "dry_run",
+                    "type": "boolean",
+                    "required": False,
+                    "description": "pub_kwargs: only count what would be deleted (default false)",
+                },
             ],
-            "example_arguments": {"pub_args": [], "pub_kwargs": {"days_old": 30, "collections": ["scheduler_executions", "scheduler_audit_logs"]}},
+            "example_arguments": {
+                "pub_args": [],
+                "pub_kwargs": {"days_old": 30, "collections": ["scheduler_executions", "scheduler_audit_logs"]},
+            },
             "notes": (
                 "Compares created_at with now minus days_old. Executions still running or scheduled are never "
                 "deleted; each job's total_executions goes down by the runs of it that were deleted (skipped "
@@ -85,8 +101,10 @@ class DataCleanupJob(JobBase):
 
         verb = "Would delete" if dry_run else "Deleted"
         total = sum(counts.values())
-        lines = [f"{verb} {total} document(s) created before {to_iso(cutoff)} (older than {days:g} days)"
-                 + (" [dry run: nothing deleted]" if dry_run else "")]
+        lines = [
+            f"{verb} {total} document(s) created before {to_iso(cutoff)} (older than {days:g} days)"
+            + (" [dry run: nothing deleted]" if dry_run else "")
+        ]
         lines += [f"  {name}: {count}" for name, count in counts.items()]
         lines += [f"  ({note})" for note in notes]
         return "\n".join(lines)
@@ -121,7 +139,7 @@ class DataCleanupJob(JobBase):
                     jobs.add(job_id)
                     lowered += n
                     if job.get("total_executions", 0) < 0:  # runs recorded before they were counted
-                        datastore.jobs.update(job_id, set={"total_executions": 0})
+                        datastore.jobs.update(job_id, fields={"total_executions": 0})
             deleted += deleted_now
             offset += len(page) - deleted_now
             if len(page) < PAGE_SIZE:

@@ -66,8 +66,10 @@ class _Capture:
         if self.total > self.kept:
             if text and not text.endswith("\n"):
                 text += "\n"
-            text += (f"[{stream} truncated: showing the first {self.kept} of {self.total} bytes; "
-                     f"the limit is {self.limit} bytes]\n")
+            text += (
+                f"[{stream} truncated: showing the first {self.kept} of {self.total} bytes; "
+                f"the limit is {self.limit} bytes]\n"
+            )
         return text
 
 
@@ -111,14 +113,32 @@ class CustomScriptJob(JobBase):
         return {
             "description": "Job to run custom scripts",
             "arguments": [
-                {"name": "script_name", "type": "string", "required": True,
-                 "description": "pub_args[0]: path of an executable inside SCRIPTS_DIR, e.g. 'cleanup.sh' or 'reports/daily.py'"},
-                {"name": "<any other key>", "type": "any", "required": False,
-                 "description": "pub_kwargs: script parameters, passed as '--key value' (non-strings as JSON) and as one JSON object on stdin"},
-                {"name": "timeout", "type": "number", "required": False,
-                 "description": f"pub_kwargs: seconds before the script's process group is killed (default {DEFAULT_TIMEOUT:g}); not passed to the script"},
+                {
+                    "name": "script_name",
+                    "type": "string",
+                    "required": True,
+                    "description": "pub_args[0]: path of an executable inside "
+                    "SCRIPTS_DIR, e.g. 'cleanup.sh' or 'reports/daily.py'",
+                },
+                {
+                    "name": "<any other key>",
+                    "type": "any",
+                    "required": False,
+                    "description": "pub_kwargs: script parameters, passed as '--key value' "
+                    "(non-strings as JSON) and as one JSON object on stdin",
+                },
+                {
+                    "name": "timeout",
+                    "type": "number",
+                    "required": False,
+                    "description": "pub_kwargs: seconds before the script's process group is "
+                    f"killed (default {DEFAULT_TIMEOUT:g}); not passed to the script",
+                },
             ],
-            "example_arguments": {"pub_args": ["cleanup.sh"], "pub_kwargs": {"target": "/tmp/cache", "max_age": 7, "timeout": 60}},
+            "example_arguments": {
+                "pub_args": ["cleanup.sh"],
+                "pub_kwargs": {"target": "/tmp/cache", "max_age": 7, "timeout": 60},
+            },
             "notes": (
                 "Runs without a shell in its own process session, working directory = the script's directory, "
                 "with a minimal environment (PATH, HOME, LANG, TZ ...) plus TEXIUM_JOB_ID, TEXIUM_JOB_NAME and "
@@ -132,8 +152,9 @@ class CustomScriptJob(JobBase):
         if not args:
             raise JobError("script_name is required as pub_args[0]")
         _util.no_extra_args(args, 1, "[script_name]")
-        timeout = _util.number("timeout", kwargs.get("timeout", DEFAULT_TIMEOUT), minimum=0,
-                               exclusive_minimum=True, maximum=7 * 86400)
+        timeout = _util.number(
+            "timeout", kwargs.get("timeout", DEFAULT_TIMEOUT), minimum=0, exclusive_minimum=True, maximum=7 * 86400
+        )
         params = {k: v for k, v in kwargs.items() if k not in CONTROL_KEYS}
         argv_params = script_arguments(params)
         scripts_dir = _util.dir_setting(self.context.config, "SCRIPTS_DIR", "scripts")
@@ -146,19 +167,26 @@ class CustomScriptJob(JobBase):
 
         env = {k: os.environ[k] for k in _ENV_PASSTHROUGH if k in os.environ}
         env.setdefault("PATH", os.defpath)
-        env.update({
-            "TEXIUM_JOB_ID": str(self.context.job_id or ""),
-            "TEXIUM_JOB_NAME": str(self.context.job_name or ""),
-            "TEXIUM_EXECUTION_ID": str(self.context.execution_id or ""),
-            "TEXIUM_SCRIPTS_DIR": os.path.realpath(scripts_dir),
-        })
+        env.update(
+            {
+                "TEXIUM_JOB_ID": str(self.context.job_id or ""),
+                "TEXIUM_JOB_NAME": str(self.context.job_name or ""),
+                "TEXIUM_EXECUTION_ID": str(self.context.execution_id or ""),
+                "TEXIUM_SCRIPTS_DIR": os.path.realpath(scripts_dir),
+            }
+        )
 
         started = time.monotonic()
         try:
             proc = subprocess.Popen(
                 [path, *argv_params],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                cwd=os.path.dirname(path), env=env, start_new_session=True, close_fds=True,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=os.path.dirname(path),
+                env=env,
+                start_new_session=True,
+                close_fds=True,
             )
         except OSError as exc:
             raise JobError(f"cannot start script {name!r}: {exc.strerror or exc}") from None
@@ -211,8 +239,10 @@ class CustomScriptJob(JobBase):
         if stdout:
             self.write(stdout)
         if timed_out:
-            raise JobError(f"script {name!r} timed out after {timeout:g} s; its process group was killed"
-                           + (f"\nstderr:\n{stderr}" if stderr else ""))
+            raise JobError(
+                f"script {name!r} timed out after {timeout:g} s; its process group was killed"
+                + (f"\nstderr:\n{stderr}" if stderr else "")
+            )
         code = proc.returncode
         if code != 0:
             how = f"was killed by signal {_signal_name(-code)}" if code < 0 else f"exited with code {code}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import smtplib
-import socket
 import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
@@ -32,12 +31,19 @@ class EmailNotificationJob(JobBase):
         return {
             "description": "Job to send email notifications",
             "arguments": [
-                {"name": "recipient", "type": "string", "required": True,
-                 "description": "pub_args[0]: the address to send to"},
-                {"name": "subject", "type": "string", "required": False,
-                 "description": "pub_kwargs: subject line (default 'Texium notification: <job name>')"},
-                {"name": "message", "type": "string", "required": True,
-                 "description": "pub_kwargs: plain-text body"},
+                {
+                    "name": "recipient",
+                    "type": "string",
+                    "required": True,
+                    "description": "pub_args[0]: the address to send to",
+                },
+                {
+                    "name": "subject",
+                    "type": "string",
+                    "required": False,
+                    "description": "pub_kwargs: subject line (default 'Texium notification: <job name>')",
+                },
+                {"name": "message", "type": "string", "required": True, "description": "pub_kwargs: plain-text body"},
             ],
             "example_arguments": {
                 "pub_args": ["ops@example.com"],
@@ -68,12 +74,15 @@ class EmailNotificationJob(JobBase):
         if host is None:
             raise JobError("SMTP is not configured: set SMTP_HOST (and SMTP_PORT, SMTP_FROM) in the settings")
         port = _util.number("SMTP_PORT", _util.setting(config, "SMTP_PORT", 25), minimum=1, maximum=65535, integer=True)
-        timeout = _util.number("SMTP_TIMEOUT", _util.setting(config, "SMTP_TIMEOUT", 30), minimum=0, exclusive_minimum=True)
+        timeout = _util.number(
+            "SMTP_TIMEOUT", _util.setting(config, "SMTP_TIMEOUT", 30), minimum=0, exclusive_minimum=True
+        )
         username = _util.setting(config, "SMTP_USERNAME")
         password = _util.setting(config, "SMTP_PASSWORD", "")
         starttls = _util.boolean("SMTP_STARTTLS", _util.setting(config, "SMTP_STARTTLS", False))
         from_setting = _util.no_line_breaks(
-            "SMTP_FROM", _util.require_str("SMTP_FROM", _util.setting(config, "SMTP_FROM", "texium@localhost")))
+            "SMTP_FROM", _util.require_str("SMTP_FROM", _util.setting(config, "SMTP_FROM", "texium@localhost"))
+        )
         sender = valid_address("SMTP_FROM", parseaddr(from_setting)[1] or from_setting, local_domain=True)
 
         msg = EmailMessage()
@@ -113,7 +122,7 @@ class EmailNotificationJob(JobBase):
             raise JobError(f"SMTP server {where} refused the message: {_reply(exc)}") from None
         except smtplib.SMTPException as exc:
             raise JobError(f"SMTP error with {where}: {exc}") from None
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             raise JobError(f"SMTP server {where} timed out after {timeout:g} s") from None
         except ssl.SSLError as exc:
             raise JobError(f"TLS with SMTP server {where} failed: {exc.reason or exc}") from None

@@ -19,10 +19,21 @@ class MaintenanceJob(JobBase):
         return {
             "description": "Job for maintenance tasks",
             "arguments": [
-                {"name": "tasks", "type": "list[string]", "required": False,
-                 "description": "pub_kwargs: any of " + ", ".join(TASKS) + " (default: " + ", ".join(DEFAULT_TASKS) + ")"},
+                {
+                    "name": "tasks",
+                    "type": "list[string]",
+                    "required": False,
+                    "description": "pub_kwargs: any of "
+                    + ", ".join(TASKS)
+                    + " (default: "
+                    + ", ".join(DEFAULT_TASKS)
+                    + ")",
+                },
             ],
-            "example_arguments": {"pub_args": [], "pub_kwargs": {"tasks": ["rebuild_indexes", "optimize_queries", "clear_cache"]}},
+            "example_arguments": {
+                "pub_args": [],
+                "pub_kwargs": {"tasks": ["rebuild_indexes", "optimize_queries", "clear_cache"]},
+            },
             "notes": (
                 "rebuild_indexes drops and recreates the datastore's indexes; optimize_queries refreshes the "
                 "query planner (SQLite ANALYZE + PRAGMA optimize, MongoDB plan-cache clear); clear_cache drops "
@@ -37,8 +48,10 @@ class MaintenanceJob(JobBase):
         tasks = DEFAULT_TASKS if kwargs.get("tasks") is None else _util.str_list("tasks", kwargs["tasks"])
         unknown = [t for t in tasks if t not in TASKS]
         if unknown:
-            raise JobError(f"unknown maintenance task{'s' if len(unknown) > 1 else ''} "
-                           f"{', '.join(map(repr, unknown))}; choose from {', '.join(TASKS)}")
+            raise JobError(
+                f"unknown maintenance task{'s' if len(unknown) > 1 else ''} "
+                f"{', '.join(map(repr, unknown))}; choose from {', '.join(TASKS)}"
+            )
 
         datastore = self.context.datastore
         failed = []

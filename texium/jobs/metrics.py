@@ -35,8 +35,13 @@ class SystemMetricsJob(JobBase):
         return {
             "description": "Job to collect system metrics",
             "arguments": [
-                {"name": "interval", "type": "number", "required": False,
-                 "description": f"pub_kwargs: seconds over which CPU usage is measured (default {DEFAULT_INTERVAL:g}, at most 10)"},
+                {
+                    "name": "interval",
+                    "type": "number",
+                    "required": False,
+                    "description": "pub_kwargs: seconds over which CPU usage is "
+                    f"measured (default {DEFAULT_INTERVAL:g}, at most 10)",
+                },
             ],
             "example_arguments": {"pub_args": [], "pub_kwargs": {}},
             "notes": (
@@ -111,16 +116,18 @@ class SystemMetricsJob(JobBase):
         sample_id = datastore.collection(COLLECTION).insert(sample)
 
         load = "n/a" if load1 is None else f"{load1:.2f} {load5:.2f} {load15:.2f}"
-        return "\n".join([
-            f"System metrics sample {sample_id} stored",
-            f"CPU: {cpu_percent:.1f}% of {sample['cpu_count']} CPUs, load {load}",
-            f"Memory: {memory.percent:.1f}% used ({_util.human_bytes(sample['memory_used_bytes'])} of "
-            f"{_util.human_bytes(memory.total)}), swap {swap.percent:.1f}%",
-            f"Disk ({disk_path}): {disk.percent:.1f}% used, {_util.human_bytes(disk.free)} free of "
-            f"{_util.human_bytes(disk.total)}",
-            f"Process: RSS {_util.human_bytes(rss)}, {threads} threads",
-            f"Datastore ({sample['datastore_provider']}): {_util.human_bytes(datastore_size)}",
-        ])
+        return "\n".join(
+            [
+                f"System metrics sample {sample_id} stored",
+                f"CPU: {cpu_percent:.1f}% of {sample['cpu_count']} CPUs, load {load}",
+                f"Memory: {memory.percent:.1f}% used ({_util.human_bytes(sample['memory_used_bytes'])} of "
+                f"{_util.human_bytes(memory.total)}), swap {swap.percent:.1f}%",
+                f"Disk ({disk_path}): {disk.percent:.1f}% used, {_util.human_bytes(disk.free)} free of "
+                f"{_util.human_bytes(disk.total)}",
+                f"Process: RSS {_util.human_bytes(rss)}, {threads} threads",
+                f"Datastore ({sample['datastore_provider']}): {_util.human_bytes(datastore_size)}",
+            ]
+        )
 
 
 def _round(value):

@@ -23,8 +23,20 @@ PERIODS = {"daily": 1, "weekly": 7, "monthly": 30}
 DEFAULT_MAX_FAILURES = 50
 PAGE_SIZE = 1000
 CSV_FIELDS = [
-    "job_id", "job_name", "job_class_string", "executions", "completed", "failed", "abandoned",
-    "skipped", "missed", "other", "success_rate", "avg_duration_ms", "max_duration_ms", "last_run_at",
+    "job_id",
+    "job_name",
+    "job_class_string",
+    "executions",
+    "completed",
+    "failed",
+    "abandoned",
+    "skipped",
+    "missed",
+    "other",
+    "success_rate",
+    "avg_duration_ms",
+    "max_duration_ms",
+    "last_run_at",
 ]
 # Columns with one status each; `other` is the runs of any other status (scheduled, running, ...).
 STATUS_COLUMNS = ("completed", "failed", "abandoned", "skipped", "missed")
@@ -32,10 +44,22 @@ STATUS_COLUMNS = ("completed", "failed", "abandoned", "skipped", "missed")
 
 def _new_stats(job_id, name, class_string) -> dict:
     return {
-        "job_id": job_id, "job_name": name, "job_class_string": class_string,
-        "executions": 0, "completed": 0, "failed": 0, "abandoned": 0, "skipped": 0, "missed": 0, "other": 0,
-        "success_rate": None, "avg_duration_ms": None, "max_duration_ms": None, "last_run_at": None,
-        "_statuses": Counter(), "_durations": [],
+        "job_id": job_id,
+        "job_name": name,
+        "job_class_string": class_string,
+        "executions": 0,
+        "completed": 0,
+        "failed": 0,
+        "abandoned": 0,
+        "skipped": 0,
+        "missed": 0,
+        "other": 0,
+        "success_rate": None,
+        "avg_duration_ms": None,
+        "max_duration_ms": None,
+        "last_run_at": None,
+        "_statuses": Counter(),
+        "_durations": [],
     }
 
 
@@ -74,10 +98,20 @@ class ReportGenerationJob(JobBase):
         return {
             "description": "Job to generate reports",
             "arguments": [
-                {"name": "report_type", "type": "string", "required": False,
-                 "description": "pub_kwargs: daily (last 24 h), weekly (last 7 days) or monthly (last 30 days); default daily"},
-                {"name": "max_failures", "type": "integer", "required": False,
-                 "description": f"pub_kwargs: how many failures (newest first) the report lists (default {DEFAULT_MAX_FAILURES})"},
+                {
+                    "name": "report_type",
+                    "type": "string",
+                    "required": False,
+                    "description": "pub_kwargs: daily (last 24 h), weekly (last 7 "
+                    "days) or monthly (last 30 days); default daily",
+                },
+                {
+                    "name": "max_failures",
+                    "type": "integer",
+                    "required": False,
+                    "description": "pub_kwargs: how many failures (newest first) the "
+                    f"report lists (default {DEFAULT_MAX_FAILURES})",
+                },
             ],
             "example_arguments": {"pub_args": [], "pub_kwargs": {"report_type": "weekly"}},
             "notes": (
@@ -94,8 +128,9 @@ class ReportGenerationJob(JobBase):
         report_type = _util.require_str("report_type", kwargs.get("report_type", "daily")).strip().lower()
         if report_type not in PERIODS:
             raise JobError(f"report_type must be one of {', '.join(PERIODS)}, got {kwargs.get('report_type')!r}")
-        max_failures = _util.number("max_failures", kwargs.get("max_failures", DEFAULT_MAX_FAILURES),
-                                    minimum=0, maximum=10000, integer=True)
+        max_failures = _util.number(
+            "max_failures", kwargs.get("max_failures", DEFAULT_MAX_FAILURES), minimum=0, maximum=10000, integer=True
+        )
 
         period_end = utcnow()
         period_start = period_end - timedelta(days=PERIODS[report_type])
@@ -122,16 +157,18 @@ class ReportGenerationJob(JobBase):
                     self._count(target, ex)
                 if ex.get("status") in figures.ENDED_BADLY:
                     failures_total += 1
-                    failures.append({
-                        "execution_id": ex.get("_id"),
-                        "job_id": ex.get("job_id"),
-                        "job_name": ex.get("job_name"),
-                        "status": ex.get("status"),
-                        "started_at": to_iso(ex.get("started_at")),
-                        "created_at": to_iso(ex.get("created_at")),
-                        "duration_ms": ex.get("duration_ms"),
-                        "error": _util.first_line(ex.get("error")) or "(no error recorded)",
-                    })
+                    failures.append(
+                        {
+                            "execution_id": ex.get("_id"),
+                            "job_id": ex.get("job_id"),
+                            "job_name": ex.get("job_name"),
+                            "status": ex.get("status"),
+                            "started_at": to_iso(ex.get("started_at")),
+                            "created_at": to_iso(ex.get("created_at")),
+                            "duration_ms": ex.get("duration_ms"),
+                            "error": _util.first_line(ex.get("error")) or "(no error recorded)",
+                        }
+                    )
                     if len(failures) > max_failures:  # keep the newest
                         failures.pop(0)
             if len(page) < PAGE_SIZE:
@@ -139,8 +176,9 @@ class ReportGenerationJob(JobBase):
             offset += PAGE_SIZE
         failures.reverse()
 
-        jobs = sorted((_finish(s) for s in per_job.values()),
-                      key=lambda s: (-s["executions"], str(s["job_name"] or "")))
+        jobs = sorted(
+            (_finish(s) for s in per_job.values()), key=lambda s: (-s["executions"], str(s["job_name"] or ""))
+        )
         summary = _finish(totals)
         for key in ("job_id", "job_name", "job_class_string", "last_run_at"):
             summary.pop(key)
@@ -183,9 +221,15 @@ class ReportGenerationJob(JobBase):
                 writer.writeheader()
                 for row in jobs:
                     writer.writerow({k: _csv_cell(row.get(k)) for k in CSV_FIELDS})
-                writer.writerow({k: _csv_cell(v) for k, v in dict(
-                    summary, job_id="TOTAL", job_name="(all jobs)", job_class_string="",
-                    last_run_at="").items() if k in CSV_FIELDS})
+                writer.writerow(
+                    {
+                        k: _csv_cell(v)
+                        for k, v in dict(
+                            summary, job_id="TOTAL", job_name="(all jobs)", job_class_string="", last_run_at=""
+                        ).items()
+                        if k in CSV_FIELDS
+                    }
+                )
         except OSError as exc:
             for path in (json_path, csv_path):
                 try:

@@ -32,10 +32,19 @@ class ServerHealthCheckJob(JobBase):
         return {
             "description": "Job to check server health status",
             "arguments": [
-                {"name": "server_id", "type": "string", "required": True,
-                 "description": "pub_args[0]: id of a registered server (servers collection)"},
-                {"name": "timeout", "type": "number", "required": False,
-                 "description": f"pub_kwargs: seconds to wait for the TCP connection and for the HTTP answer (default {DEFAULT_TIMEOUT:g})"},
+                {
+                    "name": "server_id",
+                    "type": "string",
+                    "required": True,
+                    "description": "pub_args[0]: id of a registered server (servers collection)",
+                },
+                {
+                    "name": "timeout",
+                    "type": "number",
+                    "required": False,
+                    "description": "pub_kwargs: seconds to wait for the TCP connection "
+                    f"and for the HTTP answer (default {DEFAULT_TIMEOUT:g})",
+                },
             ],
             "example_arguments": {"pub_args": ["<server_id>"], "pub_kwargs": {"timeout": 5}},
             "notes": (
@@ -54,8 +63,9 @@ class ServerHealthCheckJob(JobBase):
             raise JobError("server_id is required as pub_args[0]")
         _util.check_arguments(args, kwargs, 1, "[server_id]", ("timeout",))
         server_id = _util.require_str("server_id", args[0]).strip()
-        timeout = _util.number("timeout", kwargs.get("timeout", DEFAULT_TIMEOUT), minimum=0,
-                               exclusive_minimum=True, maximum=300)
+        timeout = _util.number(
+            "timeout", kwargs.get("timeout", DEFAULT_TIMEOUT), minimum=0, exclusive_minimum=True, maximum=300
+        )
 
         servers = self.context.datastore.servers
         server = servers.get(server_id) if is_valid_id(server_id) else None
@@ -100,8 +110,10 @@ class ServerHealthCheckJob(JobBase):
             "error": error,
             "checked_at": to_iso(now),
         }
-        if servers.update(server_id, set={"status": status, "last_checked_at": now,
-                                          "last_check": last_check}) is None:
+        if (
+            servers.update(server_id, fields={"status": status, "last_checked_at": now, "last_check": last_check})
+            is None
+        ):
             raise JobError(f"server {server_id!r} was deleted during the check")
         previous = server.get("status") or "unknown"
         change = f" (was {previous})" if previous != status else ""
@@ -144,7 +156,7 @@ class ServerHealthCheckJob(JobBase):
         try:
             with socket.create_connection((host, port), timeout=timeout):
                 pass
-        except socket.timeout:
+        except TimeoutError:
             return False, None, f"connection timed out after {timeout:g} s"
         except socket.gaierror as exc:
             return False, None, f"cannot resolve {host!r}: {exc.strerror or exc}"
@@ -154,7 +166,9 @@ class ServerHealthCheckJob(JobBase):
 
     @staticmethod
     def _http_check(url: str, timeout: float) -> tuple[int | None, float | None, str | None]:
-        opener = urllib.request.build_opener(_NoRedirect, urllib.request.HTTPSHandler(context=ssl.create_default_context()))
+        opener = urllib.request.build_opener(
+            _NoRedirect, urllib.request.HTTPSHandler(context=ssl.create_default_context())
+        )
         request = urllib.request.Request(url, method="GET", headers={"User-Agent": "Texium-HealthCheck/1"})
         started = time.monotonic()
         try:
@@ -168,7 +182,7 @@ class ServerHealthCheckJob(JobBase):
             reason = exc.reason
             text = getattr(reason, "strerror", None) or str(reason)
             return None, None, str(text).lower()
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             return None, None, f"timed out after {timeout:g} s"
         except (OSError, ValueError) as exc:
             return None, None, str(exc)

@@ -45,28 +45,59 @@ class WebhookJob(JobBase):
         return {
             "description": "Job to send webhook notifications",
             "arguments": [
-                {"name": "url", "type": "string", "required": True,
-                 "description": "pub_args[0]: the http:// or https:// URL to POST to"},
-                {"name": "<any other key>", "type": "any", "required": False,
-                 "description": "pub_kwargs: custom data, sent as the payload's 'data' object"},
-                {"name": "headers", "type": "object", "required": False,
-                 "description": "pub_kwargs: extra request headers {name: value}"},
-                {"name": "secret", "type": "string", "required": False,
-                 "description": f"pub_kwargs: sign the body; adds {SIGNATURE_HEADER}: sha256=<hex HMAC-SHA256 of the body>"},
-                {"name": "retries", "type": "integer", "required": False,
-                 "description": f"pub_kwargs: retries after a 5xx answer or a connection error (default {DEFAULT_RETRIES})"},
-                {"name": "timeout", "type": "number", "required": False,
-                 "description": f"pub_kwargs: seconds per attempt (default {DEFAULT_TIMEOUT:g})"},
-                {"name": "backoff", "type": "number", "required": False,
-                 "description": f"pub_kwargs: first wait between attempts in seconds, doubled each time (default {DEFAULT_BACKOFF:g})"},
+                {
+                    "name": "url",
+                    "type": "string",
+                    "required": True,
+                    "description": "pub_args[0]: the http:// or https:// URL to POST to",
+                },
+                {
+                    "name": "<any other key>",
+                    "type": "any",
+                    "required": False,
+                    "description": "pub_kwargs: custom data, sent as the payload's 'data' object",
+                },
+                {
+                    "name": "headers",
+                    "type": "object",
+                    "required": False,
+                    "description": "pub_kwargs: extra request headers {name: value}",
+                },
+                {
+                    "name": "secret",
+                    "type": "string",
+                    "required": False,
+                    "description": "pub_kwargs: sign the body; adds "
+                    f"{SIGNATURE_HEADER}: sha256=<hex HMAC-SHA256 of the body>",
+                },
+                {
+                    "name": "retries",
+                    "type": "integer",
+                    "required": False,
+                    "description": "pub_kwargs: retries after a 5xx answer or a "
+                    f"connection error (default {DEFAULT_RETRIES})",
+                },
+                {
+                    "name": "timeout",
+                    "type": "number",
+                    "required": False,
+                    "description": f"pub_kwargs: seconds per attempt (default {DEFAULT_TIMEOUT:g})",
+                },
+                {
+                    "name": "backoff",
+                    "type": "number",
+                    "required": False,
+                    "description": "pub_kwargs: first wait between attempts in "
+                    f"seconds, doubled each time (default {DEFAULT_BACKOFF:g})",
+                },
             ],
             "example_arguments": {
                 "pub_args": ["https://hooks.example.com/texium"],
                 "pub_kwargs": {"event": "nightly-done", "count": 3, "secret": "change-me", "retries": 3},
             },
             "notes": (
-                "Body: {\"data\": <pub_kwargs without headers/secret/retries/timeout/backoff>, \"job_id\", "
-                "\"execution_id\", \"timestamp\"}. A 2xx answer succeeds; 4xx fails at once; 5xx and connection "
+                'Body: {"data": <pub_kwargs without headers/secret/retries/timeout/backoff>, "job_id", '
+                '"execution_id", "timestamp"}. A 2xx answer succeeds; 4xx fails at once; 5xx and connection '
                 "errors are retried with exponential backoff, then fail. Redirects are not followed."
             ),
         }
@@ -92,8 +123,9 @@ class WebhookJob(JobBase):
         if secret is not None:
             secret = _util.require_str("secret", secret)
         retries = _util.number("retries", kwargs.get("retries", DEFAULT_RETRIES), minimum=0, maximum=20, integer=True)
-        timeout = _util.number("timeout", kwargs.get("timeout", DEFAULT_TIMEOUT), minimum=0,
-                               exclusive_minimum=True, maximum=600)
+        timeout = _util.number(
+            "timeout", kwargs.get("timeout", DEFAULT_TIMEOUT), minimum=0, exclusive_minimum=True, maximum=600
+        )
         backoff = _util.number("backoff", kwargs.get("backoff", DEFAULT_BACKOFF), minimum=0, maximum=MAX_BACKOFF)
 
         data = {k: v for k, v in kwargs.items() if k not in CONTROL_KEYS}
@@ -139,7 +171,7 @@ class WebhookJob(JobBase):
                 error = str(getattr(reason_obj, "strerror", None) or reason_obj)
                 if isinstance(reason_obj, (socket.timeout, TimeoutError)):
                     error = f"timed out after {timeout:g} s"
-            except (socket.timeout, TimeoutError):
+            except TimeoutError:
                 error = f"timed out after {timeout:g} s"
             except (ConnectionError, OSError) as exc:
                 error = str(getattr(exc, "strerror", None) or exc)
@@ -155,12 +187,15 @@ class WebhookJob(JobBase):
                         lines.append(f"Response: {excerpt}")
                     return "\n".join(lines)
                 if 300 <= status < 400:
-                    raise JobError(f"POST {shown} was redirected (HTTP {status}); redirects are not followed, "
-                                   f"use the final URL")
+                    raise JobError(
+                        f"POST {shown} was redirected (HTTP {status}); redirects are not followed, use the final URL"
+                    )
                 if status < 500:
                     detail = f": {excerpt}" if excerpt else ""
-                    raise JobError(f"POST {shown} failed with HTTP {status} {reason} on attempt {attempt}"
-                                   f" (client errors are not retried){detail}")
+                    raise JobError(
+                        f"POST {shown} failed with HTTP {status} {reason} on attempt {attempt}"
+                        f" (client errors are not retried){detail}"
+                    )
             else:
                 log.append(f"attempt {attempt}: {error} ({elapsed} ms)")
             if attempt < attempts:

@@ -31,8 +31,14 @@ def parse_flags(argv: list[str] | None) -> tuple[dict, str | None]:
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
     parser.add_argument("--version", action="version", version=f"texium {__version__}")
     args = parser.parse_args(argv)
-    flags = {"HTTP_PORT": args.port, "HTTP_ADDRESS": args.address, "DATA_DIR": args.data_dir,
-             "MONGO_URI": args.mongo_uri, "DB_NAME": args.db_name, "LOG_LEVEL": args.log_level}
+    flags = {
+        "HTTP_PORT": args.port,
+        "HTTP_ADDRESS": args.address,
+        "DATA_DIR": args.data_dir,
+        "MONGO_URI": args.mongo_uri,
+        "DB_NAME": args.db_name,
+        "LOG_LEVEL": args.log_level,
+    }
     return flags, args.settings
 
 
@@ -41,28 +47,44 @@ async def serve(settings: dict) -> int:
     context = build_context(settings)
     app = make_app(context)
     # Bodies are streamed and capped by the handlers (413); this only bounds the connection.
-    server = tornado.httpserver.HTTPServer(app, max_body_size=max(settings["MAX_BODY_BYTES"] * 4, 64 << 20),
-                                           xheaders=True)
+    server = tornado.httpserver.HTTPServer(
+        app, max_body_size=max(settings["MAX_BODY_BYTES"] * 4, 64 << 20), xheaders=True
+    )
     try:
         server.listen(settings["HTTP_PORT"], settings["HTTP_ADDRESS"])
     except OSError as exc:
         context.datastore.close()
-        raise ConfigError(f"Cannot listen on {settings['HTTP_ADDRESS']}:{settings['HTTP_PORT']}: {exc.strerror}") from None
+        raise ConfigError(
+            f"Cannot listen on {settings['HTTP_ADDRESS']}:{settings['HTTP_PORT']}: {exc.strerror}"
+        ) from None
     others = context.scheduler.start()
-    log.info("Texium %s listening on http://%s:%d/ with %s (node %s)", __version__, settings["HTTP_ADDRESS"],
-             settings["HTTP_PORT"], context.datastore.describe(), context.scheduler.nodes.identity.node_id)
+    log.info(
+        "Texium %s listening on http://%s:%d/ with %s (node %s)",
+        __version__,
+        settings["HTTP_ADDRESS"],
+        settings["HTTP_PORT"],
+        context.datastore.describe(),
+        context.scheduler.nodes.identity.node_id,
+    )
     if others:
-        log.info("Sharing the store with %d other live node%s: %s", len(others), "s" if len(others) > 1 else "",
-                 ", ".join(f"{n['_id']} ({n.get('hostname')}, pid {n.get('pid')}, since {to_iso(n.get('started_at'))})"
-                           for n in others))
+        log.info(
+            "Sharing the store with %d other live node%s: %s",
+            len(others),
+            "s" if len(others) > 1 else "",
+            ", ".join(
+                f"{n['_id']} ({n.get('hostname')}, pid {n.get('pid')}, since {to_iso(n.get('started_at'))})"
+                for n in others
+            ),
+        )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
-    log.info("Shutting down: no new firings; waiting up to %ss for running executions",
-             settings["SHUTDOWN_GRACE_SECONDS"])
+    log.info(
+        "Shutting down: no new firings; waiting up to %ss for running executions", settings["SHUTDOWN_GRACE_SECONDS"]
+    )
     server.stop()
     unfinished = await loop.run_in_executor(None, context.close, settings["SHUTDOWN_GRACE_SECONDS"])
     await server.close_all_connections()

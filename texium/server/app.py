@@ -52,8 +52,14 @@ ROUTES = [
 def _log_request(handler: tornado.web.RequestHandler) -> None:
     status = handler.get_status()
     level = logging.INFO if status < 500 else logging.ERROR
-    access_log.log(level, "%s %s %d %.1fms", handler.request.method, handler.request.path, status,
-                   1000.0 * handler.request.request_time())
+    access_log.log(
+        level,
+        "%s %s %d %.1fms",
+        handler.request.method,
+        handler.request.path,
+        status,
+        1000.0 * handler.request.request_time(),
+    )
 
 
 def make_app(context: AppContext) -> tornado.web.Application:

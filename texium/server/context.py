@@ -8,10 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from texium import __version__
 from texium.core import caches
 from texium.core.audit import AuditLog
 from texium.core.datastore import Datastore, open_datastore
-from texium import __version__
 from texium.core.executions import ExecutionHistory
 from texium.core.nodes import NodeIdentity, NodeRegistry
 from texium.core.processes import ProcessRegistry
@@ -26,8 +26,19 @@ from texium.core.users import UserService
 
 log = logging.getLogger("texium.server")
 # Settings the built-in jobs read through JobContext.config.
-JOB_SETTINGS = ("DATA_DIR", "BACKUP_DIR", "REPORT_DIR", "SCRIPTS_DIR", "SMTP_HOST", "SMTP_PORT", "SMTP_USERNAME",
-                "SMTP_PASSWORD", "SMTP_STARTTLS", "SMTP_FROM", "SMTP_TIMEOUT")
+JOB_SETTINGS = (
+    "DATA_DIR",
+    "BACKUP_DIR",
+    "REPORT_DIR",
+    "SCRIPTS_DIR",
+    "SMTP_HOST",
+    "SMTP_PORT",
+    "SMTP_USERNAME",
+    "SMTP_PASSWORD",
+    "SMTP_STARTTLS",
+    "SMTP_FROM",
+    "SMTP_TIMEOUT",
+)
 
 
 @dataclass
@@ -59,21 +70,38 @@ def build_context(settings: dict[str, Any]) -> AppContext:
     registry = JobRegistry(settings["JOB_CLASS_PACKAGES"])
     audit = AuditLog(datastore)
     identity = NodeIdentity()
-    nodes = NodeRegistry(datastore, identity, __version__, heartbeat_seconds=settings["HEARTBEAT_SECONDS"],
-                         timeout_seconds=settings["NODE_TIMEOUT_SECONDS"])
+    nodes = NodeRegistry(
+        datastore,
+        identity,
+        __version__,
+        heartbeat_seconds=settings["HEARTBEAT_SECONDS"],
+        timeout_seconds=settings["NODE_TIMEOUT_SECONDS"],
+    )
     recorder = Recorder(datastore)
     runner = ExecutionRunner(
-        datastore, registry, recorder, identity, settings["THREAD_POOL_SIZE"],
+        datastore,
+        registry,
+        recorder,
+        identity,
+        settings["THREAD_POOL_SIZE"],
         max_instances=settings["JOB_MAX_INSTANCES"],
         job_config={name: settings[name] for name in JOB_SETTINGS},
         hooks={"clear_cache": caches.clear_all},
         processes=ProcessRegistry(os.path.join(settings["DATA_DIR"], "run", "processes"), node_id=identity.hostname),
         peers_alive=lambda: nodes.peers_alive,
     )
-    scheduler = SchedulerManager(datastore, registry, runner, audit, recorder, nodes, timezone=settings["TIMEZONE"],
-                                 misfire_grace_time=settings["MISFIRE_GRACE_TIME"],
-                                 poll_seconds=settings["SCHEDULER_POLL_SECONDS"],
-                                 retry_seconds=settings["JOBSTORE_RETRY_SECONDS"])
+    scheduler = SchedulerManager(
+        datastore,
+        registry,
+        runner,
+        audit,
+        recorder,
+        nodes,
+        timezone=settings["TIMEZONE"],
+        misfire_grace_time=settings["MISFIRE_GRACE_TIME"],
+        poll_seconds=settings["SCHEDULER_POLL_SECONDS"],
+        retry_seconds=settings["JOBSTORE_RETRY_SECONDS"],
+    )
     return AppContext(
         datastore=datastore,
         users=UserService(datastore, delete_jobs=lambda jobs: scheduler.delete_many(jobs, "cascade")),

@@ -1,6 +1,6 @@
 """Datastore providers: embedded SQLite (default) and MongoDB (when a MONGO_URI is given)."""
 
-from texium.core.datastore.base import Collection, Datastore, Index, INDEXES, is_valid_id, new_id
+from texium.core.datastore.base import INDEXES, Collection, Datastore, Index, is_valid_id, new_id
 
 
 def open_datastore(mongo_uri: str | None, db_name: str, data_dir: str) -> Datastore:

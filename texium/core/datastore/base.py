@@ -7,7 +7,7 @@ small subset of pymongo's model so that SQLite and MongoDB behave the same to a 
 * Top-level fields whose names end in `_at` or `_time` (and TIME_FIELD_NAMES) hold aware UTC datetimes (or None);
   providers store them natively (BSON date, fixed-width ISO text in SQLite) and hand back
   aware UTC datetimes with millisecond precision. Nested values must be JSON-serialisable.
-* A filter is a dict of top-level field -> value (equality; None matches null or missing) or
+* A query is a dict of top-level field -> value (equality; None matches null or missing) or
   field -> {op: value} with ops `$in`, `$nin`, `$ne`, `$gt`, `$gte`, `$lt`, `$lte`.
 * A sort is a list of (field, 1 | -1); `_id` in the same direction breaks ties.
 """
@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from bson import ObjectId
 
@@ -41,16 +42,16 @@ def check_collection_name(name: Any) -> str:
     return name
 
 
-def conditions(filter: Filter | None) -> list[tuple[str, str, Any]]:
-    """A filter as (field, operator, value) triples, checked against the interface above;
+def conditions(query: Filter | None) -> list[tuple[str, str, Any]]:
+    """A query as (field, operator, value) triples, checked against the interface above;
     plain equality comes out as `$eq`. Both providers translate from this one reading."""
     found = []
-    for field, cond in (filter or {}).items():
+    for field, cond in (query or {}).items():
         if not isinstance(field, str) or not FIELD_NAME.match(field):
             raise ValueError(f"invalid field name: {field!r}")
         if isinstance(cond, dict):
             if not cond or not set(cond) <= FILTER_OPERATORS:
-                raise ValueError(f"unsupported filter operator in {field}: {sorted(cond)}")
+                raise ValueError(f"unsupported query operator in {field}: {sorted(cond)}")
             items = list(cond.items())
         else:
             items = [("$eq", cond)]
@@ -59,7 +60,7 @@ def conditions(filter: Filter | None) -> list[tuple[str, str, Any]]:
             if op in ("$in", "$nin") and not many:
                 raise ValueError(f"$in / $nin on {field} needs a list")
             if op not in ("$in", "$nin") and (many or isinstance(value, dict)):
-                raise ValueError(f"unsupported filter value for {field}: {value!r}")
+                raise ValueError(f"unsupported query value for {field}: {value!r}")
             found.append((field, op, value))
     return found
 
@@ -130,21 +131,21 @@ class Collection(ABC):
         """The document with this id, or None (also for ids that are not valid ObjectIds)."""
 
     @abstractmethod
-    def find(self, filter: Filter | None = None, sort: Sort | None = None,
-             limit: int | None = None, offset: int = 0) -> list[dict]:
-        ...
+    def find(
+        self, query: Filter | None = None, sort: Sort | None = None, limit: int | None = None, offset: int = 0
+    ) -> list[dict]: ...
 
-    def find_one(self, filter: Filter | None = None, sort: Sort | None = None) -> dict | None:
-        found = self.find(filter, sort=sort, limit=1)
+    def find_one(self, query: Filter | None = None, sort: Sort | None = None) -> dict | None:
+        found = self.find(query, sort=sort, limit=1)
         return found[0] if found else None
 
     @abstractmethod
-    def count(self, filter: Filter | None = None) -> int:
-        ...
+    def count(self, query: Filter | None = None) -> int: ...
 
     @abstractmethod
-    def update(self, doc_id: str, set: dict | None = None, inc: dict | None = None,
-               unset: Iterable[str] = ()) -> dict | None:
+    def update(
+        self, doc_id: str, fields: dict | None = None, inc: dict | None = None, unset: Iterable[str] = ()
+    ) -> dict | None:
         """Atomically set / increment / remove top-level fields of one document.
         Returns the updated document, or None when there is no such document.
         Raises DuplicateKeyError when a unique index would be broken."""
@@ -161,16 +162,14 @@ class Collection(ABC):
         return inserted
 
     @abstractmethod
-    def update_many(self, filter: Filter, set: dict) -> int:
+    def update_many(self, query: Filter, fields: dict) -> int:
         """Set fields on every matching document; returns how many matched."""
 
     @abstractmethod
-    def delete(self, doc_id: str) -> bool:
-        ...
+    def delete(self, doc_id: str) -> bool: ...
 
     @abstractmethod
-    def delete_many(self, filter: Filter) -> int:
-        ...
+    def delete_many(self, query: Filter) -> int: ...
 
 
 class Datastore(ABC):
@@ -179,8 +178,7 @@ class Datastore(ABC):
     provider: str  # "sqlite" or "mongodb"
 
     @abstractmethod
-    def collection(self, name: str) -> Collection:
-        ...
+    def collection(self, name: str) -> Collection: ...
 
     @property
     def users(self) -> Collection:
@@ -242,9 +240,7 @@ class Datastore(ABC):
         """Give unused space back; returns a short summary."""
 
     @abstractmethod
-    def size_bytes(self) -> int:
-        ...
+    def size_bytes(self) -> int: ...
 
     @abstractmethod
-    def close(self) -> None:
-        ...
+    def close(self) -> None: ...

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import datetime
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import pymongo
 from bson import ObjectId
@@ -19,7 +20,16 @@ from pymongo import ReturnDocument
 from pymongo.errors import ConfigurationError, ConnectionFailure, OperationFailure
 
 from texium.core.datastore.base import (
-    INDEXES, check_collection_name, conditions, Collection, Datastore, Filter, Index, Sort, is_valid_id, new_id,
+    INDEXES,
+    Collection,
+    Datastore,
+    Filter,
+    Index,
+    Sort,
+    check_collection_name,
+    conditions,
+    is_valid_id,
+    new_id,
 )
 from texium.core.errors import DatastoreUnavailable, DuplicateKeyError
 from texium.core.timeutil import as_utc
@@ -42,19 +52,19 @@ def _keys(index: Index) -> list[tuple[str, int]]:
     return [(field, pymongo.ASCENDING) for field in fields]
 
 
-def _query(filter: Filter | None) -> dict:
-    """The checked filter (see base.conditions) as a MongoDB query, `_id` as ObjectId."""
-    query: dict = {}
-    for field, op, value in conditions(filter):
+def _query(query: Filter | None) -> dict:
+    """The checked query (see base.conditions) as a MongoDB query, `_id` as ObjectId."""
+    found: dict = {}
+    for field, op, value in conditions(query):
         if op in ("$in", "$nin"):
             value = [_oid(v) for v in value] if field == "_id" else list(value)
         elif field == "_id":
             value = _oid(value)
         if op == "$eq":
-            query[field] = value
+            found[field] = value
         else:
-            query.setdefault(field, {})[op] = value
-    return query
+            found.setdefault(field, {})[op] = value
+    return found
 
 
 def _sort(sort: Sort | None) -> list[tuple[str, int]]:
@@ -75,8 +85,7 @@ def _to_client(doc: dict) -> dict:
     return out
 
 
-def _duplicate_field(exc: pymongo.errors.DuplicateKeyError, collection: str,
-                     written: Iterable[str]) -> str | None:
+def _duplicate_field(exc: pymongo.errors.DuplicateKeyError, collection: str, written: Iterable[str]) -> str | None:
     """Name the field of the broken unique index: from the server's details, else the index name
     in the message, else (mongomock says neither) the one unique field that was written."""
     pattern = (exc.details or {}).get("keyPattern")
@@ -122,25 +131,27 @@ class MongoCollection(Collection):
             doc = self._coll.find_one({"_id": ObjectId(doc_id)})
         return _to_client(doc) if doc else None
 
-    def find(self, filter: Filter | None = None, sort: Sort | None = None,
-             limit: int | None = None, offset: int = 0) -> list[dict]:
+    def find(
+        self, query: Filter | None = None, sort: Sort | None = None, limit: int | None = None, offset: int = 0
+    ) -> list[dict]:
         if (limit is not None and limit < 0) or offset < 0:
             raise ValueError("limit and offset must not be negative")
-        query, keys = _query(filter), _sort(sort)
+        query, keys = _query(query), _sort(sort)
         if limit == 0:  # pymongo reads limit=0 as "no limit"
             return []
         with self._store._guard(self.name):
             docs = list(self._coll.find(query, sort=keys, skip=offset, limit=limit or 0))
         return [_to_client(doc) for doc in docs]
 
-    def count(self, filter: Filter | None = None) -> int:
-        query = _query(filter)
+    def count(self, query: Filter | None = None) -> int:
+        query = _query(query)
         with self._store._guard(self.name):
             return self._coll.count_documents(query)
 
-    def update(self, doc_id: str, set: dict | None = None, inc: dict | None = None,
-               unset: Iterable[str] = ()) -> dict | None:
-        changes = {"$set": dict(set or {}), "$inc": dict(inc or {}), "$unset": dict.fromkeys(unset, "")}
+    def update(
+        self, doc_id: str, fields: dict | None = None, inc: dict | None = None, unset: Iterable[str] = ()
+    ) -> dict | None:
+        changes = {"$set": dict(fields or {}), "$inc": dict(inc or {}), "$unset": dict.fromkeys(unset, "")}
         if any("_id" in fields for fields in changes.values()):
             raise ValueError("_id cannot be changed")
         if not is_valid_id(doc_id):
@@ -149,18 +160,19 @@ class MongoCollection(Collection):
         if not changes:  # MongoDB rejects an empty update
             return self.get(doc_id)
         with self._store._guard(self.name, changes.get("$set", ())):
-            doc = self._coll.find_one_and_update({"_id": ObjectId(doc_id)}, changes,
-                                                 return_document=ReturnDocument.AFTER)
+            doc = self._coll.find_one_and_update(
+                {"_id": ObjectId(doc_id)}, changes, return_document=ReturnDocument.AFTER
+            )
         return _to_client(doc) if doc else None
 
-    def update_many(self, filter: Filter, set: dict) -> int:
-        if "_id" in set:
+    def update_many(self, query: Filter, fields: dict) -> int:
+        if "_id" in fields:
             raise ValueError("_id cannot be changed")
-        if not set:
-            return self.count(filter)
-        query = _query(filter)
-        with self._store._guard(self.name, set):
-            return self._coll.update_many(query, {"$set": dict(set)}).matched_count
+        if not fields:
+            return self.count(query)
+        query = _query(query)
+        with self._store._guard(self.name, fields):
+            return self._coll.update_many(query, {"$set": dict(fields)}).matched_count
 
     def delete(self, doc_id: str) -> bool:
         if not is_valid_id(doc_id):
@@ -168,8 +180,8 @@ class MongoCollection(Collection):
         with self._store._guard(self.name):
             return self._coll.delete_one({"_id": ObjectId(doc_id)}).deleted_count == 1
 
-    def delete_many(self, filter: Filter) -> int:
-        query = _query(filter)
+    def delete_many(self, query: Filter) -> int:
+        query = _query(query)
         with self._store._guard(self.name):
             return self._coll.delete_many(query).deleted_count
 
@@ -189,8 +201,9 @@ class MongoDatastore(Datastore):
                 # Majority write concern and retryable writes: a claimed occurrence or a state change
                 # acknowledged here survives a primary stepping down, and a write retried across the
                 # failover hits the unique occurrence index instead of running a firing twice.
-                self._client = pymongo.MongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=5000,
-                                                   w="majority", retryWrites=True)
+                self._client = pymongo.MongoClient(
+                    uri, tz_aware=True, serverSelectionTimeoutMS=5000, w="majority", retryWrites=True
+                )
             except ConfigurationError as exc:
                 raise DatastoreUnavailable(f"invalid MongoDB URI: {exc}") from exc
         self._db = self._client[db_name]
@@ -282,8 +295,9 @@ class MongoDatastore(Datastore):
                 rebuilt.append(f"{name}.{index.name}")
         return rebuilt
 
-    def _create_index(self, collection: str, index: Index, *, name: str | None = None,
-                      keys: list[tuple[str, int]] | None = None) -> None:
+    def _create_index(
+        self, collection: str, index: Index, *, name: str | None = None, keys: list[tuple[str, int]] | None = None
+    ) -> None:
         # sparse: documents without the field do not collide, as with SQLite's NULLs (as _create_indexes).
         options = {"unique": True, "sparse": True} if index.unique else {}
         with self._guard(collection):
@@ -301,8 +315,12 @@ class MongoDatastore(Datastore):
         """Recreate a unique index while a temporary one enforces the same uniqueness."""
         temporary = index.name + _REBUILDING
         if index.name in existing:
-            self._create_index(collection, index, name=temporary,  # (or the one a broken rebuild left)
-                               keys=[(field, pymongo.DESCENDING) for field in index.fields])
+            self._create_index(
+                collection,
+                index,
+                name=temporary,  # (or the one a broken rebuild left)
+                keys=[(field, pymongo.DESCENDING) for field in index.fields],
+            )
             self._drop_index(collection, index.name)
         # Raises DuplicateKeyError if duplicates are in the collection (no unique index guarded it).
         self._create_index(collection, index)

@@ -17,14 +17,25 @@ import os
 import re
 import sqlite3
 import threading
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from texium.core.caches import cached
 from texium.core.datastore.base import (
-    FIELD_NAME, INDEXES, Collection, Datastore, Filter, Index, Sort, check_collection_name, conditions,
-    is_time_field, is_valid_id, new_id,
+    FIELD_NAME,
+    INDEXES,
+    Collection,
+    Datastore,
+    Filter,
+    Index,
+    Sort,
+    check_collection_name,
+    conditions,
+    is_time_field,
+    is_valid_id,
+    new_id,
 )
 from texium.core.errors import DatastoreUnavailable, DuplicateKeyError
 from texium.core.timeutil import as_utc
@@ -33,8 +44,7 @@ from texium.core.timeutil import as_utc
 _TIME_TEXT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
 _COMPARISONS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 # sqlite3 errors that mean "the database cannot be used right now", not a bug in a query.
-_UNAVAILABLE = ("unable to open", "disk i/o", "locked", "readonly", "full", "not a database",
-                "malformed", "corrupt")
+_UNAVAILABLE = ("unable to open", "disk i/o", "locked", "readonly", "full", "not a database", "malformed", "corrupt")
 
 _write_locks: dict[str, threading.RLock] = {}
 _write_locks_guard = threading.Lock()
@@ -51,8 +61,12 @@ def _index_name(table: str, index: Index) -> str:
     return f"ix_{table}__{index.name}"
 
 
-_UNIQUE_FIELDS = {_index_name(table, index): index.fields[0]
-                  for table, indexes in INDEXES.items() for index in indexes if index.unique}
+_UNIQUE_FIELDS = {
+    _index_name(table, index): index.fields[0]
+    for table, indexes in INDEXES.items()
+    for index in indexes
+    if index.unique
+}
 
 
 @contextmanager
@@ -72,9 +86,9 @@ def _translated(path: str) -> Iterator[None]:
             field = "_id" if message.endswith(".id") else None
         raise DuplicateKeyError(field) from exc
     except sqlite3.DatabaseError as exc:
-        if isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError:
-            if any(phrase in str(exc).lower() for phrase in _UNAVAILABLE):
-                raise DatastoreUnavailable(f"SQLite database {path} unavailable: {exc}") from exc
+        plain = isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError
+        if plain and any(phrase in str(exc).lower() for phrase in _UNAVAILABLE):
+            raise DatastoreUnavailable(f"SQLite database {path} unavailable: {exc}") from exc
         raise
 
 
@@ -134,6 +148,7 @@ def _equals(field: str, value: Any, negate: bool = False) -> tuple[str, list]:
 
 def _member(field: str, values: Any) -> tuple[str, list]:
     """`field IN values`, NULL-valued only when the field is null or missing."""
+
     # None and booleans need their own tests (see _equals); everything else fits one IN list.
     def special(v: Any) -> bool:
         return v is None or (isinstance(v, bool) and field != "_id")
@@ -157,12 +172,12 @@ def _condition(field: str, op: str, value: Any) -> tuple[str, list]:
         return f"NOT COALESCE({sql}, 0)", params
     if op in _COMPARISONS:
         return f"{_column(field)} {_COMPARISONS[op]} ?", [_param(value)]
-    raise ValueError(f"unsupported filter operator: {op}")
+    raise ValueError(f"unsupported query operator: {op}")
 
 
-def _where(filter: Filter | None) -> tuple[str, list]:
+def _where(query: Filter | None) -> tuple[str, list]:
     clauses, params = [], []
-    for field, op, value in conditions(filter):
+    for field, op, value in conditions(query):
         sql, args = _condition(field, op, value)
         clauses.append(sql)
         params.extend(args)
@@ -184,18 +199,16 @@ class SQLiteCollection(Collection):
         self._store = store
         self._table = f'"{name}"'
 
-    def _select(self, filter: Filter | None, sort: Sort | None, limit: int | None,
-                offset: int) -> tuple[str, list]:
+    def _select(self, query: Filter | None, sort: Sort | None, limit: int | None, offset: int) -> tuple[str, list]:
         if (limit is not None and limit < 0) or offset < 0:
             raise ValueError("limit and offset must not be negative")
-        where, params = _where(filter)
+        where, params = _where(query)
         sql = f"SELECT id, doc FROM {self._table}{where}{_order_by(sort)} LIMIT ? OFFSET ?"
         return sql, params + [-1 if limit is None else limit, offset]
 
-    def explain(self, filter: Filter | None = None, sort: Sort | None = None,
-                limit: int | None = None) -> list[str]:
+    def explain(self, query: Filter | None = None, sort: Sort | None = None, limit: int | None = None) -> list[str]:
         """SQLite's plan for a find, one line per step (tests use it to rule out table scans)."""
-        sql, params = self._select(filter, sort, limit, 0)
+        sql, params = self._select(query, sort, limit, 0)
         return [row[3] for row in self._store._read("EXPLAIN QUERY PLAN " + sql, params)]
 
     def insert(self, doc: dict) -> str:
@@ -227,19 +240,21 @@ class SQLiteCollection(Collection):
         rows = self._store._read(f"SELECT doc FROM {self._table} WHERE id = ?", [doc_id])
         return _decode(doc_id, rows[0][0]) if rows else None
 
-    def find(self, filter: Filter | None = None, sort: Sort | None = None,
-             limit: int | None = None, offset: int = 0) -> list[dict]:
-        rows = self._store._read(*self._select(filter, sort, limit, offset))
+    def find(
+        self, query: Filter | None = None, sort: Sort | None = None, limit: int | None = None, offset: int = 0
+    ) -> list[dict]:
+        rows = self._store._read(*self._select(query, sort, limit, offset))
         return [_decode(doc_id, text) for doc_id, text in rows]
 
-    def count(self, filter: Filter | None = None) -> int:
-        where, params = _where(filter)
+    def count(self, query: Filter | None = None) -> int:
+        where, params = _where(query)
         return self._store._read(f"SELECT COUNT(*) FROM {self._table}{where}", params)[0][0]
 
-    def update(self, doc_id: str, set: dict | None = None, inc: dict | None = None,
-               unset: Iterable[str] = ()) -> dict | None:
-        set, inc, unset = dict(set or {}), dict(inc or {}), list(unset)
-        if "_id" in set or "_id" in inc or "_id" in unset:
+    def update(
+        self, doc_id: str, fields: dict | None = None, inc: dict | None = None, unset: Iterable[str] = ()
+    ) -> dict | None:
+        fields, inc, unset = dict(fields or {}), dict(inc or {}), list(unset)
+        if "_id" in fields or "_id" in inc or "_id" in unset:
             raise ValueError("_id cannot be changed")
         if not is_valid_id(doc_id):
             return None
@@ -248,7 +263,7 @@ class SQLiteCollection(Collection):
             if not row:
                 return None
             doc = json.loads(row[0][0])
-            doc.update(set)
+            doc.update(fields)
             for field, amount in inc.items():
                 doc[field] = doc.get(field, 0) + amount
             for field in unset:
@@ -257,25 +272,24 @@ class SQLiteCollection(Collection):
             db.execute(f"UPDATE {self._table} SET doc = ? WHERE id = ?", (body, doc_id))
         return _decode(doc_id, body)
 
-    def update_many(self, filter: Filter, set: dict) -> int:
-        if not set:
-            return self.count(filter)
-        if "_id" in set:
+    def update_many(self, query: Filter, fields: dict) -> int:
+        if not fields:
+            return self.count(query)
+        if "_id" in fields:
             raise ValueError("_id cannot be changed")
-        for field in set:
+        for field in fields:
             _column(field)
-        paths = ", ".join(f"'$.{field}', json(?)" for field in set)
-        values = [json.dumps(_stored(field, value), ensure_ascii=False) for field, value in set.items()]
-        where, params = _where(filter)
+        paths = ", ".join(f"'$.{field}', json(?)" for field in fields)
+        values = [json.dumps(_stored(field, value), ensure_ascii=False) for field, value in fields.items()]
+        where, params = _where(query)
         with self._store._write() as db:
-            return db.execute(f"UPDATE {self._table} SET doc = json_set(doc, {paths}){where}",
-                              values + params).rowcount
+            return db.execute(f"UPDATE {self._table} SET doc = json_set(doc, {paths}){where}", values + params).rowcount
 
     def delete(self, doc_id: str) -> bool:
         return is_valid_id(doc_id) and self.delete_many({"_id": doc_id}) == 1
 
-    def delete_many(self, filter: Filter) -> int:
-        where, params = _where(filter)
+    def delete_many(self, query: Filter) -> int:
+        where, params = _where(query)
         with self._store._write() as db:
             return db.execute(f"DELETE FROM {self._table}{where}", params).rowcount
 
@@ -368,12 +382,15 @@ class SQLiteDatastore(Datastore):
         db.execute(f'CREATE TABLE IF NOT EXISTS "{name}" (id TEXT PRIMARY KEY, doc TEXT NOT NULL)')
         for index in INDEXES.get(name, ()):
             columns = [_column(field) for field in index.fields] + ([] if index.unique else ["id"])
-            db.execute(f'CREATE {"UNIQUE " if index.unique else ""}INDEX IF NOT EXISTS '
-                       f'"{_index_name(name, index)}" ON "{name}" ({", ".join(columns)})')
+            db.execute(
+                f"CREATE {'UNIQUE ' if index.unique else ''}INDEX IF NOT EXISTS "
+                f'"{_index_name(name, index)}" ON "{name}" ({", ".join(columns)})'
+            )
 
     def collection_names(self) -> list[str]:
-        rows = self._read("SELECT name FROM sqlite_master WHERE type = 'table' "
-                          "AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        rows = self._read(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+        )
         return [name for (name,) in rows]
 
     # -- housekeeping ------------------------------------------------------------------------

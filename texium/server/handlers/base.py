@@ -10,8 +10,9 @@ import logging
 import math
 import re
 import sys
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 import tornado.web
 from tornado.ioloop import IOLoop
@@ -96,8 +97,7 @@ class ApiHandler(tornado.web.RequestHandler):
         if not raw.strip():
             raise ValidationError("Request body must be a JSON object")
         try:
-            body = json.loads(raw, parse_constant=_refuse_constant, parse_int=_bounded_int,
-                              parse_float=_finite_float)
+            body = json.loads(raw, parse_constant=_refuse_constant, parse_int=_bounded_int, parse_float=_finite_float)
             _check_storable(body)
         except RecursionError:
             raise ValidationError(f"Malformed JSON in request body: nested deeper than {MAX_DEPTH} levels") from None

@@ -6,9 +6,17 @@ from texium.server.handlers.base import ApiHandler
 class ExecutionsHandler(ApiHandler):
     async def get(self) -> None:
         limit, offset = self.paging()
-        page = await self.blocking(lambda: self.context.history.list(
-            job_id=self.query("job_id"), user_id=self.query("user_id"), status=self.query("status"),
-            since=self.query_time("since"), until=self.query_time("until"), limit=limit, offset=offset))
+        page = await self.blocking(
+            lambda: self.context.history.list(
+                job_id=self.query("job_id"),
+                user_id=self.query("user_id"),
+                status=self.query("status"),
+                since=self.query_time("since"),
+                until=self.query_time("until"),
+                limit=limit,
+                offset=offset,
+            )
+        )
         self.listing("Executions retrieved successfully", page)
 
 
