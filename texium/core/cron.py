@@ -1,69 +1,94 @@
-"""Unix cron schedules on top of APScheduler 3.
+"""Unix cron schedules: parsed and searched here, handed to APScheduler 3 as a trigger.
 
-The API speaks Unix cron (API.md "Cron Schedule Format"); APScheduler 3's CronTrigger does
-not quite, so this module owns the translation:
+One engine serves the preview (next_fire_times) and firing (build_trigger), so both always agree.
+The API speaks Unix cron (README "Cron fields"):
 
-- day_of_week is Unix: 0 = Sunday ... 6 = Saturday, 7 = Sunday too, names sun..sat. APScheduler
-  counts 0 = Monday, so the field is expanded here into an explicit list of day *names*
-  ('mon,tue,wed,thu,fri'); APScheduler never sees a Unix weekday number.
-- When day_of_month and day_of_week are both restricted, a day matches if EITHER matches
-  (Vixie cron); APScheduler would require both, so that case is an OrTrigger of two
-  CronTriggers. As in Vixie cron, a field that starts with '*' (such as '*/2') counts as
-  unrestricted: then both must match.
-- When clocks fall back, CronTrigger fires a fixed-time job (say 02:30) in both copies of the
-  repeated hour; Vixie cron runs it once, and so do we (UnixCronTrigger skips the second copy).
-  Jobs whose second, minute or hour starts with '*' keep firing through the repeated hour.
-  When clocks spring forward, a job inside the skipped hour (02:30) runs once, an hour later by
-  the wall clock (03:30), because that is what APScheduler computes for a non-existent time.
-- A schedule that can never fire (day_of_month 31 in month 2) is rejected: APScheduler would
-  otherwise search up to the year 9999 on every call, which takes seconds.
+- Fields: second, minute, hour, day_of_month, month, day_of_week, week (ISO week 1-53). Each is
+  a list of items: `*`, `n`, `a-b`, `*/n`, `a-b/n` and `a/n` (a up to the field's top). Names work
+  wherever numbers do, also in ranges and with steps: jan..dec, sun..sat (`jan-jun/2`, `3-dec`,
+  `mon-fri/2`). A step may exceed its range (`5-5/1`) but not the field's cycle: `*/60` minutes
+  is :00 only, as in cron, and `*/61` is refused (cron would read it as :00 too).
+- day_of_week: 0 = Sunday ... 6 = Saturday, 7 = Sunday too; a range ending in Sunday wraps to 7
+  (`5-0` and `fri-sun` are Fri, Sat, Sun; `sun-sun` is Sunday). day_of_month also takes `last`,
+  `1st fri` .. `5th fri` and `last fri`.
+- When day_of_month and day_of_week are both restricted (neither starts with '*'), a day matches
+  if EITHER matches (Vixie cron); otherwise both must match.
+- A schedule that can never fire (day_of_month 31 in month 2) is refused by normalize().
 
-The other fields (second, minute, hour, day_of_month, month, week) go to CronTrigger as given;
-its syntax is a superset of Unix there (e.g. 'last' and '2nd fri' for day_of_month).
-Everything here is pure: no I/O, no settings, no wall clock.
+Daylight saving: the search walks wall-clock time in the job's zone and resolves each change.
+A schedule is "fixed" when none of second, minute, hour starts with '*' (cron's own test).
+- Spring forward (a gap): a matching wall time that does not exist runs once, later. A fixed
+  schedule runs it at the moment of the change (02:30 in Berlin -> 03:00 CEST), as Debian's Vixie
+  cron ("soon after the change"), croniter 7 and cronsim do; skipped times merge into one run. A
+  repeating schedule keeps its elapsed-time rhythm: the time runs shifted by the gap (02:30 ->
+  03:30 CEST, i.e. with the offset from before the change) and merges with a run due then, so
+  every minute/hour simply continues (cron would skip it; croniter is inconsistent). Wall times
+  that exist that day (01:59; 02:35 in Lord Howe's half-hour gap) always run.
+- Fall back (a fold): a fixed schedule runs once, in the first copy of the repeated time (as
+  Debian's cron; croniter 7 runs it twice). A repeating schedule fires in both copies, so every
+  hour and every minute keep their rhythm.
+Fire times are aware UTC datetimes, strictly increasing. The search assumes, as the tz database
+does, that offsets stay within +-18 h and that a zone does not change offset twice within a UTC
+day and change back. Everything here is pure: no I/O beyond zoneinfo, no settings, no clock.
 """
 
 import re
+from bisect import bisect_left, bisect_right
+from calendar import monthrange
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.combining import OrTrigger
-from apscheduler.triggers.cron import CronTrigger
 
 from texium.core.errors import ValidationError
 
 CRON_FIELDS = ("second", "minute", "hour", "day_of_month", "month", "day_of_week", "week")
 DEFAULTS = {name: "*" for name in CRON_FIELDS} | {"second": "0"}
 MAX_COUNT = 1000  # upper bound for next_fire_times, so a preview cannot spin for long
+MAX_FIELD_LENGTH = 256
 
-_APS_NAME = {"day_of_month": "day"}  # API field name -> CronTrigger argument
-# field -> (lowest, highest, what to say when a value is out of range)
+# field -> (lowest, highest, largest step, what to say when a value is out of range)
 _LIMITS = {
-    "second": (0, 59, "must be 0-59"),
-    "minute": (0, 59, "must be 0-59"),
-    "hour": (0, 23, "must be 0-23"),
-    "day_of_month": (1, 31, "must be 1-31, 'last' or e.g. '2nd fri'"),
-    "month": (1, 12, "must be 1-12 or jan-dec"),
-    "day_of_week": (0, 7, "must be 0-7 or sun-sat"),
-    "week": (1, 53, "must be ISO week 1-53"),
+    "second": (0, 59, 60, "must be 0-59"),
+    "minute": (0, 59, 60, "must be 0-59"),
+    "hour": (0, 23, 24, "must be 0-23"),
+    "day_of_month": (1, 31, 31, "must be 1-31, 'last' or e.g. '2nd fri'"),
+    "month": (1, 12, 12, "must be 1-12 or jan-dec"),
+    "day_of_week": (0, 7, 7, "must be 0-7 or sun-sat"),
+    "week": (1, 53, 53, "must be ISO week 1-53"),
 }
 _UNIX_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # index = Unix number
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_NAMES = {"month": {m: i + 1 for i, m in enumerate(_MONTHS)}, "day_of_week": {d: i for i, d in enumerate(_UNIX_DAYS)}}
 _DAY_NAMES = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
-_MONTH_NAMES = ("January", "February", "March", "April", "May", "June", "July", "August",
-                "September", "October", "November", "December")
-_TOKEN = re.compile(
+_MONTH_NAMES = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
+_ITEM = re.compile(
     r"(?:(?P<star>\*)|(?P<first>[0-9]+|[a-z]+)(?:-(?P<last>[0-9]+|[a-z]+))?)(?:/(?P<step>[0-9]+))?",
     re.IGNORECASE,
 )
-_DOM_EXTRA = re.compile(r"last|(?:1st|2nd|3rd|4th|5th|last) +(?:mon|tue|wed|thu|fri|sat|sun)", re.I)
-# Whether a spec can fire depends only on the calendar (month, day, weekday, ISO week), and
-# between 1901 and 2099 the calendar repeats every 28 years; so a spec that ever fires, fires
-# within these 40 years. (A 400-year probe, the full Gregorian cycle, can take seconds.)
-_PROBE_START = datetime(2001, 1, 1)
-_PROBE_END = datetime(2041, 1, 1)
+_DOM_EXTRA = re.compile(r"(?P<nth>1st|2nd|3rd|4th|5th|last)(?: +(?P<day>sun|mon|tue|wed|thu|fri|sat))?", re.IGNORECASE)
+_NTH = {"1st": 1, "2nd": 2, "3rd": 3, "4th": 4, "5th": 5, "last": -1}
+
+_EPOCH = datetime(1970, 1, 1)
+_SECOND, _DAY = timedelta(seconds=1), timedelta(days=1)
+_FIRST, _LAST = datetime(1, 1, 8), datetime(9998, 12, 24)  # searches stay inside datetime's range
+_HORIZON_YEARS = 400  # the Gregorian calendar repeats every 400 years
+_MAX_WINDOWS = 100_000  # a safety net; a search normally looks at a handful of UTC days
 
 
 def _invalid(name: str, value, reason: str) -> ValidationError:
@@ -77,88 +102,89 @@ def _zone(name) -> ZoneInfo:
         raise ValidationError(f"Invalid timezone: {name!r}") from None
 
 
-def _tokens(name: str, value: str) -> list[str]:
-    tokens = [token.strip() for token in value.split(",")]
-    if "" in tokens:
-        raise _invalid(name, value, "empty item in list")
-    return tokens
+# ---- parsing -------------------------------------------------------------------------------------
 
 
-def _name_number(name: str, word: str, value: str, is_last: bool) -> int:
-    word = word.lower()
-    if name == "month" and word in _MONTHS:
-        return _MONTHS.index(word) + 1
-    if name == "day_of_week" and word in _UNIX_DAYS:
-        number = _UNIX_DAYS.index(word)
-        return 7 if number == 0 and is_last else number  # 'fri-sun' means 5-7
-    raise _invalid(name, value, _LIMITS[name][2])
+def _number(name: str, word: str, value: str) -> int:
+    if word.isdigit():
+        return int(word)
+    number = _NAMES.get(name, {}).get(word.lower())
+    if number is None:
+        raise _invalid(name, value, _LIMITS[name][3])
+    return number
 
 
-def _parse_token(name: str, token: str, value: str) -> tuple[int, int, int]:
-    """One list item -> (first, last, step), bounds checked; names become numbers."""
-    low, high, hint = _LIMITS[name]
-    match = _TOKEN.fullmatch(token)
+def _expand(name: str, item: str, value: str) -> range:
+    """One list item -> the numbers it selects, bounds checked."""
+    low, high, most, hint = _LIMITS[name]
+    match = _ITEM.fullmatch(item)
     if not match:
         raise _invalid(name, value, hint)
     star, first, last, step = match.group("star", "first", "last", "step")
-    if step is not None and int(step) < 1:
-        raise _invalid(name, value, "step must be at least 1")
-    step_n = int(step) if step else 1
+    n = 1 if step is None else int(step)
+    if not 1 <= n <= most:  # cron takes any step; past one cycle it can only mislead
+        raise _invalid(name, value, f"step must be 1-{most}")
+    top = 6 if name == "day_of_week" else high  # 7 is only an alias of Sunday
     if star:
-        return low, (6 if name == "day_of_week" else high), step_n
-    first_n = int(first) if first.isdigit() else _name_number(name, first, value, False)
-    if step is not None and not first.isdigit() and name != "day_of_week":
-        raise _invalid(name, value, "a step needs numbers, e.g. 1-6/2")  # CronTrigger drops it
-    if last is None:
-        last_n = first_n if step is None else (6 if name == "day_of_week" else high)
+        return range(low, top + 1, n)
+    a = _number(name, first, value)
+    if name == "day_of_week" and last is None and step is not None:
+        a %= 7  # '7/2' starts on Sunday, like 'sun/2'
+    if last is not None:
+        b = _number(name, last, value)
     else:
-        last_n = int(last) if last.isdigit() else _name_number(name, last, value, True)
-    if not (low <= first_n <= high and low <= last_n <= high):
+        b = a if step is None else max(a, top)  # 'a/n' runs from a to the top
+    if name == "day_of_week" and b == 0 and a > 0:
+        b = 7  # Sunday closes the week: '5-0' and 'fri-sun' are 5-7
+    if not (low <= a <= high and low <= b <= high):
         raise _invalid(name, value, hint)
-    if first_n > last_n:
+    if a > b:
         raise _invalid(name, value, "range runs backwards")
-    if name == "day_of_week" and step_n > 7:
-        raise _invalid(name, value, "step must be 1-7")
-    return first_n, last_n, step_n
+    return range(a, b + 1, n)
 
 
-def _unix_days(value: str) -> set[int]:
-    """The Unix weekdays (0 = Sunday) a day_of_week field selects."""
-    days = set()
-    for token in _tokens("day_of_week", value):
-        first, last, step = _parse_token("day_of_week", token, value)
-        days.update(day % 7 for day in range(first, last + 1, step))
-    return days
+def _dom_extra(item: str) -> tuple[int, int | None] | None:
+    """'last' -> (-1, None); '2nd fri' -> (2, 5); 'last mon' -> (-1, 1); otherwise None."""
+    match = _DOM_EXTRA.fullmatch(item)
+    if not match or (match["day"] is None and match["nth"].lower() != "last"):
+        return None
+    day = None if match["day"] is None else _UNIX_DAYS.index(match["day"].lower())
+    return _NTH[match["nth"].lower()], day
 
 
-def _aps_day_of_week(value: str) -> str:
-    """Unix day_of_week -> CronTrigger day_of_week, as names so 0 can never mean Monday."""
-    if value == "*":
-        return "*"
-    days = _unix_days(value)
-    return ",".join(_UNIX_DAYS[d] for d in (1, 2, 3, 4, 5, 6, 0) if d in days)
+@lru_cache(maxsize=4096)
+def _parse(name: str, value: str) -> tuple[frozenset, tuple]:
+    """A stripped field -> (numbers, day_of_month extras); raises the field's ValidationError."""
+    numbers, extras = set(), []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            raise _invalid(name, value, "empty item in list")
+        extra = _dom_extra(item) if name == "day_of_month" else None
+        if extra:
+            extras.append(extra)
+        else:
+            numbers.update(_expand(name, item, value))
+    if name == "day_of_week":
+        numbers = {n % 7 for n in numbers}
+    return frozenset(numbers), tuple(extras)
 
 
-def _check_field(name: str, value) -> str:
+def _as_text(name: str, value) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
         raise _invalid(name, value, "must be a string or an integer")
-    value = value.strip()
-    if not value:
-        raise _invalid(name, value, "must not be empty")
-    if name == "day_of_week":
-        _unix_days(value)
-        return value
-    for token in _tokens(name, value):
-        if not (name == "day_of_month" and _DOM_EXTRA.fullmatch(token)):
-            _parse_token(name, token, value)
-    try:  # CronTrigger has the last word on what it accepts (e.g. '*/60' is too big a step)
-        CronTrigger(**{_APS_NAME.get(name, name): value}, timezone=timezone.utc)
-    except ValueError as exc:
-        reason = "step is larger than the range" if "step value" in str(exc) else _LIMITS[name][2]
-        raise _invalid(name, value, reason) from None
-    return value
+    return value.strip()
+
+
+def _check_field(name: str, value) -> str:
+    text = _as_text(name, value)
+    if not text:
+        raise _invalid(name, text, "must not be empty")
+    if len(text) > MAX_FIELD_LENGTH:  # the message quotes only the start of such a value
+        raise _invalid(name, text[:40] + "...", f"at most {MAX_FIELD_LENGTH} characters")
+    _parse(name, text)
+    return text
 
 
 def normalize(fields: Mapping, timezone_name: str) -> dict:
@@ -166,106 +192,313 @@ def normalize(fields: Mapping, timezone_name: str) -> dict:
 
     Missing fields take DEFAULTS; a missing or null "timezone" takes `timezone_name`.
     Keys that are not cron fields are ignored, so a whole job document can be passed.
-    Raises ValidationError naming the field and the bad value.
+    Raises ValidationError naming the field and the bad value, or saying it never fires.
     """
     if not isinstance(fields, Mapping):
         raise ValidationError("Cron fields must be an object")
     result = {name: _check_field(name, fields.get(name, DEFAULTS[name])) for name in CRON_FIELDS}
     tz_name = fields.get("timezone")
     tz_name = timezone_name if tz_name is None else tz_name
-    tz_name = tz_name.strip() if isinstance(tz_name, str) else tz_name
-    _zone(tz_name)
-    result["timezone"] = tz_name
-    build_trigger(result)  # rejects schedules that never fire
+    result["timezone"] = tz_name.strip() if isinstance(tz_name, str) else tz_name
+    schedule_for(result)  # checks the zone, and refuses schedules that never fire
     return result
 
 
+# ---- offsets of a zone ---------------------------------------------------------------------------
+
+
+def _offset(tz: ZoneInfo, instant: datetime) -> timedelta:
+    return tz.fromutc(instant.replace(tzinfo=tz)).utcoffset()
+
+
+@lru_cache(maxsize=8192)
+def _changes_on(zone_name: str, day: int) -> tuple:
+    """(instant, offset before, offset after) of each offset change in one UTC day (days since
+    1970): compare the offsets at both ends of the day, then bisect to the second."""
+    tz, start = _zone(zone_name), _EPOCH + timedelta(days=day)
+    at = lambda second: _offset(tz, start + timedelta(seconds=second))  # noqa: E731
+    lo, before, end = -1, at(-1), at(86399)
+    changes = []
+    while before != end:
+        hi = 86399
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if at(mid) == before else (lo, mid)
+        changes.append((start + timedelta(seconds=hi), before, at(hi)))
+        lo, before = hi, changes[-1][2]
+    return tuple(changes)
+
+
+@lru_cache(maxsize=4096)
+def _near(zone_name: str, day: int) -> tuple[timedelta, tuple]:
+    """Offset changes within two UTC days either side of `day`, and the offset before them."""
+    changes = tuple(c for d in range(day - 2, day + 2) for c in _changes_on(zone_name, d))
+    if changes:
+        return changes[0][1], changes
+    return _offset(_zone(zone_name), _EPOCH + timedelta(days=day)), ()
+
+
+def _aware(moment: datetime) -> datetime:
+    """Aware UTC; a naive datetime means UTC (never the machine's local time)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _utc(moment: datetime) -> datetime:
+    """-> naive UTC, whole seconds: fire times are whole seconds, so "after" loses nothing."""
+    return _aware(moment).replace(tzinfo=None, microsecond=0)
+
+
+# ---- the schedule --------------------------------------------------------------------------------
+
+
+class CronSchedule:
+    """A parsed schedule: sorted value lists, the zone, and a cache of matching days per month.
+    Build it through schedule_for(), which caches it; `next_after` is the one search."""
+
+    def __init__(self, key: tuple):
+        self.fields = dict(zip((*CRON_FIELDS, "timezone"), key))
+        self.zone_name = key[-1]
+        self.zone = _zone(self.zone_name)
+        values = {name: _parse(name, _check_field(name, self.fields[name])) for name in CRON_FIELDS}
+        self.seconds, self.minutes, self.hours, self.months = (
+            tuple(sorted(values[name][0])) for name in ("second", "minute", "hour", "month")
+        )
+        self.month_set = frozenset(self.months)
+        (self.doms, self.dom_extras), self.dows = values["day_of_month"], values["day_of_week"][0]
+        self.weeks = None if self.fields["week"] == "*" else values["week"][0]
+        starred = {name: self.fields[name].startswith("*") for name in CRON_FIELDS}
+        self.either = not starred["day_of_month"] and not starred["day_of_week"]
+        self.fixed = not (starred["second"] or starred["minute"] or starred["hour"])
+        self._month_days: dict[int, tuple] = {}
+        if not self._fires_ever():
+            restricted = ", ".join(
+                f"{name} {self.fields[name]!r}"
+                for name in ("day_of_month", "month", "day_of_week", "week")
+                if self.fields[name] != "*"
+            )
+            raise ValidationError(f"Invalid cron schedule: never fires ({restricted} never coincide)")
+
+    def _fires_ever(self) -> bool:
+        """Whether a month has a matching day depends on the year only through its leapness, the
+        weekday of 1 January and the leapness of the year before (ISO weeks); every combination
+        occurs in any 28 years of 1901-2099, and the 400-year cycle repeats them all."""
+        return any(self._match_days(year, month) for year in range(2001, 2029) for month in self.months)
+
+    # -- the calendar ---------------------------------------------------------------------------
+    def _days(self, year: int, month: int) -> tuple:
+        key = year * 12 + month
+        days = self._month_days.get(key)
+        if days is None:
+            if len(self._month_days) > 512:
+                self._month_days.clear()
+            days = self._month_days[key] = self._match_days(year, month)
+        return days
+
+    def _match_days(self, year: int, month: int) -> tuple:
+        first, length = monthrange(year, month)  # weekday of the 1st, Monday = 0
+        every = range(1, length + 1)
+        by_dom = {d for d in every if d in self.doms} | set(self._extra_days(first, length))
+        by_dow = {d for d in every if (first + d) % 7 in self.dows}  # Unix weekday of day d
+        days = by_dom | by_dow if self.either else by_dom & by_dow
+        if self.weeks is not None:
+            days = {d for d in days if date(year, month, d).isocalendar()[1] in self.weeks}
+        return tuple(sorted(days))
+
+    def _extra_days(self, first: int, length: int):
+        for nth, unix_day in self.dom_extras:
+            if unix_day is None:
+                yield length
+                continue
+            day = 1 + ((unix_day - 1) % 7 - first) % 7  # first such weekday of the month
+            day = day + 7 * ((length - day) // 7) if nth < 0 else day + 7 * (nth - 1)
+            if day <= length:
+                yield day
+
+    def _next_day(self, year: int, month: int, day: int):
+        """First matching (year, month, day) on or after the given one; None past the horizon.
+        Skips months that cannot match, and looks at most 400 years ahead."""
+        months, stop = self.months, min(year + _HORIZON_YEARS, _LAST.year - 1)
+        while year <= stop:
+            if month in self.month_set:
+                days = self._days(year, month)
+                i = bisect_left(days, day)
+                if i < len(days):
+                    return year, month, days[i]
+            i = bisect_right(months, month)
+            year, month = (year, months[i]) if i < len(months) else (year + 1, months[0])
+            day = 1
+        return None
+
+    def _next_time(self, hour: int, minute: int, second: int):
+        """First matching time of day strictly after the given one, or None."""
+        hours, minutes, seconds = self.hours, self.minutes, self.seconds
+        i = bisect_left(hours, hour)
+        if i < len(hours) and hours[i] == hour:
+            j = bisect_left(minutes, minute)
+            if j < len(minutes) and minutes[j] == minute:
+                k = bisect_right(seconds, second)
+                if k < len(seconds):
+                    return hour, minute, seconds[k]
+                j += 1
+            if j < len(minutes):
+                return hour, minutes[j], seconds[0]
+            i += 1
+        return (hours[i], minutes[0], seconds[0]) if i < len(hours) else None
+
+    def _next_wall(self, after: datetime) -> datetime | None:
+        """First matching wall-clock time strictly after `after` (naive, whole seconds)."""
+        y, m, d = after.year, after.month, after.day
+        if m in self.month_set and d in self._days(y, m):
+            time = self._next_time(after.hour, after.minute, after.second)
+            if time:
+                return datetime(y, m, d, *time)
+        found = self._next_day(y, m, d + 1)
+        return None if found is None else datetime(*found, self.hours[0], self.minutes[0], self.seconds[0])
+
+    # -- wall clock -> instants -----------------------------------------------------------------
+    def _gap_fire(self, t: datetime, at: datetime, before: timedelta, after: timedelta):
+        """The fire time for matching walls that the spring-forward change at `at` skipped."""
+        first, end = at + before, at + after  # the skipped walls: first <= wall < end
+        if self.fixed:
+            wall = self._next_wall(first - _SECOND) if at > t else None
+            return at if wall is not None and wall < end else None
+        wall = self._next_wall(max(first - _SECOND, t + before))
+        return wall - before if wall is not None and wall < end else None
+
+    def _first_in_stretch(self, t, start, stop, offset, change):
+        """First fire time after t in [start, stop), where the offset is constant; `change`
+        is the offset change that began this stretch, if it was recent."""
+        lo = max(t, start - _SECOND) + offset  # fire walls are strictly later than this
+        gap = None
+        if change is not None:
+            at, before = change[0], change[1]
+            if before > offset and self.fixed:  # fold: the repeated walls ran before the change
+                lo = max(lo, at + before - _SECOND)
+            elif before < offset:
+                gap = self._gap_fire(t, at, before, offset)
+        wall = self._next_wall(lo)
+        regular = wall - offset if wall is not None and wall - offset < stop else None
+        hits = [h for h in (regular, gap) if h is not None and h < stop]
+        return min(hits) if hits else None
+
+    def _first_in_day(self, t: datetime):
+        """First fire time in (t, end of t's UTC day], or None."""
+        day = (t - _EPOCH).days
+        end = _EPOCH + timedelta(days=day + 1)
+        offset, changes = _near(self.zone_name, day)
+        recent, later = None, []
+        for change in changes:
+            if change[0] <= t:
+                recent, offset = change, change[2]
+            elif change[0] <= end:
+                later.append(change)
+        start = t
+        for change in later + [None]:
+            stop = end + _SECOND if change is None else change[0]
+            hit = self._first_in_stretch(t, start, stop, offset, recent)
+            if hit is not None:
+                return hit
+            if change is None:
+                return None
+            recent, start, offset = change, change[0], change[2]
+        return None
+
+    def _skip_to(self, t: datetime):
+        """Where to look next after an empty day: far ahead when no offset change is near.
+        A fire time s has a wall within 18 h of s, and walls up to t's cannot recur without a
+        change near t; so nothing fires before the next matching wall minus two days."""
+        offset, changes = _near(self.zone_name, (t - _EPOCH).days)
+        if changes:
+            return t
+        wall = self._next_wall(t + offset)
+        return None if wall is None else max(t, wall - offset - 2 * _DAY)
+
+    def next_after(self, moment: datetime) -> datetime | None:
+        """The first fire time strictly after `moment` (naive = UTC), as an aware UTC datetime."""
+        t = max(_utc(moment), _FIRST)
+        for _ in range(_MAX_WINDOWS):
+            if t is None or t >= _LAST:
+                return None
+            hit = self._first_in_day(t)
+            if hit is not None:
+                return hit.replace(tzinfo=UTC)
+            t = self._skip_to(_EPOCH + timedelta(days=(t - _EPOCH).days + 1))
+        return None
+
+    def fire_times_between(self, start: datetime, end: datetime, limit: int) -> list[datetime]:
+        """Fire times t with start < t <= end, ascending, at most `limit` (to find missed runs)."""
+        end, times, t = _aware(end), [], start
+        while len(times) < limit and (t := self.next_after(t)) is not None and t <= end:
+            times.append(t)
+        return times
+
+
+@lru_cache(maxsize=1024)
+def _schedule(key: tuple) -> CronSchedule:
+    return CronSchedule(key)
+
+
+def schedule_for(fields: Mapping) -> CronSchedule:
+    """The built schedule for cron fields (missing ones take DEFAULTS), cached by their normalized
+    text, so firing never rebuilds one. Raises ValidationError like normalize()."""
+    key = tuple(_as_text(name, fields.get(name, DEFAULTS[name])) for name in CRON_FIELDS)
+    tz_name = fields.get("timezone")
+    if not isinstance(tz_name, str):
+        raise ValidationError(f"Invalid timezone: {tz_name!r}")
+    return _schedule((*key, tz_name.strip()))
+
+
 class UnixCronTrigger(BaseTrigger):
-    """The trigger build_trigger returns: a CronTrigger (or an OrTrigger of two) that runs a
-    fixed-time job once, not twice, when clocks fall back. `fields` is the normalized schedule.
-    """
+    """The APScheduler trigger build_trigger returns: a thin face on a cached CronSchedule."""
 
-    __slots__ = ("fields", "trigger", "once_per_wall_time")
+    __slots__ = ("fields", "schedule")
 
-    def __init__(self, fields: dict, trigger: BaseTrigger, once_per_wall_time: bool):
-        self.fields = dict(fields)
-        self.trigger = trigger
-        self.once_per_wall_time = once_per_wall_time
+    def __init__(self, schedule: CronSchedule):
+        self.schedule = schedule
+        self.fields = dict(schedule.fields)
 
     def get_next_fire_time(self, previous_fire_time, now):
-        fire = self.trigger.get_next_fire_time(previous_fire_time, now)
-        while fire is not None and self.once_per_wall_time and _second_copy(fire):
-            fire = self.trigger.get_next_fire_time(fire, fire)
-        return fire
+        """First fire time >= now, or just after previous_fire_time if that is earlier (the way
+        CronTrigger lets APScheduler list missed runs without repeating one)."""
+        start = _aware(now)
+        if previous_fire_time is not None:
+            previous = _aware(previous_fire_time)
+            start = min(start, previous + timedelta(microseconds=1))
+            if start == previous:
+                start += timedelta(microseconds=1)
+        return self.schedule.next_after(start - timedelta(microseconds=1))
+
+    def next_after(self, moment: datetime) -> datetime | None:
+        return self.schedule.next_after(moment)
+
+    def fire_times_between(self, start: datetime, end: datetime, limit: int) -> list[datetime]:
+        return self.schedule.fire_times_between(start, end, limit)
 
     def __str__(self):
         return "unix-cron[{}]".format(", ".join(f"{k}='{v}'" for k, v in self.fields.items()))
 
     def __repr__(self):
-        return f"<UnixCronTrigger {self.trigger!r}>"
+        return f"<UnixCronTrigger {self}>"
 
 
-def _second_copy(moment: datetime) -> bool:
-    """Is this the second occurrence of a wall time that a fall-back transition repeats?"""
-    return moment.fold == 1 and moment.replace(fold=0).utcoffset() != moment.utcoffset()
-
-
-def build_trigger(fields: dict) -> BaseTrigger:
+def build_trigger(fields: Mapping) -> BaseTrigger:
     """APScheduler trigger with Unix cron meaning for fields as returned by normalize()."""
-    tz = _zone(fields["timezone"])
-    dom, unix_dow = fields["day_of_month"], fields["day_of_week"]
-    common = {name: fields[name] for name in ("second", "minute", "hour", "month", "week")}
-    dow = _aps_day_of_week(unix_dow)
-    if not dom.startswith("*") and not unix_dow.startswith("*"):
-        variants = [{"day": dom, "day_of_week": "*"}, {"day": "*", "day_of_week": dow}]
-    else:
-        variants = [{"day": dom, "day_of_week": dow}]
-    try:
-        # Drop a half of the OR that never fires: OrTrigger would search it to the year 9999.
-        triggers = [
-            CronTrigger(year="*", **common, **days, timezone=tz)
-            for days in variants
-            if CronTrigger(year="*", **common, **days, timezone=tz,
-                           end_date=_PROBE_END.replace(tzinfo=tz))
-            .get_next_fire_time(None, _PROBE_START.replace(tzinfo=tz)) is not None
-        ]
-    except ValueError as exc:  # only for fields that did not come through normalize()
-        raise ValidationError(f"Invalid cron schedule: {exc}") from None
-    if not triggers:
-        restricted = ", ".join(
-            f"{name} {fields[name]!r}"
-            for name in ("day_of_month", "month", "day_of_week", "week")
-            if fields[name] != "*"
-        )
-        raise ValidationError(f"Invalid cron schedule: never fires ({restricted} never coincide)")
-    trigger = triggers[0] if len(triggers) == 1 else OrTrigger(triggers)
-    fixed_time = not any(fields[name].startswith("*") for name in ("second", "minute", "hour"))
-    return UnixCronTrigger(fields, trigger, once_per_wall_time=fixed_time)
+    return UnixCronTrigger(schedule_for(fields))
 
 
 def next_fire_times(fields: dict, count: int, now: datetime) -> list[datetime]:
-    """The next `count` fire times strictly after `now`, as aware UTC datetimes.
-
-    `now` is passed in (naive means UTC) so callers and tests control the clock. Fewer than
-    `count` come back only if the schedule ends (it cannot, once normalize() accepted it).
-    """
+    """The next `count` fire times strictly after `now` (naive means UTC), as aware UTC datetimes.
+    `now` is passed in so callers and tests control the clock."""
     if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_COUNT:
         raise ValidationError(f"Invalid count: {count!r} (must be 0-{MAX_COUNT})")
-    # Arithmetic in UTC: adding to a local time in a repeated hour silently drops `fold`.
-    moment = now.replace(tzinfo=timezone.utc) if now.tzinfo is None else now.astimezone(timezone.utc)
-    trigger = build_trigger(fields)
-    times: list[datetime] = []
-    while len(times) < count:
-        # +1 µs: CronTrigger returns times >= now, and rounds up to the next whole second.
-        fire = trigger.get_next_fire_time(None, moment + timedelta(microseconds=1))
-        if fire is None:
-            break
-        moment = fire.astimezone(timezone.utc)
+    schedule, times, moment = schedule_for(fields), [], now
+    while len(times) < count and (moment := schedule.next_after(moment)) is not None:
         times.append(moment)
     return times
 
 
 # ---- describe -------------------------------------------------------------------------------
+
 
 def _single(value: str) -> bool:
     return value.isdigit()
@@ -327,7 +560,7 @@ def describe(fields: dict) -> str:
     """
     text, time_of_day = _describe_time(fields["second"], fields["minute"], fields["hour"])
     dom, dow = fields["day_of_month"], fields["day_of_week"]
-    days = _unix_days(dow)
+    days = _parse("day_of_week", dow)[0]
     dow_all = dow == "*" or len(days) == 7
     either = not dom.startswith("*") and not dow.startswith("*")
     if either and dow_all:  # "day X or any weekday" is every day
