@@ -12,7 +12,10 @@ setup(
     # static/ (the vendored front-end files) is installed as texium/static.
     packages=[*find_packages(include=["texium", "texium.*"]), "texium.static"],
     package_dir={"texium.static": "static"},
-    package_data={"texium": ["openapi.yaml"], "texium.static": ["*.md", "vendor/*.md", "vendor/*/*"]},
+    package_data={
+        "texium": ["openapi.yaml"],
+        "texium.static": ["*.md", "vendor/*.md", "vendor/*/*", "app/*", "app/pages/*"],
+    },
     install_requires=[
         "tornado>=6.4,<7",
         "pymongo>=4.6,<5",
@@ -24,6 +27,7 @@ setup(
         "mongomock>=4.1",  # MONGO_URI=mongomock:// for demos and tests
         "pyyaml>=6",  # the OpenAPI description is kept as YAML
         "email-validator>=2.1",  # one e-mail address check for users and EmailNotificationJob
+        "jsonschema-rs>=0.60,<1",  # request bodies checked against openapi.yaml: ~0.6 us a body, pure-Python ~75 us
     ],
     extras_require={
         "test": [

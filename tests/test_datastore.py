@@ -499,3 +499,68 @@ def test_mongodb_writes_with_majority_concern_and_retries():
     assert store._client.write_concern.document == {"w": "majority"}
     assert store._client.options.retry_writes is True
     store.close()
+
+
+def test_sqlite_kept_counts_match_a_real_count_after_every_kind_of_write(tmp_path):
+    """count() of a whole collection, or of executions by status, reads counts that triggers
+    keep; they must equal COUNT(*) whatever wrote (another connection included), and a
+    database made before the triggers existed gets them filled in when opened."""
+    from texium.core.datastore.sqlite import SQLiteDatastore
+
+    def real(store, status=None):
+        where = f" WHERE json_extract(doc, '$.status') = '{status}'" if status else ""
+        return store._read(f"SELECT COUNT(*) FROM scheduler_executions{where}")[0][0]
+
+    store = SQLiteDatastore(str(tmp_path))
+    other = SQLiteDatastore(str(tmp_path))  # a second connection, as another node has
+    executions = store.executions
+    ids = [executions.insert({"status": "scheduled", "occurrence_key": f"k{i}"}) for i in range(6)]
+    other.executions.insert_many(
+        [{"status": "missed", "occurrence_key": "k0"}, {"status": "missed", "occurrence_key": "m"}]
+    )
+    executions.update(ids[0], fields={"status": "running"})
+    other.executions.update_many({"_id": ids[1]}, {"status": "completed"})
+    executions.update_many({"status": "scheduled"}, {"status": "abandoned"})
+    executions.delete(ids[5])
+    other.executions.delete_many({"status": "running"})
+    with store.batch():
+        executions.insert({"status": "failed"})
+    try:
+        with store.batch():
+            executions.insert({"status": "failed"})
+            raise RuntimeError("rolled back")
+    except RuntimeError:
+        pass
+    for status in ("scheduled", "running", "completed", "abandoned", "missed", "failed"):
+        assert executions.count({"status": status}) == real(store, status), status
+    assert executions.count() == real(store) == 6
+    with store._write() as db:  # as a database written before the triggers existed
+        db.execute("DROP TRIGGER scheduler_executions__count_insert")
+        db.execute("DELETE FROM _counts")
+    reopened = SQLiteDatastore(str(tmp_path))
+    assert reopened.executions.count() == 6 and reopened.executions.count({"status": "abandoned"}) == real(
+        store, "abandoned"
+    )
+
+
+def test_documents_as_json_text_equal_the_documents_encoded(store):
+    """find_json/get_json (the API's fast path) give exactly what encoding find()/get() gives,
+    hidden fields removed, whether the hidden field is last (sliced off) or not (parsed)."""
+    import json as std_json
+
+    from texium.core.jsontext import dumps
+
+    coll = store.collection("things")
+    docs = [
+        {"name": "last", "at_time": T0, "nested": {"a": [1, "é"]}, "secret_key": "k1"},
+        {"secret_key": "first", "name": "not last"},
+        {"name": "escaped", "secret_key": 'quote " and \\ backslash'},
+        {"name": "none"},
+    ]
+    ids = [coll.insert(doc) for doc in docs]
+    hidden = ("secret_key",)
+    expected = [{k: v for k, v in coll.get(i).items() if k not in hidden} for i in ids]
+    assert [std_json.loads(text) for text in coll.find_json(hidden=hidden)] == std_json.loads(dumps(expected))
+    assert std_json.loads(coll.get_json(ids[2], hidden=hidden)) == std_json.loads(dumps(expected[2]))
+    assert std_json.loads(coll.get_json(ids[0])) == std_json.loads(dumps(coll.get(ids[0])))
+    assert coll.get_json("507f1f77bcf86cd799439099") is None and coll.get_json("nope") is None

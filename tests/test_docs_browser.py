@@ -38,9 +38,8 @@ def test_docs_render_and_try_it_out_creates_a_user(browser, start_server, tmp_pa
     problems = []
     page.on("pageerror", lambda error: problems.append(str(error)))
     page.on("requestfailed", lambda request: problems.append(request.url))
-    page.goto(server.api.base_url + "/")  # the front page leads to the documentation
+    page.goto(server.api.base_url + "/docs")  # the front page is the dashboard; the API documentation is here
     page.wait_for_selector(".opblock-summary", timeout=20000)
-    assert page.url.endswith("/docs")
     described = len(server.api.get("/openapi.json").json()["paths"])
     assert page.locator(".opblock-tag-section").count() >= 4
     assert page.locator(".opblock").count() >= described

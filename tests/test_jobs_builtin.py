@@ -1,7 +1,9 @@
-"""The nine built-in jobs (all but EchoJob) and texium.restore, against real loopback peers.
+"""The built-in jobs and texium.restore, called directly against real loopback peers.
 
-Jobs are called directly with a JobContext built here; the datastore is a real provider
-(SQLite in tmp_path, and mongomock where the datastore matters).
+This is where each job's behaviour is tested, once: arguments, failures, retries, signatures,
+limits. Jobs are called with a JobContext built here; the datastore is a real provider (SQLite
+in tmp_path, and mongomock too where the job reads or writes the datastore). Each job's one run
+through the API on a real server is in tests/test_jobs_api.py.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import psutil
 import pytest
 from cryptography.fernet import Fernet
 
+from tests.jobs_fixtures import closed_port, http_server, listening_port, smtp_server
+from tests.test_users_api import INVALID_EMAILS, VALID_EMAILS
 from texium.core.datastore import new_id, open_datastore
 from texium.core.timeutil import parse_iso, utcnow
 from texium.jobs import backup as backup_module
@@ -34,6 +38,7 @@ from texium.jobs.backup import DataBackupJob
 from texium.jobs.base import JobBase, JobContext, JobError
 from texium.jobs.cleanup import DataCleanupJob
 from texium.jobs.custom import CustomScriptJob
+from texium.jobs.echo import EchoJob
 from texium.jobs.email import EmailNotificationJob
 from texium.jobs.maintenance import MaintenanceJob
 from texium.jobs.metrics import SystemMetricsJob
@@ -41,11 +46,6 @@ from texium.jobs.report import ReportGenerationJob
 from texium.jobs.server import ServerHealthCheckJob
 from texium.jobs.webhook import WebhookJob
 from texium.restore import RestoreError, restore_backup
-
-sys.path.insert(0, os.path.dirname(__file__))
-from jobs_fixtures import closed_port, http_server, listening_port, smtp_server  # noqa: E402
-
-from tests.test_users_api import INVALID_EMAILS, VALID_EMAILS  # noqa: E402
 
 PROVIDERS = ["sqlite", "mongomock"]
 
@@ -77,7 +77,8 @@ def sqlite_store(tmp_path):
 def config(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
-    return {"DATA_DIR": str(data)}
+    # The peers listen on loopback, which the outbound rule refuses by default (tests/test_outbound.py).
+    return {"DATA_DIR": str(data), "OUTBOUND_ALLOW": ["127.0.0.0/8"]}
 
 
 class Runner:
@@ -120,6 +121,7 @@ def run_any(store, config):
 # --------------------------------------------------------------------------- meta_info
 
 ALL_JOBS = {
+    EchoJob: "Simple job that echoes arguments",
     ServerHealthCheckJob: "Job to check server health status",
     DataBackupJob: "Job to backup database",
     EmailNotificationJob: "Job to send email notifications",
@@ -168,14 +170,17 @@ def _server_doc(ds, **fields):
     return ds.servers.insert(doc)
 
 
-def test_health_check_running_then_stopped(run):
+def test_health_check_running_then_stopped(run_any):
+    """On both providers: the check writes status, last_checked_at and the nested last_check."""
+    run = run_any
     ds = run.datastore
     with http_server([200]) as web, listening_port() as (port, close):
         sid = _server_doc(ds, port=port, instance_url=web.url + "/health")
         out = run(ServerHealthCheckJob, sid, timeout=2)
         doc = ds.servers.get(sid)
         assert doc["status"] == "running", out
-        assert "running" in out and "(was unknown)" in out and "200" in out
+        assert out.startswith("Server 'web-1' is running (was unknown)\n"), out
+        assert f"TCP 127.0.0.1:{port}: open (" in out and f"HTTP GET {web.url}/health: 200 (" in out
         assert web.requests[0]["method"] == "GET" and web.requests[0]["path"] == "/health"
         check = doc["last_check"]
         assert check["reachable"] is True and check["http_status"] == 200 and check["error"] is None
@@ -185,10 +190,11 @@ def test_health_check_running_then_stopped(run):
         first_checked = doc["last_checked_at"]
 
         close()  # the port stops listening: the same server is now stopped
-        time.sleep(0.01)
         out = run(ServerHealthCheckJob, sid, timeout=2)
     doc = ds.servers.get(sid)
-    assert doc["status"] == "stopped" and "(was running)" in out
+    assert out.startswith("Server 'web-1' is stopped (was running): "), out
+    assert f"TCP 127.0.0.1:{port}: unreachable (" in out and "HTTP GET" not in out
+    assert doc["status"] == "stopped"
     assert doc["last_check"]["reachable"] is False and doc["last_check"]["http_status"] is None
     assert "refused" in doc["last_check"]["error"]
     assert doc["last_checked_at"] >= first_checked
@@ -200,7 +206,7 @@ def test_health_check_closed_port_and_http_500(run):
     sid = _server_doc(ds, port=closed_port(), status="running")
     out = run(ServerHealthCheckJob, sid, timeout=2)
     assert ds.servers.get(sid)["status"] == "stopped"
-    assert "stopped" in out and "refused" in out
+    assert "is stopped (was running)" in out and "refused" in out
 
     with http_server([500]) as web:
         port = web.server_address[1]
@@ -213,8 +219,9 @@ def test_health_check_closed_port_and_http_500(run):
 
 
 def test_health_check_bad_arguments(run):
-    with pytest.raises(JobError, match="unknown server id"):
-        run(ServerHealthCheckJob, new_id())
+    unknown = new_id()
+    with pytest.raises(JobError, match=f"unknown server id '{unknown}'"):
+        run(ServerHealthCheckJob, unknown)
     with pytest.raises(JobError, match="unknown server id"):
         run(ServerHealthCheckJob, "not-an-id")
     with pytest.raises(JobError, match="server_id is required"):
@@ -256,13 +263,15 @@ def test_email_is_received(run, config):
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 def test_email_login_and_no_password_leak(run, config):
     with smtp_server(credentials=("mailer", "s3cret-pw")) as (handler, port):
-        run.config = _smtp_config(config, port, SMTP_USERNAME="mailer", SMTP_PASSWORD="s3cret-pw")
+        # The test server has no TLS: a plaintext login must be allowed explicitly (tests/test_outbound.py).
+        login = {"SMTP_USERNAME": "mailer", "SMTP_ALLOW_PLAINTEXT_LOGIN": True}
+        run.config = _smtp_config(config, port, SMTP_PASSWORD="s3cret-pw", **login)
         out = run(EmailNotificationJob, "bob@example.com", message="hi")
         assert len(handler.messages) == 1 and "s3cret-pw" not in out
         msg = email.message_from_bytes(handler.messages[0]["content"], policy=email.policy.default)
         assert msg["Subject"] == "Texium notification: test EmailNotificationJob"
 
-        run.config = _smtp_config(config, port, SMTP_USERNAME="mailer", SMTP_PASSWORD="wrong-pw")
+        run.config = _smtp_config(config, port, SMTP_PASSWORD="wrong-pw", **login)
         with pytest.raises(JobError, match="refused the login") as info:
             run(EmailNotificationJob, "bob@example.com", message="hi")
         assert "wrong-pw" not in str(info.value)
@@ -286,7 +295,7 @@ def test_email_failures(run, config):
     assert handler.messages == []
 
     run.config = dict(config)  # SMTP_HOST unset
-    with pytest.raises(JobError, match="SMTP is not configured"):
+    with pytest.raises(JobError, match="SMTP is not configured: set SMTP_HOST"):
         run(EmailNotificationJob, "a@example.com", message="y")
     run.config = _smtp_config(config, closed_port())
     with pytest.raises(JobError, match="cannot reach SMTP server"):
@@ -367,7 +376,7 @@ def test_webhook_retries_5xx_then_succeeds(run):
 
 def test_webhook_failures(run):
     with http_server([400]) as web:
-        with pytest.raises(JobError, match="HTTP 400.*attempt 1") as info:
+        with pytest.raises(JobError, match=r"HTTP 400.*attempt 1 \(client errors are not retried\)") as info:
             run(WebhookJob, web.url, retries=3, backoff=0.01)
         assert len(web.requests) == 1  # no retry on 4xx
         assert '"answer": 400' in str(info.value)
@@ -380,7 +389,10 @@ def test_webhook_failures(run):
             run(WebhookJob, web.url, retries=0)
     with pytest.raises(JobError, match="after 2 attempt.*refused"):
         run(WebhookJob, f"http://127.0.0.1:{closed_port()}/", retries=1, backoff=0.01, timeout=2)
-    for url in ("ftp://example.com/x", "file:///etc/passwd", "javascript:alert(1)", "http://", 5):
+    for url in ("ftp://example.com/x", "file:///etc/passwd", "javascript:alert(1)"):
+        with pytest.raises(JobError, match="url must be an http:// or https:// URL"):
+            run(WebhookJob, url)
+    for url in ("http://", 5):
         with pytest.raises(JobError, match="url"):
             run(WebhookJob, url)
     with pytest.raises(JobError, match="headers"):
@@ -492,18 +504,28 @@ def test_cleanup_deletes_exactly_the_old_rows(run_any):
 
 
 def test_cleanup_refuses_bad_arguments(run):
+    ds = run.datastore
+    old_run = _execution(ds, timedelta(days=400), "completed")
+    ancient = utcnow() - timedelta(days=400)
+    ds.users.insert(
+        {"name": "u", "email": "u@example.com", "role": "user", "created_at": ancient, "updated_at": ancient}
+    )
     for name in ("users", "servers", "scheduler_jobs", "jobs"):
         with pytest.raises(JobError, match=f"'{name}' is never cleaned up"):
-            run(DataCleanupJob, collections=["scheduler_executions", name])
+            run(DataCleanupJob, days_old=0, collections=["scheduler_executions", name])
     with pytest.raises(JobError, match="unknown collection 'nope'"):
         run(DataCleanupJob, collections=["nope"])
-    for bad in (-1, "abc", True, None, float("nan")):
+    with pytest.raises(JobError, match="days_old must be at least 0, got -1"):
+        run(DataCleanupJob, days_old=-1)
+    for bad in ("abc", True, None, float("nan")):
         with pytest.raises(JobError, match="days_old"):
             run(DataCleanupJob, days_old=bad)
     with pytest.raises(JobError, match="dry_run"):
         run(DataCleanupJob, dry_run="maybe")
     with pytest.raises(JobError, match="unknown argument 'days'"):
         run(DataCleanupJob, days=3)
+    # A refused clean-up deletes nothing, not even the history it was also asked for.
+    assert ds.users.count() == 1 and ds.executions.get(old_run) is not None
 
 
 # --------------------------------------------------------------------------- metrics
@@ -523,9 +545,13 @@ def test_metrics_sample_is_stored(run_any):
     assert isinstance(s["datastore_size_bytes"], int)
     assert utcnow() - s["created_at"] < timedelta(seconds=10)
     assert s["execution_id"] == run_any.context.execution_id
-    assert s["_id"] in out and "CPU" in out and "Memory" in out and "Disk" in out
-    with pytest.raises(JobError, match="interval"):
+    assert f"System metrics sample {s['_id']} stored" in out
+    assert "CPU:" in out and "Memory:" in out and "Disk" in out
+    with pytest.raises(JobError, match="interval must be at most 10"):
         run_any(SystemMetricsJob, interval=60)
+    with pytest.raises(JobError, match="unknown argument 'bogus'"):
+        run_any(SystemMetricsJob, bogus=1)
+    assert run_any.datastore.collection("system_metrics").count() == 1  # a refused run stores nothing
 
 
 # --------------------------------------------------------------------------- report
@@ -555,7 +581,7 @@ def test_report_numbers_files_and_cleanup(run_any, config, monkeypatch):
     reports = ds.collection("reports").find()
     assert len(reports) == 1
     rep = reports[0]
-    assert rep["report_type"] == "daily"
+    assert rep["report_type"] == "daily" and rep["period_days"] == 1
     start, end = parse_iso(rep["period_start"]), parse_iso(rep["period_end"])
     assert end - start == timedelta(days=1) and utcnow() - rep["created_at"] < timedelta(seconds=10)
     jobs = {j["job_id"]: j for j in rep["jobs"]}
@@ -567,7 +593,8 @@ def test_report_numbers_files_and_cleanup(run_any, config, monkeypatch):
     assert rep["summary"]["executions"] == 6 and rep["summary"]["failures"] == 2
     assert rep["summary"]["success_rate"] == 60.0
     assert [f["error"] for f in rep["failures"]] == ["boom", "ValueError: bad input"]  # newest first
-    assert "6 executions of 2 jobs" in out and rep["_id"] in out
+    assert out.startswith("Daily execution report ") and f"(report {rep['_id']})" in out
+    assert "6 executions of 2 jobs" in out
 
     with open(rep["json_path"], encoding="utf-8") as fh:
         on_disk = json.load(fh)
@@ -585,7 +612,7 @@ def test_report_numbers_files_and_cleanup(run_any, config, monkeypatch):
     assert weekly["summary"]["executions"] == 7 and weekly["failures_total"] == 2
     assert [f["error"] for f in weekly["failures"]] == ["boom"]
 
-    with pytest.raises(JobError, match="report_type"):
+    with pytest.raises(JobError, match="report_type must be one of daily, weekly, monthly, got 'hourly'"):
         run_any(ReportGenerationJob, report_type="hourly")
 
     out = run_any(DataCleanupJob, days_old=0, collections=["reports"])
@@ -682,9 +709,12 @@ def test_backup_then_restore_round_trip(run_any, config, tmp_path, target, monke
     counts = {e["name"]: e["count"] for e in manifest["collections"]}
     assert counts["users"] == 1 and counts["servers"] == 1 and counts["scheduler_executions"] == 5
     assert manifest["total_documents"] == sum(counts.values()) and parse_iso(manifest["created_at"])
+    assert out.startswith(f"Backup written to {bdir}\n")
     for e in manifest["collections"]:
-        assert os.path.getsize(os.path.join(bdir, e["file"])) == e["bytes"]
-        assert f"{e['file']}" in out and f"{e['count']} documents" in out
+        with open(os.path.join(bdir, e["file"]), "rb") as fh:
+            raw = fh.read()
+        assert len(raw) == e["bytes"] and hashlib.sha256(raw).hexdigest() == e["sha256"]
+        assert f"  {e['file']}" in out and f"{e['count']:>8} documents  {e['bytes']:>10} bytes" in out
     with gzip.open(os.path.join(bdir, "servers.jsonl.gz"), "rt") as fh:
         servers_text = fh.read()
     assert token in servers_text and "plain-server-password" not in servers_text
@@ -721,7 +751,7 @@ def test_backup_selection_rotation_and_errors(run, config, tmp_path):
     assert len(names) == 2 and "Removed 1 old backup" in out
     with pytest.raises(JobError, match="unknown collection 'nope'"):
         run(DataBackupJob, collections=["nope"])
-    with pytest.raises(JobError, match="keep"):
+    with pytest.raises(JobError, match="keep must be at least 1"):
         run(DataBackupJob, keep=0)
     run.config = dict(config, BACKUP_DIR=str(config["DATA_DIR"]) + "/custom-backups")
     run(DataBackupJob, collections=["users"])
@@ -761,6 +791,25 @@ def test_backup_selection_rotation_and_errors(run, config, tmp_path):
         assert fresh.users.count() == 0
     finally:
         fresh.close()
+
+
+def test_backup_rotation_keeps_the_backup_it_just_wrote(run, config, monkeypatch):
+    """keep=1, three runs in the same second: after every run the one backup left is the one the
+    run says it wrote. The 2nd run is named <stamp>-2 and rotates <stamp> away; the 3rd must not
+    take the freed name <stamp> (it would sort before <stamp>-2 and be deleted by its own
+    rotation while its output still says "Backup written to <stamp>")."""
+    frozen = utcnow().replace(microsecond=0)
+    monkeypatch.setattr(backup_module, "utcnow", lambda: frozen)  # the runs share one second
+    root = os.path.join(config["DATA_DIR"], "backups")
+    written = []
+    for _ in range(3):
+        out = run(DataBackupJob, collections=["users"], keep=1)
+        assert out.startswith("Backup written to "), out
+        written.append(out.splitlines()[0].removeprefix("Backup written to "))
+        assert os.listdir(root) == [os.path.basename(written[-1])], (written, out)
+    stamp = "texium-backup-" + frozen.strftime("%Y%m%dT%H%M%SZ")
+    assert [os.path.basename(path) for path in written] == [stamp, stamp + "-2", stamp + "-3"]
+    assert "Removed 1 old backup(s) (keep=1): " + stamp + "-2" in out
 
 
 # --------------------------------------------------------------------------- maintenance
@@ -859,8 +908,8 @@ def test_script_runs_with_arguments_and_stdin(run, scripts):
 
 
 def test_script_failure_exit_code_and_stderr(run, scripts):
-    _script(scripts, "fail.sh", "#!/bin/sh\necho partial output\necho 'it broke' >&2\nexit 3\n")
-    with pytest.raises(JobError, match=r"exited with code 3\nstderr:\nit broke"):
+    _script(scripts, "fail.sh", "#!/bin/sh\necho partial output\necho 'it broke badly' >&2\nexit 3\n")
+    with pytest.raises(JobError, match=r"script 'fail.sh' exited with code 3\nstderr:\nit broke badly"):
         run(CustomScriptJob, "fail.sh")
     assert "partial output" in "".join(run.written)
 
@@ -870,7 +919,7 @@ def test_script_timeout_kills_process_group(run, scripts):
         scripts, "hang.sh", "#!/bin/sh\nsleep 30 &\necho $! > child.pid\necho $$ > parent.pid\necho started\nsleep 30\n"
     )
     started = time.monotonic()
-    with pytest.raises(JobError, match="timed out after 0.5 s"):
+    with pytest.raises(JobError, match="timed out after 0.5 s; its process group was killed"):
         run(CustomScriptJob, "hang.sh", timeout=0.5)
     assert time.monotonic() - started < 5
     assert "started" in "".join(run.written)
@@ -914,7 +963,9 @@ def test_script_output_is_capped(run, scripts):
 
 
 def test_script_path_escapes_are_refused(run, scripts, config):
-    outside = _script(config["DATA_DIR"], "outside.sh", "#!/bin/sh\necho escaped\n")
+    # A real executable just outside SCRIPTS_DIR: it must be refused, not merely "not found".
+    escaped = os.path.join(config["DATA_DIR"], "ESCAPED")
+    outside = _script(config["DATA_DIR"], "outside.sh", f"#!/bin/sh\ntouch '{escaped}'\necho escaped\n")
     os.symlink(outside, os.path.join(scripts, "link.sh"))
     os.symlink("/bin", os.path.join(scripts, "bindir"))
     _script(scripts, "inner.sh", "#!/bin/sh\necho inner\n")
@@ -941,3 +992,4 @@ def test_script_path_escapes_are_refused(run, scripts, config):
         run(CustomScriptJob, "inner.sh", timeout=0)
     with pytest.raises(JobError, match="script_name is required"):
         run(CustomScriptJob)
+    assert not os.path.exists(escaped)

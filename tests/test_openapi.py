@@ -5,6 +5,8 @@
 3. /openapi.json serves it and /docs shows it with the vendored Swagger UI.
 4. schemathesis, bounded, against a live server on each datastore provider: no 5xx, no
    response that breaks its schema, no undocumented status code or content type.
+That each request rule of the description is enforced (the server validates request bodies
+against it) is tests/test_request_schemas.py's to prove.
 """
 
 from __future__ import annotations

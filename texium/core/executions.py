@@ -7,6 +7,7 @@ from datetime import datetime
 from texium.core import figures
 from texium.core.datastore.base import Datastore
 from texium.core.errors import NotFound, ValidationError
+from texium.core.jsontext import Raw
 from texium.core.listing import NEWEST_FIRST, Page, list_page
 from texium.core.runner import HIDDEN
 from texium.core.validation import require_id
@@ -42,11 +43,12 @@ class ExecutionHistory:
             query["created_at"] = window
         return list_page(self._ds.executions, query, limit, offset, sort=NEWEST_FIRST, hidden=HIDDEN)
 
-    def get(self, execution_id: str) -> dict:
-        doc = self._ds.executions.get(require_id(execution_id, "execution_id"))
+    def get(self, execution_id: str) -> Raw:
+        """The execution as clients see it (JSON text)."""
+        doc = self._ds.executions.get_json(require_id(execution_id, "execution_id"), hidden=HIDDEN)
         if doc is None:
             raise NotFound("Execution not found")
-        return {k: v for k, v in doc.items() if k not in HIDDEN}
+        return doc
 
     def stats(self, user_id: str | None = None, job_id: str | None = None) -> dict:
         """Job counts and the execution figures (texium/core/figures.py), for everything, one

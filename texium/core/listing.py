@@ -13,7 +13,7 @@ OLDEST_FIRST: Sort = [("created_at", 1)]
 @dataclass
 class Page:
     total: int
-    items: list[dict]
+    items: list  # dicts, or Raw JSON texts
 
 
 def list_page(
@@ -23,9 +23,15 @@ def list_page(
     offset: int,
     sort: Sort = OLDEST_FIRST,
     hidden: tuple[str, ...] = (),
+    as_json: bool = True,
 ) -> Page:
-    items = collection.find(query, sort=sort, limit=limit, offset=offset)
-    return Page(total=collection.count(query), items=[without(doc, hidden) for doc in items])
+    """One page and the total. Items come as the JSON text clients receive (as_json, the fast
+    path: the embedded store hands over stored text) or as dicts for a service to reshape."""
+    if as_json:
+        items = collection.find_json(query, sort=sort, limit=limit, offset=offset, hidden=hidden)
+    else:
+        items = [without(doc, hidden) for doc in collection.find(query, sort=sort, limit=limit, offset=offset)]
+    return Page(total=collection.count(query), items=items)
 
 
 def without(doc: dict, hidden: tuple[str, ...]) -> dict:

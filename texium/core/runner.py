@@ -148,8 +148,9 @@ class ExecutionRunner:
             "node_id": me.node_id,
             "hostname": me.hostname,
             "pid": me.pid,
-            "occurrence_key": occurrence_key or f"manual:{execution_id}",
             **extra,
+            # Last, so the embedded store can hand out the document without it by slicing text.
+            "occurrence_key": occurrence_key or f"manual:{execution_id}",
         }
 
     def run_now(self, job: dict) -> str:

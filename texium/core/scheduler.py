@@ -100,6 +100,7 @@ class TexiumScheduler(BackgroundScheduler):
         self._retry = retry_seconds
         self._lead = timedelta(seconds=lead_seconds)  # claim this long before a run is due
         self.state_of_pass = PassState()
+        self._planned_wakeup: datetime | None = None  # when the thread will look again by itself
 
     def _process_jobs(self):
         if self.state == STATE_PAUSED:
@@ -111,12 +112,19 @@ class TexiumScheduler(BackgroundScheduler):
             next_time = self._store.next_run_time()
         except Exception as exc:  # the store failed: retry soon, never sleep for good
             self._store_failed(exc)
+            self._planned_wakeup = utcnow() + timedelta(seconds=self._retry)
             return self._retry
         self._passed(now, clock)
         wait = self._poll
         if next_time is not None:
             wait = min(wait, max(0.0, (next_time - utcnow()).total_seconds() - self._lead.total_seconds()))
+        self._planned_wakeup = utcnow() + timedelta(seconds=wait)
         return wait
+
+    def wakes_after(self, due: datetime) -> bool:
+        """Would a job due at `due` be claimed late unless the thread is woken now?"""
+        planned = self._planned_wakeup
+        return planned is None or due - self._lead < planned
 
     def _dispatch(self, claimed: list[tuple[dict, dict]]) -> None:
         """Runs due now go to the pool now; runs claimed ahead go at their time, from a timer,

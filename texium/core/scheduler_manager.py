@@ -15,6 +15,7 @@ from texium.core.audit import AuditLog
 from texium.core.datastore.base import Datastore
 from texium.core.errors import NotFound, ValidationError
 from texium.core.jobstore import DocumentJobStore, schedule_for
+from texium.core.jsontext import Raw
 from texium.core.listing import Page, list_page
 from texium.core.nodes import NodeRegistry
 from texium.core.recorder import Recorder
@@ -23,24 +24,17 @@ from texium.core.runner import ExecutionRunner
 from texium.core.scheduler import TexiumScheduler
 from texium.core.timeutil import to_iso, utcnow
 from texium.core.users import owned_by
-from texium.core.validation import Field, require_id, validate_body
+from texium.core.validation import request_schema, require_id, validate_body
 
 log = logging.getLogger("texium.scheduler")
 SCHEDULE_FIELDS = (*cron.CRON_FIELDS, "timezone")
-JOB_FIELDS = (
-    Field("user_id", "id", required=True),
-    Field("job_class_string", required=True, max_length=300),
-    Field("name", required=True, max_length=200),
-    Field("description", max_length=2000, default=""),
-    Field("pub_args", "list", default=[]),
-    Field("pub_kwargs", "object", default={}),
-    Field("is_enabled", "bool", default=True),
-)
+# The fields (cron fields included), their types, limits and defaults: components/schemas in
+# texium/openapi.yaml. Whether the cron fields parse is cron.normalize's to say.
+JOB_CREATE, JOB_UPDATE = request_schema("JobCreate"), request_schema("JobUpdate")
 
 
-def _split(body: dict) -> tuple[dict, dict]:
-    schedule = {k: body[k] for k in SCHEDULE_FIELDS if k in body}
-    return schedule, {k: v for k, v in body.items() if k not in SCHEDULE_FIELDS}
+def _schedule(body: dict) -> dict:
+    return {k: body[k] for k in SCHEDULE_FIELDS if k in body}
 
 
 class SchedulerManager:
@@ -143,13 +137,22 @@ class SchedulerManager:
             "pending_records": self._recorder.pending,
         }
 
-    def _wake(self) -> None:
-        if self._scheduler.running:
+    def _wake(self, next_run_time: datetime | None) -> None:
+        """Wake the scheduler if this change is due before it would wake anyway (a pause or a
+        delete never needs it: the pass simply finds nothing)."""
+        if next_run_time is not None and self._scheduler.running and self._scheduler.wakes_after(next_run_time):
             self._scheduler.wakeup()
 
     # -- reading -----------------------------------------------------------------------
     def get(self, job_id: str) -> dict:
         doc = self._ds.jobs.get(require_id(job_id, "job_id"))
+        if doc is None:
+            raise NotFound("Job not found")
+        return doc
+
+    def get_json(self, job_id: str) -> Raw:
+        """The job as clients see it (JSON text)."""
+        doc = self._ds.jobs.get_json(require_id(job_id, "job_id"))
         if doc is None:
             raise NotFound("Job not found")
         return doc
@@ -176,8 +179,8 @@ class SchedulerManager:
             raise ValidationError(f"Invalid field user_id: no user with id {user_id}")
 
     def create(self, body: dict, actor: str) -> tuple[str, str]:
-        schedule, rest = _split(body)
-        doc = validate_body(rest, JOB_FIELDS)
+        schedule = _schedule(body)
+        doc = validate_body(body, JOB_CREATE)
         doc["job_class_string"] = self._registry.canonical(doc["job_class_string"])
         doc.update(cron.normalize(schedule, self._timezone))
         self._check_user(doc["user_id"])
@@ -186,19 +189,20 @@ class SchedulerManager:
             is_paused=False, created_at=now, updated_at=now, last_run_time=None, total_executions=0, schedule_error=None
         )
         doc["next_run_time"] = self._next_run(doc, now)
-        doc["_id"] = self._ds.jobs.insert(doc)
-        self._owner_still_there(doc["_id"], doc["user_id"])
-        self._audit.record(
-            doc, "created", actor, f"Created {doc['job_class_string']} job, next run {to_iso(doc['next_run_time'])}"
-        )
-        self._wake()
+        with self._ds.batch():  # one commit for the job and its audit entry
+            doc["_id"] = self._ds.jobs.insert(doc)
+            self._owner_still_there(doc["_id"], doc["user_id"])
+            self._audit.record(
+                doc, "created", actor, f"Created {doc['job_class_string']} job, next run {to_iso(doc['next_run_time'])}"
+            )
+        self._wake(doc["next_run_time"])
         return doc["_id"], doc["name"]
 
     def update(self, job_id: str, body: dict, actor: str) -> None:
         if not body:
             raise ValidationError("No fields to update")
-        schedule, rest = _split(body)
-        changes = validate_body(rest, JOB_FIELDS, partial=True) if rest else {}
+        schedule = _schedule(body)
+        changes = validate_body(body, JOB_UPDATE, partial=True)
         if "job_class_string" in changes:
             changes["job_class_string"] = self._registry.canonical(changes["job_class_string"])
         if "user_id" in changes:
@@ -213,21 +217,15 @@ class SchedulerManager:
             )
         changed = {k: v for k, v in changes.items() if doc.get(k) != v}
         now = utcnow()
-        updated = {**doc, **changes}
-        self._ds.jobs.update(
-            job_id,
-            fields={
-                **changes,
-                "updated_at": now,
-                "schedule_error": None,
-                "next_run_time": self._next_run(updated, now),
-            },
-        )
-        if "user_id" in changes:
-            self._owner_still_there(job_id, changes["user_id"])
+        updated = {**doc, **changes, "next_run_time": self._next_run({**doc, **changes}, now)}
         summary = "; ".join(f"{k}: {doc.get(k)!r} -> {v!r}" for k, v in changed.items()) or "no changes"
-        self._audit.record(updated, "updated", actor, summary)
-        self._wake()
+        with self._ds.batch():
+            fields = {**changes, "updated_at": now, "schedule_error": None, "next_run_time": updated["next_run_time"]}
+            self._ds.jobs.update(job_id, fields=fields)
+            if "user_id" in changes:
+                self._owner_still_there(job_id, changes["user_id"])
+            self._audit.record(updated, "updated", actor, summary)
+        self._wake(updated["next_run_time"])
 
     def _set_paused(self, job_id: str, paused: bool, actor: str) -> None:
         doc = self.get(job_id)
@@ -237,7 +235,7 @@ class SchedulerManager:
         self._ds.jobs.update(job_id, fields={"is_paused": paused, "updated_at": now, "next_run_time": next_run})
         event = "paused" if paused else "resumed"
         self._audit.record(doc, event, actor, f"Job {event}, next run {to_iso(next_run)}")
-        self._wake()
+        self._wake(next_run)
 
     def pause(self, job_id: str, actor: str) -> None:
         self._set_paused(job_id, True, actor)
@@ -247,9 +245,9 @@ class SchedulerManager:
 
     def delete(self, job_id: str, actor: str) -> None:
         doc = self.get(job_id)
-        self._ds.jobs.delete(job_id)
-        self._audit.record(doc, "deleted", actor, "Job deleted; its executions are kept")
-        self._wake()
+        with self._ds.batch():
+            self._ds.jobs.delete(job_id)
+            self._audit.record(doc, "deleted", actor, "Job deleted; its executions are kept")
 
     def delete_many(self, docs: list[dict], actor: str) -> None:
         """Cascade from a deleted user."""
@@ -261,8 +259,9 @@ class SchedulerManager:
 
     def run_now(self, job_id: str, actor: str) -> str:
         doc = self.get(job_id)
-        execution_id = self._runner.run_now(doc)
-        self._audit.record(doc, "run_now", actor, f"Run now requested: execution {execution_id}")
+        with self._ds.batch():  # one commit for the execution and its audit entry
+            execution_id = self._runner.run_now(doc)
+            self._audit.record(doc, "run_now", actor, f"Run now requested: execution {execution_id}")
         return execution_id
 
     # -- utilities ---------------------------------------------------------------------

@@ -8,20 +8,10 @@ from texium.core.listing import Page, list_page
 from texium.core.secrets import SecretBox
 from texium.core.timeutil import utcnow
 from texium.core.users import owned_by
-from texium.core.validation import Field, require_id, validate_body
+from texium.core.validation import request_schema, require_id, validate_body
 
-STATUSES = ("running", "stopped", "unknown")
-SERVER_FIELDS = (
-    Field("user_id", "id", required=True),
-    Field("name", required=True, max_length=200),
-    Field("hostname", required=True, max_length=255),
-    Field("port", "int", nullable=True, default=None, int_range=(1, 65535)),
-    Field("status", choices=STATUSES, default="unknown"),
-    Field("connection_name", max_length=200, default=""),
-    Field("instance_url", "url", max_length=2000, default=""),
-    Field("username", max_length=200, default=""),
-    Field("password", max_length=1000, nullable=True),
-)
+# The fields, their types, limits and defaults: components/schemas in texium/openapi.yaml.
+SERVER_CREATE, SERVER_UPDATE = request_schema("ServerCreate"), request_schema("ServerUpdate")
 HIDDEN = ("password_encrypted",)
 
 
@@ -49,7 +39,7 @@ class ServerService:
             raise ValidationError(f"Invalid field user_id: no user with id {user_id}")
 
     def create(self, body: dict) -> tuple[str, str]:
-        doc = validate_body(body, SERVER_FIELDS)
+        doc = validate_body(body, SERVER_CREATE)
         self._require_user(doc["user_id"])
         self._seal_password(doc)
         doc["created_at"] = doc["updated_at"] = utcnow()
@@ -57,7 +47,7 @@ class ServerService:
         return self._ds.servers.insert(doc), doc["name"]
 
     def list(self, user_id: str | None, limit: int, offset: int) -> Page:
-        page = list_page(self._ds.servers, owned_by(self._ds, user_id), limit, offset)
+        page = list_page(self._ds.servers, owned_by(self._ds, user_id), limit, offset, as_json=False)
         page.items = [present(doc) for doc in page.items]
         return page
 
@@ -69,7 +59,7 @@ class ServerService:
 
     def update(self, server_id: str, body: dict) -> None:
         require_id(server_id, "server_id")
-        changes = validate_body(body, SERVER_FIELDS, partial=True)
+        changes = validate_body(body, SERVER_UPDATE, partial=True)
         if "user_id" in changes:
             self._require_user(changes["user_id"])
         self._seal_password(changes)

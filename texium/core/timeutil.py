@@ -19,9 +19,10 @@ def as_utc(value: datetime) -> datetime:
 
 
 def to_iso(value: datetime | None) -> str | None:
+    """Fixed width, microseconds always shown: the same text the embedded store keeps."""
     if value is None:
         return None
-    return as_utc(value).isoformat()
+    return as_utc(value).isoformat(timespec="microseconds")
 
 
 def parse_iso(text: str) -> datetime:

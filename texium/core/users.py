@@ -8,14 +8,10 @@ from texium.core.datastore.base import Datastore
 from texium.core.errors import Conflict, DuplicateKeyError, NotFound
 from texium.core.listing import Page, list_page
 from texium.core.timeutil import utcnow
-from texium.core.validation import Field, require_id, validate_body
+from texium.core.validation import request_schema, require_id, validate_body
 
-ROLES = ("admin", "user")
-USER_FIELDS = (
-    Field("name", required=True, max_length=200),
-    Field("email", "email", required=True, max_length=254),
-    Field("role", choices=ROLES, default="user"),
-)
+# The fields, their types, limits and defaults: components/schemas in texium/openapi.yaml.
+USER_CREATE, USER_UPDATE = request_schema("UserCreate"), request_schema("UserUpdate")
 
 
 def owned_by(datastore: Datastore, user_id: str | None) -> dict:
@@ -38,7 +34,7 @@ class UserService:
         self._delete_jobs = delete_jobs
 
     def create(self, body: dict) -> str:
-        doc = validate_body(body, USER_FIELDS)
+        doc = validate_body(body, USER_CREATE)
         doc["created_at"] = doc["updated_at"] = utcnow()
         try:
             return self._ds.users.insert(doc)
@@ -55,7 +51,7 @@ class UserService:
         return user
 
     def update(self, user_id: str, body: dict) -> None:
-        changes = validate_body(body, USER_FIELDS, partial=True)
+        changes = validate_body(body, USER_UPDATE, partial=True)
         changes["updated_at"] = utcnow()
         try:
             updated = self._ds.users.update(require_id(user_id, "user_id"), fields=changes)

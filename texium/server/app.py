@@ -8,7 +8,7 @@ from pathlib import Path
 import tornado.web
 
 from texium.server.context import AppContext
-from texium.server.handlers import docs, executions, jobs, records, servers, users, utility
+from texium.server.handlers import dashboard, docs, executions, forecast, jobs, records, servers, users, utility
 from texium.server.handlers.base import NotFoundHandler
 
 _PACKAGE = Path(__file__).resolve().parents[1]
@@ -43,6 +43,10 @@ ROUTES = [
     (r"/api/scheduler/metrics/system", records.SystemMetricsHandler),
     (r"/api/scheduler/reports", records.ReportsHandler),
     (rf"/api/scheduler/reports/{ID}", records.ReportHandler),
+    (r"/api/scheduler/forecast", forecast.ForecastHandler),
+    (r"/api/scheduler/job-summaries", dashboard.JobSummariesHandler),
+    (r"/api/scheduler/activity", dashboard.ActivityHandler),
+    (r"/ui/([0-9a-f]{1,64})/(.+)", dashboard.DashboardAssetHandler),  # the dashboard's files, versioned
     (r"/openapi\.json", docs.OpenApiHandler),
     (r"/docs", docs.DocsHandler),
     (r"", docs.HomeHandler),

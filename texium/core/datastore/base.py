@@ -24,6 +24,7 @@ from typing import Any
 from bson import ObjectId
 
 from texium.core.errors import DuplicateKeyError
+from texium.core.jsontext import Raw, document
 
 Filter = dict[str, Any]
 Sort = list[tuple[str, int]]
@@ -84,10 +85,13 @@ def is_time_field(name: str) -> bool:
 class Index:
     fields: tuple[str, ...]
     unique: bool = False
+    # The fields hold true/false and are queried by equality: SQLite indexes their JSON type
+    # ('true'/'false'), which is what its equality test on a boolean reads.
+    boolean: bool = False
 
     @property
     def name(self) -> str:
-        return "_".join(self.fields) + ("_unique" if self.unique else "")
+        return "_".join(self.fields) + ("_unique" if self.unique else "") + ("_bool" if self.boolean else "")
 
 
 # Collection name -> the indexes its queries need. Providers create them idempotently at open.
@@ -98,6 +102,8 @@ INDEXES: dict[str, tuple[Index, ...]] = {
         Index(("user_id", "created_at")),
         Index(("created_at",)),
         Index(("next_run_time",)),
+        Index(("is_enabled",), boolean=True),  # stats: enabled and paused jobs without a scan
+        Index(("is_paused",), boolean=True),
     ),
     "scheduler_executions": (
         Index(("occurrence_key",), unique=True),
@@ -139,6 +145,24 @@ class Collection(ABC):
         found = self.find(query, sort=sort, limit=1)
         return found[0] if found else None
 
+    def find_json(
+        self,
+        query: Filter | None = None,
+        sort: Sort | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        hidden: tuple[str, ...] = (),
+    ) -> list[Raw]:
+        """find(), as the JSON text clients receive, without the `hidden` fields. A provider that
+        keeps documents as JSON text (SQLite) hands it over without decoding it."""
+        docs = self.find(query, sort=sort, limit=limit, offset=offset)
+        return [document({k: v for k, v in doc.items() if k not in hidden}) for doc in docs]
+
+    def get_json(self, doc_id: str, hidden: tuple[str, ...] = ()) -> Raw | None:
+        """get(), as find_json() gives it."""
+        doc = self.get(doc_id)
+        return None if doc is None else document({k: v for k, v in doc.items() if k not in hidden})
+
     @abstractmethod
     def count(self, query: Filter | None = None) -> int: ...
 
@@ -176,6 +200,7 @@ class Datastore(ABC):
     """A set of collections in one database, plus the housekeeping the maintenance job needs."""
 
     provider: str  # "sqlite" or "mongodb"
+    inline_reads = False  # bounded reads cost microseconds (a local file): no need for a thread
 
     @abstractmethod
     def collection(self, name: str) -> Collection: ...

@@ -38,6 +38,7 @@ from texium.core.datastore.base import (
     new_id,
 )
 from texium.core.errors import DatastoreUnavailable, DuplicateKeyError
+from texium.core.jsontext import Raw
 from texium.core.timeutil import as_utc
 
 # Field names are spliced into SQL (a bound JSON path would not match the index expressions).
@@ -117,6 +118,79 @@ def _decode(doc_id: str, text: str) -> dict:
             value = datetime.fromisoformat(value)
         doc[field] = value
     return doc
+
+
+# Row counts kept by triggers, so that the counts every list and the stats need are one lookup:
+# (collection, '*') counts all rows; (collection, 'status=x') the rows of a COUNTED_BY field.
+COUNTS = "_counts"
+COUNTED_BY = {"scheduler_executions": "status"}
+
+
+def _counter_key(collection: str, query: Filter | None) -> str | None:
+    if not query:
+        return "*"
+    field = COUNTED_BY.get(collection)
+    if field is not None and len(query) == 1 and type(query.get(field)) is str:
+        return f"{field}={query[field]}"
+    return None
+
+
+def _create_counters(db: sqlite3.Connection, name: str) -> None:
+    """Triggers that keep COUNTS right on every insert, delete and status change, by any
+    connection or process; created (and the counts filled in) once, in the caller's
+    transaction, so no write can fall between the count and the first trigger."""
+    trigger = f"{name}__count_insert"
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = ?", (trigger,)).fetchone():
+        return
+    db.execute(
+        f'CREATE TABLE IF NOT EXISTS "{COUNTS}" (collection TEXT NOT NULL, key TEXT NOT NULL, '
+        "n INTEGER NOT NULL, PRIMARY KEY (collection, key))"
+    )
+    add = f"INSERT INTO \"{COUNTS}\" VALUES ('{name}', {{key}}, 1) ON CONFLICT DO UPDATE SET n = n + 1;"
+    remove = f"UPDATE \"{COUNTS}\" SET n = n - 1 WHERE collection = '{name}' AND key = {{key}};"
+    field = COUNTED_BY.get(name)
+    keyed = (lambda row: f"'{field}=' || COALESCE(json_extract({row}.doc, '$.{field}'), '')") if field else None
+    on_insert, on_delete = [add.format(key="'*'")], [remove.format(key="'*'")]
+    db.execute(f"INSERT OR REPLACE INTO \"{COUNTS}\" SELECT '{name}', '*', COUNT(*) FROM \"{name}\"")
+    if keyed:
+        on_insert.append(add.format(key=keyed("NEW")))
+        on_delete.append(remove.format(key=keyed("OLD")))
+        db.execute(
+            f'INSERT OR REPLACE INTO "{COUNTS}" SELECT \'{name}\', {keyed("t")}, COUNT(*) FROM "{name}" AS t GROUP BY 2'
+        )
+        db.execute(
+            f'CREATE TRIGGER IF NOT EXISTS "{name}__count_update" AFTER UPDATE OF doc ON "{name}" '
+            f"WHEN json_extract(OLD.doc, '$.{field}') IS NOT json_extract(NEW.doc, '$.{field}') BEGIN "
+            f"{remove.format(key=keyed('OLD'))} {add.format(key=keyed('NEW'))} END"
+        )
+    db.execute(f'CREATE TRIGGER IF NOT EXISTS "{trigger}" AFTER INSERT ON "{name}" BEGIN {" ".join(on_insert)} END')
+    db.execute(
+        f'CREATE TRIGGER IF NOT EXISTS "{name}__count_delete" AFTER DELETE ON "{name}" BEGIN {" ".join(on_delete)} END'
+    )
+
+
+def _strip_last(text: str, field: str) -> str | None:
+    """The document text without `field` when it is the last member and holds a plain string
+    (how records keep their internal keys); None when it is not, and parsing must do."""
+    start = text.rfind(f',"{field}":"')
+    if start == -1:
+        return None
+    value_start = start + len(field) + 5
+    if text.find('"', value_start) != len(text) - 2 or "\\" in text[value_start:]:
+        return None
+    return text[:start] + "}"
+
+
+def _raw(doc_id: str, text: str, hidden: tuple[str, ...] = ()) -> Raw:
+    """The stored text is the API form less `_id`: put the id first, decode nothing."""
+    for field in hidden:
+        stripped = _strip_last(text, field)
+        if stripped is None:
+            doc = json.loads(text)
+            doc.pop(field, None)
+            stripped = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+        text = stripped
+    return Raw(f'{{"_id":"{doc_id}"' + ("}" if text == "{}" else "," + text[1:]))
 
 
 def _column(field: str) -> str:
@@ -206,6 +280,23 @@ class SQLiteCollection(Collection):
         sql = f"SELECT id, doc FROM {self._table}{where}{_order_by(sort)} LIMIT ? OFFSET ?"
         return sql, params + [-1 if limit is None else limit, offset]
 
+    def find_json(
+        self,
+        query: Filter | None = None,
+        sort: Sort | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        hidden: tuple[str, ...] = (),
+    ) -> list[Raw]:
+        rows = self._store._read(*self._select(query, sort, limit, offset))
+        return [_raw(doc_id, text, hidden) for doc_id, text in rows]
+
+    def get_json(self, doc_id: str, hidden: tuple[str, ...] = ()) -> Raw | None:
+        if not is_valid_id(doc_id):
+            return None
+        rows = self._store._read(f"SELECT doc FROM {self._table} WHERE id = ?", [doc_id])
+        return _raw(doc_id, rows[0][0], hidden) if rows else None
+
     def explain(self, query: Filter | None = None, sort: Sort | None = None, limit: int | None = None) -> list[str]:
         """SQLite's plan for a find, one line per step (tests use it to rule out table scans)."""
         sql, params = self._select(query, sort, limit, 0)
@@ -247,6 +338,10 @@ class SQLiteCollection(Collection):
         return [_decode(doc_id, text) for doc_id, text in rows]
 
     def count(self, query: Filter | None = None) -> int:
+        key = _counter_key(self.name, query)
+        if key is not None:  # kept by triggers: O(1), not a walk over 100,000 index entries
+            rows = self._store._read(f'SELECT n FROM "{COUNTS}" WHERE collection = ? AND key = ?', [self.name, key])
+            return rows[0][0] if rows else 0
         where, params = _where(query)
         return self._store._read(f"SELECT COUNT(*) FROM {self._table}{where}", params)[0][0]
 
@@ -296,6 +391,7 @@ class SQLiteCollection(Collection):
 
 class SQLiteDatastore(Datastore):
     provider = "sqlite"
+    inline_reads = True
 
     def __init__(self, data_dir: str):
         try:
@@ -380,8 +476,10 @@ class SQLiteDatastore(Datastore):
     @staticmethod
     def _create(db: sqlite3.Connection, name: str) -> None:
         db.execute(f'CREATE TABLE IF NOT EXISTS "{name}" (id TEXT PRIMARY KEY, doc TEXT NOT NULL)')
+        _create_counters(db, name)
         for index in INDEXES.get(name, ()):
-            columns = [_column(field) for field in index.fields] + ([] if index.unique else ["id"])
+            indexed = [f"json_type(doc, '$.{field}')" if index.boolean else _column(field) for field in index.fields]
+            columns = indexed + ([] if index.unique else ["id"])
             db.execute(
                 f"CREATE {'UNIQUE ' if index.unique else ''}INDEX IF NOT EXISTS "
                 f'"{_index_name(name, index)}" ON "{name}" ({", ".join(columns)})'
@@ -389,7 +487,8 @@ class SQLiteDatastore(Datastore):
 
     def collection_names(self) -> list[str]:
         rows = self._read(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+            "AND substr(name, 1, 1) != '_' ORDER BY name"  # _counts is the provider's own
         )
         return [name for (name,) in rows]
 

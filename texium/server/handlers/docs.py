@@ -2,19 +2,21 @@
 
 `GET /openapi.json` serves `texium/openapi.yaml` (the one place the API is described) as
 JSON; `GET /docs` is a Swagger UI page, vendored under `static/vendor/swagger-ui/` (no CDN),
-that reads it and can "try it out" against the same server.
+that reads it and can "try it out" against the same server. `GET /` is the dashboard.
 """
 
 from __future__ import annotations
 
 import json
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from texium.core.caches import cached
 from texium.server.handlers.base import ApiHandler
+from texium.server.handlers.dashboard import asset_version, set_security_headers
 
 SWAGGER_UI_PATH = "vendor/swagger-ui/"  # relative to the application's static path
 
@@ -92,7 +94,18 @@ class DocsHandler(ApiHandler):
 
 
 class HomeHandler(ApiHandler):
-    """GET /: there is no dashboard yet, so the API documentation is the front page."""
+    """GET /: the dashboard, a single-page app (static/app/) that speaks only to this API."""
 
     def get(self) -> None:
-        self.redirect("/docs")
+        static_dir = self.settings["static_path"]
+        page = _dashboard_page(static_dir).replace("{{ASSETS}}", f"/ui/{asset_version(static_dir)}")
+        set_security_headers(self)
+        self.set_header("Content-Type", "text/html; charset=UTF-8")
+        self.set_header("Cache-Control", "no-cache")
+        self.finish(page)
+
+
+@cached
+def _dashboard_page(static_dir: str) -> str:
+    """static/app/index.html, read once per process. Blocking (reads a package file)."""
+    return (Path(static_dir) / "app" / "index.html").read_text(encoding="utf-8")

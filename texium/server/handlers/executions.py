@@ -6,7 +6,8 @@ from texium.server.handlers.base import ApiHandler
 class ExecutionsHandler(ApiHandler):
     async def get(self) -> None:
         limit, offset = self.paging()
-        page = await self.blocking(
+        run = self.read if offset <= 1000 else self.blocking  # a deep offset walks the index: a thread
+        page = await run(
             lambda: self.context.history.list(
                 job_id=self.query("job_id"),
                 user_id=self.query("user_id"),
@@ -22,7 +23,7 @@ class ExecutionsHandler(ApiHandler):
 
 class ExecutionHandler(ApiHandler):
     async def get(self, execution_id: str) -> None:
-        execution = await self.blocking(self.context.history.get, execution_id)
+        execution = await self.read(self.context.history.get, execution_id)
         self.success("Execution retrieved successfully", data=execution)
 
 

@@ -5,7 +5,7 @@ from texium.server.handlers.base import LIST_ALL, ApiHandler
 
 class JobsHandler(ApiHandler):
     async def get(self) -> None:
-        page = await self.blocking(self.context.scheduler.list, None, *self.paging(LIST_ALL))
+        page = await self.read(self.context.scheduler.list, None, *self.paging(LIST_ALL))
         self.listing("Jobs retrieved successfully", page)
 
     async def post(self) -> None:
@@ -15,7 +15,7 @@ class JobsHandler(ApiHandler):
 
 class JobHandler(ApiHandler):
     async def get(self, job_id: str) -> None:
-        job = await self.blocking(self.context.scheduler.get, job_id)
+        job = await self.read(self.context.scheduler.get_json, job_id)
         self.success("Job retrieved successfully", data=job)
 
     async def put(self, job_id: str) -> None:
@@ -47,5 +47,5 @@ class JobRunHandler(ApiHandler):
 
 class UserJobsHandler(ApiHandler):
     async def get(self, user_id: str) -> None:
-        page = await self.blocking(self.context.scheduler.list, user_id, *self.paging(LIST_ALL))
+        page = await self.read(self.context.scheduler.list, user_id, *self.paging(LIST_ALL))
         self.listing("Jobs retrieved successfully", page)

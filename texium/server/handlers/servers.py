@@ -5,7 +5,7 @@ from texium.server.handlers.base import LIST_ALL, ApiHandler
 
 class ServersHandler(ApiHandler):
     async def get(self) -> None:
-        page = await self.blocking(self.context.servers.list, None, *self.paging(LIST_ALL))
+        page = await self.read(self.context.servers.list, None, *self.paging(LIST_ALL))
         self.listing("Servers retrieved successfully", page)
 
 
@@ -17,7 +17,7 @@ class ServerCreateHandler(ApiHandler):
 
 class ServerHandler(ApiHandler):
     async def get(self, server_id: str) -> None:
-        server = await self.blocking(self.context.servers.get, server_id)
+        server = await self.read(self.context.servers.get, server_id)
         self.success("Server retrieved successfully", data=server)
 
     async def put(self, server_id: str) -> None:
@@ -31,5 +31,5 @@ class ServerHandler(ApiHandler):
 
 class UserServersHandler(ApiHandler):
     async def get(self, user_id: str) -> None:
-        page = await self.blocking(self.context.servers.list, user_id, *self.paging(LIST_ALL))
+        page = await self.read(self.context.servers.list, user_id, *self.paging(LIST_ALL))
         self.listing("Servers retrieved successfully", page)

@@ -5,7 +5,7 @@ from texium.server.handlers.base import LIST_ALL, ApiHandler
 
 class UsersHandler(ApiHandler):
     async def get(self) -> None:
-        page = await self.blocking(self.context.users.list, *self.paging(LIST_ALL))
+        page = await self.read(self.context.users.list, *self.paging(LIST_ALL))
         self.listing("Users retrieved successfully", page)
 
     async def post(self) -> None:
@@ -15,7 +15,7 @@ class UsersHandler(ApiHandler):
 
 class UserHandler(ApiHandler):
     async def get(self, user_id: str) -> None:
-        user = await self.blocking(self.context.users.get, user_id)
+        user = await self.read(self.context.users.get, user_id)
         self.success("User retrieved successfully", data=user)
 
     async def put(self, user_id: str) -> None:

@@ -1,0 +1,87 @@
+// The one way the dashboard talks to the server: JSON in, JSON out, {"detail"} errors raised
+// as ApiError and announced (a toast) unless the caller asks for quiet.
+
+const extraHeaders = {};
+
+/** Where authentication will go: e.g. setHeader("Authorization", "Bearer ..."). */
+export function setHeader(name, value) {
+  if (value === null || value === undefined) delete extraHeaders[name];
+  else extraHeaders[name] = value;
+}
+
+export class ApiError extends Error {
+  constructor(status, detail, body) {
+    super(detail);
+    this.status = status;
+    this.detail = detail;
+    this.body = body;
+  }
+}
+
+const errorListeners = new Set();
+export function onApiError(listener) {
+  errorListeners.add(listener);
+  return () => errorListeners.delete(listener);
+}
+
+function withQuery(path, query) {
+  if (!query) return path;
+  const params = new URLSearchParams();
+  for (const [key, value] of Object.entries(query)) {
+    if (value !== undefined && value !== null && value !== "") params.set(key, String(value));
+  }
+  const text = params.toString();
+  return text ? `${path}?${text}` : path;
+}
+
+export async function request(method, path, { query, body, quiet = false } = {}) {
+  const headers = { Accept: "application/json", ...extraHeaders };
+  const init = { method, headers, credentials: "same-origin", cache: "no-store" };
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(withQuery(path, query), init);
+  } catch (error) {
+    return fail(new ApiError(0, `Cannot reach the server (${error.message})`, null), method, path, quiet);
+  }
+  const text = await response.text();
+  let data = null;
+  if (text) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = null;
+    }
+  }
+  if (!response.ok) {
+    const detail = data && typeof data.detail === "string" ? data.detail : `${response.status} ${response.statusText}`;
+    return fail(new ApiError(response.status, detail, data), method, path, quiet);
+  }
+  return data;
+}
+
+function fail(error, method, path, quiet) {
+  if (!quiet) for (const listener of errorListeners) listener(error, method, path);
+  throw error;
+}
+
+export const api = {
+  get: (path, query, options = {}) => request("GET", path, { query, ...options }),
+  post: (path, body, options = {}) => request("POST", path, { body, ...options }),
+  put: (path, body, options = {}) => request("PUT", path, { body, ...options }),
+  patch: (path, options = {}) => request("PATCH", path, options),
+  del: (path, query, options = {}) => request("DELETE", path, { query, ...options }),
+};
+
+/** Every entry of a list endpoint (pages of 1000), for users, servers and jobs. */
+export async function listAll(path, query = {}, options = {}) {
+  const items = [];
+  for (let offset = 0; ; offset += 1000) {
+    const page = await api.get(path, { ...query, limit: 1000, offset }, options);
+    items.push(...page.data);
+    if (items.length >= page.total || page.data.length === 0) return items;
+  }
+}

@@ -1,0 +1,103 @@
+// The dashboard's shell: navigation, hash routes (deep links, back and forward), toasts.
+import { html, render, useEffect, useState } from "../vendor/htm/standalone.module.js";
+import { onApiError } from "./api.js";
+import { Dialogs, Toasts, toast } from "./ui.js";
+import { parseHash } from "./util.js";
+import { OverviewPage } from "./pages/overview.js";
+import { JobsPage } from "./pages/jobs.js";
+import { JobFormPage } from "./pages/jobform.js";
+import { JobDetailPage } from "./pages/jobdetail.js";
+import { ExecutionsPage, ExecutionPage } from "./pages/executions.js";
+import { UsersPage, UserFormPage } from "./pages/users.js";
+import { ServersPage, ServerFormPage } from "./pages/servers.js";
+import { AuditPage } from "./pages/audit.js";
+
+const NAV = [
+  ["Overview", "/", (s) => s.length === 0],
+  ["Jobs", "/jobs", (s) => s[0] === "jobs"],
+  ["Executions", "/executions", (s) => s[0] === "executions"],
+  ["Users", "/users", (s) => s[0] === "users"],
+  ["Servers", "/servers", (s) => s[0] === "servers"],
+  ["Audit log", "/audit", (s) => s[0] === "audit"],
+];
+
+function resolve(route) {
+  const [section, id, action] = route.segments;
+  switch (section) {
+    case undefined:
+      return [OverviewPage, "Overview"];
+    case "jobs":
+      if (id === "new") return [JobFormPage, "New job"];
+      if (id && action === "edit") return [JobFormPage, "Edit job"];
+      if (id) return [JobDetailPage, "Job"];
+      return [JobsPage, "Jobs"];
+    case "executions":
+      return id ? [ExecutionPage, "Execution"] : [ExecutionsPage, "Executions"];
+    case "users":
+      if (id === "new" || action === "edit") return [UserFormPage, id === "new" ? "New user" : "Edit user"];
+      return [UsersPage, "Users"];
+    case "servers":
+      if (id === "new" || action === "edit") return [ServerFormPage, id === "new" ? "New server" : "Edit server"];
+      return [ServersPage, "Servers"];
+    case "audit":
+      return [AuditPage, "Audit log"];
+    default:
+      return [NotFoundPage, "Not found"];
+  }
+}
+
+function NotFoundPage() {
+  return html`<section class="page"><h1>Page not found</h1><p>There is no such page. <a href="#/">Go to the overview</a>.</p></section>`;
+}
+
+function App() {
+  const [route, setRoute] = useState(parseHash());
+  useEffect(() => {
+    const update = () => setRoute(parseHash());
+    window.addEventListener("hashchange", update);
+    window.addEventListener("popstate", update);
+    window.addEventListener("texium:route", update);
+    const off = onApiError((error) => toast(error.detail, "error"));
+    return () => {
+      window.removeEventListener("hashchange", update);
+      window.removeEventListener("popstate", update);
+      window.removeEventListener("texium:route", update);
+      off();
+    };
+  }, []);
+  const [Page, title] = resolve(route);
+  useEffect(() => {
+    document.title = `${title} · Texium`;
+  }, [title]);
+  // A new page (not a new filter) moves focus to its heading, for keyboard and screen readers.
+  const pageKey = route.segments.join("/");
+  useEffect(() => {
+    const heading = document.querySelector("main h1");
+    if (heading) {
+      heading.setAttribute("tabindex", "-1");
+      heading.focus({ preventScroll: true });
+    }
+    window.scrollTo(0, 0);
+  }, [pageKey]);
+  return html`
+    <a class="skip" href="#main" onClick=${(e) => { e.preventDefault(); document.getElementById("main").focus(); }}>Skip to content</a>
+    <header class="topbar">
+      <a class="brand" href="#/">Texium</a>
+      <nav aria-label="Main">
+        <ul>
+          ${NAV.map(
+            ([label, path, active]) => html`<li key=${path}><a href=${"#" + path} aria-current=${active(route.segments) ? "page" : undefined}>${label}</a></li>`,
+          )}
+        </ul>
+      </nav>
+      <a class="docs-link" href="/docs">API docs</a>
+    </header>
+    <main id="main" tabindex="-1"><${Page} key=${pageKey} route=${route} /></main>
+    <${Toasts} />
+    <${Dialogs} />
+  `;
+}
+
+const root = document.getElementById("app");
+root.textContent = "";
+render(html`<${App} />`, root);

@@ -1,0 +1,106 @@
+// One job: its fields, schedule preview, executions (paginated, live), durations and audit log.
+import { html } from "../../vendor/htm/standalone.module.js";
+import { api, listAll } from "../api.js";
+import { DurationBars } from "../charts.js";
+import { Badge, Duration, Empty, Loaded, PageHeader, Pager, Time } from "../ui.js";
+import { ACTIVE, firstLine, formatInZone, formatLocal, navigate, shortClass, useInterval, useQuery, useResource, utcText } from "../util.js";
+import { JobActions, jobState } from "./jobactions.js";
+import { RunStrip } from "./jobs.js";
+
+const PAGE = 20;
+
+export function JobDetailPage({ route }) {
+  const id = route.segments[1];
+  const [query, setQuery] = useQuery(route);
+  const offset = Number(query.offset || 0);
+  const auditOffset = Number(query.audit_offset || 0);
+  const [state, reload] = useResource(async (background) => {
+    const quiet = { quiet: background };
+    const job = (await api.get(`/api/scheduler/jobs/${id}`, null, quiet)).data;
+    const preview = api.get("/api/scheduler/cron/preview", {
+      second: job.second, minute: job.minute, hour: job.hour, day_of_month: job.day_of_month,
+      month: job.month, day_of_week: job.day_of_week, week: job.week, timezone: job.timezone, count: 5,
+    }, { quiet: true }).catch((error) => ({ error }));
+    const [executions, audit, users, durations, previewResult] = await Promise.all([
+      api.get("/api/scheduler/executions", { job_id: id, limit: PAGE, offset }, quiet),
+      api.get("/api/scheduler/audit-logs", { job_id: id, limit: PAGE, offset: auditOffset }, quiet),
+      listAll("/api/users/", {}, quiet),
+      api.get("/api/scheduler/executions", { job_id: id, limit: 50 }, quiet),
+      preview,
+    ]);
+    return { job, executions, audit, owner: users.find((u) => u._id === job.user_id), durations: durations.data, preview: previewResult };
+  }, [id, offset, auditOffset]);
+  const busy = state.data && state.data.durations.some((e) => ACTIVE.has(e.status));
+  useInterval(() => reload(true), busy ? 1000 : 5000);
+
+  return html`<section class="page">
+    <${Loaded} state=${state} reload=${reload}>${(data) => html`<${Detail} data=${data} reload=${reload}
+      offset=${offset} auditOffset=${auditOffset} setQuery=${setQuery} />`}<//>
+  </section>`;
+}
+
+function Detail({ data, reload, offset, auditOffset, setQuery }) {
+  const { job, executions, audit, owner, durations, preview } = data;
+  return html`
+    <${PageHeader} title=${job.name}>
+      <${JobActions} job=${job} changed=${() => reload(true)} afterDelete=${() => navigate("/jobs")} />
+    <//>
+    <p class="muted"><a href="#/jobs">← All jobs</a></p>
+    <div class="columns">
+      <section class="panel" aria-labelledby="fields-title">
+        <h2 id="fields-title">Job</h2>
+        <dl class="facts">
+          <dt>State</dt><dd class=${`state-${jobState(job)}`}>${jobState(job)}</dd>
+          <dt>Description</dt><dd>${job.description || html`<span class="muted">none</span>`}</dd>
+          <dt>Class</dt><dd title=${job.job_class_string}>${shortClass(job.job_class_string)} <span class="muted">${job.job_class_string}</span></dd>
+          <dt>Owner</dt><dd>${owner ? html`${owner.name} <span class="muted">${owner.email}</span>` : job.user_id}</dd>
+          <dt>Arguments</dt><dd><code class="wrap">${JSON.stringify(job.pub_args)}</code></dd>
+          <dt>Keyword arguments</dt><dd><code class="wrap">${JSON.stringify(job.pub_kwargs)}</code></dd>
+          <dt>Next run</dt><dd>${job.next_run_time ? html`<${Time} value=${job.next_run_time} showRelative=${true} />` : html`<span class="muted">not scheduled (${jobState(job)})</span>`}</dd>
+          <dt>Last run</dt><dd><${Time} value=${job.last_run_time} /></dd>
+          <dt>Runs</dt><dd>${job.total_executions}</dd>
+          <dt>Created</dt><dd><${Time} value=${job.created_at} /></dd>
+          <dt>Updated</dt><dd><${Time} value=${job.updated_at} /></dd>
+          <dt>Id</dt><dd><code>${job._id}</code></dd>
+        </dl>
+      </section>
+      <section class="panel" aria-labelledby="schedule-title">
+        <h2 id="schedule-title">Schedule</h2>
+        <p class="mono">${["second", "minute", "hour", "day_of_month", "month", "day_of_week", "week"].map((k) => job[k]).join(" ")}</p>
+        ${preview.error ? html`<p class="warn">${preview.error.detail}</p>` : html`
+          <p><strong>${preview.description}</strong></p><p class="muted small">Next runs, in ${preview.timezone}:</p>
+          <ol class="next-runs" aria-label="Next 5 runs">${preview.next_run_times.map((t) => html`<li key=${t} title=${`${formatLocal(t)} in your time zone · ${utcText(t)}`}>${formatInZone(t, preview.timezone)}</li>`)}</ol>`}
+        ${job.schedule_error ? html`<p class="warn">${job.schedule_error}</p>` : null}
+        <h3>Latest runs</h3>
+        <${RunStrip} runs=${durations.slice(0, 20)} />
+        <${DurationBars} runs=${durations} />
+      </section>
+    </div>
+
+    <section class="panel" aria-labelledby="executions-title">
+      <h2 id="executions-title">Executions</h2>
+      ${executions.total === 0 ? html`<${Empty}><p>This job has not run yet. Use Run now to try it.</p><//>` : html`
+        <div class="table-wrap"><table>
+          <thead><tr><th scope="col">Status</th><th scope="col">Scheduled</th><th scope="col">Started</th><th scope="col">Duration</th><th scope="col">Host</th><th scope="col">Output or error</th></tr></thead>
+          <tbody>${executions.data.map((e) => html`<tr key=${e._id}>
+            <td><a href=${`#/executions/${e._id}`}><${Badge} status=${e.status} /></a></td>
+            <td><${Time} value=${e.scheduled_at || e.created_at} /></td>
+            <td><${Time} value=${e.started_at} /></td>
+            <td><${Duration} ms=${e.duration_ms} /></td>
+            <td>${e.hostname}</td>
+            <td class="clip"><a href=${`#/executions/${e._id}`}>${firstLine(e.error) || firstLine(e.output) || "view"}</a></td>
+          </tr>`)}</tbody>
+        </table></div>
+        <${Pager} total=${executions.total} limit=${PAGE} offset=${offset} onOffset=${(o) => setQuery({ offset: o, audit_offset: auditOffset || "" })} />`}
+    </section>
+
+    <section class="panel" aria-labelledby="audit-title">
+      <h2 id="audit-title">Audit log</h2>
+      ${audit.total === 0 ? html`<p class="muted">No entries.</p>` : html`
+        <div class="table-wrap"><table>
+          <thead><tr><th scope="col">When</th><th scope="col">Event</th><th scope="col">By</th><th scope="col">What</th></tr></thead>
+          <tbody>${audit.data.map((a) => html`<tr key=${a._id}><td><${Time} value=${a.created_at} /></td><td>${a.event}</td><td>${a.user}</td><td class="wrap">${a.description}</td></tr>`)}</tbody>
+        </table></div>
+        <${Pager} total=${audit.total} limit=${PAGE} offset=${auditOffset} onOffset=${(o) => setQuery({ audit_offset: o, offset: offset || "" })} />`}
+    </section>`;
+}

@@ -1,0 +1,156 @@
+// Small shared components: times, badges, states, pagination, toasts and the confirm dialog.
+import { html, useEffect, useRef, useState } from "../vendor/htm/standalone.module.js";
+import { formatDuration, formatLocal, relative, utcText } from "./util.js";
+
+export function Time({ value, showRelative = false }) {
+  if (!value) return html`<span class="muted">—</span>`;
+  return html`<time datetime=${value} title=${utcText(value)}>${formatLocal(value)}${
+    showRelative ? html` <span class="muted">(${relative(value)})</span>` : null
+  }</time>`;
+}
+
+export function Badge({ status }) {
+  return html`<span class=${`badge s-${status}`}>${status}</span>`;
+}
+
+export function Duration({ ms }) {
+  return html`<span class="num">${formatDuration(ms)}</span>`;
+}
+
+export function Loading({ label = "Loading…" }) {
+  return html`<p class="state loading" role="status"><span class="spinner" aria-hidden="true"></span>${label}</p>`;
+}
+
+export function Empty({ children }) {
+  return html`<div class="state empty">${children}</div>`;
+}
+
+export function ErrorBox({ error, retry }) {
+  return html`<div class="state error" role="alert">
+    <p><strong>Could not load this.</strong> ${error ? error.detail || error.message : ""}</p>
+    ${retry ? html`<button type="button" onClick=${() => retry()}>Try again</button>` : null}
+  </div>`;
+}
+
+/** Loading / error / content for a useResource() state. */
+export function Loaded({ state, reload, children }) {
+  if (state.error && !state.data) return html`<${ErrorBox} error=${state.error} retry=${reload} />`;
+  if (!state.data) return html`<${Loading} />`;
+  return children(state.data);
+}
+
+export function Pager({ total, limit, offset, onOffset }) {
+  if (total <= limit && offset === 0) return html`<p class="pager muted">${total} in all</p>`;
+  const first = total ? offset + 1 : 0;
+  const last = Math.min(offset + limit, total);
+  return html`<nav class="pager" aria-label="Pages">
+    <button type="button" disabled=${offset <= 0} onClick=${() => onOffset(Math.max(0, offset - limit))}>Previous</button>
+    <span>${first}–${last} of ${total}</span>
+    <button type="button" disabled=${offset + limit >= total} onClick=${() => onOffset(offset + limit)}>Next</button>
+  </nav>`;
+}
+
+export function PageHeader({ title, children }) {
+  return html`<header class="page-header"><h1>${title}</h1><div class="actions">${children}</div></header>`;
+}
+
+/** A labelled control with its error underneath (`aria-describedby`). */
+export function Field({ id, label, error, hint, children, className = "" }) {
+  const described = [hint ? `${id}-hint` : null, error ? `${id}-error` : null].filter(Boolean).join(" ");
+  return html`<div class=${`field ${className} ${error ? "has-error" : ""}`}>
+    <label for=${id}>${label}</label>
+    ${children({ id, "aria-describedby": described || undefined, "aria-invalid": error ? "true" : undefined })}
+    ${hint ? html`<p class="hint" id=${`${id}-hint`}>${hint}</p>` : null}
+    ${error ? html`<p class="field-error" id=${`${id}-error`} role="alert">${error}</p>` : null}
+  </div>`;
+}
+
+// ---- toasts ---------------------------------------------------------------------------------
+let toasts = [];
+let toastId = 0;
+const toastListeners = new Set();
+
+export function toast(message, kind = "info", link = null) {
+  const id = ++toastId;
+  toasts = [...toasts, { id, message, kind, link }];
+  toastListeners.forEach((l) => l(toasts));
+  setTimeout(() => dismiss(id), kind === "error" ? 9000 : 5000);
+}
+
+function dismiss(id) {
+  toasts = toasts.filter((t) => t.id !== id);
+  toastListeners.forEach((l) => l(toasts));
+}
+
+export function Toasts() {
+  const [items, setItems] = useState(toasts);
+  useEffect(() => {
+    toastListeners.add(setItems);
+    return () => toastListeners.delete(setItems);
+  }, []);
+  return html`<div class="toasts" aria-live="polite">
+    ${items.map(
+      (t) => html`<div key=${t.id} class=${`toast ${t.kind}`} role=${t.kind === "error" ? "alert" : "status"}>
+        <span>${t.message}</span>
+        ${t.link ? html`<a href=${t.link.href}>${t.link.label}</a>` : null}
+        <button type="button" class="link" aria-label="Dismiss" onClick=${() => dismiss(t.id)}>×</button>
+      </div>`,
+    )}
+  </div>`;
+}
+
+// ---- confirm dialog ---------------------------------------------------------------------------
+let dialogState = null;
+const dialogListeners = new Set();
+
+/** Ask before doing something; resolves to the chosen action's value (or null for Cancel). */
+export function confirmDialog({ title, message, actions }) {
+  return new Promise((resolve) => {
+    dialogState = { title, message, actions, resolve };
+    dialogListeners.forEach((l) => l(dialogState));
+  });
+}
+
+function closeDialog(value) {
+  const state = dialogState;
+  dialogState = null;
+  dialogListeners.forEach((l) => l(null));
+  if (state) state.resolve(value);
+}
+
+export function Dialogs() {
+  const [state, setState] = useState(dialogState);
+  const ref = useRef(null);
+  useEffect(() => {
+    dialogListeners.add(setState);
+    return () => dialogListeners.delete(setState);
+  }, []);
+  useEffect(() => {
+    const dialog = ref.current;
+    if (!dialog) return;
+    if (state && !dialog.open) dialog.showModal();
+    if (!state && dialog.open) dialog.close();
+  }, [state]);
+  return html`<dialog ref=${ref} class="dialog" aria-labelledby="dialog-title"
+      onCancel=${(e) => { e.preventDefault(); closeDialog(null); }}>
+    ${state
+      ? html`<h2 id="dialog-title">${state.title}</h2>
+          <p>${state.message}</p>
+          <div class="dialog-actions">
+            ${state.actions.map(
+              (a) => html`<button type="button" class=${a.danger ? "danger" : "primary"} onClick=${() => closeDialog(a.value)}>${a.label}</button>`,
+            )}
+            <button type="button" onClick=${() => closeDialog(null)}>Cancel</button>
+          </div>`
+      : null}
+  </dialog>`;
+}
+
+export async function copyText(text) {
+  try {
+    await navigator.clipboard.writeText(text);
+    toast("Copied to the clipboard", "success");
+  } catch {
+    toast("The browser did not allow copying; select the text instead", "error");
+  }
+}

@@ -1,0 +1,18 @@
+"""GET /api/scheduler/forecast: scheduled runs per hour for the coming hours (the heatmap)."""
+
+from texium.core.forecast import MAX_HOURS, forecast
+from texium.core.timeutil import utcnow
+from texium.server.handlers.base import ApiHandler
+
+
+class ForecastHandler(ApiHandler):
+    async def get(self) -> None:
+        hours = self.query_int("hours", 168, 1, MAX_HOURS)
+        jobs = self.context.datastore.jobs
+
+        def compute() -> dict:  # reads the jobs and searches their schedules: off the IOLoop
+            docs = jobs.find({"is_enabled": True}, sort=[("created_at", 1)])
+            return forecast(docs, hours, utcnow())
+
+        result = await self.blocking(compute)
+        self.success("Forecast computed successfully", **result)
