@@ -47,6 +47,7 @@ setup(
         "console_scripts": [
             "texium-server=texium.server.__main__:main",
             "texium-restore=texium.restore:main",
+            "texium=texium.cli:main",  # jobs as code: texium export / texium import FILE
         ],
     },
 )

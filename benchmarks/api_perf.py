@@ -238,9 +238,17 @@ def reads(args, tmp: str) -> list[tuple]:
     rows = []
     for path in paths:
         ours, theirs = load(texium.url, path, args.duration), load(bare_url, path, args.duration)
-        rows.append(
-            (f"GET {path.replace(job_ids[0], '{id}')} ({len(bodies[path].encode()) / 1000:.1f} KB)", ours, theirs)
-        )
+        name = f"GET {path.replace(job_ids[0], '{id}')} ({len(bodies[path].encode()) / 1000:.1f} KB)"
+        rows.append((name, ours, theirs))
+    # The same reads while 100 EchoJob jobs fire every second (the firing benchmark's load).
+    session = requests.Session()
+    owner = session.post(texium.url + "/api/users/", json={"name": "f", "email": "f@bench.io"}).json()["user_id"]
+    for i in range(100):
+        tick = {"user_id": owner, "name": f"tick {i}", "job_class_string": "jobs.echo.EchoJob", "second": "*/1"}
+        session.post(texium.url + "/api/scheduler/jobs", json={**tick, "minute": "*"})
+    time.sleep(2)
+    for (name, _, theirs), path in zip(list(rows), paths):
+        rows.append((name + ", 100 jobs firing every second", load(texium.url, path, args.duration), theirs))
     bare.terminate()
     texium.stop()
     return rows

@@ -51,7 +51,8 @@ if not CHROMIUM and os.environ.get("CI") != "true":
 # --------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    process = ServerProcess("sqlite", tmp_path_factory.mktemp("dashboard") / "data", env=SAMPLE_JOBS).start()
+    env = {**SAMPLE_JOBS, "TEXIUM_OUTBOUND_ALLOW": "127.0.0.0/8"}  # Check now reaches a peer on loopback
+    process = ServerProcess("sqlite", tmp_path_factory.mktemp("dashboard") / "data", env=env).start()
     yield process
     process.stop()
 
@@ -398,3 +399,34 @@ def test_every_page_renders_without_errors_and_fits(browser, server, width):
         assert session.problems == []
     finally:
         context.close()
+
+
+def test_a_server_that_requires_keys_signs_in_with_a_key_and_keeps_a_session(browser, tmp_path):
+    """AUTH_MODE=on: the dashboard asks for a key, signs in (session cookie + CSRF token),
+    changes state through the forms, and signs out."""
+    env = {**SAMPLE_JOBS, "TEXIUM_AUTH_MODE": "on"}
+    server = ServerProcess("sqlite", tmp_path / "data", env=env).start()
+    try:
+        key = re.search(r"^(tx_\S+)$", server.log(), re.M).group(1)
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        context.set_default_timeout(10_000)
+        page = context.new_page()
+        page.goto(server.api.base_url + "/#/users")
+        page.get_by_label("API key").fill("tx_not-a-key")
+        page.get_by_role("button", name="Sign in").click()
+        page.get_by_role("alert").filter(has_text="Invalid or revoked API key").wait_for()
+        page.get_by_label("API key").fill(key)
+        page.get_by_role("button", name="Sign in").click()
+        page.get_by_role("button", name="New user").click()
+        page.get_by_label("Name").fill("Signed In")
+        page.get_by_label("Email").fill("signed.in@example.com")
+        page.get_by_role("button", name="Save").click()
+        page.get_by_text("signed.in@example.com").first.wait_for()
+        cookie = next(c for c in context.cookies() if c["name"] == "texium_session")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and key not in cookie["value"]
+        page.get_by_role("button", name="Sign out").click()
+        page.get_by_label("API key").wait_for()
+        assert requests.get(server.api.base_url + "/api/users/", timeout=10).status_code == 401
+        context.close()
+    finally:
+        server.stop()

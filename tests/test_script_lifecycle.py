@@ -126,7 +126,8 @@ def test_kill_9_then_restart_kills_the_orphaned_script_group(start_server, tmp_p
     data_dir = tmp_path / "data"
     first = start_server("sqlite", data_dir, env=env)
     execution_id, pgid, child = start_script(first, scripts, script_groups)
-    assert [path.name for path in record_files(data_dir) if execution_id in path.name], (
+    # The script can write its pid files a moment before the server has recorded it.
+    assert wait_for(lambda: [path.name for path in record_files(data_dir) if execution_id in path.name]), (
         f"no record of the running script in {data_dir / 'run' / 'processes'}"
     )
     first.kill()

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from dotenv import dotenv_values
 
 from texium import default_settings
+from texium.core.outbound import parse_networks
 
 # Environment names accepted without the TEXIUM_ prefix (the API document's .env uses them).
 UNPREFIXED = ("MONGO_URI", "DB_NAME", "HTTP_PORT", "HTTP_ADDRESS")
@@ -30,6 +31,7 @@ INT_RANGES = {
     "MISFIRE_GRACE_TIME": (1, 10**9),  # 0 would make every firing late, so nothing would run
     "SHUTDOWN_GRACE_SECONDS": (0, 86400),
     "SMTP_TIMEOUT": (1, 3600),
+    "AUTH_FAILURES_PER_MINUTE": (1, 100000),
 }
 # Settings that are numbers of seconds within a range (fractions allowed).
 SECONDS_RANGES = {
@@ -37,8 +39,13 @@ SECONDS_RANGES = {
     "JOBSTORE_RETRY_SECONDS": (0.05, 60),
     "HEARTBEAT_SECONDS": (0.1, 60),
     "NODE_TIMEOUT_SECONDS": (1, 86400),
+    "HEADER_TIMEOUT_SECONDS": (1, 3600),
+    "BODY_TIMEOUT_SECONDS": (1, 86400),
 }
+AUTH_MODES = ("auto", "on", "off")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# Settings that must be true or false (text from .env / the environment is coerced before).
+BOOLEANS = ("SMTP_ALLOW_PLAINTEXT_LOGIN", "OUTBOUND_DENY_PRIVATE")
 
 
 class ConfigError(Exception):
@@ -122,6 +129,24 @@ def validate(settings: dict[str, Any]) -> None:
         )
     if not isinstance(settings["JOB_CLASS_PACKAGES"], (list, tuple)):
         raise ConfigError("Invalid setting JOB_CLASS_PACKAGES: must be a list of package names")
+    if str(settings["AUTH_MODE"]).lower() not in AUTH_MODES:
+        raise ConfigError(
+            f"Invalid setting AUTH_MODE: {settings['AUTH_MODE']!r} must be one of {', '.join(AUTH_MODES)}"
+        )
+    for name in ("ALLOWED_HOSTS", "CORS_ORIGINS"):
+        if not isinstance(settings[name], (list, tuple)) or not all(isinstance(v, str) for v in settings[name]):
+            raise ConfigError(f"Invalid setting {name}: must be a list of names")
+    try:
+        parse_networks(settings["TRUSTED_PROXIES"], "TRUSTED_PROXIES")
+    except ValueError as exc:
+        raise ConfigError(f"Invalid setting {exc}") from None
+    for name in BOOLEANS:
+        if not isinstance(settings[name], bool):
+            raise ConfigError(f"Invalid setting {name}: {settings[name]!r} must be true or false")
+    try:
+        parse_networks(settings["OUTBOUND_ALLOW"], "OUTBOUND_ALLOW")
+    except ValueError as exc:
+        raise ConfigError(f"Invalid setting {exc}") from None
 
 
 def load_settings(

@@ -12,6 +12,16 @@ HTTP_ADDRESS = "127.0.0.1"
 MAX_BODY_BYTES = 1024 * 1024  # larger request bodies answer 413
 DATASTORE_THREADS = 8  # threads that run datastore calls for the HTTP handlers
 LOG_LEVEL = "INFO"
+HEADER_TIMEOUT_SECONDS = 20.0  # a client that has not sent its request headers by then is dropped
+BODY_TIMEOUT_SECONDS = 60.0  # ... or its request body
+
+# Security (README "Security")
+AUTH_MODE = "auto"  # auto: API keys required unless listening on loopback only; on; off
+ALLOWED_HOSTS = []  # Host names served besides localhost, 127.0.0.1, [::1] and the listening address
+TRUSTED_PROXIES = []  # CIDRs of reverse proxies whose X-Forwarded-For / X-Real-Ip are believed
+CORS_ORIGINS = []  # origins (https://ops.example.com) allowed to call the API from a browser
+AUTH_FAILURES_PER_MINUTE = 10  # failed authentications per client address before 429
+INSECURE = False  # set by --insecure only: allow AUTH_MODE=off on an address that is not loopback
 
 # Storage: embedded SQLite in DATA_DIR unless MONGO_URI is set ("mongomock://" = in memory)
 DATA_DIR = "./texium-data"
@@ -40,5 +50,15 @@ SMTP_PORT = 25
 SMTP_USERNAME = ""
 SMTP_PASSWORD = ""
 SMTP_STARTTLS = False
+# Send SMTP_USERNAME / SMTP_PASSWORD over a connection that is not encrypted (no STARTTLS, port
+# not 465). Off: such a login is refused; sending without a login over plain TCP stays allowed.
+SMTP_ALLOW_PLAINTEXT_LOGIN = False
 SMTP_FROM = "texium@localhost"
 SMTP_TIMEOUT = 30
+
+# Outbound connections of the webhook and health-check jobs. Refused by default, checked on the
+# resolved address at connect time: loopback (127.0.0.0/8, ::1), link-local (169.254.0.0/16, so
+# the cloud metadata address 169.254.169.254, and fe80::/10), multicast, unspecified (0.0.0.0)
+# and reserved addresses. Private ranges (10/8, 172.16/12, 192.168/16, fc00::/7) are allowed.
+OUTBOUND_ALLOW = []  # CIDR networks always allowed, e.g. ["127.0.0.0/8"]; env: comma-separated
+OUTBOUND_DENY_PRIVATE = False  # true: refuse private (non-public) addresses too, unless in OUTBOUND_ALLOW

@@ -6,6 +6,12 @@ FILE_OR_DIR is a backup directory (texium-backup-.../), its manifest.json, or on
 `<collection>.jsonl.gz` file. Documents keep their original `_id`; a document whose id already
 exists is skipped unless `--drop` empties each restored collection first. With a manifest,
 every file's SHA-256 is checked before anything is written.
+
+Limits (a backup may come from elsewhere): one line (one document) at most MAX_LINE_BYTES
+(16 MiB), all files of one restore at most MAX_ARCHIVE_BYTES (16 GiB) uncompressed, counted
+while streaming (--max-bytes changes it), and manifest.json at most MAX_MANIFEST_BYTES (1 MiB).
+Files are read line by line with a bounded read, so an over-long line is refused after at most
+MAX_LINE_BYTES of it were decompressed, never read whole.
 """
 
 from __future__ import annotations
@@ -16,14 +22,47 @@ import hashlib
 import json
 import os
 import sys
+import zlib
 
 from texium.core.datastore.base import is_valid_id
 from texium.core.errors import DuplicateKeyError
-from texium.jobs.backup import FILE_SUFFIX, FORMAT, MANIFEST, decode_doc, list_backups
+from texium.jobs.backup import (
+    FILE_SUFFIX,
+    FORMAT,
+    MANIFEST,
+    MAX_ARCHIVE_BYTES,
+    MAX_LINE_BYTES,
+    MAX_MANIFEST_BYTES,
+    decode_doc,
+    list_backups,
+)
 
 
 class RestoreError(Exception):
     """The backup cannot be restored; the message says why."""
+
+
+def _size(n: int) -> str:
+    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= factor and n % factor == 0:
+            return f"{n // factor} {unit}"
+    return f"{n} bytes"
+
+
+class _Budget:
+    """Uncompressed bytes a restore may still read, shared by the files of one pass."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.used = 0
+
+    def take(self, n: int, where: str) -> None:
+        self.used += n
+        if self.used > self.limit:
+            raise RestoreError(
+                f"{where}: the backup is larger than {_size(self.limit)} uncompressed, the most a restore "
+                "reads (texium-restore --max-bytes raises it)"
+            )
 
 
 def _plan(path: str) -> list[tuple[str, str, str | None]]:
@@ -52,8 +91,11 @@ def _plan(path: str) -> list[tuple[str, str, str | None]]:
 
 def _plan_from_manifest(manifest_path: str) -> list[tuple[str, str, str | None]]:
     try:
-        with open(manifest_path, encoding="utf-8") as fh:
-            manifest = json.load(fh)
+        with open(manifest_path, "rb") as fh:
+            raw = fh.read(MAX_MANIFEST_BYTES + 1)
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise RestoreError(f"{manifest_path} is larger than {_size(MAX_MANIFEST_BYTES)}: not a Texium manifest")
+        manifest = json.loads(raw.decode("utf-8"))
     except (OSError, ValueError) as exc:
         raise RestoreError(f"cannot read {manifest_path}: {exc}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
@@ -76,46 +118,76 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def _read_docs(path: str):
-    with gzip.open(path, "rt", encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                doc = decode_doc(line)
-            except ValueError as exc:
-                raise RestoreError(f"{os.path.basename(path)} line {number}: not extended JSON ({exc})") from None
-            if not isinstance(doc, dict):
-                raise RestoreError(f"{os.path.basename(path)} line {number}: not a document")
-            if "_id" in doc and not is_valid_id(doc["_id"]):
-                raise RestoreError(f"{os.path.basename(path)} line {number}: _id {doc['_id']!r} is not a 24-hex id")
-            yield doc
+def _lines(path: str, budget: _Budget):
+    """(number, bytes) of each line of the gzip file, each read with a bounded readline."""
+    name = os.path.basename(path)
+    try:
+        with gzip.open(path, "rb") as fh:
+            number = 0
+            while True:
+                line = fh.readline(MAX_LINE_BYTES + 1)
+                if not line:
+                    return
+                number += 1
+                budget.take(len(line), f"{name} line {number}")
+                if len(line) > MAX_LINE_BYTES:
+                    raise RestoreError(
+                        f"{name} line {number} is longer than {_size(MAX_LINE_BYTES)}, the most one document "
+                        "may take: refused"
+                    )
+                yield number, line
+    except (OSError, EOFError, zlib.error) as exc:
+        raise RestoreError(f"{name}: not a readable gzip file ({exc})") from None
 
 
-def restore_backup(datastore, path: str, drop: bool = False) -> dict:
+def _read_docs(path: str, budget: _Budget):
+    name = os.path.basename(path)
+    for number, raw in _lines(path, budget):
+        if not raw.strip():
+            continue
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise RestoreError(f"{name} line {number}: not UTF-8 text") from None
+        try:
+            doc = decode_doc(line)
+        except ValueError as exc:
+            raise RestoreError(f"{name} line {number}: not extended JSON ({exc})") from None
+        del line, raw
+        if not isinstance(doc, dict):
+            raise RestoreError(f"{name} line {number}: not a document")
+        if "_id" in doc and not is_valid_id(doc["_id"]):
+            raise RestoreError(f"{name} line {number}: _id {doc['_id']!r} is not a 24-hex id")
+        yield doc
+
+
+def restore_backup(datastore, path: str, drop: bool = False, max_bytes: int = MAX_ARCHIVE_BYTES) -> dict:
     """Restore the backup at `path` into `datastore`.
 
     Returns {collection: {"inserted": n, "skipped": n}}; `skipped` counts documents whose `_id`
     (or a unique field) already exists. With `drop`, each restored collection is emptied first.
-    Raises RestoreError when the backup is unreadable or a checksum does not match.
+    Raises RestoreError when the backup is unreadable, a checksum does not match, a line is over
+    MAX_LINE_BYTES or the files together are over `max_bytes` uncompressed.
     """
     plan = _plan(path)
+    budget = _Budget(max_bytes)
     for _, file_path, expected in plan:
         if not os.path.isfile(file_path):
             raise RestoreError(f"missing file {file_path}")
         if expected and _sha256(file_path) != expected:
             raise RestoreError(f"checksum mismatch for {file_path}: the backup is damaged")
         # Read everything once before writing anything: a corrupt file fails the whole restore.
-        for _ in _read_docs(file_path):
+        for _ in _read_docs(file_path, budget):
             pass
 
+    budget = _Budget(max_bytes)  # the files are read again: the limits hold on this pass too
     counts: dict[str, dict[str, int]] = {}
     for name, file_path, _ in plan:
         collection = datastore.collection(name)
         if drop:
             collection.delete_many({})
         inserted = skipped = 0
-        for doc in _read_docs(file_path):
+        for doc in _read_docs(file_path, budget):
             doc_id = doc.get("_id")
             if doc_id is not None and not drop and collection.get(doc_id) is not None:
                 skipped += 1
@@ -128,6 +200,16 @@ def restore_backup(datastore, path: str, drop: bool = False) -> dict:
             inserted += 1
         counts[name] = {"inserted": inserted, "skipped": skipped}
     return counts
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,6 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", metavar="MODULE", help="settings module, as for the server")
     parser.add_argument(
         "--drop", action="store_true", help="empty each restored collection first (otherwise existing ids are skipped)"
+    )
+    parser.add_argument(
+        "--max-bytes",
+        type=_positive_int,
+        default=MAX_ARCHIVE_BYTES,
+        metavar="N",
+        help=f"refuse a backup larger than N bytes uncompressed (default {_size(MAX_ARCHIVE_BYTES)}); "
+        f"one line (one document) may be at most {_size(MAX_LINE_BYTES)}",
     )
     ns = parser.parse_args(argv)
 
@@ -168,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"texium-restore: cannot open {where}: {exc}", file=sys.stderr)
         return 2
     try:
-        counts = restore_backup(datastore, ns.path, drop=ns.drop)
+        counts = restore_backup(datastore, ns.path, drop=ns.drop, max_bytes=ns.max_bytes)
     except RestoreError as exc:
         print(f"texium-restore: {exc}", file=sys.stderr)
         return 1

@@ -34,8 +34,31 @@ function withQuery(path, query) {
   return text ? `${path}?${text}` : path;
 }
 
+// The session's CSRF token: requests that change state send it (the cookie alone is not enough).
+let csrfToken = null;
+const UNSAFE = new Set(["POST", "PUT", "PATCH", "DELETE"]);
+
+/** Who is signed in: {auth_required, user, csrf_token}; throws ApiError 401 when nobody is. */
+export async function currentSession() {
+  const session = await request("GET", "/api/auth/session", { quiet: true });
+  csrfToken = session.csrf_token || null;
+  return session;
+}
+
+export async function signIn(key) {
+  const session = await request("POST", "/api/auth/session", { body: { key }, quiet: true });
+  csrfToken = session.csrf_token || null;
+  return session;
+}
+
+export async function signOut() {
+  await request("DELETE", "/api/auth/session", { quiet: true });
+  csrfToken = null;
+}
+
 export async function request(method, path, { query, body, quiet = false } = {}) {
   const headers = { Accept: "application/json", ...extraHeaders };
+  if (csrfToken && UNSAFE.has(method)) headers["X-CSRF-Token"] = csrfToken;
   const init = { method, headers, credentials: "same-origin", cache: "no-store" };
   if (body !== undefined) {
     headers["Content-Type"] = "application/json";
@@ -55,6 +78,9 @@ export async function request(method, path, { query, body, quiet = false } = {})
     } catch {
       data = null;
     }
+  }
+  if (response.status === 401 && path !== "/api/auth/session") {
+    window.dispatchEvent(new CustomEvent("texium:signin-required"));
   }
   if (!response.ok) {
     const detail = data && typeof data.detail === "string" ? data.detail : `${response.status} ${response.statusText}`;

@@ -1,6 +1,6 @@
 // The dashboard's shell: navigation, hash routes (deep links, back and forward), toasts.
 import { html, render, useEffect, useState } from "../vendor/htm/standalone.module.js";
-import { onApiError } from "./api.js";
+import { currentSession, onApiError, signIn, signOut } from "./api.js";
 import { Dialogs, Toasts, toast } from "./ui.js";
 import { parseHash } from "./util.js";
 import { OverviewPage } from "./pages/overview.js";
@@ -50,7 +50,50 @@ function NotFoundPage() {
   return html`<section class="page"><h1>Page not found</h1><p>There is no such page. <a href="#/">Go to the overview</a>.</p></section>`;
 }
 
+function SignInPage({ onSignedIn }) {
+  const [key, setKey] = useState("");
+  const [error, setError] = useState("");
+  const submit = async (event) => {
+    event.preventDefault();
+    try {
+      onSignedIn(await signIn(key.trim()));
+    } catch (failure) {
+      setError(failure.detail || String(failure));
+    }
+  };
+  return html`<section class="page signin">
+    <h1>Sign in</h1>
+    <p>This server requires an API key. An admin creates one with <code>POST /api/users/{id}/api-keys</code>;
+      the first admin key is printed when the server first starts and kept in <code>DATA_DIR/admin-api-key</code>.</p>
+    <form onSubmit=${submit}>
+      <label for="api-key">API key</label>
+      <input id="api-key" type="password" autocomplete="off" value=${key} onInput=${(e) => setKey(e.target.value)} required />
+      ${error && html`<p class="field-error" role="alert">${error}</p>`}
+      <button type="submit">Sign in</button>
+    </form>
+  </section>`;
+}
+
 function App() {
+  const [auth, setAuth] = useState({ state: "checking", user: null, required: false });
+  useEffect(() => {
+    const check = () =>
+      currentSession()
+        .then((session) => setAuth({ state: "in", user: session.user, required: session.auth_required }))
+        .catch(() => setAuth({ state: "out", user: null, required: true }));
+    check();
+    const out = () => setAuth({ state: "out", user: null, required: true });
+    window.addEventListener("texium:signin-required", out);
+    return () => window.removeEventListener("texium:signin-required", out);
+  }, []);
+  if (auth.state === "checking") return html`<p class="loading">Loading…</p>`;
+  if (auth.state === "out") {
+    return html`<main id="main"><${SignInPage} onSignedIn=${(session) => setAuth({ state: "in", user: session.user, required: true })} /></main>`;
+  }
+  return html`<${Shell} auth=${auth} onSignOut=${async () => { await signOut(); setAuth({ state: "out", user: null, required: true }); }} />`;
+}
+
+function Shell({ auth, onSignOut }) {
   const [route, setRoute] = useState(parseHash());
   useEffect(() => {
     const update = () => setRoute(parseHash());
@@ -91,6 +134,8 @@ function App() {
         </ul>
       </nav>
       <a class="docs-link" href="/docs">API docs</a>
+      ${auth.required && auth.user && html`<span class="signed-in">${auth.user.name}</span>
+        <button type="button" class="link" onClick=${onSignOut}>Sign out</button>`}
     </header>
     <main id="main" tabindex="-1"><${Page} key=${pageKey} route=${route} /></main>
     <${Toasts} />

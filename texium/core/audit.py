@@ -7,7 +7,7 @@ from texium.core.listing import NEWEST_FIRST, Page, list_page
 from texium.core.timeutil import utcnow
 from texium.core.validation import require_id
 
-EVENTS = ("created", "updated", "deleted", "paused", "resumed", "run_now")
+EVENTS = ("created", "updated", "deleted", "paused", "resumed", "run_now", "audit_cleanup")
 
 
 class AuditLog:
@@ -19,6 +19,7 @@ class AuditLog:
             {
                 "job_id": job["_id"],
                 "job_name": job.get("name"),
+                "user_id": job.get("user_id"),  # the job's owner: whose trail this is
                 "event": event,
                 "user": user,
                 "description": description,
@@ -26,8 +27,9 @@ class AuditLog:
             }
         )
 
-    def list(self, job_id: str | None, since, until, limit: int, offset: int) -> Page:
-        query: dict = {}
+    def list(self, job_id: str | None, since, until, limit: int, offset: int, user_id: str | None = None) -> Page:
+        """Newest first; `user_id` keeps only the trail of that user's jobs."""
+        query: dict = {} if user_id is None else {"user_id": user_id}
         if job_id is not None:
             query["job_id"] = require_id(job_id, "job_id")
         window = {op: t for op, t in (("$gte", since), ("$lt", until)) if t is not None}

@@ -28,12 +28,16 @@ class ExecutionHistory:
         until: datetime | None = None,
         limit: int = 100,
         offset: int = 0,
+        owner: str | None = None,
     ) -> Page:
+        """Newest first, filtered; `owner` (a non-admin) sees only their own executions."""
         query: dict = {}
         if job_id is not None:
             query["job_id"] = require_id(job_id, "job_id")
         if user_id is not None:
             query["user_id"] = require_id(user_id, "user_id")
+        if owner is not None and query.setdefault("user_id", owner) != owner:
+            return Page(total=0, items=[])
         if status is not None:
             if status not in STATUSES:
                 raise ValidationError(f"Invalid query parameter status: must be one of {', '.join(STATUSES)}")
@@ -43,12 +47,15 @@ class ExecutionHistory:
             query["created_at"] = window
         return list_page(self._ds.executions, query, limit, offset, sort=NEWEST_FIRST, hidden=HIDDEN)
 
-    def get(self, execution_id: str) -> Raw:
-        """The execution as clients see it (JSON text)."""
-        doc = self._ds.executions.get_json(require_id(execution_id, "execution_id"), hidden=HIDDEN)
-        if doc is None:
+    def get(self, execution_id: str, owner: str | None = None) -> Raw:
+        """The execution as clients see it (JSON text); with `owner`, only one of theirs."""
+        query = {"_id": require_id(execution_id, "execution_id")}
+        if owner is not None:
+            query["user_id"] = owner
+        found = self._ds.executions.find_json(query, limit=1, hidden=HIDDEN)
+        if not found:
             raise NotFound("Execution not found")
-        return doc
+        return found[0]
 
     def stats(self, user_id: str | None = None, job_id: str | None = None) -> dict:
         """Job counts and the execution figures (texium/core/figures.py), for everything, one

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from texium.core.errors import ValidationError
 from texium.core.job import JobBase
+from texium.core.secret_args import parse_declaration
 
 log = logging.getLogger("texium.registry")
 BUILTIN_PACKAGE = "texium.jobs"
@@ -37,6 +38,8 @@ BUILTIN_ORDER = (
 class JobClass:
     class_string: str
     cls: type[JobBase]
+    # The class's `secret_arguments` read as patterns (texium.core.secret_args).
+    secrets: tuple[tuple[str, ...], ...] = ()
 
     def describe(self) -> dict:
         meta = self.cls.meta_info()
@@ -45,6 +48,7 @@ class JobClass:
             "name": self.cls.__name__,
             "description": meta.get("description", ""),
             "meta_info": meta,
+            "admin_only": bool(getattr(self.cls, "admin_only", False)),
         }
 
 
@@ -75,7 +79,9 @@ class JobRegistry:
     def _add(self, cls: type[JobBase]) -> None:
         path = f"{cls.__module__}.{cls.__name__}"
         name = BUILTIN_PREFIX + path[len(BUILTIN_PACKAGE) + 1 :] if path.startswith(BUILTIN_PACKAGE + ".") else path
-        self._classes[name] = JobClass(name, cls)
+        # A declaration that cannot be read stops the server: guessing would store secrets in clear.
+        secrets = parse_declaration(getattr(cls, "secret_arguments", ()), path)
+        self._classes[name] = JobClass(name, cls, secrets)
 
     def available(self) -> list[dict]:
         return [job_class.describe() for job_class in self._classes.values()]
@@ -89,5 +95,23 @@ class JobRegistry:
             raise ValidationError(f"Invalid field job_class_string: {class_string!r} is not an available job class")
         return name
 
+    def admin_only(self, class_string: str) -> bool:
+        """Classes that run programs or touch every user's data declare `admin_only = True`."""
+        try:
+            return bool(getattr(self.resolve(class_string), "admin_only", False))
+        except Exception:
+            return False  # not a job class: the create or update refuses it with a 400
+
     def resolve(self, class_string: str) -> type[JobBase]:
         return self._classes[self.canonical(class_string)].cls
+
+    def secret_arguments(self, class_string: str) -> tuple[tuple[str, ...], ...]:
+        """The secret arguments the class declares (`secret_arguments`), as patterns; none for a
+        class that is not (or no longer) available."""
+        job_class = self._classes.get(class_string)
+        if job_class is None:
+            try:
+                job_class = self._classes[self.canonical(class_string)]
+            except ValidationError:
+                return ()
+        return job_class.secrets

@@ -25,12 +25,14 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import datetime
 from typing import Any
 
+from texium.core import secret_args
 from texium.core.datastore.base import Datastore, new_id
 from texium.core.errors import ServiceUnavailable
 from texium.core.job import JobContext, JobError
 from texium.core.nodes import NodeIdentity
 from texium.core.recorder import Recorder
 from texium.core.registry import JobRegistry
+from texium.core.secrets import SecretBox
 from texium.core.timeutil import utcnow
 
 log = logging.getLogger("texium.runner")
@@ -80,9 +82,35 @@ class _Output:
         self.size += len(self.parts[-1])
         self.truncated = self.truncated or len(text) > len(self.parts[-1])
 
-    def text(self) -> str:
+    def text(self, secrets: list[tuple[str, str]] | None = None) -> str:
+        """The output, with every text in `secrets` shown as ***."""
         note = f"\n[output truncated at {OUTPUT_LIMIT} characters]\n" if self.truncated else ""
-        return "".join(self.parts) + note
+        return secret_args.redact("".join(self.parts), secrets or [], self.truncated) + note
+
+
+class _MaskedLogger(logging.LoggerAdapter):
+    """A run's logger: its lines (and tracebacks) with the run's secret values shown as ***."""
+
+    def __init__(self, logger: logging.Logger, secrets: list[tuple[str, str]]):
+        super().__init__(logger, {})
+        self._secrets = secrets
+
+    def log(self, level, msg, *args, exc_info=None, stack_info=False, stacklevel=1, **kwargs):
+        if not self.isEnabledFor(level):
+            return
+        try:
+            text = str(msg) % args if args else str(msg)
+        except (TypeError, ValueError):
+            text = f"{msg} {args!r}"
+        if exc_info:
+            if exc_info is True:
+                exc_info = sys.exc_info()
+            elif isinstance(exc_info, BaseException):
+                exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+            if exc_info[0] is not None:
+                text += "\n" + "".join(traceback.format_exception(*exc_info)).rstrip("\n")
+        text = secret_args.redact(text, self._secrets)
+        self.logger.log(level, text, stack_info=stack_info, stacklevel=stacklevel + 1, **kwargs)
 
 
 def _render(result: Any) -> str:
@@ -106,8 +134,10 @@ class ExecutionRunner:
         hooks: Mapping[str, Callable[[], Any]] | None = None,
         processes: Any = None,
         peers_alive: Callable[[], int] = lambda: 0,
+        secrets: SecretBox | None = None,
     ):
         self._ds = datastore
+        self.secrets = secrets  # decrypts the jobs' secret arguments for their runs
         self._registry = registry
         self._recorder = recorder
         self.identity = identity
@@ -269,8 +299,12 @@ class ExecutionRunner:
         self._recorder.job(job["_id"], fields={"last_run_time": started})
         output = _Output()
         status, error = "completed", ""
+        hidden: list[tuple[str, str]] = []  # the secret values, masked in the output, the error and the log lines
         clock = time.monotonic()
         try:
+            secrets = secret_args.decrypt(job.get(secret_args.FIELD), self.secrets)
+            hidden = secret_args.searched_values(secrets)
+            pub_args, pub_kwargs = secret_args.reveal(job.get("pub_args", []), job.get("pub_kwargs", {}), secrets)
             job_class = self._registry.resolve(job.get("job_class_string", ""))
             context = JobContext(
                 execution_id=execution_id,
@@ -283,13 +317,15 @@ class ExecutionRunner:
                 write=output.write,
                 processes=self._processes,
             )
+            if hidden:
+                context.logger = _MaskedLogger(context.logger, hidden)
             self._stdout.capture(output.write)
             try:
-                result = job_class(context).run(*job.get("pub_args", []), **job.get("pub_kwargs", {}))
+                result = job_class(context).run(*pub_args, **pub_kwargs)
             finally:
                 self._stdout.capture(None)
             output.write(_render(result))
-        except JobError as exc:
+        except (JobError, secret_args.SecretsUnavailable) as exc:
             status, error = "failed", str(exc)
         except Exception as exc:
             status = "failed"
@@ -303,8 +339,8 @@ class ExecutionRunner:
             execution_id,
             {
                 "status": status,
-                "output": output.text(),
-                "error": error[:OUTPUT_LIMIT],
+                "output": output.text(hidden),
+                "error": secret_args.redact(error[:OUTPUT_LIMIT], hidden, len(error) > OUTPUT_LIMIT),
                 "completed_at": utcnow(),
                 "duration_ms": duration_ms,
             },

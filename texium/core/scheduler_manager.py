@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from texium.core import cron
+from texium.core import cron, secret_args
 from texium.core.audit import AuditLog
 from texium.core.datastore.base import Datastore
 from texium.core.errors import NotFound, ValidationError
@@ -22,6 +22,7 @@ from texium.core.recorder import Recorder
 from texium.core.registry import JobRegistry
 from texium.core.runner import ExecutionRunner
 from texium.core.scheduler import TexiumScheduler
+from texium.core.secrets import SecretBox
 from texium.core.timeutil import to_iso, utcnow
 from texium.core.users import owned_by
 from texium.core.validation import request_schema, require_id, validate_body
@@ -31,6 +32,10 @@ SCHEDULE_FIELDS = (*cron.CRON_FIELDS, "timezone")
 # The fields (cron fields included), their types, limits and defaults: components/schemas in
 # texium/openapi.yaml. Whether the cron fields parse is cron.normalize's to say.
 JOB_CREATE, JOB_UPDATE = request_schema("JobCreate"), request_schema("JobUpdate")
+# Never served. Written as the document's last member, so the embedded store can cut it off the
+# stored text instead of parsing it (an update re-sets it in place).
+HIDDEN = (secret_args.FIELD,)
+ARGUMENT_FIELDS = ("pub_args", "pub_kwargs")
 
 
 def _schedule(body: dict) -> dict:
@@ -50,8 +55,11 @@ class SchedulerManager:
         misfire_grace_time: float = 3600,
         poll_seconds: float = 1.0,
         retry_seconds: float = 1.0,
+        secrets: SecretBox | None = None,
     ):
         self._ds = datastore
+        # Encrypts secret job arguments; by default the runner's, which decrypts them for runs.
+        self._secrets = secrets if secrets is not None else getattr(runner, "secrets", None)
         self._registry = registry
         self._runner = runner
         self._audit = audit
@@ -68,6 +76,7 @@ class SchedulerManager:
     def start(self) -> list[dict]:
         """Join the store's nodes (burying dead ones), then start firing; returns the other live nodes."""
         self._runner.reap_stale_scripts()
+        self.seal_stored_secrets()
         others = self.nodes.start()
         self._scheduler.start()
         return others
@@ -152,13 +161,72 @@ class SchedulerManager:
 
     def get_json(self, job_id: str) -> Raw:
         """The job as clients see it (JSON text)."""
-        doc = self._ds.jobs.get_json(require_id(job_id, "job_id"))
+        doc = self._ds.jobs.get_json(require_id(job_id, "job_id"), hidden=HIDDEN)
         if doc is None:
             raise NotFound("Job not found")
         return doc
 
     def list(self, user_id: str | None, limit: int, offset: int) -> Page:
-        return list_page(self._ds.jobs, owned_by(self._ds, user_id), limit, offset)
+        return list_page(self._ds.jobs, owned_by(self._ds, user_id), limit, offset, hidden=HIDDEN)
+
+    # -- secret arguments --------------------------------------------------------------
+    def _seal(self, job: dict, previous_token: str | None = None) -> tuple[dict, dict, dict]:
+        """(masked pub_args and pub_kwargs plus FIELD, the secrets before, the secrets after) for
+        `job` (a document with the new values). "***" where a value was stored keeps it."""
+        try:
+            before = secret_args.decrypt(previous_token, self._secrets)
+        except secret_args.SecretsUnavailable:
+            before = None  # only a "***" that needs them fails: new values can still be given
+        declared = self._registry.secret_arguments(job.get("job_class_string", ""))
+        try:
+            pub_args, pub_kwargs, after = secret_args.seal(
+                job.get("pub_args") or [], job.get("pub_kwargs") or {}, declared, before
+            )
+        except ValidationError:
+            if before is None and previous_token:
+                raise ValidationError(
+                    "The job's stored secret arguments cannot be decrypted with this server's SECRET_KEY: "
+                    "send their values again instead of ***"
+                ) from None
+            raise
+        if after == before and previous_token:
+            token = previous_token  # unchanged: no new ciphertext
+        else:
+            token = secret_args.encrypt(after, self._secrets)
+        return {"pub_args": pub_args, "pub_kwargs": pub_kwargs, secret_args.FIELD: token}, before or {}, after
+
+    def _masked(self, doc: dict) -> dict:
+        """The arguments of a document stored without FIELD as they are shown once sealed."""
+        declared = self._registry.secret_arguments(doc.get("job_class_string", ""))
+        try:
+            pub_args, pub_kwargs, _ = secret_args.seal(doc.get("pub_args") or [], doc.get("pub_kwargs") or {}, declared)
+        except ValidationError:
+            return {k: secret_args.MASK for k in ARGUMENT_FIELDS}
+        return {"pub_args": pub_args, "pub_kwargs": pub_kwargs}
+
+    def seal_stored_secrets(self) -> int:
+        """Seal the jobs stored before secret arguments were (or without a key): their secret
+        values move into FIELD, "***" takes their place. Returns how many jobs held any."""
+        if self._secrets is None:
+            return 0
+        sealed = 0
+        try:
+            with self._ds.batch():
+                for doc in self._ds.jobs.find({secret_args.FIELD: None}):
+                    try:
+                        fields, _, after = self._seal(doc)
+                    except Exception as exc:  # e.g. a "***" that stands for nothing: left as it is
+                        log.warning("Job %s: its arguments cannot be sealed: %s", doc["_id"], exc)
+                        continue
+                    unchanged = {"_id": doc["_id"], "updated_at": doc.get("updated_at"), secret_args.FIELD: None}
+                    if self._ds.jobs.update_many(unchanged, fields) and after:
+                        sealed += 1
+        except Exception as exc:  # the store is down: the next start tries again
+            log.warning("Could not seal the secret arguments of stored jobs: %s", getattr(exc, "detail", exc))
+            return 0
+        if sealed:
+            log.warning("Sealed the secret arguments of %d stored jobs (now encrypted, shown as ***)", sealed)
+        return sealed
 
     # -- changing ----------------------------------------------------------------------
     def _next_run(self, doc: dict, now: datetime) -> datetime | None:
@@ -189,6 +257,9 @@ class SchedulerManager:
             is_paused=False, created_at=now, updated_at=now, last_run_time=None, total_executions=0, schedule_error=None
         )
         doc["next_run_time"] = self._next_run(doc, now)
+        sealed, _, _ = self._seal(doc)
+        doc.update(sealed)
+        doc[secret_args.FIELD] = doc.pop(secret_args.FIELD)  # the last member (see HIDDEN)
         with self._ds.batch():  # one commit for the job and its audit entry
             doc["_id"] = self._ds.jobs.insert(doc)
             self._owner_still_there(doc["_id"], doc["user_id"])
@@ -215,12 +286,23 @@ class SchedulerManager:
                     {**current, **schedule}, schedule.get("timezone") or doc.get("timezone") or self._timezone
                 )
             )
-        changed = {k: v for k, v in changes.items() if doc.get(k) != v}
+        secret_notes: list[str] = []
+        sealed: dict = {}
+        if secret_args.FIELD not in doc or any(k in changes for k in ("job_class_string", *ARGUMENT_FIELDS)):
+            sealed, before, after = self._seal({**doc, **changes}, doc.get(secret_args.FIELD))
+            changes.update({k: sealed[k] for k in ARGUMENT_FIELDS if k in changes or sealed[k] != doc.get(k)})
+            secret_notes = secret_args.changes(before, after)
+        shown = doc if secret_args.FIELD in doc else {**doc, **self._masked(doc)}  # the old values, masked
+        changed = {k: v for k, v in changes.items() if shown.get(k) != v}
         now = utcnow()
         updated = {**doc, **changes, "next_run_time": self._next_run({**doc, **changes}, now)}
-        summary = "; ".join(f"{k}: {doc.get(k)!r} -> {v!r}" for k, v in changed.items()) or "no changes"
+        summary = (
+            "; ".join([*(f"{k}: {shown.get(k)!r} -> {v!r}" for k, v in changed.items()), *secret_notes]) or "no changes"
+        )
         with self._ds.batch():
             fields = {**changes, "updated_at": now, "schedule_error": None, "next_run_time": updated["next_run_time"]}
+            if sealed:  # set last: a document without it gets it as its last member
+                fields[secret_args.FIELD] = sealed[secret_args.FIELD]
             self._ds.jobs.update(job_id, fields=fields)
             if "user_id" in changes:
                 self._owner_still_there(job_id, changes["user_id"])

@@ -1,4 +1,5 @@
-"""Encryption at rest for server passwords (Fernet: authenticated AES, from `cryptography`)."""
+"""Encryption at rest for server passwords, instance URL passwords and secret job arguments
+(Fernet: authenticated AES, from `cryptography`)."""
 
 from __future__ import annotations
 
@@ -40,4 +41,4 @@ class SecretBox:
         try:
             return self._fernet.decrypt(token.encode()).decode()
         except InvalidToken:
-            raise ValueError("stored password cannot be decrypted with this SECRET_KEY") from None
+            raise ValueError("stored secret cannot be decrypted with this SECRET_KEY") from None

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from texium.core.outbound import OutboundPolicy
 from texium.jobs.base import JobError
 
 # --------------------------------------------------------------------------- arguments
@@ -135,6 +136,15 @@ def dir_setting(config: Mapping[str, Any], key: str, default_subdir: str) -> str
     if value is None:
         return os.path.join(data_dir(config), default_subdir)
     return os.path.abspath(os.path.expanduser(str(value)))
+
+
+def outbound_policy(config: Mapping[str, Any]) -> OutboundPolicy:
+    """The outbound rule of the webhook and health-check jobs: OUTBOUND_ALLOW, OUTBOUND_DENY_PRIVATE."""
+    deny_private = boolean("OUTBOUND_DENY_PRIVATE", setting(config, "OUTBOUND_DENY_PRIVATE", False))
+    try:
+        return OutboundPolicy.from_settings(setting(config, "OUTBOUND_ALLOW"), deny_private)
+    except ValueError as exc:
+        raise JobError(f"invalid setting {exc}") from None
 
 
 # --------------------------------------------------------------------------- formatting

@@ -23,6 +23,7 @@ from datetime import UTC
 from bson import json_util
 from bson.json_util import JSONOptions
 
+from texium.core import files
 from texium.core.timeutil import to_iso, utcnow
 from texium.jobs import _util
 from texium.jobs.base import JobBase, JobError
@@ -33,6 +34,10 @@ BACKUP_PREFIX = "texium-backup-"
 BACKUP_DIR_RE = re.compile(r"^texium-backup-(\d{8}T\d{6}Z)(?:-(\d+))?$")
 FILE_SUFFIX = ".jsonl.gz"
 MANIFEST = "manifest.json"
+# Restore limits (texium.restore), also enforced here so that every backup written can be restored.
+MAX_LINE_BYTES = 16 * 1024 * 1024  # one document's line (MongoDB's own document limit is 16 MiB)
+MAX_ARCHIVE_BYTES = 16 * 1024 * 1024 * 1024  # all files of one backup, uncompressed
+MAX_MANIFEST_BYTES = 1024 * 1024
 PAGE_SIZE = 1000
 DEFAULT_KEEP = 7
 
@@ -91,6 +96,8 @@ def iter_collection(collection):
 class DataBackupJob(JobBase):
     """Job to backup database"""
 
+    admin_only = True  # reads every user's data
+
     @classmethod
     def meta_info(cls) -> dict:
         return {
@@ -145,7 +152,7 @@ class DataBackupJob(JobBase):
 
         backup_root = _util.dir_setting(self.context.config, "BACKUP_DIR", "backups")
         try:
-            os.makedirs(backup_root, mode=0o700, exist_ok=True)
+            files.private_dir(backup_root)
         except OSError as exc:
             raise JobError(f"cannot create BACKUP_DIR {backup_root}: {exc.strerror or exc}") from None
 
@@ -154,7 +161,7 @@ class DataBackupJob(JobBase):
         tmp_dir = os.path.join(backup_root, f".tmp-{base_name}-{uuid.uuid4().hex[:12]}")
         entries = []
         try:
-            os.makedirs(tmp_dir, mode=0o700)
+            files.private_dir(tmp_dir)
             for name in names:
                 entries.append(self._dump(datastore.collection(name), name, tmp_dir))
             finished = utcnow()
@@ -171,7 +178,7 @@ class DataBackupJob(JobBase):
                 "total_bytes": sum(e["bytes"] for e in entries),
             }
             manifest_path = os.path.join(tmp_dir, MANIFEST)
-            with open(manifest_path, "w", encoding="utf-8", opener=_private_opener) as fh:
+            with open(manifest_path, "w", encoding="utf-8", opener=files.private_opener) as fh:
                 json.dump(manifest, fh, indent=2)
                 fh.write("\n")
             final_dir = self._publish(tmp_dir, backup_root, base_name)
@@ -230,10 +237,16 @@ class DataBackupJob(JobBase):
         path = os.path.join(directory, file_name)
         digest = hashlib.sha256()
         count = 0
-        with open(path, "wb", opener=_private_opener) as raw:
+        with open(path, "wb", opener=files.private_opener) as raw:
             with gzip.GzipFile(filename=file_name, mode="wb", fileobj=raw, mtime=0) as gz:
                 for doc in iter_collection(collection):
-                    gz.write((encode_doc(doc) + "\n").encode("utf-8"))
+                    line = (encode_doc(doc) + "\n").encode("utf-8")
+                    if len(line) > MAX_LINE_BYTES:
+                        raise JobError(
+                            f"document {doc.get('_id')} of {name} is {_util.human_bytes(len(line))} as JSON, over the "
+                            f"{_util.human_bytes(MAX_LINE_BYTES)} a restore accepts for one document"
+                        )
+                    gz.write(line)
                     count += 1
         with open(path, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -261,8 +274,3 @@ def _remove_stale_partials(root: str, max_age: float = 86400.0) -> None:
                 shutil.rmtree(path, ignore_errors=True)
         except OSError:
             pass
-
-
-def _private_opener(path: str, flags: int) -> int:
-    """Backups hold password hashes and encrypted credentials: owner-only files."""
-    return os.open(path, flags, 0o600)

@@ -25,6 +25,8 @@ PAGE_SIZE = 500
 class DataCleanupJob(JobBase):
     """Job to clean up old data"""
 
+    admin_only = True  # deletes every user's history, the audit trail included
+
     @classmethod
     def meta_info(cls) -> dict:
         return {
@@ -62,6 +64,20 @@ class DataCleanupJob(JobBase):
             ),
         }
 
+    def _audit_the_cleanup(self, logs, deleted: int, cutoff) -> None:
+        ctx = self.context
+        logs.insert(
+            {
+                "job_id": ctx.job_id,
+                "job_name": ctx.job_name,
+                "user_id": ctx.user_id,
+                "event": "audit_cleanup",
+                "user": f"DataCleanupJob (execution {ctx.execution_id})",
+                "description": f"Deleted {deleted} audit entries created before {to_iso(cutoff)}",
+                "created_at": utcnow(),
+            }
+        )
+
     def run(self, *args, **kwargs):
         _util.check_arguments(args, kwargs, 0, "no pub_args", ("days_old", "collections", "dry_run"))
         days = _util.number("days_old", kwargs.get("days_old", DEFAULT_DAYS), minimum=0, maximum=100000)
@@ -98,6 +114,8 @@ class DataCleanupJob(JobBase):
                     notes.append(f"removed {removed_files} report file(s)")
             else:
                 counts[name] = collection.delete_many(flt)
+                if name == "scheduler_audit_logs":  # erasing the trail leaves a trace of itself
+                    self._audit_the_cleanup(collection, counts[name], cutoff)
 
         verb = "Would delete" if dry_run else "Deleted"
         total = sum(counts.values())

@@ -108,6 +108,8 @@ def script_arguments(params: dict) -> list[str]:
 class CustomScriptJob(JobBase):
     """Job to run custom scripts"""
 
+    admin_only = True  # runs programs on the server
+
     @classmethod
     def meta_info(cls) -> dict:
         return {

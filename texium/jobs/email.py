@@ -52,7 +52,9 @@ class EmailNotificationJob(JobBase):
             "notes": (
                 "Sends through the SMTP server of the settings SMTP_HOST, SMTP_PORT (465 = implicit TLS), "
                 "SMTP_USERNAME / SMTP_PASSWORD (login when a username is set), SMTP_STARTTLS and SMTP_FROM. "
-                "Fails when SMTP_HOST is not set or the server refuses the sender, recipient or login."
+                "Fails when SMTP_HOST is not set or the server refuses the sender, recipient or login. "
+                "A login is only sent over TLS (port 465 or SMTP_STARTTLS) unless "
+                "SMTP_ALLOW_PLAINTEXT_LOGIN is true."
             ),
         }
 
@@ -80,6 +82,17 @@ class EmailNotificationJob(JobBase):
         username = _util.setting(config, "SMTP_USERNAME")
         password = _util.setting(config, "SMTP_PASSWORD", "")
         starttls = _util.boolean("SMTP_STARTTLS", _util.setting(config, "SMTP_STARTTLS", False))
+        allow_plaintext_login = _util.boolean(
+            "SMTP_ALLOW_PLAINTEXT_LOGIN", _util.setting(config, "SMTP_ALLOW_PLAINTEXT_LOGIN", False)
+        )
+        implicit_tls = port == 465
+        if username and not (implicit_tls or starttls or allow_plaintext_login):
+            # Checked before connecting: the password must not cross the network in the clear.
+            raise JobError(
+                f"SMTP login refused: SMTP_USERNAME is set but the connection to {host}:{port} is not encrypted; "
+                "set SMTP_STARTTLS=true (or use port 465), or SMTP_ALLOW_PLAINTEXT_LOGIN=true to send the "
+                "password in the clear"
+            )
         from_setting = _util.no_line_breaks(
             "SMTP_FROM", _util.require_str("SMTP_FROM", _util.setting(config, "SMTP_FROM", "texium@localhost"))
         )
@@ -97,7 +110,7 @@ class EmailNotificationJob(JobBase):
 
         where = f"{host}:{port}"
         try:
-            if port == 465:
+            if implicit_tls:
                 smtp = smtplib.SMTP_SSL(host, port, timeout=timeout, context=ssl.create_default_context())
             else:
                 smtp = smtplib.SMTP(host, port, timeout=timeout)

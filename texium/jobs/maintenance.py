@@ -14,6 +14,8 @@ DEFAULT_TASKS = ["rebuild_indexes", "optimize_queries", "clear_cache"]
 class MaintenanceJob(JobBase):
     """Job for maintenance tasks"""
 
+    admin_only = True  # rebuilds and vacuums the whole store
+
     @classmethod
     def meta_info(cls) -> dict:
         return {

@@ -12,7 +12,7 @@ import os
 from collections import Counter
 from datetime import timedelta
 
-from texium.core import figures
+from texium.core import figures, files
 from texium.core.datastore.base import new_id
 from texium.core.timeutil import to_iso, utcnow
 from texium.jobs import _util
@@ -211,12 +211,12 @@ class ReportGenerationJob(JobBase):
         }
 
         try:
-            os.makedirs(report_dir, exist_ok=True)
+            files.private_dir(report_dir)  # reports name jobs and their errors: owner-only (0700 / 0600)
             file_doc = dict(report, created_at=to_iso(period_end))
-            with open(json_path, "w", encoding="utf-8") as fh:
+            with open(json_path, "w", encoding="utf-8", opener=files.private_opener) as fh:
                 json.dump(file_doc, fh, indent=2, ensure_ascii=False)
                 fh.write("\n")
-            with open(csv_path, "w", encoding="utf-8", newline="") as fh:
+            with open(csv_path, "w", encoding="utf-8", newline="", opener=files.private_opener) as fh:
                 writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
                 writer.writeheader()
                 for row in jobs:

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
+import http.client
 import socket
-import ssl
 import time
-import urllib.error
-import urllib.request
 from urllib.parse import urlsplit
 
 from texium.core.datastore.base import is_valid_id
+from texium.core.outbound import OutboundPolicy, OutboundRefused, http_request
 from texium.core.timeutil import to_iso, utcnow
 from texium.jobs import _util
 from texium.jobs.base import JobBase, JobError
 
 DEFAULT_TIMEOUT = 5.0
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A health check reports the status the instance URL itself answers with."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D102
-        return None
 
 
 class ServerHealthCheckJob(JobBase):
@@ -54,7 +46,10 @@ class ServerHealthCheckJob(JobBase):
                 "with a status below 500; otherwise 'stopped'. Updates the server's status, "
                 "last_checked_at and last_check {reachable, latency_ms, http_status, error, checked_at}. "
                 "An unreachable server is a completed check with status 'stopped'; an unknown "
-                "server id fails the execution."
+                "server id fails the execution. Loopback, link-local (169.254.169.254), multicast, "
+                "unspecified and reserved addresses are refused (checked on the resolved address; settings "
+                "OUTBOUND_ALLOW, OUTBOUND_DENY_PRIVATE): such a target fails the execution and the server "
+                "is left unchanged."
             ),
         }
 
@@ -73,7 +68,8 @@ class ServerHealthCheckJob(JobBase):
             raise JobError(f"unknown server id {server_id!r}")
         name = server.get("name") or server_id
 
-        host, port, url = self._target(server)
+        host, port, url = self._target(server, self.context.hooks.get("server_instance_url"))
+        policy = _util.outbound_policy(self.context.config)
         error = None
         reachable = False
         latency_ms = None
@@ -83,7 +79,7 @@ class ServerHealthCheckJob(JobBase):
         if host is None:
             error = "server has no hostname or instance_url to check"
         else:
-            reachable, latency_ms, error = self._tcp_check(host, port, timeout)
+            reachable, latency_ms, error = self._tcp_check(policy, host, port, timeout)
             where = f"{host}:{port}"
             if reachable:
                 lines.append(f"TCP {where}: open ({latency_ms} ms)")
@@ -91,8 +87,8 @@ class ServerHealthCheckJob(JobBase):
                 lines.append(f"TCP {where}: unreachable ({error})")
 
         if reachable and url:
-            http_status, http_ms, http_error = self._http_check(url, timeout)
             shown = _util.redact_url(url)
+            http_status, http_ms, http_error = self._http_check(policy, url, shown, timeout)
             if http_status is not None:
                 lines.append(f"HTTP GET {shown}: {http_status} ({http_ms} ms)")
                 if http_status >= 500:
@@ -125,9 +121,10 @@ class ServerHealthCheckJob(JobBase):
     # ------------------------------------------------------------------ helpers
 
     @staticmethod
-    def _target(server: dict) -> tuple[str | None, int | None, str | None]:
-        """(host, port, instance_url) to check; host/port fall back to the URL's."""
-        url = server.get("instance_url") or None
+    def _target(server: dict, reveal=None) -> tuple[str | None, int | None, str | None]:
+        """(host, port, instance_url) to check; host/port fall back to the URL's. The stored URL
+        shows its password as ***: `reveal` (the server's hook) gives the real one."""
+        url = (reveal(server) if reveal is not None else server.get("instance_url")) or None
         if url is not None:
             try:
                 url = _util.http_url("instance_url", url)
@@ -151,11 +148,16 @@ class ServerHealthCheckJob(JobBase):
         return host, port, url
 
     @staticmethod
-    def _tcp_check(host: str, port: int, timeout: float) -> tuple[bool, float | None, str | None]:
+    def _tcp_check(
+        policy: OutboundPolicy, host: str, port: int, timeout: float
+    ) -> tuple[bool, float | None, str | None]:
+        """Connect to an address of host:port the outbound policy allows; a refused one fails the job."""
         started = time.monotonic()
         try:
-            with socket.create_connection((host, port), timeout=timeout):
-                pass
+            sock, _ = policy.connect(host, port, timeout)
+            sock.close()
+        except OutboundRefused as exc:
+            raise JobError(f"TCP {host}:{port} {exc}") from None
         except TimeoutError:
             return False, None, f"connection timed out after {timeout:g} s"
         except socket.gaierror as exc:
@@ -165,25 +167,23 @@ class ServerHealthCheckJob(JobBase):
         return True, round((time.monotonic() - started) * 1000, 1), None
 
     @staticmethod
-    def _http_check(url: str, timeout: float) -> tuple[int | None, float | None, str | None]:
-        opener = urllib.request.build_opener(
-            _NoRedirect, urllib.request.HTTPSHandler(context=ssl.create_default_context())
-        )
-        request = urllib.request.Request(url, method="GET", headers={"User-Agent": "Texium-HealthCheck/1"})
+    def _http_check(
+        policy: OutboundPolicy, url: str, shown: str, timeout: float
+    ) -> tuple[int | None, float | None, str | None]:
+        """GET the instance URL (redirects not followed: the status it answers itself)."""
         started = time.monotonic()
         try:
-            with opener.open(request, timeout=timeout) as response:
-                response.read(65536)
-                status = response.status
-        except urllib.error.HTTPError as exc:
-            status = exc.code
-            exc.close()
-        except urllib.error.URLError as exc:
-            reason = exc.reason
-            text = getattr(reason, "strerror", None) or str(reason)
-            return None, None, str(text).lower()
+            answer = http_request(policy, "GET", url, headers={"User-Agent": "Texium-HealthCheck/1"}, timeout=timeout)
+        except OutboundRefused as exc:
+            raise JobError(f"HTTP GET {shown} {exc}") from None
         except TimeoutError:
             return None, None, f"timed out after {timeout:g} s"
-        except (OSError, ValueError) as exc:
+        except socket.gaierror as exc:
+            return None, None, f"cannot resolve: {exc.strerror or exc}"
+        except http.client.HTTPException as exc:
+            return None, None, f"bad HTTP answer: {type(exc).__name__} {exc}".strip()
+        except OSError as exc:
+            return None, None, str(getattr(exc, "strerror", None) or exc).lower()
+        except ValueError as exc:
             return None, None, str(exc)
-        return status, round((time.monotonic() - started) * 1000, 1), None
+        return answer.status, round((time.monotonic() - started) * 1000, 1), None

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import json
 import re
-import socket
 import time
-import urllib.error
-import urllib.request
 
+from texium.core.outbound import OutboundRefused, http_request
 from texium.core.timeutil import to_iso, utcnow
 from texium.jobs import _util
 from texium.jobs.base import JobBase, JobError
@@ -25,13 +24,6 @@ _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _RESERVED_HEADERS = {"content-length", "host", "transfer-encoding", SIGNATURE_HEADER.lower()}
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A redirect would turn the POST into a GET without the payload: report it instead."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D102
-        return None
-
-
 def sign(secret: str, body: bytes) -> str:
     """The X-Texium-Signature value: sha256=<hex HMAC-SHA256 of the exact body>."""
     return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
@@ -39,6 +31,8 @@ def sign(secret: str, body: bytes) -> str:
 
 class WebhookJob(JobBase):
     """Job to send webhook notifications"""
+
+    secret_arguments = ("secret", "headers.*")  # stored encrypted, shown as "***"
 
     @classmethod
     def meta_info(cls) -> dict:
@@ -98,7 +92,9 @@ class WebhookJob(JobBase):
             "notes": (
                 'Body: {"data": <pub_kwargs without headers/secret/retries/timeout/backoff>, "job_id", '
                 '"execution_id", "timestamp"}. A 2xx answer succeeds; 4xx fails at once; 5xx and connection '
-                "errors are retried with exponential backoff, then fail. Redirects are not followed."
+                "errors are retried with exponential backoff, then fail. Redirects are not followed. "
+                "Loopback, link-local (169.254.169.254), multicast, unspecified and reserved addresses are "
+                "refused, checked on the resolved address (settings OUTBOUND_ALLOW, OUTBOUND_DENY_PRIVATE)."
             ),
         }
 
@@ -147,34 +143,29 @@ class WebhookJob(JobBase):
             request_headers[SIGNATURE_HEADER] = sign(secret, body)
 
         shown = _util.redact_url(url)
-        opener = urllib.request.build_opener(_NoRedirect)
+        # A redirect would turn the POST into a GET without the payload (and could point anywhere):
+        # http_request never follows one, the 3xx is reported below.
+        policy = _util.outbound_policy(self.context.config)
         attempts = retries + 1
         log: list[str] = []
         for attempt in range(1, attempts + 1):
             started = time.monotonic()
-            request = urllib.request.Request(url, data=body, method="POST", headers=request_headers)
             status, reason, excerpt, error = None, "", "", None
             try:
-                with opener.open(request, timeout=timeout) as response:
-                    status, reason = response.status, response.reason
-                    excerpt = _excerpt(response.read(4096))
-            except urllib.error.HTTPError as exc:
-                status, reason = exc.code, exc.reason
-                try:
-                    excerpt = _excerpt(exc.read(4096))
-                except OSError:
-                    excerpt = ""
-                finally:
-                    exc.close()
-            except urllib.error.URLError as exc:
-                reason_obj = exc.reason
-                error = str(getattr(reason_obj, "strerror", None) or reason_obj)
-                if isinstance(reason_obj, (socket.timeout, TimeoutError)):
-                    error = f"timed out after {timeout:g} s"
+                answer = http_request(
+                    policy, "POST", url, body=body, headers=request_headers, timeout=timeout, read_limit=4096
+                )
+                status, reason, excerpt = answer.status, answer.reason, _excerpt(answer.body)
+            except OutboundRefused as exc:
+                raise JobError(f"POST {shown} {exc}") from None
             except TimeoutError:
                 error = f"timed out after {timeout:g} s"
-            except (ConnectionError, OSError) as exc:
+            except http.client.HTTPException as exc:
+                error = f"bad HTTP answer: {type(exc).__name__} {exc}".strip()
+            except OSError as exc:
                 error = str(getattr(exc, "strerror", None) or exc)
+            except ValueError as exc:  # e.g. characters http.client refuses in the URL
+                raise JobError(f"POST {shown} cannot be sent: {exc}") from None
             elapsed = round((time.monotonic() - started) * 1000)
 
             if status is not None:

@@ -14,6 +14,7 @@ import tornado.httpserver
 from texium import __version__
 from texium.config import ConfigError, load_settings
 from texium.core.timeutil import to_iso
+from texium.server.access import auth_required, is_loopback
 from texium.server.app import make_app
 from texium.server.context import build_context
 
@@ -29,6 +30,10 @@ def parse_flags(argv: list[str] | None) -> tuple[dict, str | None]:
     parser.add_argument("--mongo-uri", help="use MongoDB at this URI instead of the embedded store")
     parser.add_argument("--db-name", help="MongoDB database name (default texium_db)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument("--auth-mode", choices=("auto", "on", "off"), help="API keys: auto (default), on, off")
+    parser.add_argument(
+        "--insecure", action="store_true", help="allow AUTH_MODE=off on an address that is not loopback"
+    )
     parser.add_argument("--version", action="version", version=f"texium {__version__}")
     args = parser.parse_args(argv)
     flags = {
@@ -38,17 +43,70 @@ def parse_flags(argv: list[str] | None) -> tuple[dict, str | None]:
         "MONGO_URI": args.mongo_uri,
         "DB_NAME": args.db_name,
         "LOG_LEVEL": args.log_level,
+        "AUTH_MODE": args.auth_mode,
+        "INSECURE": args.insecure or None,
     }
     return flags, args.settings
 
 
+def check_exposure(settings: dict) -> None:
+    """Refuse to serve everyone without keys unless the operator says so (--insecure)."""
+    address, mode = settings["HTTP_ADDRESS"], str(settings["AUTH_MODE"]).lower()
+    if auth_required(mode, address) or is_loopback(address):
+        return
+    if not settings.get("INSECURE"):
+        raise ConfigError(
+            f"AUTH_MODE=off on {address} would let anyone who reaches the port run jobs; "
+            "use AUTH_MODE=auto or on, or pass --insecure"
+        )
+    log.warning(
+        "INSECURE: listening on %s with authentication off: anyone who reaches this port "
+        "can read and change everything, and run scripts",
+        address,
+    )
+
+
+def announce_admin_key(context, data_dir: str) -> None:
+    """First start that requires keys with none for an admin: create one, show it once, keep it
+    in a 0600 file for the operator."""
+    if not context.access.required or context.keys.has_admin_key():
+        return
+    admin, key = context.keys.bootstrap_admin()
+    path = os.path.join(data_dir, "admin-api-key")
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(key + "\n")
+    os.chmod(path, 0o600)
+    print(f"Admin API key for {admin['name']} (shown once; also in {path}, mode 0600):\n{key}", flush=True)
+    log.warning("Created the first admin API key (user %s); it was printed once and written to %s", admin["_id"], path)
+
+
+class SafeFormatter(logging.Formatter):
+    """Log lines whose user-given parts (a job's name, a URL) cannot forge another line:
+    control characters in the message are escaped; tracebacks stay as they are."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        message = super().formatMessage(record)
+        if any(c < " " or c == "\x7f" for c in message):
+            message = "".join(c if c >= " " and c != "\x7f" else repr(c)[1:-1] for c in message)
+        return message
+
+
 async def serve(settings: dict) -> int:
     """Serve until SIGINT or SIGTERM; returns how many executions were cut short."""
+    check_exposure(settings)
     context = build_context(settings)
+    announce_admin_key(context, settings["DATA_DIR"])
     app = make_app(context)
     # Bodies are streamed and capped by the handlers (413); this only bounds the connection.
+    # Proxy headers are read by the access policy, only from TRUSTED_PROXIES (not xheaders).
+    # A client that dribbles its headers or body is dropped after the timeouts.
     server = tornado.httpserver.HTTPServer(
-        app, max_body_size=max(settings["MAX_BODY_BYTES"] * 4, 64 << 20), xheaders=True
+        app,
+        max_body_size=max(settings["MAX_BODY_BYTES"] * 4, 64 << 20),
+        xheaders=False,
+        idle_connection_timeout=settings["HEADER_TIMEOUT_SECONDS"],
+        body_timeout=settings["BODY_TIMEOUT_SECONDS"],
     )
     try:
         server.listen(settings["HTTP_PORT"], settings["HTTP_ADDRESS"])
@@ -59,12 +117,17 @@ async def serve(settings: dict) -> int:
         ) from None
     others = context.scheduler.start()
     log.info(
-        "Texium %s listening on http://%s:%d/ with %s (node %s)",
+        "Texium %s listening on http://%s:%d/ with %s (node %s); API keys %s",
         __version__,
         settings["HTTP_ADDRESS"],
         settings["HTTP_PORT"],
         context.datastore.describe(),
         context.scheduler.nodes.identity.node_id,
+        "required"
+        if context.access.required
+        else "not required (listening on loopback only)"
+        if is_loopback(settings["HTTP_ADDRESS"])
+        else "NOT required (--insecure)",
     )
     if others:
         log.info(
@@ -99,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"texium: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=settings["LOG_LEVEL"], handlers=[handler])
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         unfinished = asyncio.run(serve(settings))

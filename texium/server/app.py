@@ -8,8 +8,20 @@ from pathlib import Path
 import tornado.web
 
 from texium.server.context import AppContext
-from texium.server.handlers import dashboard, docs, executions, forecast, jobs, records, servers, users, utility
+from texium.server.handlers import (
+    dashboard,
+    docs,
+    executions,
+    forecast,
+    jobs,
+    records,
+    servers,
+    session,
+    users,
+    utility,
+)
 from texium.server.handlers.base import NotFoundHandler
+from texium.server.handlers.static import SafeStaticFileHandler
 
 _PACKAGE = Path(__file__).resolve().parents[1]
 # The repository's static/ is installed as texium/static; a checkout serves it in place.
@@ -22,6 +34,9 @@ ID = r"([^/]+)"  # validated by the core so a malformed id is a 400, not a 404
 ROUTES = [
     (r"/api/users", users.UsersHandler),
     (rf"/api/users/{ID}", users.UserHandler),
+    (rf"/api/users/{ID}/api-keys", users.ApiKeysHandler),
+    (rf"/api/users/{ID}/api-keys/{ID}", users.ApiKeyHandler),
+    (r"/api/auth/session", session.SessionHandler),
     (r"/api/servers", servers.ServersHandler),
     (r"/api/servers/create", servers.ServerCreateHandler),
     (rf"/api/servers/user/{ID}", servers.UserServersHandler),
@@ -73,6 +88,10 @@ def make_app(context: AppContext) -> tornado.web.Application:
         default_handler_class=NotFoundHandler,
         default_handler_args={"context": context},
         static_path=str(STATIC_DIR),
+        static_handler_class=SafeStaticFileHandler,
         log_function=_log_request,
         compress_response=True,
+        # The route-table test builds the application without a context.
+        cookie_secret=context.access.cookie_secret if context else None,
+        texium_cors=context.access.cors_origins if context else (),
     )

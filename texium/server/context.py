@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -10,10 +11,12 @@ from typing import Any
 
 from texium import __version__
 from texium.core import caches
+from texium.core.apikeys import ApiKeys
 from texium.core.audit import AuditLog
 from texium.core.datastore import Datastore, open_datastore
 from texium.core.executions import ExecutionHistory
 from texium.core.nodes import NodeIdentity, NodeRegistry
+from texium.core.outbound import parse_networks
 from texium.core.processes import ProcessRegistry
 from texium.core.recorder import Recorder
 from texium.core.records import JobRecords
@@ -23,6 +26,7 @@ from texium.core.scheduler_manager import SchedulerManager
 from texium.core.secrets import SecretBox, load_or_create_key
 from texium.core.servers import ServerService
 from texium.core.users import UserService
+from texium.server.access import AccessPolicy, FailureLimiter, auth_required
 
 log = logging.getLogger("texium.server")
 # Settings the built-in jobs read through JobContext.config.
@@ -36,8 +40,11 @@ JOB_SETTINGS = (
     "SMTP_USERNAME",
     "SMTP_PASSWORD",
     "SMTP_STARTTLS",
+    "SMTP_ALLOW_PLAINTEXT_LOGIN",
     "SMTP_FROM",
     "SMTP_TIMEOUT",
+    "OUTBOUND_ALLOW",
+    "OUTBOUND_DENY_PRIVATE",
 )
 
 
@@ -53,6 +60,8 @@ class AppContext:
     registry: JobRegistry
     executor: ThreadPoolExecutor
     max_body_bytes: int
+    keys: ApiKeys
+    access: AccessPolicy
 
     def close(self, grace_seconds: float) -> int:
         """Stop firing, wait for runs, close the store; returns how many runs never finished."""
@@ -66,8 +75,11 @@ def build_context(settings: dict[str, Any]) -> AppContext:
     """Raises ValueError with a one-line reason when the settings cannot be used."""
     datastore = open_datastore(settings["MONGO_URI"] or None, settings["DB_NAME"], settings["DATA_DIR"])
     datastore.ensure_indexes()
-    secrets = SecretBox(load_or_create_key(settings["SECRET_KEY"], settings["DATA_DIR"]))
+    secret_key = load_or_create_key(settings["SECRET_KEY"], settings["DATA_DIR"])
+    secrets = SecretBox(secret_key)
     registry = JobRegistry(settings["JOB_CLASS_PACKAGES"])
+    servers = ServerService(datastore, secrets)
+    servers.seal_stored_urls()  # records saved before instance_url passwords were sealed
     audit = AuditLog(datastore)
     identity = NodeIdentity()
     nodes = NodeRegistry(
@@ -86,9 +98,10 @@ def build_context(settings: dict[str, Any]) -> AppContext:
         settings["THREAD_POOL_SIZE"],
         max_instances=settings["JOB_MAX_INSTANCES"],
         job_config={name: settings[name] for name in JOB_SETTINGS},
-        hooks={"clear_cache": caches.clear_all},
+        hooks={"clear_cache": caches.clear_all, "server_instance_url": servers.instance_url},
         processes=ProcessRegistry(os.path.join(settings["DATA_DIR"], "run", "processes"), node_id=identity.hostname),
         peers_alive=lambda: nodes.peers_alive,
+        secrets=secrets,
     )
     scheduler = SchedulerManager(
         datastore,
@@ -105,7 +118,7 @@ def build_context(settings: dict[str, Any]) -> AppContext:
     return AppContext(
         datastore=datastore,
         users=UserService(datastore, delete_jobs=lambda jobs: scheduler.delete_many(jobs, "cascade")),
-        servers=ServerService(datastore, secrets),
+        servers=servers,
         scheduler=scheduler,
         history=ExecutionHistory(datastore),
         audit=audit,
@@ -113,4 +126,19 @@ def build_context(settings: dict[str, Any]) -> AppContext:
         registry=registry,
         executor=ThreadPoolExecutor(settings["DATASTORE_THREADS"], thread_name_prefix="texium-io"),
         max_body_bytes=settings["MAX_BODY_BYTES"],
+        keys=ApiKeys(datastore),
+        access=AccessPolicy(
+            required=auth_required(settings["AUTH_MODE"], settings["HTTP_ADDRESS"]),
+            listen_address=settings["HTTP_ADDRESS"],
+            allowed_hosts=tuple(settings["ALLOWED_HOSTS"]),
+            cors_origins=tuple(settings["CORS_ORIGINS"]),
+            trusted_proxies=parse_networks(settings["TRUSTED_PROXIES"], "TRUSTED_PROXIES"),
+            failures=FailureLimiter(settings["AUTH_FAILURES_PER_MINUTE"]),
+            # Every node on one store shares the secret key, so a session works on any of them.
+            cookie_secret=hashlib.sha256(b"texium session cookies:" + _as_bytes(secret_key)).digest(),
+        ),
     )
+
+
+def _as_bytes(key) -> bytes:
+    return key if isinstance(key, bytes) else str(key).encode()

@@ -116,8 +116,13 @@ INDEXES: dict[str, tuple[Index, ...]] = {
         Index(("node_id", "status")),  # active runs of a node that stopped answering
     ),
     "scheduler_nodes": (Index(("last_seen",)),),
-    "scheduler_audit_logs": (Index(("created_at",)), Index(("job_id", "created_at"))),
+    "scheduler_audit_logs": (
+        Index(("created_at",)),
+        Index(("job_id", "created_at")),
+        Index(("user_id", "created_at")),
+    ),
     "system_metrics": (Index(("created_at",)),),
+    "api_keys": (Index(("key_hash",), unique=True), Index(("user_id", "created_at"))),
     "reports": (Index(("created_at",)),),
 }
 

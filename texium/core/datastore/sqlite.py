@@ -394,11 +394,18 @@ class SQLiteDatastore(Datastore):
     inline_reads = True
 
     def __init__(self, data_dir: str):
-        try:
-            os.makedirs(data_dir, exist_ok=True)
-        except OSError as exc:
-            raise DatastoreUnavailable(f"cannot create data directory {data_dir}: {exc.strerror}") from exc
+        from texium.core import files
+
+        # Owner-only whatever the umask: a new data directory 0700, the database, its WAL and
+        # shared-memory files 0600 (SQLite gives -wal/-shm the database file's mode).
         self.path = os.path.abspath(os.path.join(data_dir, "texium.db"))
+        try:
+            files.private_dir(data_dir)
+            files.create_private_file(self.path)
+            for path in (self.path, self.path + "-wal", self.path + "-shm"):
+                files.restrict_file(path)
+        except OSError as exc:
+            raise DatastoreUnavailable(f"cannot create data directory {data_dir}: {exc.strerror or exc}") from exc
         self._lock = _write_lock(self.path)
         self._local = threading.local()
         self._connections: list[tuple[threading.Thread, sqlite3.Connection]] = []

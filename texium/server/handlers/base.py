@@ -20,6 +20,7 @@ from tornado.ioloop import IOLoop
 from texium.core.errors import TexiumError, ValidationError
 from texium.core.jsontext import dumps
 from texium.core.timeutil import parse_iso
+from texium.server.access import UNSAFE_METHODS
 
 log = logging.getLogger("texium.server")
 PLAIN_REASONS = {404: "Not found", 405: "Method not allowed"}
@@ -66,18 +67,138 @@ def _check_storable(value: Any, depth: int = 0) -> None:
             _check_storable(item, depth + 1)
 
 
+SESSION_COOKIE = "texium_session"
+
+
 @tornado.web.stream_request_body
 class ApiHandler(tornado.web.RequestHandler):
+    public = False  # served without a key when keys are required (health, documentation, sign-in)
+    admin_only = False  # only admins, whatever the resource
+
     def initialize(self, context) -> None:
         self.context = context
         self._chunks: list[bytes] = []
         self._received = 0
+        self.user: dict | None = None  # the authenticated user, None when nobody signed in
+        self.by_key = False  # authenticated by an API key (not by the dashboard's cookie)
+        self.client = ""
+
+    def set_default_headers(self) -> None:
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Referrer-Policy", "no-referrer")
+        origin = self.request.headers.get("Origin")
+        if origin and origin in self.settings.get("texium_cors", ()):  # CORS only for CORS_ORIGINS
+            self.set_header("Access-Control-Allow-Origin", origin)
+            self.set_header("Vary", "Origin")
+
+    async def options(self, *args) -> None:
+        """A CORS preflight: answered for CORS_ORIGINS only."""
+        if "Access-Control-Allow-Origin" not in self._headers:
+            raise tornado.web.HTTPError(405)
+        self.set_header("Access-Control-Allow-Methods", ", ".join(self.allowed_methods()))
+        self.set_header("Access-Control-Allow-Headers", "Authorization, X-API-Key, Content-Type")
+        self.set_header("Access-Control-Max-Age", "600")
+        self.set_status(204)
+        self.finish()
+
+    # -- who is asking (texium/server/access.py) -----------------------------------------
+    async def prepare(self) -> None:
+        if self.request.method == "OPTIONS":
+            return
+        try:
+            await self._admit()
+        except tornado.web.HTTPError as refusal:
+            # Answering from prepare() (before the body is read) makes Tornado drop the
+            # connection, and the client never sees why: read (and drop) the body, then refuse.
+            self._refused = refusal
+
+            async def refuse(*args, **kwargs) -> None:
+                raise self._refused
+
+            setattr(self, self.request.method.lower(), refuse)
+
+    async def _admit(self) -> None:
+        access = self.context.access
+        if not access.host_allowed(self.request.host_name):
+            raise tornado.web.HTTPError(400, reason=f"Host {self.request.host_name[:100]!r} is not served here")
+        self.client = access.client_address(self.request.remote_ip or "", self.request.headers)
+        session = await self._authenticate()
+        if self.request.method in UNSAFE_METHODS and not self.by_key:
+            why = access.cross_site(self.request.headers, f"{self.request.protocol}://{self.request.host}")
+            if why:
+                raise tornado.web.HTTPError(403, reason=f"Cross-site request refused ({why}); send an API key")
+            if session is not None and self.request.headers.get("X-CSRF-Token") != access.csrf_token(session):
+                raise tornado.web.HTTPError(403, reason="Missing or wrong X-CSRF-Token for this session")
+        if self.user is None and access.required and not self.public:
+            raise tornado.web.HTTPError(401, reason="Authentication required: send Authorization: Bearer <API key>")
+        if self.admin_only:
+            self.require_admin()
+
+    async def _authenticate(self) -> str | None:
+        """Sets self.user from a key or the session cookie; returns the session id if by cookie."""
+        headers = self.request.headers
+        key = headers.get("X-API-Key") or ""
+        authorization = headers.get("Authorization", "")
+        if authorization[:7].lower() == "bearer ":
+            key = authorization[7:].strip()
+        if key:
+            access = self.context.access
+            wait = access.failures.blocked_for(self.client)
+            if wait:
+                self.retry_after = int(wait) + 1
+                raise tornado.web.HTTPError(429, reason="Too many failed authentications; try again later")
+            self.user = await self.read(self.context.keys.authenticate, key)
+            if self.user is None:
+                access.failures.failed(self.client)
+                log.warning("Failed authentication from %s: unknown or revoked API key", self.client)
+                raise tornado.web.HTTPError(401, reason="Invalid or revoked API key")
+            self.by_key = True
+            return None
+        # Without required keys everyone is admin: a session cookie adds nothing (and no CSRF).
+        session = self.get_signed_cookie(SESSION_COOKIE, max_age_days=31) if self.context.access.required else None
+        if session:
+            session = session.decode("ascii", "replace")
+            self.user = await self.read(self.context.keys.user_of_key, session)
+            if self.user is None:
+                self.clear_cookie(SESSION_COOKIE)
+                return None
+            return session
+        return None
+
+    @property
+    def is_admin(self) -> bool:
+        """Admins, and everyone while keys are not required (the loopback-only default)."""
+        if self.user is None:
+            return not self.context.access.required
+        return self.user.get("role") == "admin"
+
+    @property
+    def scope(self) -> str | None:
+        """The user a non-admin sees the resources of; None for an admin (everything)."""
+        return None if self.is_admin else self.user["_id"]
+
+    def require_admin(self) -> None:
+        if not self.is_admin:
+            raise tornado.web.HTTPError(403, reason="Only an admin may do this")
+
+    def own(self, doc: dict | None, missing: str) -> dict:
+        """The document if this user may see it; others' ids answer 404, as unknown ones do."""
+        if doc is None or (self.scope is not None and doc.get("user_id") != self.scope):
+            raise tornado.web.HTTPError(404, reason=missing)
+        return doc
+
+    def owner_field(self, user_id) -> None:
+        """A non-admin may only create or move things for themselves."""
+        if self.scope is not None and user_id is not None and user_id != self.scope:
+            raise ValidationError(f"Invalid field user_id: no user with id {str(user_id)[:40]}")
 
     # -- request body --------------------------------------------------------------------
     # Oversized bodies are read and dropped, then refused with 413 by json_body(): answering
     # early would make Tornado reset the connection while the client is still sending.
     def data_received(self, chunk: bytes) -> None:
         self._received += len(chunk)
+        if getattr(self, "_refused", None) is not None:
+            return  # refused already: read to the end, keep nothing
         if self._received <= self.context.max_body_bytes:
             self._chunks.append(chunk)
 
@@ -134,7 +255,10 @@ class ApiHandler(tornado.web.RequestHandler):
 
     @property
     def actor(self) -> str:
-        """Who made a change, for the audit log (there is no authentication yet)."""
+        """Who made a change, for the audit log: the authenticated user; without keys, the
+        X-Texium-User header (only believed while authentication is off)."""
+        if self.user is not None:
+            return f"{self.user.get('name')} ({self.user['_id']})"[:200]
         return (self.request.headers.get("X-Texium-User") or "anonymous")[:200]
 
     # -- responses -----------------------------------------------------------------------
@@ -183,12 +307,18 @@ class ApiHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         if status_code == 405:
             self.set_header("Allow", ", ".join(self.allowed_methods()))
+        if status_code == 429 and getattr(self, "retry_after", None):
+            self.set_header("Retry-After", str(self.retry_after))
         self.finish(dumps({"detail": detail}))
 
     @classmethod
     def allowed_methods(cls) -> list[str]:
         base = tornado.web.RequestHandler
-        return [m for m in cls.SUPPORTED_METHODS if getattr(cls, m.lower()) is not getattr(base, m.lower(), None)]
+        return [
+            m
+            for m in cls.SUPPORTED_METHODS
+            if m != "OPTIONS" and getattr(cls, m.lower()) is not getattr(base, m.lower(), None)
+        ]
 
     def _handle_request_exception(self, e: BaseException) -> None:
         # TexiumError carries its own status; everything else takes Tornado's path.

@@ -17,6 +17,7 @@ from texium.core import dashboard
 from texium.core.caches import cached
 from texium.core.timeutil import utcnow
 from texium.server.handlers.base import ApiHandler
+from texium.server.handlers.static import SafeStaticFileHandler
 
 # Scripts, styles, images and API calls from this origin only; no inline script or style
 # attribute in markup, no plugins, no framing, no <base> tricks.
@@ -52,11 +53,8 @@ def asset_version(static_dir: str) -> str:
     return digest.hexdigest()[:12]
 
 
-class DashboardAssetHandler(tornado.web.StaticFileHandler):
+class DashboardAssetHandler(SafeStaticFileHandler):
     """GET /ui/<version>/<path>: a file of static/app or static/vendor/htm."""
-
-    def initialize(self, context=None) -> None:  # every route of the table is given the context
-        super().initialize(path=self.settings["static_path"])
 
     def get(self, version: str, path: str, include_body: bool = True):
         self._versioned = version == asset_version(self.settings["static_path"])
@@ -82,12 +80,15 @@ class JobSummariesHandler(ApiHandler):
 
     async def get(self) -> None:
         runs = self.query_int("runs", 20, 1, dashboard.MAX_RUNS)
-        summaries = await self.blocking(dashboard.job_summaries, self.context.datastore, self.query("user_id"), runs)
+        user_id = self.query("user_id") if self.scope is None else self.scope
+        summaries = await self.blocking(dashboard.job_summaries, self.context.datastore, user_id, runs)
         self.success("Job summaries retrieved successfully", total=len(summaries), data=summaries)
 
 
 class ActivityHandler(ApiHandler):
     """GET /api/scheduler/activity: execution records per hour or per day, by status."""
+
+    admin_only = True  # counts over every user's executions
 
     async def get(self) -> None:
         bucket = self.query("bucket") or "hour"

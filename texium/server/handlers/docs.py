@@ -39,6 +39,8 @@ def _description_json() -> bytes:
 class OpenApiHandler(ApiHandler):
     """GET /openapi.json: the OpenAPI 3.1 description."""
 
+    public = True  # pages and the description load before signing in
+
     def get(self) -> None:
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.set_header("Cache-Control", "no-cache")
@@ -80,6 +82,8 @@ _PAGE = """<!DOCTYPE html>
 class DocsHandler(ApiHandler):
     """GET /docs: Swagger UI showing /openapi.json."""
 
+    public = True  # pages and the description load before signing in
+
     def _static(self, name: str) -> str:
         return self.static_url(SWAGGER_UI_PATH + name)  # versioned URL, cacheable for long
 
@@ -95,6 +99,8 @@ class DocsHandler(ApiHandler):
 
 class HomeHandler(ApiHandler):
     """GET /: the dashboard, a single-page app (static/app/) that speaks only to this API."""
+
+    public = True  # pages and the description load before signing in
 
     def get(self) -> None:
         static_dir = self.settings["static_path"]

@@ -11,6 +11,7 @@ class ExecutionsHandler(ApiHandler):
             lambda: self.context.history.list(
                 job_id=self.query("job_id"),
                 user_id=self.query("user_id"),
+                owner=self.scope,
                 status=self.query("status"),
                 since=self.query_time("since"),
                 until=self.query_time("until"),
@@ -23,12 +24,13 @@ class ExecutionsHandler(ApiHandler):
 
 class ExecutionHandler(ApiHandler):
     async def get(self, execution_id: str) -> None:
-        execution = await self.read(self.context.history.get, execution_id)
+        execution = await self.read(self.context.history.get, execution_id, self.scope)
         self.success("Execution retrieved successfully", data=execution)
 
 
 class AuditLogsHandler(ApiHandler):
     async def get(self) -> None:
         since, until = self.query_time("since"), self.query_time("until")
-        page = await self.blocking(self.context.audit.list, self.query("job_id"), since, until, *self.paging())
+        query = self.query("job_id"), since, until, *self.paging()
+        page = await self.blocking(self.context.audit.list, *query, self.scope)
         self.listing("Audit logs retrieved successfully", page)

@@ -1,51 +1,92 @@
-"""/api/scheduler/jobs — create, list, read, update, delete, pause, resume, run now."""
+"""/api/scheduler/jobs — create, list, read, update, delete, pause, resume, run now.
+
+A `user` sees and changes only their own jobs (others' ids answer 404) and may not create,
+change or run admin-only job classes (403).
+"""
+
+import tornado.web
 
 from texium.server.handlers.base import LIST_ALL, ApiHandler
 
 
-class JobsHandler(ApiHandler):
+class JobAccess(ApiHandler):
+    async def own_job(self, job_id: str, change: bool = False) -> dict:
+        """The job if this user may see it; with `change`, also if they may change or run it."""
+        job = self.own(await self.read(self.context.scheduler.get, job_id), "Job not found")
+        if change:
+            self.may_use_class(job.get("job_class_string"))
+        return job
+
+    def may_use_class(self, class_string) -> None:
+        if self.is_admin or not isinstance(class_string, str):
+            return
+        if self.context.registry.admin_only(class_string):
+            raise tornado.web.HTTPError(403, reason=f"Only an admin may create, change or run {class_string} jobs")
+
+
+class JobsHandler(JobAccess):
     async def get(self) -> None:
-        page = await self.read(self.context.scheduler.list, None, *self.paging(LIST_ALL))
+        page = await self.read(self.context.scheduler.list, self.scope, *self.paging(LIST_ALL))
         self.listing("Jobs retrieved successfully", page)
 
     async def post(self) -> None:
-        job_id, name = await self.blocking(self.context.scheduler.create, self.json_body(), self.actor)
+        body = self.json_body()
+        self.owner_field(body.get("user_id"))
+        self.may_use_class(body.get("job_class_string"))
+        job_id, name = await self.blocking(self.context.scheduler.create, body, self.actor)
         self.success(f"Job '{name}' created successfully", 201, job_id=job_id)
 
 
-class JobHandler(ApiHandler):
+class JobHandler(JobAccess):
     async def get(self, job_id: str) -> None:
+        if self.scope is not None:
+            await self.own_job(job_id)
         job = await self.read(self.context.scheduler.get_json, job_id)
         self.success("Job retrieved successfully", data=job)
 
     async def put(self, job_id: str) -> None:
-        await self.blocking(self.context.scheduler.update, job_id, self.json_body(), self.actor)
+        body = self.json_body()
+        if self.scope is not None:
+            await self.own_job(job_id, change=True)
+            self.owner_field(body.get("user_id"))
+            self.may_use_class(body.get("job_class_string"))
+        await self.blocking(self.context.scheduler.update, job_id, body, self.actor)
         self.success("Job updated successfully", job_id=job_id)
 
     async def delete(self, job_id: str) -> None:
+        if self.scope is not None:
+            await self.own_job(job_id)
         await self.blocking(self.context.scheduler.delete, job_id, self.actor)
         self.success("Job deleted successfully", job_id=job_id)
 
 
-class JobPauseHandler(ApiHandler):
+class JobPauseHandler(JobAccess):
     async def patch(self, job_id: str) -> None:
+        if self.scope is not None:
+            await self.own_job(job_id, change=True)
         await self.blocking(self.context.scheduler.pause, job_id, self.actor)
         self.success("Job paused successfully", job_id=job_id)
 
 
-class JobResumeHandler(ApiHandler):
+class JobResumeHandler(JobAccess):
     async def patch(self, job_id: str) -> None:
+        if self.scope is not None:
+            await self.own_job(job_id, change=True)
         await self.blocking(self.context.scheduler.resume, job_id, self.actor)
         self.success("Job resumed successfully", job_id=job_id)
 
 
-class JobRunHandler(ApiHandler):
+class JobRunHandler(JobAccess):
     async def post(self, job_id: str) -> None:
+        if self.scope is not None:
+            await self.own_job(job_id, change=True)
         execution_id = await self.blocking(self.context.scheduler.run_now, job_id, self.actor)
         self.success("Job execution started", execution_id=execution_id)
 
 
-class UserJobsHandler(ApiHandler):
+class UserJobsHandler(JobAccess):
     async def get(self, user_id: str) -> None:
+        if self.scope is not None and user_id != self.scope:
+            raise tornado.web.HTTPError(404, reason="User not found")
         page = await self.read(self.context.scheduler.list, user_id, *self.paging(LIST_ALL))
         self.listing("Jobs retrieved successfully", page)

@@ -1,5 +1,7 @@
 """Scheduler utilities: available job classes, statistics, health and the cron preview."""
 
+import tornado.web
+
 from texium.core import cron
 from texium.core.timeutil import utcnow
 from texium.server.handlers.base import ApiHandler
@@ -13,11 +15,18 @@ class AvailableJobsHandler(ApiHandler):
 
 class StatsHandler(ApiHandler):
     async def get(self) -> None:
-        stats = await self.blocking(self.context.history.stats, self.query("user_id"))
+        user_id = self.query("user_id")
+        if self.scope is not None:
+            if user_id not in (None, self.scope):
+                raise tornado.web.HTTPError(404, reason="User not found")
+            user_id = self.scope
+        stats = await self.blocking(self.context.history.stats, user_id)
         self.success("Stats retrieved successfully", stats=stats)
 
 
 class HealthHandler(ApiHandler):
+    public = True  # load balancers and monitors ask without a key
+
     async def get(self) -> None:
         problems = await self.blocking(self.context.scheduler.health)
         details = self.context.scheduler.health_details()
@@ -28,14 +37,18 @@ class HealthHandler(ApiHandler):
 
 
 class NodesHandler(ApiHandler):
+    admin_only = True
+
     async def get(self) -> None:
         nodes = await self.blocking(self.context.scheduler.nodes.list)
         self.success("Nodes retrieved successfully", total=len(nodes), data=nodes)
 
 
 class CronPreviewHandler(ApiHandler):
-    def get(self) -> None:
+    async def get(self) -> None:
         fields = {name: self.query(name) for name in (*cron.CRON_FIELDS, "timezone")}
         count = self.query_int("count", 5, 1, 100)
-        preview = self.context.scheduler.preview({k: v for k, v in fields.items() if v is not None}, count)
+        given = {k: v for k, v in fields.items() if v is not None}
+        # Searching a schedule is CPU work (bounded, but milliseconds for rare ones): off the IOLoop.
+        preview = await self.blocking(self.context.scheduler.preview, given, count)
         self.success("Cron preview generated successfully", **preview)

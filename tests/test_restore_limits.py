@@ -1,0 +1,176 @@
+"""texium-restore refuses over-long lines and over-large backups with a clear one-line error,
+reading line by line with a bounded read: a 300 KB archive holding one 300 MB line used to
+take 2.5 GB of memory; now it is refused after reading at most one line's limit (16 MiB).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+import time
+import tracemalloc
+
+import pytest
+
+from texium.core.datastore import new_id, open_datastore
+from texium.jobs import backup as backup_module
+from texium.jobs.backup import MAX_ARCHIVE_BYTES, MAX_LINE_BYTES, DataBackupJob, encode_doc
+from texium.jobs.base import JobContext, JobError
+from texium.restore import RestoreError, restore_backup
+
+LONG_LINE_BYTES = 300 * 1024 * 1024
+ID = "0123456789abcdef01234567"
+
+
+def _write_gz(path, lines: list[bytes]) -> None:
+    with gzip.open(path, "wb", compresslevel=1) as gz:
+        for line in lines:
+            gz.write(line)
+
+
+@pytest.fixture(scope="module")
+def bomb(tmp_path_factory) -> str:
+    """users.jsonl.gz: one good document, then one 300 MB line (about 300 KB compressed)."""
+    path = tmp_path_factory.mktemp("bomb") / "users.jsonl.gz"
+    block = b"a" * (1 << 20)
+    with gzip.GzipFile(path, "wb", compresslevel=9, mtime=0) as gz:
+        gz.write((encode_doc({"_id": ID, "name": "ok"}) + "\n").encode())
+        gz.write(b'{"_id": "0123456789abcdef01234568", "name": "')
+        for _ in range(LONG_LINE_BYTES // len(block)):
+            gz.write(block)
+        gz.write(b'"}\n')
+    assert os.path.getsize(path) < 1024 * 1024
+    return str(path)
+
+
+@pytest.fixture
+def store(tmp_path):
+    ds = open_datastore(None, "texium_test", str(tmp_path / "target"))
+    yield ds
+    ds.close()
+
+
+def test_limits_are_stated():
+    assert MAX_LINE_BYTES == 16 * 1024 * 1024
+    assert MAX_ARCHIVE_BYTES == 16 * 1024 * 1024 * 1024
+
+
+def test_an_over_long_line_is_refused_without_reading_it_whole(bomb, store):
+    tracemalloc.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(RestoreError) as info:
+            restore_backup(store, bomb)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert str(info.value) == "users.jsonl.gz line 2 is longer than 16 MiB, the most one document may take: refused"
+    assert time.monotonic() - started < 10
+    assert peak < 64 * 1024 * 1024, f"peak {peak / 2**20:.0f} MiB for a {LONG_LINE_BYTES / 2**20:.0f} MiB line"
+    assert store.users.count() == 0  # nothing was written: the whole backup is checked first
+
+
+def test_the_cli_refuses_it_with_one_line_a_nonzero_exit_and_little_memory(bomb, tmp_path):
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "texium.restore", bomb, "--data-dir", str(tmp_path / "cli")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    stdout, stderr = process.stdout.read(), process.stderr.read()
+    _, status, usage = os.wait4(process.pid, 0)  # the resources of this child alone
+    process.returncode = os.waitstatus_to_exitcode(status)
+    assert process.returncode == 1, stderr
+    assert stderr.decode().splitlines() == [
+        "texium-restore: users.jsonl.gz line 2 is longer than 16 MiB, the most one document may take: refused"
+    ]
+    assert stdout == b""
+    assert time.monotonic() - started < 30
+    max_rss_mib = usage.ru_maxrss / 1024  # kilobytes on Linux
+    assert max_rss_mib < 250, f"texium-restore used {max_rss_mib:.0f} MiB for a 300 MB line"
+
+
+def test_a_backup_over_the_archive_limit_is_refused_while_streaming(tmp_path, store):
+    lines = [(encode_doc({"_id": f"{i:024x}", "name": "x" * 100}) + "\n").encode() for i in range(50)]
+    _write_gz(tmp_path / "users.jsonl.gz", lines[:25])
+    _write_gz(tmp_path / "servers.jsonl.gz", lines[25:])
+    total = sum(map(len, lines))
+
+    assert restore_backup(store, str(tmp_path), max_bytes=total) == {
+        "servers": {"inserted": 25, "skipped": 0},
+        "users": {"inserted": 25, "skipped": 0},
+    }
+    with pytest.raises(RestoreError) as info:
+        restore_backup(store, str(tmp_path), drop=True, max_bytes=total - 1)
+    assert str(info.value) == (
+        f"users.jsonl.gz line 25: the backup is larger than {total - 1} bytes uncompressed, the most a restore "
+        "reads (texium-restore --max-bytes raises it)"
+    )
+
+    # The CLI states the limit and lets the operator raise it.
+    cli = [sys.executable, "-m", "texium.restore", str(tmp_path), "--data-dir", str(tmp_path / "cli")]
+    refused = subprocess.run([*cli, "--max-bytes", "1024"], capture_output=True, text=True)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().endswith(
+        "larger than 1 KiB uncompressed, the most a restore reads (texium-restore --max-bytes raises it)"
+    )
+    assert "\n" not in refused.stderr.strip()
+    done = subprocess.run([*cli, "--max-bytes", str(total)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "Total: 50 documents inserted" in done.stdout
+    usage = subprocess.run([*cli, "--max-bytes", "0"], capture_output=True, text=True)
+    assert usage.returncode == 2 and "--max-bytes: must be at least 1" in usage.stderr
+
+
+def test_damaged_gzip_and_oversized_manifest_are_refused_clearly(tmp_path, store):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "users.jsonl.gz").write_bytes(b"this is not gzip at all")
+    with pytest.raises(RestoreError, match=r"^users.jsonl.gz: not a readable gzip file \("):
+        restore_backup(store, str(broken))
+
+    truncated = tmp_path / "truncated"
+    truncated.mkdir()
+    _write_gz(truncated / "users.jsonl.gz", [(encode_doc({"_id": ID}) + "\n").encode() * 1000])
+    data = (truncated / "users.jsonl.gz").read_bytes()
+    (truncated / "users.jsonl.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(RestoreError, match=r"^users.jsonl.gz: not a readable gzip file \("):
+        restore_backup(store, str(truncated))
+
+    big = tmp_path / "big"
+    big.mkdir()
+    manifest = {"format": "texium-backup", "collections": [], "padding": "x" * (2 * 1024 * 1024)}
+    (big / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(RestoreError, match=r"manifest.json is larger than 1 MiB: not a Texium manifest$"):
+        restore_backup(store, str(big))
+
+    bad_text = tmp_path / "latin1"
+    bad_text.mkdir()
+    _write_gz(bad_text / "users.jsonl.gz", [b'{"name": "caf\xe9"}\n'])
+    with pytest.raises(RestoreError, match=r"^users.jsonl.gz line 1: not UTF-8 text$"):
+        restore_backup(store, str(bad_text))
+    assert store.users.count() == 0
+
+
+def test_backup_refuses_a_document_a_restore_would_refuse(tmp_path, monkeypatch):
+    monkeypatch.setattr(backup_module, "MAX_LINE_BYTES", 1000)
+    data = tmp_path / "data"
+    store = open_datastore(None, "texium_test", str(data))
+    try:
+        doc_id = store.users.insert({"name": "x" * 2000, "email": "big@example.com"})
+        context = JobContext(
+            execution_id=new_id(),
+            job_id=new_id(),
+            job_name="b",
+            user_id=new_id(),
+            datastore=store,
+            config={"DATA_DIR": str(data)},
+        )
+        with pytest.raises(JobError, match=f"^document {doc_id} of users is 2.0 KiB as JSON, over the "):
+            DataBackupJob(context).run(collections=["users"])
+    finally:
+        store.close()
+    assert [n for n in os.listdir(data / "backups") if not n.startswith(".")] == []

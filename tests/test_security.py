@@ -1,0 +1,344 @@
+"""Authentication, roles and hostile clients, against real server processes on loopback.
+
+AUTH_MODE=on gives a loopback server the behaviour of one listening on a public address;
+the "auto" decision itself is tested on 0.0.0.0 inside a network namespace of its own.
+"""
+
+import os
+import re
+import socket
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from tests.server_process import REPO, SAMPLE_JOBS, ServerProcess, free_port
+
+ON = {"TEXIUM_AUTH_MODE": "on", "TEXIUM_AUTH_FAILURES_PER_MINUTE": "1000", **SAMPLE_JOBS}
+
+
+def admin_key(server: ServerProcess) -> str:
+    match = re.search(r"^(tx_[A-Za-z0-9_-]+)$", server.log(), re.M)
+    assert match, server.log()
+    return match.group(1)
+
+
+def client(server: ServerProcess, key: str | None = None) -> requests.Session:
+    session = requests.Session()
+    if key:
+        session.headers["Authorization"] = f"Bearer {key}"
+    session.base = server.api.base_url
+    return session
+
+
+def call(session, method, path, **kwargs):
+    return session.request(method, session.base + path, timeout=10, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory):
+    """A server that requires keys, an admin, and a `user` with a job of their own."""
+    server = ServerProcess("sqlite", tmp_path_factory.mktemp("secured") / "data", env=ON).start()
+    admin = client(server, admin_key(server))
+    user_id = call(admin, "POST", "/api/users/", json={"name": "Uma", "email": "uma@example.com"}).json()["user_id"]
+    other_id = call(admin, "POST", "/api/users/", json={"name": "Oz", "email": "oz@example.com"}).json()["user_id"]
+    user_key = call(admin, "POST", f"/api/users/{user_id}/api-keys", json={"label": "uma"}).json()["key"]
+    job = {"job_class_string": "jobs.echo.EchoJob", "name": "mine", "minute": "0", "hour": "3"}
+    mine = call(admin, "POST", "/api/scheduler/jobs", json={**job, "user_id": user_id}).json()["job_id"]
+    theirs = call(admin, "POST", "/api/scheduler/jobs", json={**job, "user_id": other_id}).json()["job_id"]
+    yield {
+        "server": server,
+        "admin": admin,
+        "user": client(server, user_key),
+        "user_id": user_id,
+        "other_id": other_id,
+        "mine": mine,
+        "theirs": theirs,
+    }
+    server.stop()
+
+
+# --------------------------------------------------------------------------- the loopback default
+def test_loopback_default_needs_no_key_but_refuses_other_sites_and_foreign_hosts(api):
+    assert api.post("/api/users/", json={"name": "A", "email": f"a{time.time_ns()}@example.com"}).status_code == 201
+    forged = api.post(
+        "/api/users/",
+        data='{"name": "Evil", "email": "evil@example.com"}',
+        headers={"Content-Type": "text/plain", "Origin": "http://evil.example"},
+    )
+    assert forged.status_code == 403 and "Cross-site" in forged.json()["detail"]
+    fetched = api.post(
+        "/api/users/", json={"name": "E", "email": "e2@example.com"}, headers={"Sec-Fetch-Site": "cross-site"}
+    )
+    assert fetched.status_code == 403
+    port = api.base_url.rsplit(":", 1)[1]
+    rebound = api.get("/api/servers/", headers={"Host": f"rebind.attacker.example:{port}"})
+    assert rebound.status_code == 400 and rebound.json()["detail"].startswith("Host")
+    same_site = api.post(
+        "/api/users/", json={"name": "D", "email": f"d{time.time_ns()}@example.com"}, headers={"Origin": api.base_url}
+    )  # the dashboard itself
+    assert same_site.status_code == 201
+
+
+def test_every_response_carries_the_protective_headers_and_static_nul_is_a_404(api):
+    for path in ("/api/users/", "/api/scheduler/health", "/nope", "/static/%00", "/static/vendor/README.md"):
+        response = api.get(path)
+        assert response.headers["X-Content-Type-Options"] == "nosniff", path
+        assert response.headers["Referrer-Policy"] == "no-referrer", path
+    nul = api.get("/static/%00")
+    assert nul.status_code == 404 and nul.json() == {"detail": "Not found"}
+    assert "Access-Control-Allow-Origin" not in api.get("/api/users/", headers={"Origin": "http://x.example"}).headers
+
+
+# --------------------------------------------------------------------------- keys and roles
+PROTECTED = [
+    ("GET", "/api/users/"),
+    ("POST", "/api/users/"),
+    ("GET", "/api/servers/"),
+    ("POST", "/api/servers/create"),
+    ("GET", "/api/scheduler/jobs"),
+    ("POST", "/api/scheduler/jobs"),
+    ("GET", "/api/scheduler/executions"),
+    ("GET", "/api/scheduler/audit-logs"),
+    ("GET", "/api/scheduler/stats"),
+    ("GET", "/api/scheduler/available-jobs"),
+    ("GET", "/api/scheduler/cron/preview"),
+    ("GET", "/api/scheduler/nodes"),
+    ("GET", "/api/scheduler/reports"),
+    ("GET", "/api/scheduler/metrics/system"),
+    ("GET", "/api/scheduler/forecast"),
+    ("GET", "/api/scheduler/job-summaries"),
+    ("GET", "/api/scheduler/activity"),
+]
+
+
+@pytest.mark.parametrize("method, path", PROTECTED)
+def test_without_a_valid_key_every_endpoint_answers_401(secured, method, path):
+    for key in (None, "tx_garbage", "not-even-a-key"):
+        response = call(client(secured["server"], key), method, path, json={})
+        assert response.status_code == 401, (key, response.text)
+        assert set(response.json()) == {"detail"}
+
+
+def test_public_pages_and_health_need_no_key(secured):
+    anonymous = client(secured["server"])
+    for path in ("/api/scheduler/health", "/openapi.json", "/docs", "/"):
+        assert call(anonymous, "GET", path).status_code == 200, path
+
+
+def test_an_admin_key_reaches_everything(secured):
+    admin = secured["admin"]
+    for method, path in PROTECTED:
+        if method == "GET":
+            assert call(admin, method, path).status_code == 200, path
+
+
+def test_a_user_sees_only_their_own_and_cannot_manage_users(secured):
+    user, mine, theirs = secured["user"], secured["mine"], secured["theirs"]
+    listed = call(user, "GET", "/api/scheduler/jobs").json()
+    assert [job["_id"] for job in listed["data"]] == [mine]
+    assert call(user, "GET", f"/api/scheduler/jobs/{mine}").status_code == 200
+    for method, suffix in (("GET", ""), ("PUT", ""), ("DELETE", ""), ("PATCH", "/pause"), ("POST", "/run")):
+        body = {"json": {"name": "x"}} if method == "PUT" else {}
+        assert call(user, method, f"/api/scheduler/jobs/{theirs}{suffix}", **body).status_code == 404, method
+    assert call(user, "GET", f"/api/scheduler/users/{secured['other_id']}/jobs").status_code == 404
+    stolen = call(
+        user,
+        "POST",
+        "/api/scheduler/jobs",
+        json={"user_id": secured["other_id"], "job_class_string": "jobs.echo.EchoJob", "name": "x"},
+    )
+    assert stolen.status_code == 400 and "user_id" in stolen.json()["detail"]
+    assert call(user, "GET", "/api/users/").status_code == 403
+    assert call(user, "POST", "/api/users/", json={"name": "N", "email": "n@example.com"}).status_code == 403
+    assert call(user, "GET", f"/api/users/{secured['other_id']}").status_code == 403
+    assert call(user, "GET", f"/api/users/{secured['user_id']}").status_code == 200
+    assert call(user, "GET", "/api/scheduler/nodes").status_code == 403
+    stats = call(user, "GET", "/api/scheduler/stats").json()["stats"]
+    assert stats["total_jobs"] == 1
+
+
+def test_a_user_cannot_create_or_run_admin_only_job_classes(secured):
+    user = secured["user"]
+    for class_string in (
+        "jobs.custom.CustomScriptJob",
+        "jobs.maintenance.MaintenanceJob",
+        "jobs.backup.DataBackupJob",
+        "jobs.cleanup.DataCleanupJob",
+    ):
+        response = call(
+            user,
+            "POST",
+            "/api/scheduler/jobs",
+            json={"user_id": secured["user_id"], "job_class_string": class_string, "name": "x"},
+        )
+        assert response.status_code == 403, class_string
+    admin = secured["admin"]
+    cleanup = call(
+        admin,
+        "POST",
+        "/api/scheduler/jobs",
+        json={
+            "user_id": secured["user_id"],
+            "job_class_string": "jobs.cleanup.DataCleanupJob",
+            "name": "given to uma",
+            "minute": "0",
+            "hour": "3",
+        },
+    ).json()["job_id"]
+    assert call(user, "POST", f"/api/scheduler/jobs/{cleanup}/run").status_code == 403
+    assert call(user, "PUT", f"/api/scheduler/jobs/{cleanup}", json={"name": "y"}).status_code == 403
+    classes = {
+        job["class_string"]: job["admin_only"]
+        for job in call(user, "GET", "/api/scheduler/available-jobs").json()["jobs"]
+    }
+    assert classes["jobs.custom.CustomScriptJob"] is True and classes["jobs.echo.EchoJob"] is False
+
+
+def test_the_audit_actor_is_the_key_s_user_not_a_header(secured):
+    admin = secured["admin"]
+    call(admin, "PATCH", f"/api/scheduler/jobs/{secured['mine']}/pause", headers={"X-Texium-User": "mallory"})
+    logs = call(admin, "GET", "/api/scheduler/audit-logs", params={"job_id": secured["mine"]}).json()["data"]
+    assert logs[0]["event"] == "paused" and "mallory" not in logs[0]["user"] and "Administrator" in logs[0]["user"]
+    own_trail = call(secured["user"], "GET", "/api/scheduler/audit-logs").json()["data"]
+    assert own_trail and {log["user_id"] for log in own_trail} == {secured["user_id"]}
+    assert secured["theirs"] not in {log["job_id"] for log in own_trail}
+
+
+def test_keys_are_listed_without_the_key_and_revoked_at_once(secured):
+    admin, user_id = secured["admin"], secured["user_id"]
+    made = call(admin, "POST", f"/api/users/{user_id}/api-keys", json={"label": "short-lived"}).json()
+    key, key_id = made["key"], made["key_id"]
+    temporary = client(secured["server"], key)
+    assert call(temporary, "GET", "/api/scheduler/jobs").status_code == 200
+    listed = call(admin, "GET", f"/api/users/{user_id}/api-keys").json()["data"]
+    assert key_id in {entry["_id"] for entry in listed} and key not in str(listed)
+    assert all(set(entry) == {"_id", "user_id", "label", "created_at", "last_used_at"} for entry in listed)
+    assert call(admin, "DELETE", f"/api/users/{user_id}/api-keys/{key_id}").status_code == 200
+    assert call(temporary, "GET", "/api/scheduler/jobs").status_code == 401
+    assert key not in secured["server"].log()
+
+
+def test_failed_keys_are_rate_limited_per_client_and_logged_without_the_key(start_server, tmp_path):
+    server = start_server("sqlite", tmp_path / "data", env={**ON, "TEXIUM_AUTH_FAILURES_PER_MINUTE": "5"})
+    attacker = client(server, "tx_wrong-guess-0123456789")
+    statuses = [call(attacker, "GET", "/api/scheduler/jobs").status_code for _ in range(8)]
+    assert statuses == [401] * 5 + [429] * 3
+    blocked = call(client(server, admin_key(server)), "GET", "/api/scheduler/jobs")
+    assert blocked.status_code == 429 and int(blocked.headers["Retry-After"]) > 0  # the client, not the key
+    assert "tx_wrong-guess" not in server.log() and "Failed authentication from 127.0.0.1" in server.log()
+
+
+def test_the_dashboard_session_is_a_strict_cookie_and_needs_the_csrf_token(secured):
+    server = secured["server"]
+    browser = client(server)
+    key = call(secured["admin"], "POST", f"/api/users/{secured['user_id']}/api-keys", json={}).json()["key"]
+    signed_in = call(browser, "POST", "/api/auth/session", json={"key": key})
+    assert signed_in.status_code == 200
+    cookie = signed_in.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and key not in cookie
+    token = signed_in.json()["csrf_token"]
+    assert call(browser, "GET", "/api/scheduler/jobs").status_code == 200
+    body = {"user_id": secured["user_id"], "job_class_string": "jobs.echo.EchoJob", "name": "by cookie"}
+    assert call(browser, "POST", "/api/scheduler/jobs", json=body).status_code == 403
+    assert call(browser, "POST", "/api/scheduler/jobs", json=body, headers={"X-CSRF-Token": token}).status_code == 201
+    assert call(browser, "DELETE", "/api/auth/session", headers={"X-CSRF-Token": token}).status_code == 200
+    assert call(browser, "GET", "/api/scheduler/jobs").status_code == 401
+
+
+# --------------------------------------------------------------------------- start-up decisions
+def test_the_first_start_that_needs_keys_creates_an_admin_key_once(tmp_path):
+    server = ServerProcess("sqlite", tmp_path / "data", env=ON).start()
+    try:
+        key = admin_key(server)
+        path = tmp_path / "data" / "admin-api-key"
+        assert path.read_text().strip() == key and stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert call(client(server, key), "GET", "/api/users/").json()["data"][0]["role"] == "admin"
+    finally:
+        server.stop()
+    again = ServerProcess("sqlite", tmp_path / "data", env=ON).start()
+    try:
+        assert "tx_" not in again.log()  # not created, not shown again
+    finally:
+        again.stop()
+
+
+def test_auth_off_on_a_public_address_needs_insecure(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TEXIUM_")}
+    env.update(TEXIUM_DATA_DIR=str(tmp_path / "data"), TEXIUM_AUTH_MODE="off", PYTHONPATH=str(REPO))
+    result = subprocess.run(
+        [sys.executable, "-m", "texium.server", "--address", "0.0.0.0", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "--insecure" in result.stderr
+
+
+def test_auto_requires_keys_when_listening_on_all_interfaces(tmp_path):
+    """On 0.0.0.0 (inside a network namespace, so nothing is exposed) the quick start's default
+    AUTH_MODE=auto refuses requests without a key, and the README's curl works with one."""
+    port = free_port()
+    script = f"""
+import os, re, subprocess, sys, time, requests
+env = {{k: v for k, v in os.environ.items() if not k.startswith("TEXIUM_")}}
+env.update(TEXIUM_DATA_DIR={str(tmp_path / "data")!r}, PYTHONPATH={str(REPO)!r})
+log = open({str(tmp_path / "server.log")!r}, "w")
+server = subprocess.Popen([sys.executable, "-m", "texium.server", "--address", "0.0.0.0", "--port", "{port}"],
+                          env=env, stdout=log, stderr=subprocess.STDOUT)
+url = "http://127.0.0.1:{port}"
+for _ in range(200):
+    try:
+        requests.get(url + "/api/scheduler/health", timeout=1); break
+    except requests.ConnectionError:
+        time.sleep(0.05)
+key = re.search(r"^(tx_\\S+)$", open({str(tmp_path / "server.log")!r}).read(), re.M).group(1)
+authorized = requests.get(url + "/api/users/", headers={{"Authorization": "Bearer " + key}})
+print(requests.get(url + "/api/users/").status_code, authorized.status_code)
+server.terminate(); server.wait(30)
+"""
+    script_path = tmp_path / "inside.py"
+    script_path.write_text(script)
+    result = subprocess.run(
+        ["unshare", "--net", "sh", "-c", f"ip link set lo up && {sys.executable} {script_path}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.stdout.split() == ["401", "200"], result.stdout + result.stderr
+
+
+# --------------------------------------------------------------------------- hostile clients
+def test_a_client_dribbling_its_headers_is_dropped(start_server, tmp_path):
+    server = start_server("sqlite", tmp_path / "data", env={"TEXIUM_HEADER_TIMEOUT_SECONDS": "1"})
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /api/users/ HTTP/1.1\r\n")
+        started = time.monotonic()
+        closed = False
+        while time.monotonic() - started < 8:
+            try:
+                sock.sendall(b"X-Slow: 1\r\n")
+                if sock.recv(1, socket.MSG_DONTWAIT) == b"":
+                    closed = True
+                    break
+            except BlockingIOError:
+                pass
+            except OSError:
+                closed = True
+                break
+            time.sleep(0.2)
+        assert closed and time.monotonic() - started < 5
+
+
+def test_a_name_with_a_newline_cannot_forge_a_log_line(start_server, tmp_path):
+    server = start_server("sqlite", tmp_path / "data")
+    api = server.api
+    job_id = api.create_job(api.create_user(), name="tick\n2026-01-01 00:00:00 ERROR texium: FORGED")
+    api.wait_execution(api.post(f"/api/scheduler/jobs/{job_id}/run").json()["execution_id"])
+    time.sleep(0.3)
+    assert not any(line.startswith("2026-01-01 00:00:00 ERROR texium: FORGED") for line in server.log().splitlines())
+    assert "tick\\n2026-01-01" in server.log()

@@ -1,0 +1,122 @@
+"""Who may talk to this server, decided per request before any handler runs.
+
+- Host: only names this server answers to (DNS rebinding: a page on another site whose name
+  resolves to 127.0.0.1 still sends its own name in Host).
+- Authentication: an API key (`Authorization: Bearer <key>` or `X-API-Key`), or the dashboard's
+  signed session cookie, which also needs the CSRF token on requests that change state.
+  Whether keys are required follows the address the server listens on, never the client's.
+- Origin: a request that changes state and comes from another site (a foreign `Origin`, or
+  `Sec-Fetch-Site: cross-site`) is refused unless it carries a key: a browser page elsewhere
+  cannot make use of the loopback-only default, nor of a signed-in dashboard.
+- Failed authentications are counted per client address and refused with 429 past a limit.
+- The client address comes from proxy headers only when the connection is from TRUSTED_PROXIES.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def is_loopback(address: str) -> bool:
+    if address in ("localhost", ""):
+        return address == "localhost"
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def auth_required(mode: str, address: str) -> bool:
+    """AUTH_MODE auto: keys are required unless the server listens on loopback only."""
+    mode = mode.lower()
+    return mode == "on" or (mode == "auto" and not is_loopback(address))
+
+
+@dataclass
+class FailureLimiter:
+    """At most `per_minute` failed authentications per client address in any 60 s."""
+
+    per_minute: int
+    _seen: dict[str, deque] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def blocked_for(self, client: str) -> float:
+        """Seconds until this client may try again (0 when it may now)."""
+        now = time.monotonic()
+        with self._lock:
+            failures = self._seen.get(client)
+            while failures and now - failures[0] > 60:
+                failures.popleft()
+            if failures is not None and not failures:
+                del self._seen[client]
+                return 0.0
+            if failures and len(failures) >= self.per_minute:
+                return 60 - (now - failures[0])
+            return 0.0
+
+    def failed(self, client: str) -> None:
+        with self._lock:
+            if len(self._seen) > 100_000:  # a flood of addresses: forget the oldest half
+                for key in list(self._seen)[:50_000]:
+                    del self._seen[key]
+            self._seen.setdefault(client, deque()).append(time.monotonic())
+
+
+@dataclass
+class AccessPolicy:
+    required: bool
+    listen_address: str
+    allowed_hosts: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+    trusted_proxies: tuple = ()  # ipaddress networks
+    failures: FailureLimiter = field(default_factory=lambda: FailureLimiter(10))
+    cookie_secret: bytes = b""
+
+    def __post_init__(self) -> None:
+        names = {*LOOPBACK_NAMES, *(h.lower() for h in self.allowed_hosts)}
+        if self.listen_address not in ("", "0.0.0.0", "::"):
+            names.add(self.listen_address.lower().strip("[]"))
+        self._hosts = frozenset(name.strip("[]") for name in names)
+
+    def host_allowed(self, host_name: str) -> bool:
+        return host_name.lower().strip("[]") in self._hosts
+
+    def client_address(self, remote_ip: str, headers) -> str:
+        """The peer, or the address a trusted proxy says it forwarded for."""
+        if self.trusted_proxies and self._trusted(remote_ip):
+            forwarded = headers.get("X-Forwarded-For", "") or headers.get("X-Real-Ip", "")
+            hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+            for hop in reversed(hops):  # the nearest hop not itself a trusted proxy
+                if not self._trusted(hop):
+                    return hop
+        return remote_ip
+
+    def _trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.trusted_proxies)
+
+    def cross_site(self, headers, own_origin: str) -> str | None:
+        """Why this request counts as coming from another site, or None."""
+        origin = headers.get("Origin")
+        if origin and origin != "null" and origin != own_origin and origin not in self.cors_origins:
+            return f"Origin {origin}"
+        if origin == "null":
+            return "Origin null"
+        if headers.get("Sec-Fetch-Site", "").lower() == "cross-site" and origin not in self.cors_origins:
+            return "Sec-Fetch-Site cross-site"
+        return None
+
+    def csrf_token(self, session: str) -> str:
+        return hmac.new(self.cookie_secret, b"csrf:" + session.encode(), hashlib.sha256).hexdigest()
