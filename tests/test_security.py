@@ -112,6 +112,7 @@ PROTECTED = [
     ("GET", "/api/scheduler/forecast"),
     ("GET", "/api/scheduler/job-summaries"),
     ("GET", "/api/scheduler/activity"),
+    ("GET", "/metrics"),
 ]
 
 
@@ -157,6 +158,7 @@ def test_a_user_sees_only_their_own_and_cannot_manage_users(secured):
     assert call(user, "GET", f"/api/users/{secured['other_id']}").status_code == 403
     assert call(user, "GET", f"/api/users/{secured['user_id']}").status_code == 200
     assert call(user, "GET", "/api/scheduler/nodes").status_code == 403
+    assert call(user, "GET", "/metrics").status_code == 403
     stats = call(user, "GET", "/api/scheduler/stats").json()["stats"]
     assert stats["total_jobs"] == 1
 
@@ -342,3 +344,13 @@ def test_a_name_with_a_newline_cannot_forge_a_log_line(start_server, tmp_path):
     time.sleep(0.3)
     assert not any(line.startswith("2026-01-01 00:00:00 ERROR texium: FORGED") for line in server.log().splitlines())
     assert "tick\\n2026-01-01" in server.log()
+
+
+def test_host_rules_follow_the_listening_address():
+    from texium.server.access import AccessPolicy
+
+    everywhere = AccessPolicy(required=True, listen_address="0.0.0.0", allowed_hosts=("scheduler.example.com",))
+    assert everywhere.host_allowed("10.1.2.3") and everywhere.host_allowed("::1")  # the machine's addresses
+    assert everywhere.host_allowed("scheduler.example.com") and not everywhere.host_allowed("rebind.example")
+    loopback = AccessPolicy(required=False, listen_address="127.0.0.1")
+    assert loopback.host_allowed("localhost") and not loopback.host_allowed("10.1.2.3")

@@ -35,10 +35,23 @@ def is_loopback(address: str) -> bool:
         return False
 
 
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def auth_required(mode: str, address: str) -> bool:
     """AUTH_MODE auto: keys are required unless the server listens on loopback only."""
     mode = mode.lower()
     return mode == "on" or (mode == "auto" and not is_loopback(address))
+
+
+def metrics_public(setting: bool, address: str) -> bool:
+    """METRICS_PUBLIC opens GET /metrics only while the server listens on loopback only."""
+    return bool(setting) and is_loopback(address)
 
 
 @dataclass
@@ -80,6 +93,7 @@ class AccessPolicy:
     trusted_proxies: tuple = ()  # ipaddress networks
     failures: FailureLimiter = field(default_factory=lambda: FailureLimiter(10))
     cookie_secret: bytes = b""
+    metrics_public: bool = False  # GET /metrics without a key (METRICS_PUBLIC, on loopback only)
 
     def __post_init__(self) -> None:
         names = {*LOOPBACK_NAMES, *(h.lower() for h in self.allowed_hosts)}
@@ -88,7 +102,12 @@ class AccessPolicy:
         self._hosts = frozenset(name.strip("[]") for name in names)
 
     def host_allowed(self, host_name: str) -> bool:
-        return host_name.lower().strip("[]") in self._hosts
+        host = host_name.lower().strip("[]")
+        if host in self._hosts:
+            return True
+        # Listening on every interface, any of this machine's addresses is a fair Host; an IP
+        # literal cannot come from DNS rebinding, which needs a name the attacker controls.
+        return self.listen_address in ("0.0.0.0", "::", "") and _is_ip(host)
 
     def client_address(self, remote_ip: str, headers) -> str:
         """The peer, or the address a trusted proxy says it forwarded for."""

@@ -120,7 +120,9 @@ class ApiHandler(tornado.web.RequestHandler):
     async def _admit(self) -> None:
         access = self.context.access
         if not access.host_allowed(self.request.host_name):
-            raise tornado.web.HTTPError(400, reason=f"Host {self.request.host_name[:100]!r} is not served here")
+            raise tornado.web.HTTPError(
+                400, reason=f"Host {self.request.host_name[:100]!r} is not served here (see ALLOWED_HOSTS)"
+            )
         self.client = access.client_address(self.request.remote_ip or "", self.request.headers)
         session = await self._authenticate()
         if self.request.method in UNSAFE_METHODS and not self.by_key:
