@@ -1,6 +1,7 @@
 import pytest
 
 from tests.server_process import PROVIDERS, ServerProcess
+from texium.core.datastore import open_datastore
 
 
 @pytest.fixture(scope="session", params=PROVIDERS)
@@ -29,3 +30,12 @@ def start_server(tmp_path):
     yield start
     for process in started:
         process.stop()
+
+
+@pytest.fixture(params=["sqlite", "mongomock"])
+def datastore(request, tmp_path):
+    """A fresh store of each provider, for in-process tests of the core."""
+    store = open_datastore("mongomock://" if request.param == "mongomock" else None, "texium_test", str(tmp_path))
+    store.ensure_indexes()
+    yield store
+    store.close()

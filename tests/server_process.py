@@ -24,6 +24,35 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_for(predicate, timeout=10.0, interval=0.05):
+    """The predicate's first truthy value within `timeout` seconds, else its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
+
+
+def live_members(pgid: int) -> list[int]:
+    """Pids of the non-zombie processes of group `pgid` (zombies wait for a reaper, harmless)."""
+    import psutil
+
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return []
+    pids = []
+    for process in psutil.process_iter():
+        try:
+            if os.getpgid(process.pid) == pgid and process.status() != psutil.STATUS_ZOMBIE:
+                pids.append(process.pid)
+        except (OSError, psutil.Error):
+            pass
+    return pids
+
+
 class Api:
     """A tiny client: `api.get("/api/users/")` returns the requests.Response."""
 

@@ -10,24 +10,14 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 import requests
 
+from tests.browser import CHROMIUM, CHROMIUM_FLAGS, skip_without_chromium
 from tests.server_process import SAMPLE_JOBS, ServerProcess
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 SCREENSHOTS = Path(os.environ.get("TEXIUM_SCREENSHOTS", Path(__file__).parent / "screenshots"))
 XSS = "<img src=x onerror=alert(1)>"
 PAGES = {
@@ -44,8 +34,7 @@ PAGES = {
 # Responses the flows provoke on purpose; Chromium logs each as a console error.
 EXPECTED_HTTP_ERRORS = re.compile(r"Failed to load resource: the server responded with a status of (400|409)")
 
-if not CHROMIUM and os.environ.get("CI") != "true":
-    pytest.skip("Debian's chromium is not installed (CI installs it and never skips)", allow_module_level=True)
+skip_without_chromium()
 
 
 # --------------------------------------------------------------------------- fixtures

@@ -1,24 +1,11 @@
 """/docs in a real headless Chromium (Debian's package, driven by Playwright): it renders every
 operation and "Try it out" reaches the same server."""
 
-import os
-import shutil
-
 import pytest
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
+from tests.browser import CHROMIUM, CHROMIUM_FLAGS, skip_without_chromium
 
-if not CHROMIUM and os.environ.get("CI") != "true":
-    pytest.skip("Debian's chromium is not installed (CI installs it and never skips)", allow_module_level=True)
+skip_without_chromium()
 
 
 @pytest.fixture(scope="module")

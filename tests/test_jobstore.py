@@ -6,16 +6,7 @@ import pytest
 from apscheduler.triggers.base import BaseTrigger
 
 from texium.core import cron
-from texium.core.datastore import open_datastore
 from texium.core.jobstore import DocumentJobStore
-
-
-@pytest.fixture(params=["sqlite", "mongomock"])
-def datastore(request, tmp_path):
-    store = open_datastore("mongomock://" if request.param == "mongomock" else None, "texium_test", str(tmp_path))
-    store.ensure_indexes()
-    yield store
-    store.close()
 
 
 class _Scheduler:

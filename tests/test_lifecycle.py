@@ -5,19 +5,9 @@ import signal
 import time
 from datetime import datetime, timedelta
 
-from tests.server_process import SAMPLE_JOBS
+from tests.server_process import SAMPLE_JOBS, wait_for
 
 SLOW = "tests.sample_jobs.slow.SlowJob"
-
-
-def wait_for(predicate, timeout=10.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 def start_run(api, job_id):

@@ -15,6 +15,7 @@ import time
 import psutil
 import pytest
 
+from tests.server_process import live_members, wait_for
 from texium.core.processes import ProcessRegistry
 from texium.jobs.base import JobContext, JobError
 from texium.jobs.custom import CustomScriptJob
@@ -23,31 +24,6 @@ NODE = "node-test"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def live_members(pgid: int) -> list[int]:
-    """Pids of the non-zombie processes of group `pgid` (zombies wait for a reaper, harmless)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return []
-    pids = []
-    for process in psutil.process_iter():
-        try:
-            if os.getpgid(process.pid) == pgid and process.status() != psutil.STATUS_ZOMBIE:
-                pids.append(process.pid)
-        except (OSError, psutil.Error):
-            pass
-    return pids
-
-
-def wait_for(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return bool(predicate())
 
 
 class Groups:
@@ -518,7 +494,7 @@ def test_custom_script_is_tracked_while_it_runs(tmp_path, scripts, directory):
     run = Background(CustomScriptJob(_context(tmp_path, registry)), "wait.sh", timeout=30)
     leader = _read_pid(scripts / "leader.pid")
 
-    [name] = record_files(directory)
+    [name] = wait_for(lambda: record_files(directory))  # the script may write its pid before it is tracked
     record = read_record(directory, name)
     assert (record["execution_id"], record["pgid"], record["pid"]) == ("exec-script", leader, leader)
     assert [r["pgid"] for r in registry.tracked()] == [leader]

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from texium.core import cron
-from texium.core.datastore import open_datastore
 from texium.core.jobstore import DocumentJobStore
 from texium.core.nodes import NodeIdentity
 from texium.core.recorder import Recorder
@@ -16,14 +15,6 @@ from texium.core.runner import ExecutionRunner
 from texium.core.scheduler import TexiumScheduler
 
 BASE = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "mongomock"])
-def datastore(request, tmp_path):
-    store = open_datastore("mongomock://" if request.param == "mongomock" else None, "texium_test", str(tmp_path))
-    store.ensure_indexes()
-    yield store
-    store.close()
 
 
 class Node:

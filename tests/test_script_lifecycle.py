@@ -13,36 +13,11 @@ import signal
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
+from tests.server_process import live_members, wait_for
+
 SPAWN = "#!/bin/sh\nsleep 60 &\necho $! > child.pid\necho $$ > leader.pid\nsleep 60\n"
-
-
-def wait_for(predicate, timeout=10.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
-
-
-def live_members(pgid: int) -> list[int]:
-    """Pids of the processes of group `pgid` that are not zombies."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return []
-    pids = []
-    for process in psutil.process_iter():
-        try:
-            if os.getpgid(process.pid) == pgid and process.status() != psutil.STATUS_ZOMBIE:
-                pids.append(process.pid)
-        except (OSError, psutil.Error):
-            pass
-    return pids
 
 
 def read_pid(path: Path, timeout=15.0) -> int:

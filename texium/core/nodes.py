@@ -65,20 +65,7 @@ class NodeRegistry:
     # -- life cycle --------------------------------------------------------------------
     def start(self) -> list[dict]:
         """Register this node, bury the dead, start the heartbeat; returns the other live nodes."""
-        now = utcnow()
-        me = self.identity
-        self._ds.nodes.insert(
-            {
-                "_id": me.node_id,
-                "hostname": me.hostname,
-                "pid": me.pid,
-                "version": self._version,
-                "started_at": now,
-                "last_seen": now,
-                "state": "alive",
-            }
-        )
-        self.last_beat = now
+        self._register(utcnow())
         self.sweep()
         others = [n for n in self.list() if n["state"] == "alive" and not n["is_self"]]
         self._thread = threading.Thread(target=self._loop, name="texium-heartbeat", daemon=True)
@@ -106,21 +93,25 @@ class NodeRegistry:
                 self.last_error = str(getattr(exc, "detail", exc))
 
     # -- heartbeat and judgement -------------------------------------------------------
+    def _register(self, now) -> None:
+        me = self.identity
+        self._ds.nodes.insert(
+            {
+                "_id": me.node_id,
+                "hostname": me.hostname,
+                "pid": me.pid,
+                "version": self._version,
+                "started_at": now,
+                "last_seen": now,
+                "state": "alive",
+            }
+        )
+        self.last_beat = now
+
     def beat(self) -> None:
         now = utcnow()
         if self._ds.nodes.update(self.identity.node_id, fields={"last_seen": now, "state": "alive"}) is None:
-            me = self.identity  # removed by hand or by a restore: come back
-            self._ds.nodes.insert(
-                {
-                    "_id": me.node_id,
-                    "hostname": me.hostname,
-                    "pid": me.pid,
-                    "version": self._version,
-                    "started_at": now,
-                    "last_seen": now,
-                    "state": "alive",
-                }
-            )
+            self._register(now)  # removed by hand or by a restore: come back
         self.last_beat = now
 
     def _is_dead(self, node: dict, now) -> str | None:

@@ -1,0 +1,24 @@
+"""What the browser tests share: Debian's chromium and the flags it needs here."""
+
+import os
+import shutil
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# No background traffic: this machine reaches no network but package registries.
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+def skip_without_chromium() -> None:
+    """Outside CI a machine without chromium skips the browser tests; CI installs it and never skips."""
+    if not CHROMIUM and os.environ.get("CI") != "true":
+        pytest.skip("Debian's chromium is not installed (CI installs it and never skips)", allow_module_level=True)
