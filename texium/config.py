@@ -45,7 +45,7 @@ SECONDS_RANGES = {
 AUTH_MODES = ("auto", "on", "off")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # Settings that must be true or false (text from .env / the environment is coerced before).
-BOOLEANS = ("SMTP_ALLOW_PLAINTEXT_LOGIN", "OUTBOUND_DENY_PRIVATE")
+BOOLEANS = ("SMTP_ALLOW_PLAINTEXT_LOGIN", "OUTBOUND_DENY_PRIVATE", "METRICS_PUBLIC")
 
 
 class ConfigError(Exception):

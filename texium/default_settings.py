@@ -22,6 +22,10 @@ TRUSTED_PROXIES = []  # CIDRs of reverse proxies whose X-Forwarded-For / X-Real-
 CORS_ORIGINS = []  # origins (https://ops.example.com) allowed to call the API from a browser
 AUTH_FAILURES_PER_MINUTE = 10  # failed authentications per client address before 429
 INSECURE = False  # set by --insecure only: allow AUTH_MODE=off on an address that is not loopback
+# GET /metrics (Prometheus) follows the API's rules: an admin key whenever keys are required.
+# True serves it without a key, but only while the server listens on loopback (a Prometheus on
+# the same host); on any other address it stays admin-only, whatever this says.
+METRICS_PUBLIC = False
 
 # Storage: embedded SQLite in DATA_DIR unless MONGO_URI is set ("mongomock://" = in memory)
 DATA_DIR = "./texium-data"

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from texium.core.datastore.base import Datastore
+from texium.core.metrics import Metrics
 from texium.core.timeutil import utcnow
 
 log = logging.getLogger("texium.recorder")
@@ -44,8 +45,9 @@ class _Change:
 
 
 class Recorder:
-    def __init__(self, datastore: Datastore):
+    def __init__(self, datastore: Datastore, metrics: Metrics | None = None):
         self._ds = datastore
+        self._metrics = metrics if metrics is not None else Metrics()
         self._executions: dict[str, _Change] = {}
         self._jobs: dict[str, _Change] = {}
         self._cond = threading.Condition()
@@ -131,7 +133,7 @@ class Recorder:
         if not changes:
             return {}, None
         try:
-            with self._ds.batch():
+            with self._metrics.store_call("recorder_write"), self._ds.batch():
                 for doc_id, change in changes.items():
                     if change.inc:
                         collection.update(doc_id, fields=change.set, inc=change.inc)

@@ -29,6 +29,7 @@ from texium.core import secret_args
 from texium.core.datastore.base import Datastore, new_id
 from texium.core.errors import ServiceUnavailable
 from texium.core.job import JobContext, JobError
+from texium.core.metrics import Metrics
 from texium.core.nodes import NodeIdentity
 from texium.core.recorder import Recorder
 from texium.core.registry import JobRegistry
@@ -135,8 +136,10 @@ class ExecutionRunner:
         processes: Any = None,
         peers_alive: Callable[[], int] = lambda: 0,
         secrets: SecretBox | None = None,
+        metrics: Metrics | None = None,
     ):
         self._ds = datastore
+        self.metrics = metrics if metrics is not None else Metrics()
         self.secrets = secrets  # decrypts the jobs' secret arguments for their runs
         self._registry = registry
         self._recorder = recorder
@@ -225,14 +228,16 @@ class ExecutionRunner:
             log.warning("Could not count other nodes' runs of job %s: %s", job_id, exc)
             return 0
 
-    def _end(self, execution: dict, status: str, error: str) -> None:
+    def _end(self, execution: dict, status: str, error: str, reason: str) -> None:
         """A run that never started: recorded with the reason, and not counted as a run."""
+        self.metrics.run_skipped(execution.get("job_class_string"), reason)
         self._recorder.execution(execution["_id"], {"status": status, "error": error, "completed_at": utcnow()})
         self._recorder.job(execution["job_id"], inc={"total_executions": -1})
 
     def _abandon(self, execution: dict, reason: str) -> None:
         with self._lock:
             self._abandoned.add(execution["_id"])
+        self.metrics.run_abandoned(execution.get("job_class_string"))
         self._recorder.execution(execution["_id"], {"status": "abandoned", "error": reason, "completed_at": utcnow()})
 
     # -- running ---------------------------------------------------------------------
@@ -248,7 +253,7 @@ class ExecutionRunner:
                 log.warning("Could not re-read job %s before its run: %s", job_id, exc)
             if job is None or job.get("is_paused") or not job.get("is_enabled", True):
                 what = "deleted" if job is None else "paused" if job.get("is_paused") else "disabled"
-                self._end(execution, "skipped", f"Skipped: the job was {what} before this run started")
+                self._end(execution, "skipped", f"Skipped: the job was {what} before this run started", what)
                 return
         with self._lock:  # decide and take the slot at once: two runs of a job cannot both pass
             local = self._running.get(job_id, 0)
@@ -269,6 +274,7 @@ class ExecutionRunner:
                     "skipped",
                     f"Skipped: the previous run of this job was still in progress "
                     f"(at most {self._max_instances} running at once)",
+                    "max_instances",
                 )
             return
         try:
@@ -297,6 +303,9 @@ class ExecutionRunner:
             execution_id, {"status": "running", "started_at": started, "node_id": self.identity.node_id}
         )
         self._recorder.job(job["_id"], fields={"last_run_time": started})
+        class_string = execution.get("job_class_string")
+        scheduled = not execution["occurrence_key"].startswith("manual:")
+        self.metrics.run_started(class_string, started - execution["scheduled_at"] if scheduled else None)
         output = _Output()
         status, error = "completed", ""
         hidden: list[tuple[str, str]] = []  # the secret values, masked in the output, the error and the log lines
@@ -333,8 +342,10 @@ class ExecutionRunner:
         duration_ms = int((time.monotonic() - clock) * 1000)
         log.info("Execution %s of job %s %s in %d ms", execution_id, job.get("name"), status, duration_ms)
         with self._lock:
-            if execution_id in self._abandoned:
-                return
+            abandoned = execution_id in self._abandoned
+        self.metrics.run_ended(class_string, None if abandoned else status, time.monotonic() - clock)
+        if abandoned:  # recorded (and counted) abandoned at shutdown: a late result must not undo that
+            return
         self._recorder.execution(
             execution_id,
             {

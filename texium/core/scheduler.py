@@ -38,6 +38,7 @@ from apscheduler.schedulers.base import STATE_PAUSED
 
 from texium.core.datastore.base import Datastore
 from texium.core.jobstore import DocumentJobStore, schedule_for
+from texium.core.metrics import Metrics
 from texium.core.runner import ExecutionRunner
 from texium.core.timeutil import to_iso, utcnow
 
@@ -90,6 +91,7 @@ class TexiumScheduler(BackgroundScheduler):
         poll_seconds: float = 1.0,
         retry_seconds: float = 1.0,
         lead_seconds: float = 0.25,
+        metrics: Metrics | None = None,
     ):
         super().__init__(timezone="UTC", jobstores={"default": store}, jobstore_retry_interval=retry_seconds)
         self._ds = datastore
@@ -101,6 +103,7 @@ class TexiumScheduler(BackgroundScheduler):
         self._lead = timedelta(seconds=lead_seconds)  # claim this long before a run is due
         self.state_of_pass = PassState()
         self._planned_wakeup: datetime | None = None  # when the thread will look again by itself
+        self._metrics = metrics if metrics is not None else Metrics()
 
     def _process_jobs(self):
         if self.state == STATE_PAUSED:
@@ -109,12 +112,14 @@ class TexiumScheduler(BackgroundScheduler):
         try:
             claimed = self._claim(now, now + self._lead)
             self._dispatch(claimed)
-            next_time = self._store.next_run_time()
+            with self._metrics.store_call("scheduler_next_run"):
+                next_time = self._store.next_run_time()
         except Exception as exc:  # the store failed: retry soon, never sleep for good
             self._store_failed(exc)
             self._planned_wakeup = utcnow() + timedelta(seconds=self._retry)
             return self._retry
         self._passed(now, clock)
+        self._metrics.pass_finished(time.monotonic() - clock, next_time)
         wait = self._poll
         if next_time is not None:
             wait = min(wait, max(0.0, (next_time - utcnow()).total_seconds() - self._lead.total_seconds()))
@@ -206,11 +211,12 @@ class TexiumScheduler(BackgroundScheduler):
     # -- claiming ----------------------------------------------------------------------
     def _claim(self, now: datetime, horizon: datetime | None = None) -> list[tuple[dict, dict]]:
         """Claim what is due by `now`, and the next occurrence of jobs due by `horizon`."""
-        docs = self._store.due(horizon or now)
+        with self._metrics.store_call("scheduler_due"):
+            docs = self._store.due(horizon or now)
         if not docs:
             return []
-        claimed, missed = [], 0
-        with self._ds.batch():
+        claimed, missed, missed_records = [], 0, []
+        with self._metrics.store_call("scheduler_claim"), self._ds.batch():
             for doc in docs:
                 try:
                     if doc["next_run_time"] > now:
@@ -238,8 +244,11 @@ class TexiumScheduler(BackgroundScheduler):
                         claimed.append((record, doc))
                     else:
                         missed += missed_here
+                        missed_records.append(record)
         for _, doc in claimed:
             self._runner.count_run(doc["_id"])
+        for record in missed_records:  # counted once the batch is written
+            self._metrics.occurrences_missed(record["job_class_string"], record["missed_count"])
         if missed:
             self.state_of_pass.missed_total += missed
             log.warning(

@@ -17,6 +17,7 @@ from texium.core.errors import NotFound, ValidationError
 from texium.core.jobstore import DocumentJobStore, schedule_for
 from texium.core.jsontext import Raw
 from texium.core.listing import Page, list_page
+from texium.core.metrics import Metrics
 from texium.core.nodes import NodeRegistry
 from texium.core.recorder import Recorder
 from texium.core.registry import JobRegistry
@@ -56,6 +57,7 @@ class SchedulerManager:
         poll_seconds: float = 1.0,
         retry_seconds: float = 1.0,
         secrets: SecretBox | None = None,
+        metrics: Metrics | None = None,
     ):
         self._ds = datastore
         # Encrypts secret job arguments; by default the runner's, which decrypts them for runs.
@@ -69,7 +71,13 @@ class SchedulerManager:
         self._poll = poll_seconds
         self._store = DocumentJobStore(datastore.jobs)
         self._scheduler = TexiumScheduler(
-            datastore, self._store, runner, misfire_grace_time, poll_seconds=poll_seconds, retry_seconds=retry_seconds
+            datastore,
+            self._store,
+            runner,
+            misfire_grace_time,
+            poll_seconds=poll_seconds,
+            retry_seconds=retry_seconds,
+            metrics=metrics if metrics is not None else getattr(runner, "metrics", None),  # by default the runner's
         )
 
     # -- life cycle --------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import tornado.web
@@ -14,6 +15,7 @@ from texium.server.handlers import (
     executions,
     forecast,
     jobs,
+    metrics,
     records,
     servers,
     session,
@@ -64,12 +66,39 @@ ROUTES = [
     (r"/ui/([0-9a-f]{1,64})/(.+)", dashboard.DashboardAssetHandler),  # the dashboard's files, versioned
     (r"/openapi\.json", docs.OpenApiHandler),
     (r"/docs", docs.DocsHandler),
+    (r"/metrics", metrics.MetricsHandler),
     (r"", docs.HomeHandler),
 ]
 
 
+def route_label(pattern: str) -> str:
+    """A route as the metrics see it: /api/users/{id}/api-keys. Never the requested path, so
+    ids never become labels and the number of series stays bounded."""
+    label = re.sub(r"\([^()]*\)", "{param}", pattern.replace(ID, "{id}"))
+    return re.sub(r"\\(.)", r"\1", label) or "/"
+
+
+ROUTE_LABELS = {handler: route_label(pattern) for pattern, handler in ROUTES}
+ROUTE_LABELS.update(
+    {
+        dashboard.DashboardAssetHandler: "/ui/{version}/{path}",
+        NotFoundHandler: "(unmatched)",
+        SafeStaticFileHandler: "/static/{path}",
+    }
+)
+
+
 def _log_request(handler: tornado.web.RequestHandler) -> None:
-    status = handler.get_status()
+    status, seconds = handler.get_status(), handler.request.request_time()
+    metrics = handler.settings.get("texium_metrics")
+    if metrics is not None:
+        method = handler.request.method
+        metrics.http_request(
+            ROUTE_LABELS.get(type(handler), type(handler).__name__),
+            method if method in handler.SUPPORTED_METHODS else "other",  # any word can be sent as a method
+            status,
+            seconds,
+        )
     level = logging.INFO if status < 500 else logging.ERROR
     access_log.log(
         level,
@@ -77,7 +106,7 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
         handler.request.method,
         handler.request.path,
         status,
-        1000.0 * handler.request.request_time(),
+        1000.0 * seconds,
     )
 
 
@@ -94,4 +123,5 @@ def make_app(context: AppContext) -> tornado.web.Application:
         # The route-table test builds the application without a context.
         cookie_secret=context.access.cookie_secret if context else None,
         texium_cors=context.access.cors_origins if context else (),
+        texium_metrics=context.metrics if context else None,
     )

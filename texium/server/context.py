@@ -15,6 +15,7 @@ from texium.core.apikeys import ApiKeys
 from texium.core.audit import AuditLog
 from texium.core.datastore import Datastore, open_datastore
 from texium.core.executions import ExecutionHistory
+from texium.core.metrics import Metrics
 from texium.core.nodes import NodeIdentity, NodeRegistry
 from texium.core.outbound import parse_networks
 from texium.core.processes import ProcessRegistry
@@ -26,7 +27,7 @@ from texium.core.scheduler_manager import SchedulerManager
 from texium.core.secrets import SecretBox, load_or_create_key
 from texium.core.servers import ServerService
 from texium.core.users import UserService
-from texium.server.access import AccessPolicy, FailureLimiter, auth_required
+from texium.server.access import AccessPolicy, FailureLimiter, auth_required, metrics_public
 
 log = logging.getLogger("texium.server")
 # Settings the built-in jobs read through JobContext.config.
@@ -62,6 +63,7 @@ class AppContext:
     max_body_bytes: int
     keys: ApiKeys
     access: AccessPolicy
+    metrics: Metrics
 
     def close(self, grace_seconds: float) -> int:
         """Stop firing, wait for runs, close the store; returns how many runs never finished."""
@@ -89,7 +91,8 @@ def build_context(settings: dict[str, Any]) -> AppContext:
         heartbeat_seconds=settings["HEARTBEAT_SECONDS"],
         timeout_seconds=settings["NODE_TIMEOUT_SECONDS"],
     )
-    recorder = Recorder(datastore)
+    metrics = Metrics(__version__)  # this server's own registry (GET /metrics)
+    recorder = Recorder(datastore, metrics)
     runner = ExecutionRunner(
         datastore,
         registry,
@@ -102,7 +105,9 @@ def build_context(settings: dict[str, Any]) -> AppContext:
         processes=ProcessRegistry(os.path.join(settings["DATA_DIR"], "run", "processes"), node_id=identity.hostname),
         peers_alive=lambda: nodes.peers_alive,
         secrets=secrets,
+        metrics=metrics,
     )
+    metrics.watch(nodes_alive=lambda: nodes.peers_alive + 1, pending_records=lambda: recorder.pending)
     scheduler = SchedulerManager(
         datastore,
         registry,
@@ -114,7 +119,13 @@ def build_context(settings: dict[str, Any]) -> AppContext:
         misfire_grace_time=settings["MISFIRE_GRACE_TIME"],
         poll_seconds=settings["SCHEDULER_POLL_SECONDS"],
         retry_seconds=settings["JOBSTORE_RETRY_SECONDS"],
+        metrics=metrics,
     )
+    if settings["METRICS_PUBLIC"] and not metrics_public(True, settings["HTTP_ADDRESS"]):
+        log.warning(
+            "METRICS_PUBLIC is ignored on %s (not loopback): GET /metrics still needs an admin key",
+            settings["HTTP_ADDRESS"],
+        )
     return AppContext(
         datastore=datastore,
         users=UserService(datastore, delete_jobs=lambda jobs: scheduler.delete_many(jobs, "cascade")),
@@ -136,7 +147,9 @@ def build_context(settings: dict[str, Any]) -> AppContext:
             failures=FailureLimiter(settings["AUTH_FAILURES_PER_MINUTE"]),
             # Every node on one store shares the secret key, so a session works on any of them.
             cookie_secret=hashlib.sha256(b"texium session cookies:" + _as_bytes(secret_key)).digest(),
+            metrics_public=metrics_public(settings["METRICS_PUBLIC"], settings["HTTP_ADDRESS"]),
         ),
+        metrics=metrics,
     )
 
 
