@@ -564,3 +564,30 @@ def test_documents_as_json_text_equal_the_documents_encoded(store):
     assert std_json.loads(coll.get_json(ids[2], hidden=hidden)) == std_json.loads(dumps(expected[2]))
     assert std_json.loads(coll.get_json(ids[0])) == std_json.loads(dumps(coll.get(ids[0])))
     assert coll.get_json("507f1f77bcf86cd799439099") is None and coll.get_json("nope") is None
+
+
+def test_cached_pages_follow_every_write_from_any_connection(tmp_path):
+    """Job, user and server pages are cached as text; a version kept by triggers must make
+    every insert, update and delete show at once, written here or by another node."""
+    from texium.core.datastore.sqlite import SQLiteDatastore
+
+    here, other = SQLiteDatastore(str(tmp_path)), SQLiteDatastore(str(tmp_path))
+
+    def names():
+        return [std_json.loads(text)["name"] for text in here.jobs.find_json(sort=[("name", 1)])]
+
+    import json as std_json
+
+    first = here.jobs.insert({"name": "a"})
+    assert names() == ["a"] and names() == ["a"]  # the second read is the cached page
+    other.jobs.insert({"name": "b"})
+    assert names() == ["a", "b"]
+    other.jobs.update(first, fields={"name": "c"})
+    assert names() == ["b", "c"]
+    other.jobs.update_many({"name": "b"}, {"name": "d"})
+    assert names() == ["c", "d"]
+    with other.batch():
+        other.jobs.delete_many({"name": "d"})
+    assert names() == ["c"]
+    here.jobs.delete(first)
+    assert names() == []

@@ -169,6 +169,22 @@ def _create_counters(db: sqlite3.Connection, name: str) -> None:
     )
 
 
+# Collections whose pages are cached as JSON text, invalidated by a version that triggers bump
+# on every insert, update and delete, by any connection or process (another node included).
+VERSIONED = ("scheduler_jobs", "users", "servers")
+CACHED_PAGES = 16  # per collection
+
+
+def _create_version(db: sqlite3.Connection, name: str) -> None:
+    if name not in VERSIONED:
+        return
+    bump = f"INSERT INTO \"{COUNTS}\" VALUES ('{name}', 'version', 1) ON CONFLICT DO UPDATE SET n = n + 1;"
+    for event in ("INSERT", "UPDATE", "DELETE"):
+        db.execute(
+            f'CREATE TRIGGER IF NOT EXISTS "{name}__version_{event.lower()}" AFTER {event} ON "{name}" BEGIN {bump} END'
+        )
+
+
 def _strip_last(text: str, field: str) -> str | None:
     """The document text without `field` when it is the last member and holds a plain string
     (how records keep their internal keys); None when it is not, and parsing must do."""
@@ -272,6 +288,8 @@ class SQLiteCollection(Collection):
         self.name = name
         self._store = store
         self._table = f'"{name}"'
+        self._pages: dict = {}  # (sql, params, hidden) -> (version, page) for VERSIONED collections
+        self._pages_lock = threading.Lock()
 
     def _select(self, query: Filter | None, sort: Sort | None, limit: int | None, offset: int) -> tuple[str, list]:
         if (limit is not None and limit < 0) or offset < 0:
@@ -288,8 +306,25 @@ class SQLiteCollection(Collection):
         offset: int = 0,
         hidden: tuple[str, ...] = (),
     ) -> list[Raw]:
-        rows = self._store._read(*self._select(query, sort, limit, offset))
-        return [_raw(doc_id, text, hidden) for doc_id, text in rows]
+        sql, params = self._select(query, sort, limit, offset)
+        if self.name not in VERSIONED:
+            return [_raw(doc_id, text, hidden) for doc_id, text in self._store._read(sql, params)]
+        version = self._version()
+        key = (sql, tuple(params), hidden)
+        with self._pages_lock:
+            cached = self._pages.get(key)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        page = [_raw(doc_id, text, hidden) for doc_id, text in self._store._read(sql, params)]
+        with self._pages_lock:
+            self._pages[key] = (version, page)
+            while len(self._pages) > CACHED_PAGES:
+                self._pages.pop(next(iter(self._pages)))
+        return page
+
+    def _version(self) -> int:
+        rows = self._store._read(f"SELECT n FROM \"{COUNTS}\" WHERE collection = ? AND key = 'version'", [self.name])
+        return rows[0][0] if rows else 0
 
     def get_json(self, doc_id: str, hidden: tuple[str, ...] = ()) -> Raw | None:
         if not is_valid_id(doc_id):
@@ -484,6 +519,7 @@ class SQLiteDatastore(Datastore):
     def _create(db: sqlite3.Connection, name: str) -> None:
         db.execute(f'CREATE TABLE IF NOT EXISTS "{name}" (id TEXT PRIMARY KEY, doc TEXT NOT NULL)')
         _create_counters(db, name)
+        _create_version(db, name)
         for index in INDEXES.get(name, ()):
             indexed = [f"json_type(doc, '$.{field}')" if index.boolean else _column(field) for field in index.fields]
             columns = indexed + ([] if index.unique else ["id"])
