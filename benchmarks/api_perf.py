@@ -66,7 +66,7 @@ def wait_up(url: str, process: subprocess.Popen) -> float:
         try:
             requests.get(url, timeout=1)
             return time.monotonic() - started
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening, or still starting
             time.sleep(0.02)
     raise SystemExit("server did not start")
 
@@ -119,6 +119,7 @@ def seed(data_dir: str, jobs: int, executions: int) -> list[str]:
             "last_run_time": now,
             "total_executions": 0,
             "schedule_error": None,
+            "secrets_encrypted": "",  # as stored today: nothing for the first start to seal
             "created_at": now,
             "updated_at": now,
         }
