@@ -134,3 +134,17 @@ def test_the_server_creates_its_data_dir_owner_only(start_server, tmp_path):
         if name == "secret.key" and not (fresh / name).exists():
             continue
         assert mode(fresh / name) == 0o600, name
+
+
+def test_the_secret_key_s_new_data_dir_is_private_too(tmp_path):
+    """With MongoDB the key file may be the first thing written into DATA_DIR."""
+    from texium.core.secrets import load_or_create_key
+
+    old = os.umask(0o022)
+    try:
+        data_dir = tmp_path / "fresh" / "data"
+        load_or_create_key("", str(data_dir))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE((data_dir / "secret.key").stat().st_mode) == 0o600

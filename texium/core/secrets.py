@@ -8,6 +8,8 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from texium.core.files import private_dir
+
 
 def load_or_create_key(secret_key: str, data_dir: str) -> bytes:
     """The configured key, else one generated once into `<data_dir>/secret.key` (mode 0600)."""
@@ -16,7 +18,7 @@ def load_or_create_key(secret_key: str, data_dir: str) -> bytes:
     path = Path(data_dir) / "secret.key"
     if path.exists():
         return path.read_bytes().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(str(path.parent))  # 0700 whatever the umask (with MongoDB this may create DATA_DIR)
     key = Fernet.generate_key()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
