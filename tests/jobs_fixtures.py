@@ -165,3 +165,28 @@ def http_server(statuses=(200,), extra_headers=None):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def server_doc(datastore, **fields) -> str:
+    """A server record written straight into the store (health-check tests); returns its id."""
+    from cryptography.fernet import Fernet
+
+    from texium.core.datastore import new_id
+    from texium.core.timeutil import utcnow
+
+    now = utcnow()
+    doc = {
+        "user_id": new_id(),
+        "name": "web-1",
+        "hostname": "127.0.0.1",
+        "port": 1,
+        "status": "unknown",
+        "connection_name": "c",
+        "instance_url": None,
+        "username": "admin",
+        "password_encrypted": Fernet(Fernet.generate_key()).encrypt(b"hunter2").decode(),
+        "created_at": now,
+        "updated_at": now,
+    }
+    doc.update(fields)
+    return datastore.servers.insert(doc)

@@ -27,7 +27,7 @@ import psutil
 import pytest
 from cryptography.fernet import Fernet
 
-from tests.jobs_fixtures import closed_port, http_server, listening_port, smtp_server
+from tests.jobs_fixtures import closed_port, http_server, listening_port, server_doc, smtp_server
 from tests.test_users_api import INVALID_EMAILS, VALID_EMAILS
 from texium.core.datastore import new_id, open_datastore
 from texium.core.timeutil import parse_iso, utcnow
@@ -151,31 +151,12 @@ def test_meta_info_describes_the_job(cls):
 # --------------------------------------------------------------------------- health check
 
 
-def _server_doc(ds, **fields):
-    now = utcnow()
-    doc = {
-        "user_id": new_id(),
-        "name": "web-1",
-        "hostname": "127.0.0.1",
-        "port": 1,
-        "status": "unknown",
-        "connection_name": "c",
-        "instance_url": None,
-        "username": "admin",
-        "password_encrypted": Fernet(Fernet.generate_key()).encrypt(b"hunter2").decode(),
-        "created_at": now,
-        "updated_at": now,
-    }
-    doc.update(fields)
-    return ds.servers.insert(doc)
-
-
 def test_health_check_running_then_stopped(run_any):
     """On both providers: the check writes status, last_checked_at and the nested last_check."""
     run = run_any
     ds = run.datastore
     with http_server([200]) as web, listening_port() as (port, close):
-        sid = _server_doc(ds, port=port, instance_url=web.url + "/health")
+        sid = server_doc(ds, port=port, instance_url=web.url + "/health")
         out = run(ServerHealthCheckJob, sid, timeout=2)
         doc = ds.servers.get(sid)
         assert doc["status"] == "running", out
@@ -203,14 +184,14 @@ def test_health_check_running_then_stopped(run_any):
 
 def test_health_check_closed_port_and_http_500(run):
     ds = run.datastore
-    sid = _server_doc(ds, port=closed_port(), status="running")
+    sid = server_doc(ds, port=closed_port(), status="running")
     out = run(ServerHealthCheckJob, sid, timeout=2)
     assert ds.servers.get(sid)["status"] == "stopped"
     assert "is stopped (was running)" in out and "refused" in out
 
     with http_server([500]) as web:
         port = web.server_address[1]
-        sid2 = _server_doc(ds, port=port, instance_url=web.url + "/")
+        sid2 = server_doc(ds, port=port, instance_url=web.url + "/")
         out = run(ServerHealthCheckJob, sid2, timeout=2)
     doc = ds.servers.get(sid2)
     assert doc["status"] == "stopped"
@@ -228,7 +209,7 @@ def test_health_check_bad_arguments(run):
         run(ServerHealthCheckJob)
     with pytest.raises(JobError, match="timeout"):
         run(ServerHealthCheckJob, new_id(), timeout=-1)
-    sid = _server_doc(run.datastore, port=70000)
+    sid = server_doc(run.datastore, port=70000)
     with pytest.raises(JobError, match="port"):
         run(ServerHealthCheckJob, sid)
 
@@ -466,7 +447,7 @@ def test_cleanup_deletes_exactly_the_old_rows(run_any):
     ds.users.insert(
         {"name": "u", "email": "u@example.com", "role": "user", "created_at": ancient, "updated_at": ancient}
     )
-    _server_doc(ds, created_at=ancient)
+    server_doc(ds, created_at=ancient)
     ds.jobs.insert(
         {
             "user_id": new_id(),

@@ -26,12 +26,12 @@ from tests.jobs_fixtures import (
     closed_port,
     http_server,
     listening_port,
+    server_doc,
     smtp_server,
 )
 from texium.config import ConfigError, load_settings
 from texium.core.datastore import new_id, open_datastore
 from texium.core.outbound import OutboundPolicy, OutboundRefused, http_request, parse_networks
-from texium.core.timeutil import utcnow
 from texium.jobs.base import JobContext, JobError
 from texium.jobs.email import EmailNotificationJob
 from texium.jobs.server import ServerHealthCheckJob
@@ -94,25 +94,6 @@ def fake_dns(monkeypatch):
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     return names, calls
-
-
-def _server_doc(store, **fields) -> str:
-    now = utcnow()
-    doc = {
-        "user_id": new_id(),
-        "name": "web-1",
-        "hostname": "127.0.0.1",
-        "port": 1,
-        "status": "unknown",
-        "connection_name": "c",
-        "instance_url": None,
-        "username": "admin",
-        "password_encrypted": "gAAAA-not-a-real-token",
-        "created_at": now,
-        "updated_at": now,
-    }
-    doc.update(fields)
-    return store.servers.insert(doc)
 
 
 # --------------------------------------------------------------------------- the rule
@@ -404,7 +385,7 @@ def test_https_connects_to_the_checked_address_with_sni_and_certificate_on_the_n
 @pytest.mark.parametrize("host", [*LOOPBACK_SPELLINGS, "0.0.0.0", "169.254.169.254", "224.0.0.1"])
 def test_health_check_refuses_special_hosts_and_leaves_the_server_unchanged(run, host):
     with listening_port() as (port, _close):
-        sid = _server_doc(run.store, hostname=host.strip("[]"), port=port, status="running")
+        sid = server_doc(run.store, hostname=host.strip("[]"), port=port, status="running")
         with pytest.raises(JobError) as info:
             run(ServerHealthCheckJob, sid, timeout=2)
     message = str(info.value)
@@ -419,7 +400,7 @@ def test_health_check_is_no_port_scanner(run):
     with listening_port() as (open_port, _close):
         answers = []
         for port in (open_port, closed_port()):
-            sid = _server_doc(run.store, hostname="127.0.0.1", port=port)
+            sid = server_doc(run.store, hostname="127.0.0.1", port=port)
             with pytest.raises(JobError) as info:
                 run(ServerHealthCheckJob, sid, timeout=2)
             answers.append(str(info.value).replace(str(port), "PORT"))
@@ -430,11 +411,11 @@ def test_health_check_instance_url_goes_through_the_rule_too(run):
     run.config = dict(run.config, OUTBOUND_ALLOW=["127.0.0.0/8"])
     with http_server([200]) as web:
         port = web.server_address[1]
-        sid = _server_doc(run.store, port=port, instance_url=web.url + "/health")
+        sid = server_doc(run.store, port=port, instance_url=web.url + "/health")
         out = run(ServerHealthCheckJob, sid, timeout=2)
         assert "is running" in out and f"HTTP GET {web.url}/health: 200" in out
 
-        sid = _server_doc(run.store, port=port, instance_url="http://169.254.169.254/latest/meta-data/")
+        sid = server_doc(run.store, port=port, instance_url="http://169.254.169.254/latest/meta-data/")
         with pytest.raises(JobError) as info:
             run(ServerHealthCheckJob, sid, timeout=2)
         assert str(info.value) == (
@@ -447,7 +428,7 @@ def test_health_check_instance_url_goes_through_the_rule_too(run):
     with http_server([200]) as target:
         location = f"http://127.0.0.1:{target.server_address[1]}/"
         with http_server([301], extra_headers={"Location": location}) as web:
-            sid = _server_doc(run.store, port=web.server_address[1], instance_url=web.url + "/")
+            sid = server_doc(run.store, port=web.server_address[1], instance_url=web.url + "/")
             out = run(ServerHealthCheckJob, sid, timeout=2)
         assert ": 301 (" in out and target.requests == []
 

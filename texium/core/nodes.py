@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from texium.core.datastore.base import Datastore, new_id
+from texium.core.figures import ACTIVE
 from texium.core.timeutil import to_iso, utcnow
 
 log = logging.getLogger("texium.nodes")
-ACTIVE = ("scheduled", "running")
 
 
 def pid_alive(pid: int) -> bool:

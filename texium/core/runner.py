@@ -39,7 +39,6 @@ from texium.core.timeutil import utcnow
 log = logging.getLogger("texium.runner")
 OUTPUT_LIMIT = 1024 * 1024  # characters of output kept per execution
 HIDDEN = ("occurrence_key",)
-ACTIVE = ("scheduled", "running")
 
 
 class _ThreadOutput(io.TextIOBase):

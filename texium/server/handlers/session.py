@@ -32,17 +32,7 @@ class SessionHandler(ApiHandler):
         self.success("Signed in", **self._signed_in(key_id))
 
     async def post(self) -> None:
-        body = self.json_body()
-        access = self.context.access
-        wait = access.failures.blocked_for(self.client)
-        if wait:
-            self.retry_after = int(wait) + 1
-            raise tornado.web.HTTPError(429, reason="Too many failed authentications; try again later")
-        found = await self.blocking(self.context.keys.sign_in, body)
-        if found is None:
-            access.failures.failed(self.client)
-            raise tornado.web.HTTPError(401, reason="Invalid or revoked API key")
-        key_id, self.user = found
+        key_id, self.user = await self.vouch(self.blocking, self.context.keys.sign_in, self.json_body())
         self.set_signed_cookie(
             SESSION_COOKIE,
             key_id,
