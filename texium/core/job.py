@@ -8,11 +8,19 @@ A job is a class with `meta_info()` (what the dashboard and `available-jobs` sho
 and whatever it writes through `self.write()` or `print()` becomes the execution's `output`.
 Raise `JobError("...")` for a clear failure without a traceback; any other exception fails the
 execution with its traceback in `error`. `run` is called on a worker thread and may block.
+
+Stopping: when a run passes its `timeout_seconds` or is cancelled, the runner sets
+`self.context.cancelled` (a threading.Event). A job that blocks for long should check it (or wait
+on it instead of sleeping) and return or raise soon after. Python cannot kill a thread from
+outside, so a job that ignores the flag is recorded `timeout` / `cancelled` anyway after a grace
+period and its thread is left to finish in the background, its result discarded (counted in
+health as a lingering thread). Raise `JobTimeout` when the job's own time limit runs out.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +30,10 @@ from texium.core.datastore.base import Datastore
 
 class JobError(Exception):
     """A failure the job explains itself; its message is the execution's `error`."""
+
+
+class JobTimeout(JobError):
+    """The job ran out of a time limit of its own (e.g. a script's `timeout`): the run is `timeout`."""
 
 
 @dataclass
@@ -42,6 +54,10 @@ class JobContext:
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("texium.jobs"))
     # Child process groups a job starts (CustomScriptJob), so none outlives the server.
     processes: Any = None
+    # Set when the run must stop: its timeout_seconds passed, or someone cancelled it.
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    # The run's time limit in seconds (the job's timeout_seconds or DEFAULT_JOB_TIMEOUT); None: none.
+    timeout_seconds: float | None = None
 
 
 class JobBase:
