@@ -93,7 +93,10 @@ class Api:
         return response.json()["job_id"]
 
     def wait_execution(
-        self, execution_id: str, timeout: float = 15, done=("completed", "failed", "skipped", "abandoned")
+        self,
+        execution_id: str,
+        timeout: float = 15,
+        done=("completed", "failed", "skipped", "abandoned", "timeout", "cancelled", "retried"),
     ) -> dict:
         deadline = time.monotonic() + timeout
         while True:

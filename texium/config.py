@@ -32,6 +32,7 @@ INT_RANGES = {
     "SHUTDOWN_GRACE_SECONDS": (0, 86400),
     "SMTP_TIMEOUT": (1, 3600),
     "AUTH_FAILURES_PER_MINUTE": (1, 100000),
+    "DEFAULT_JOB_TIMEOUT": (0, 7 * 86400),
 }
 # Settings that are numbers of seconds within a range (fractions allowed).
 SECONDS_RANGES = {
@@ -41,6 +42,7 @@ SECONDS_RANGES = {
     "NODE_TIMEOUT_SECONDS": (1, 86400),
     "HEADER_TIMEOUT_SECONDS": (1, 3600),
     "BODY_TIMEOUT_SECONDS": (1, 86400),
+    "STOP_GRACE_SECONDS": (0.1, 3600),
 }
 AUTH_MODES = ("auto", "on", "off")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")

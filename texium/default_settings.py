@@ -44,6 +44,14 @@ JOBSTORE_RETRY_SECONDS = 1.0  # retry after the scheduler could not read its sto
 HEARTBEAT_SECONDS = 1.0  # how often this node renews its heartbeat in scheduler_nodes
 NODE_TIMEOUT_SECONDS = 30.0  # a node silent this long is dead: its runs become abandoned
 JOB_CLASS_PACKAGES = []  # extra packages whose JobBase subclasses can be scheduled
+DEFAULT_JOB_TIMEOUT = 0  # seconds a run may take when its job sets no timeout_seconds; 0 = no limit
+# After a run is told to stop (timeout or cancel), how long its job may take to return before the
+# run is recorded ended anyway and its thread left to finish in the background.
+STOP_GRACE_SECONDS = 5.0
+
+# Alerts (a job's `notify`): e-mails go through the SMTP settings below, webhooks follow OUTBOUND_*.
+PUBLIC_URL = ""  # the dashboard's address in alert links; empty = http://HTTP_ADDRESS:HTTP_PORT
+ALERT_WEBHOOK_SECRET = ""  # sign alert webhooks (X-Texium-Signature: sha256=HMAC of the body); empty = unsigned
 
 # Built-in jobs
 BACKUP_DIR = ""  # default DATA_DIR/backups

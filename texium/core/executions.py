@@ -12,8 +12,6 @@ from texium.core.listing import NEWEST_FIRST, Page, list_page
 from texium.core.runner import HIDDEN
 from texium.core.validation import require_id
 
-STATUSES = ("scheduled", "running", "completed", "failed", "skipped", "missed", "abandoned")  # that exist today
-
 
 class ExecutionHistory:
     def __init__(self, datastore: Datastore):
@@ -39,8 +37,8 @@ class ExecutionHistory:
         if owner is not None and query.setdefault("user_id", owner) != owner:
             return Page(total=0, items=[])
         if status is not None:
-            if status not in STATUSES:
-                raise ValidationError(f"Invalid query parameter status: must be one of {', '.join(STATUSES)}")
+            if status not in figures.STATUSES:
+                raise ValidationError(f"Invalid query parameter status: must be one of {', '.join(figures.STATUSES)}")
             query["status"] = status
         window = {op: t for op, t in (("$gte", since), ("$lt", until)) if t is not None}
         if window:
@@ -56,6 +54,16 @@ class ExecutionHistory:
         if not found:
             raise NotFound("Execution not found")
         return found[0]
+
+    def progress(self, execution_id: str, owner: str | None = None) -> tuple[str, str, str]:
+        """(status, output so far, error) of an execution, for following it while it runs."""
+        query = {"_id": require_id(execution_id, "execution_id")}
+        if owner is not None:
+            query["user_id"] = owner
+        found = self._ds.executions.find_one(query)
+        if found is None:
+            raise NotFound("Execution not found")
+        return found["status"], found.get("output") or "", found.get("error") or ""
 
     def stats(self, user_id: str | None = None, job_id: str | None = None) -> dict:
         """Job counts and the execution figures (texium/core/figures.py), for everything, one

@@ -8,7 +8,11 @@ Execution statuses, in groups:
 * active: `scheduled` (recorded, waiting for a worker) and `running`;
 * ended well: `completed`;
 * ended badly: `failed`, `abandoned` (the server stopped before the run finished), `timeout`
-  and `cancelled` (the last two are reserved for statuses to come; they count already);
+  (ran past its time limit) and `cancelled` (someone stopped it);
+* retried: `retried`, an attempt that failed or timed out and was followed by another attempt
+  of the same occurrence. It is a run, but the occurrence's outcome is its last attempt, so it
+  is not an ended run in the success rate: a job that fails twice and then succeeds with
+  `retries: 2` counts one success;
 * did not run: `skipped` (max instances reached: the occurrence was recorded but not run) and
   `missed` (the scheduler could not fire the occurrence in time).
 
@@ -21,6 +25,7 @@ Figures:
   runner adds one when it records a run (and takes it off again if that record becomes
   `skipped`), and DataCleanupJob takes off the run records of the job that it deletes.
 * `completed_executions` / `failed_executions` / `abandoned_executions` /
+  `timeout_executions` / `cancelled_executions` / `retried_executions` /
   `running_executions` / `skipped_executions` / `missed_executions`: records with exactly
   that status (`running_executions` does not include `scheduled`).
 * `ended_executions`: runs that ended (completed + failed + abandoned + timeout + cancelled).
@@ -39,13 +44,15 @@ ACTIVE = ("scheduled", "running")
 ENDED_WELL = ("completed",)
 ENDED_BADLY = ("failed", "abandoned", "timeout", "cancelled")
 ENDED = ENDED_WELL + ENDED_BADLY
+RETRIED = "retried"
 NOT_RUN = ("skipped", "missed")
-STATUSES = ACTIVE + ENDED + NOT_RUN
+STATUSES = ACTIVE + ENDED + (RETRIED,) + NOT_RUN
+FINAL = ENDED + (RETRIED,) + NOT_RUN  # a record with one of these never changes status again
 
 # The key of a status tally under which records of statuses not counted one by one are summed.
 OTHER = "*"
 # The statuses the figures need one by one (everything else only counts towards the total).
-COUNTED = ENDED + NOT_RUN + ("running",)
+COUNTED = ENDED + NOT_RUN + ("running", RETRIED)
 
 
 def is_run(status: Any) -> bool:
@@ -79,6 +86,9 @@ def compute(statuses: Mapping[Any, int]) -> dict:
         "completed_executions": n["completed"],
         "failed_executions": n["failed"],
         "abandoned_executions": n["abandoned"],
+        "timeout_executions": n["timeout"],
+        "cancelled_executions": n["cancelled"],
+        "retried_executions": n[RETRIED],
         "running_executions": n["running"],
         "skipped_executions": n["skipped"],
         "missed_executions": n["missed"],

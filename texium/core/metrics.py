@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from functools import cached_property
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
@@ -217,3 +218,17 @@ class Metrics:
     def http_request(self, route: str, method: str, status: int, seconds: float) -> None:
         self.http_requests.labels(route, method, str(status)).inc()
         self.http_duration.labels(route, method).observe(seconds)
+
+    # -- alerts (texium.core.alerts) ---------------------------------------------------
+    @cached_property
+    def alerts(self) -> Counter:
+        """Registered on first use, so this block stays self-contained (only the alerts thread uses it)."""
+        return Counter(
+            "texium_alerts_total",
+            "Job alerts this node delivered, by channel (email, webhook), event and outcome (sent, failed).",
+            ["channel", "event", "outcome"],
+            registry=self.registry,
+        )
+
+    def alert_delivered(self, channel: str, event: str, ok: bool) -> None:
+        self.alerts.labels(channel, event, "sent" if ok else "failed").inc()

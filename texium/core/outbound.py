@@ -26,6 +26,8 @@ OUTBOUND_ALLOW and OUTBOUND_DENY_PRIVATE (texium.jobs._util.outbound_policy).
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import http.client
 import ipaddress
 import socket
@@ -297,3 +299,14 @@ def http_request(
         return HTTPAnswer(response.status, response.reason, data, conn.peer)
     finally:
         conn.close()
+
+
+# --------------------------------------------------------------------------- signing
+
+SIGNATURE_HEADER = "X-Texium-Signature"
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The X-Texium-Signature value: sha256=<hex HMAC-SHA256 of the exact body>, so a receiver
+    can check a webhook (job or alert) came from whoever holds the secret."""
+    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()

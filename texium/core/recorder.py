@@ -48,6 +48,7 @@ class Recorder:
     def __init__(self, datastore: Datastore, metrics: Metrics | None = None):
         self._ds = datastore
         self._metrics = metrics if metrics is not None else Metrics()
+        self._inserts: list[dict] = []  # new execution records (pending retries), written first
         self._executions: dict[str, _Change] = {}
         self._jobs: dict[str, _Change] = {}
         self._cond = threading.Condition()
@@ -59,6 +60,12 @@ class Recorder:
         self._thread.start()
 
     # -- producers ---------------------------------------------------------------------
+    def insert(self, execution: dict) -> None:
+        """A new execution record; a second insert of its occurrence key is dropped by the store."""
+        with self._cond:
+            self._inserts.append(execution)
+            self._cond.notify_all()
+
     def execution(self, execution_id: str, fields: dict) -> None:
         self._queue(self._executions, execution_id, fields, None)
 
@@ -74,13 +81,13 @@ class Recorder:
     @property
     def pending(self) -> int:
         with self._cond:
-            return len(self._executions) + len(self._jobs) + (1 if self._writing else 0)
+            return len(self._inserts) + len(self._executions) + len(self._jobs) + (1 if self._writing else 0)
 
     def flush(self, timeout: float) -> bool:
         """Wait until everything queued so far is written; False if time ran out."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._executions or self._jobs or self._writing:
+            while self._inserts or self._executions or self._jobs or self._writing:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -103,17 +110,19 @@ class Recorder:
         delay = RETRY_FIRST
         while True:
             with self._cond:
-                while not (self._executions or self._jobs or self._stopping):
+                while not (self._inserts or self._executions or self._jobs or self._stopping):
                     self._cond.wait()
                 if self._stopping:
                     return
-                executions, jobs = self._executions, self._jobs
-                self._executions, self._jobs = {}, {}
+                inserts, executions, jobs = self._inserts, self._executions, self._jobs
+                self._inserts, self._executions, self._jobs = [], {}, {}
                 self._writing = True
             # Executions first and on their own: a failing counter never holds back a record.
+            not_inserted, insert_error = self._insert(inserts)
             failed = [self._write(self._ds.executions, executions), self._write(self._ds.jobs, jobs)]
-            errors = [error for _, error in failed if error is not None]
+            errors = [error for error in (insert_error, *(e for _, e in failed)) if error is not None]
             with self._cond:
+                self._inserts[:0] = not_inserted
                 self._requeue(failed[0][0], self._executions)
                 self._requeue(failed[1][0], self._jobs)
                 self._writing = False
@@ -128,6 +137,16 @@ class Recorder:
                     self.failing_since, self.last_error = None, ""
                 self._cond.notify_all()
 
+    def _insert(self, records: list[dict]) -> tuple[list[dict], Exception | None]:
+        if not records:
+            return [], None
+        try:
+            with self._metrics.store_call("recorder_write"):
+                self._ds.executions.insert_many(records)
+        except Exception as exc:
+            return records, exc
+        return [], None
+
     def _write(self, collection, changes: dict[str, _Change]) -> tuple[dict[str, _Change], Exception | None]:
         """Apply changes in one batch; returns (what is still unwritten, the error)."""
         if not changes:
@@ -135,13 +154,32 @@ class Recorder:
         try:
             with self._metrics.store_call("recorder_write"), self._ds.batch():
                 for doc_id, change in changes.items():
-                    if change.inc:
-                        collection.update(doc_id, fields=change.set, inc=change.inc)
-                    else:  # a plain set needs no read of the document (SQLite: json_set)
-                        collection.update_many({"_id": doc_id}, change.set)
+                    self._apply(collection, doc_id, change)
+        except (TypeError, ValueError):  # a change no store can take: write the others one by one
+            return self._write_each(collection, changes)
         except Exception as exc:  # keep everything and try again: never drop a record
             return changes, exc
         return {}, None
+
+    @staticmethod
+    def _apply(collection, doc_id: str, change: _Change) -> None:
+        if change.inc:
+            collection.update(doc_id, fields=change.set, inc=change.inc)
+        else:  # a plain set needs no read of the document (SQLite: json_set)
+            collection.update_many({"_id": doc_id}, change.set)
+
+    def _write_each(self, collection, changes: dict[str, _Change]) -> tuple[dict[str, _Change], Exception | None]:
+        """A bug's change (a value the store cannot encode) is dropped with an error line, rather
+        than retried for ever in front of every record after it."""
+        left, error = {}, None
+        for doc_id, change in changes.items():
+            try:
+                self._apply(collection, doc_id, change)
+            except (TypeError, ValueError) as exc:
+                log.error("Dropped a change to %s that cannot be stored (%s): %s", doc_id, exc, sorted(change.set))
+            except Exception as exc:
+                left[doc_id], error = change, exc
+        return left, error
 
     @staticmethod
     def _requeue(older: dict[str, _Change], target: dict[str, _Change]) -> None:

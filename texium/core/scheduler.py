@@ -17,7 +17,9 @@ late firings without a trace. Each pass here:
 4. dispatches what it inserted onto the runner's pool (a queue put, never a wait). A pass
    wakes `lead_seconds` before the next run time and claims the occurrences due by then, so
    the claim is written before the occurrence and a timer hands them over on time;
-5. sleeps until the next run time, but never longer than `poll_seconds`, so schedule changes
+5. claims the pending retries (execution records `scheduled` with no node yet) due before its
+   next look, each by a compare-and-set of its `node_id`, so one node runs each;
+6. sleeps until the next run time, but never longer than `poll_seconds`, so schedule changes
    made through another node are seen; after a store error it retries after `retry_seconds`
    and says so in health.
 
@@ -110,8 +112,8 @@ class TexiumScheduler(BackgroundScheduler):
             return None
         clock, now = time.monotonic(), utcnow()
         try:
-            claimed = self._claim(now, now + self._lead)
-            self._dispatch(claimed)
+            self._dispatch(self._claim(now, now + self._lead))
+            self._dispatch(self._claim_retries(now + timedelta(seconds=self._poll) + self._lead))
             with self._metrics.store_call("scheduler_next_run"):
                 next_time = self._store.next_run_time()
         except Exception as exc:  # the store failed: retry soon, never sleep for good
@@ -249,11 +251,40 @@ class TexiumScheduler(BackgroundScheduler):
             self._runner.count_run(doc["_id"])
         for record in missed_records:  # counted once the batch is written
             self._metrics.occurrences_missed(record["job_class_string"], record["missed_count"])
+            self._runner.outcome(record)
         if missed:
             self.state_of_pass.missed_total += missed
             log.warning(
                 "%d occurrences missed in the pass at %s (see executions with status 'missed')", missed, to_iso(now)
             )
+        return claimed
+
+    def _claim_retries(self, horizon: datetime) -> list[tuple[dict, dict]]:
+        """Take the pending retries due by `horizon` that no node has claimed yet."""
+        executions = self._ds.executions
+        with self._metrics.store_call("scheduler_retries"):
+            pending = executions.find(
+                {"status": "scheduled", "node_id": None, "scheduled_at": {"$lte": horizon}},
+                sort=[("scheduled_at", 1)],
+                limit=1000,
+            )
+        claimed = []
+        me = self._runner.identity
+        for record in pending:
+            ours = {"node_id": me.node_id, "hostname": me.hostname, "pid": me.pid}
+            if not executions.update_many({"_id": record["_id"], "status": "scheduled", "node_id": None}, ours):
+                continue  # another node took it
+            record.update(ours)
+            try:
+                job = self._ds.jobs.get(record["job_id"])
+            except Exception:  # give it back for the next pass (of any node)
+                executions.update_many({"_id": record["_id"], "node_id": me.node_id}, {"node_id": None})
+                raise
+            if job is None:
+                why = "Skipped: the job was deleted before this retry was due"
+                self._runner.end_unstarted(record, "skipped", why, "deleted")
+                continue
+            claimed.append((record, job))
         return claimed
 
     # -- health ------------------------------------------------------------------------

@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from texium.core import cron, secret_args
+from texium.core import cron, figures, secret_args
 from texium.core.audit import AuditLog
 from texium.core.datastore.base import Datastore
-from texium.core.errors import NotFound, ValidationError
+from texium.core.errors import Conflict, NotFound, ValidationError
 from texium.core.jobstore import DocumentJobStore, schedule_for
 from texium.core.jsontext import Raw
 from texium.core.listing import Page, list_page
@@ -26,7 +26,7 @@ from texium.core.scheduler import TexiumScheduler
 from texium.core.secrets import SecretBox
 from texium.core.timeutil import to_iso, utcnow
 from texium.core.users import owned_by
-from texium.core.validation import request_schema, require_id, validate_body
+from texium.core.validation import FORMATS, email_address, request_schema, require_id, validate_body
 
 log = logging.getLogger("texium.scheduler")
 SCHEDULE_FIELDS = (*cron.CRON_FIELDS, "timezone")
@@ -41,6 +41,33 @@ ARGUMENT_FIELDS = ("pub_args", "pub_kwargs")
 
 def _schedule(body: dict) -> dict:
     return {k: body[k] for k in SCHEDULE_FIELDS if k in body}
+
+
+def clean_notify(notify: dict | None) -> dict | None:
+    """`notify` with its addresses normalised; the rules its schema cannot say (400 otherwise)."""
+    if notify is None:
+        return None
+    emails = []
+    for index, address in enumerate(notify.get("email") or []):
+        try:
+            emails.append(email_address(address.strip()))
+        except ValueError:
+            why = f"{address!r} is not a valid email address"
+            raise ValidationError(f"Invalid field notify.email[{index}]: {why}") from None
+    webhook = (notify.get("webhook") or "").strip() or None
+    if webhook is not None:
+        try:
+            FORMATS["http-url"](webhook)
+        except ValueError:
+            raise ValidationError("Invalid field notify.webhook: must be an http(s) URL") from None
+        if secret_args.has_url_password(webhook):
+            raise ValidationError(
+                "Invalid field notify.webhook: no password in the URL (it would be stored in clear); "
+                "the server signs alerts with ALERT_WEBHOOK_SECRET instead"
+            )
+    if not emails and webhook is None:
+        raise ValidationError("Invalid field notify: give email recipients, a webhook or both (or null for none)")
+    return {"email": list(dict.fromkeys(emails)), "webhook": webhook, "events": notify["events"]}
 
 
 class SchedulerManager:
@@ -96,6 +123,8 @@ class SchedulerManager:
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
         unfinished = self._runner.shutdown(grace_seconds)
+        if self._runner.alerts is not None:  # before the recorder: what it sent is written down
+            self._runner.alerts.stop(timeout=5.0)
         self._recorder.stop(timeout=max(5.0, grace_seconds))
         self.nodes.stop()
         return unfinished
@@ -130,6 +159,12 @@ class SchedulerManager:
             if due is not None and (now - due["next_run_time"]).total_seconds() > overdue_after:
                 late = (now - due["next_run_time"]).total_seconds()
                 problems.append(f"Job {due['_id']} ({due.get('name')}) is overdue by {late:.0f} s: nothing is firing")
+        lingering = self._runner.lingering
+        if lingering >= self._runner.pool_size:
+            problems.append(
+                f"All {lingering} job threads are held by runs that did not stop after their timeout or cancel: "
+                "nothing can run (restart this node)"
+            )
         if self._recorder.failing_since is not None:
             problems.append(
                 f"{self._recorder.pending} execution updates waiting to be written since "
@@ -152,6 +187,8 @@ class SchedulerManager:
             "last_pass_ms": round(state.last_pass_ms, 2),
             "missed_since_start": state.missed_total,
             "pending_records": self._recorder.pending,
+            "lingering_threads": self._runner.lingering,
+            "alerts": self._runner.alerts.stats() if self._runner.alerts is not None else None,
         }
 
     def _wake(self, next_run_time: datetime | None) -> None:
@@ -258,11 +295,18 @@ class SchedulerManager:
         schedule = _schedule(body)
         doc = validate_body(body, JOB_CREATE)
         doc["job_class_string"] = self._registry.canonical(doc["job_class_string"])
+        doc["notify"] = clean_notify(doc["notify"])
         doc.update(cron.normalize(schedule, self._timezone))
         self._check_user(doc["user_id"])
         now = utcnow()
         doc.update(
-            is_paused=False, created_at=now, updated_at=now, last_run_time=None, total_executions=0, schedule_error=None
+            is_paused=False,
+            created_at=now,
+            updated_at=now,
+            last_run_time=None,
+            total_executions=0,
+            schedule_error=None,
+            alert_state=None,
         )
         doc["next_run_time"] = self._next_run(doc, now)
         sealed, _, _ = self._seal(doc)
@@ -284,6 +328,8 @@ class SchedulerManager:
         changes = validate_body(body, JOB_UPDATE, partial=True)
         if "job_class_string" in changes:
             changes["job_class_string"] = self._registry.canonical(changes["job_class_string"])
+        if "notify" in changes:
+            changes["notify"] = clean_notify(changes["notify"])
         if "user_id" in changes:
             self._check_user(changes["user_id"])
         doc = self.get(job_id)
@@ -353,6 +399,33 @@ class SchedulerManager:
             execution_id = self._runner.run_now(doc)
             self._audit.record(doc, "run_now", actor, f"Run now requested: execution {execution_id}")
         return execution_id
+
+    def cancel(self, execution_id: str, actor: str, owner: str | None = None) -> bool:
+        """Stop a scheduled or running execution, on whichever node has it. True: it is
+        `cancelled` already (it had not started); False: its node was asked to stop it (this
+        one at once, another through the store within CANCEL_POLL_SECONDS)."""
+        query = {"_id": require_id(execution_id, "execution_id")}
+        if owner is not None:
+            query["user_id"] = owner
+        execution = self._ds.executions.find_one(query)
+        if execution is None:
+            raise NotFound("Execution not found")
+        now, ended = utcnow(), False
+        asked = {"cancel_requested_at": now, "cancelled_by": actor}
+        if execution["status"] == "scheduled" and execution.get("node_id") is None:  # a pending retry
+            unclaimed = {"_id": execution_id, "status": "scheduled", "node_id": None}
+            error = f"Cancelled by {actor} before it started"
+            fields = {**asked, "status": "cancelled", "completed_at": now, "error": error}
+            ended = bool(self._ds.executions.update_many(unclaimed, fields))
+        if not ended:
+            if not self._ds.executions.update_many({"_id": execution_id, "status": {"$in": figures.ACTIVE}}, asked):
+                status = (self._ds.executions.get(execution_id) or execution)["status"]
+                raise Conflict(f"Execution {execution_id} has already ended ({status}); there is nothing to cancel")
+            ended = self._runner.cancel(execution_id, actor) == "ended"
+        job = {"_id": execution["job_id"], "name": execution.get("job_name"), "user_id": execution.get("user_id")}
+        what = "cancelled before it started" if ended else "cancel requested"
+        self._audit.record(job, "cancelled", actor, f"Execution {execution_id}: {what}")
+        return ended
 
     # -- utilities ---------------------------------------------------------------------
     def preview(self, fields: dict, count: int) -> dict:

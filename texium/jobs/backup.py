@@ -163,7 +163,7 @@ class DataBackupJob(JobBase):
         try:
             files.private_dir(tmp_dir)
             for name in names:
-                entries.append(self._dump(datastore.collection(name), name, tmp_dir))
+                entries.append(self._dump(datastore.collection(name), name, tmp_dir, self.context.cancelled))
             finished = utcnow()
             manifest = {
                 "format": FORMAT,
@@ -232,7 +232,8 @@ class DataBackupJob(JobBase):
         raise JobError(f"too many backups named {base}* in {root}")
 
     @staticmethod
-    def _dump(collection, name: str, directory: str) -> dict:
+    def _dump(collection, name: str, directory: str, cancelled=None) -> dict:
+        """Write one collection's file; stop (JobError, the partial backup is removed) when `cancelled` is set."""
         file_name = name + FILE_SUFFIX
         path = os.path.join(directory, file_name)
         digest = hashlib.sha256()
@@ -240,6 +241,11 @@ class DataBackupJob(JobBase):
         with open(path, "wb", opener=files.private_opener) as raw:
             with gzip.GzipFile(filename=file_name, mode="wb", fileobj=raw, mtime=0) as gz:
                 for doc in iter_collection(collection):
+                    if count % PAGE_SIZE == 0 and cancelled is not None and cancelled.is_set():
+                        raise JobError(
+                            f"backup stopped while dumping {name}: the run was cancelled or passed its time limit"
+                            "; nothing was written"
+                        )
                     line = (encode_doc(doc) + "\n").encode("utf-8")
                     if len(line) > MAX_LINE_BYTES:
                         raise JobError(

@@ -98,6 +98,7 @@ class DataCleanupJob(JobBase):
         counts: dict[str, int] = {}
         notes: list[str] = []
         for name in names:
+            self._check_cancelled(counts)
             flt = {"created_at": {"$lt": cutoff}}
             if name == "scheduler_executions":
                 flt["status"] = {"$nin": ACTIVE_STATUSES}
@@ -105,7 +106,7 @@ class DataCleanupJob(JobBase):
             if dry_run:
                 counts[name] = collection.count(flt)
             elif name == "scheduler_executions":
-                counts[name], jobs, runs = self._delete_executions(datastore, flt)
+                counts[name], jobs, runs = self._delete_executions(datastore, flt, self._check_cancelled)
                 if jobs:
                     notes.append(f"total_executions of {jobs} job(s) lowered by their {runs} deleted run(s)")
             elif name == "reports":
@@ -127,8 +128,17 @@ class DataCleanupJob(JobBase):
         lines += [f"  ({note})" for note in notes]
         return "\n".join(lines)
 
+    def _check_cancelled(self, counts: dict | None = None) -> None:
+        """Stop between steps when the run was cancelled or passed its time limit."""
+        if self.context.cancelled.is_set():
+            done = ", ".join(f"{name}: {count}" for name, count in (counts or {}).items())
+            raise JobError(
+                "cleanup stopped: the run was cancelled or passed its time limit; what was deleted stays deleted"
+                + (f" ({done})" if done else "")
+            )
+
     @staticmethod
-    def _delete_executions(datastore, flt) -> tuple[int, int, int]:
+    def _delete_executions(datastore, flt, check=lambda: None) -> tuple[int, int, int]:
         """Delete the matching executions page by page and take each job's deleted runs off its
         total_executions counter at once, so that it stays equal to the stats' total for the job.
         Returns (deleted, jobs whose counter went down, runs taken off)."""
@@ -141,6 +151,7 @@ class DataCleanupJob(JobBase):
         not_run_status = {"$in": list(figures.NOT_RUN)}
         offset = 0  # documents of the filter that were not deleted (they stay in front)
         while True:
+            check()  # between pages: stop when the run must
             page = executions.find(flt, sort=[("created_at", 1)], limit=PAGE_SIZE, offset=offset)
             groups: dict[tuple, list[str]] = {}
             for doc in page:
@@ -169,6 +180,7 @@ class DataCleanupJob(JobBase):
         report_dir = os.path.realpath(_util.dir_setting(self.context.config, "REPORT_DIR", "reports"))
         deleted = removed = 0
         while True:
+            self._check_cancelled()
             page = collection.find(flt, sort=[("created_at", 1)], limit=500)
             if not page:
                 break

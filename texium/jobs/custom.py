@@ -3,9 +3,11 @@
 * Only regular, executable files whose real path lies inside SCRIPTS_DIR run: `../x`,
   absolute paths and symlinks leading out are refused.
 * No shell: the parameters become `--key value` arguments and a JSON document on stdin.
-* The script runs in its own session; on timeout the whole process group is terminated
-  (SIGTERM, then SIGKILL), children included.
-* stdout and stderr are each captured up to OUTPUT_LIMIT bytes; the rest is drained and counted.
+* The script runs in its own session; on its `timeout`, or when the run is cancelled or passes
+  the job's time limit (`context.cancelled`), the whole process group is terminated (SIGTERM,
+  then SIGKILL), children included.
+* stdout goes to the execution's output as it arrives (so it can be followed while the script
+  runs); stdout and stderr are each kept up to OUTPUT_LIMIT bytes; the rest is drained and counted.
 * The environment is minimal (no settings, no credentials of the server) plus TEXIUM_* ids.
 * When the runner provides a ProcessRegistry as `context.processes`, the group is tracked
   while the script runs, so the server can kill it if it stops (or restarts) before the end.
@@ -13,6 +15,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import re
@@ -21,25 +24,36 @@ import subprocess
 import threading
 import time
 
+import psutil
+
 from texium.core.processes import ProcessRegistry
 from texium.jobs import _util
-from texium.jobs.base import JobBase, JobError
+from texium.jobs.base import JobBase, JobError, JobTimeout
 
 OUTPUT_LIMIT = 1 << 20  # bytes per stream
-DEFAULT_TIMEOUT = 300.0
+DEFAULT_TIMEOUT = 300.0  # only when the job has no time limit of its own (context.timeout_seconds)
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL
 LINGER = 2.0  # seconds to wait for children still holding the pipes after the script exited
+POLL = 0.1  # seconds between looks at context.cancelled while the script runs
 CONTROL_KEYS = ("timeout",)
 _PARAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _ENV_PASSTHROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME")
 
 
 class _Capture:
-    """Read a pipe to the end, keeping the first `limit` bytes."""
+    """Read a pipe to the end, keeping the first `limit` bytes.
 
-    def __init__(self, pipe, limit: int):
+    With a `sink`, the kept bytes are not stored but sent to it as text as they arrive (an
+    incremental decoder, so a character split across two reads comes out whole).
+    """
+
+    def __init__(self, pipe, limit: int, sink=None):
         self.pipe = pipe
         self.limit = limit
+        self.sink = sink
+        self.streaming = sink is not None
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.last = ""  # the last text sent to the sink
         self.chunks: list[bytes] = []
         self.kept = 0
         self.total = 0
@@ -56,21 +70,38 @@ class _Capture:
                 room = self.limit - self.kept
                 if room > 0:
                     piece = chunk[:room]
-                    self.chunks.append(piece)
                     self.kept += len(piece)
+                    if not self.streaming:
+                        self.chunks.append(piece)
+                    else:
+                        self._send(self.decoder.decode(piece))
         except (OSError, ValueError):
             pass
+        finally:
+            if self.streaming:
+                self._send(self.decoder.decode(b"", final=True))
+
+    def _send(self, text: str) -> None:
+        if not text or self.sink is None:
+            return
+        try:
+            self.sink(text)
+            self.last = text
+        except Exception:  # a broken sink must not stop the draining (the script would block)
+            self.sink = None
+
+    def note(self, stream: str, before: str) -> str:
+        """The truncation note (on a line of its own after `before`), or '' when all was kept."""
+        if self.total <= self.kept:
+            return ""
+        return ("\n" if before and not before.endswith("\n") else "") + (
+            f"[{stream} truncated: showing the first {self.kept} of {self.total} bytes; "
+            f"the limit is {self.limit} bytes]\n"
+        )
 
     def text(self, stream: str) -> str:
         text = b"".join(self.chunks).decode("utf-8", "replace")
-        if self.total > self.kept:
-            if text and not text.endswith("\n"):
-                text += "\n"
-            text += (
-                f"[{stream} truncated: showing the first {self.kept} of {self.total} bytes; "
-                f"the limit is {self.limit} bytes]\n"
-            )
-        return text
+        return text + self.note(stream, text)
 
 
 def resolve_script(scripts_dir: str, name) -> str:
@@ -134,7 +165,8 @@ class CustomScriptJob(JobBase):
                     "type": "number",
                     "required": False,
                     "description": "pub_kwargs: seconds before the script's process group is "
-                    f"killed (default {DEFAULT_TIMEOUT:g}); not passed to the script",
+                    f"killed (default {DEFAULT_TIMEOUT:g} when the job has no timeout_seconds; none "
+                    "when it has one, which then governs); not passed to the script",
                 },
             ],
             "example_arguments": {
@@ -144,9 +176,12 @@ class CustomScriptJob(JobBase):
             "notes": (
                 "Runs without a shell in its own process session, working directory = the script's directory, "
                 "with a minimal environment (PATH, HOME, LANG, TZ ...) plus TEXIUM_JOB_ID, TEXIUM_JOB_NAME and "
-                "TEXIUM_EXECUTION_ID. stdout becomes the output (stderr is appended); each is capped at 1 MiB "
-                "with a truncation note. A non-zero exit fails with the exit code and stderr. Names leaving "
-                "SCRIPTS_DIR (../, absolute paths, symlinks pointing out) are refused."
+                "TEXIUM_EXECUTION_ID. stdout becomes the output as it arrives (stderr is appended at the end); "
+                "each is capped at 1 MiB with a truncation note. A non-zero exit fails with the exit code and "
+                "stderr. When the run is cancelled or passes the job's timeout_seconds, the script's process "
+                f"group gets SIGTERM, then SIGKILL {KILL_GRACE:g} s later if still there. The `timeout` "
+                "argument ends the run as timed out the same way. Names leaving SCRIPTS_DIR (../, absolute "
+                "paths, symlinks pointing out) are refused."
             ),
         }
 
@@ -154,9 +189,11 @@ class CustomScriptJob(JobBase):
         if not args:
             raise JobError("script_name is required as pub_args[0]")
         _util.no_extra_args(args, 1, "[script_name]")
-        timeout = _util.number(
-            "timeout", kwargs.get("timeout", DEFAULT_TIMEOUT), minimum=0, exclusive_minimum=True, maximum=7 * 86400
-        )
+        timeout = None  # the job's own limit (timeout_seconds), enforced through context.cancelled, governs
+        if "timeout" in kwargs or self.context.timeout_seconds is None:
+            timeout = _util.number(
+                "timeout", kwargs.get("timeout", DEFAULT_TIMEOUT), minimum=0, exclusive_minimum=True, maximum=7 * 86400
+            )
         params = {k: v for k, v in kwargs.items() if k not in CONTROL_KEYS}
         argv_params = script_arguments(params)
         scripts_dir = _util.dir_setting(self.context.config, "SCRIPTS_DIR", "scripts")
@@ -201,18 +238,18 @@ class CustomScriptJob(JobBase):
         if processes is not None:
             processes.track(self.context.execution_id, proc)
         try:
-            out = _Capture(proc.stdout, OUTPUT_LIMIT)
+            out = _Capture(proc.stdout, OUTPUT_LIMIT, sink=self.context.write)
             err = _Capture(proc.stderr, OUTPUT_LIMIT)
             feeder = threading.Thread(target=self._feed, args=(proc.stdin, stdin_doc), daemon=True)
             feeder.start()
 
-            timed_out = False
+            stopped = None  # "timeout" (the script's own), "cancelled" (the run's flag), or None: it exited
+            needed_kill = False
             leftovers_killed = False
             try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                self._kill_group(proc)
+                stopped = self._wait(proc, started, timeout)
+                if stopped is not None:
+                    needed_kill = self._kill_group(proc)
             except BaseException:
                 self._kill_group(proc)
                 raise
@@ -236,14 +273,21 @@ class CustomScriptJob(JobBase):
                 processes.untrack(self.context.execution_id, proc.pid)
         elapsed = time.monotonic() - started
 
-        stdout = out.text("stdout")
+        # stdout was written as it came: only the truncation note, or a last line break, is missing.
+        ending = out.note("stdout", out.last) or ("\n" if out.last and not out.last.endswith("\n") else "")
+        if ending:
+            self.context.write(ending)
         stderr = err.text("stderr")
-        if stdout:
-            self.write(stdout)
-        if timed_out:
-            raise JobError(
+        if stopped == "timeout":
+            raise JobTimeout(
                 f"script {name!r} timed out after {timeout:g} s; its process group was killed"
                 + (f"\nstderr:\n{stderr}" if stderr else "")
+            )
+        if stopped == "cancelled":
+            signals = f"SIGTERM, then SIGKILL {KILL_GRACE:g} s later" if needed_kill else "SIGTERM"
+            raise JobError(
+                f"script {name!r} was stopped (the run was cancelled or passed its time limit): "
+                f"its process group got {signals}" + (f"\nstderr:\n{stderr}" if stderr else "")
             )
         code = proc.returncode
         if code != 0:
@@ -269,19 +313,48 @@ class CustomScriptJob(JobBase):
             except (BrokenPipeError, OSError):
                 pass
 
+    def _wait(self, proc: subprocess.Popen, started: float, timeout: float | None) -> str | None:
+        """Wait for the script in short steps, so a set `context.cancelled` is seen at once.
+
+        Returns None when it exited, "timeout" when its own `timeout` ran out, "cancelled" when
+        the run must stop.
+        """
+        cancelled = self.context.cancelled
+        deadline = None if timeout is None else started + timeout
+        while True:
+            if cancelled.is_set():
+                return "cancelled"
+            step = POLL if deadline is None else min(POLL, deadline - time.monotonic())
+            if step <= 0:
+                return "timeout"
+            try:
+                proc.wait(timeout=step)
+                return None
+            except subprocess.TimeoutExpired:
+                pass
+
     @classmethod
-    def _kill_group(cls, proc: subprocess.Popen) -> None:
-        """SIGTERM the script's process group, SIGKILL it if it is still there after the grace."""
+    def _kill_group(cls, proc: subprocess.Popen) -> bool:
+        """SIGTERM the script's process group, SIGKILL it if it is still there after the grace.
+
+        Returns whether SIGKILL was needed: a process of the group outlived SIGTERM by the grace.
+        """
+        deadline = time.monotonic() + KILL_GRACE
         cls._signal_group(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=KILL_GRACE)
         except subprocess.TimeoutExpired:
             pass
-        cls._signal_group(proc.pid, signal.SIGKILL)
+        # The leader is gone; its children got SIGTERM too and may take a moment to exit.
+        while proc.returncode is not None and _group_running(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        needed = proc.returncode is None or _group_running(proc.pid)
+        cls._signal_group(proc.pid, signal.SIGKILL)  # always: a member may have just started
         try:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:  # pragma: no cover - unkillable (D state)
             pass
+        return needed
 
     @staticmethod
     def _signal_group(pgid: int, sig: int) -> None:
@@ -289,6 +362,21 @@ class CustomScriptJob(JobBase):
             os.killpg(pgid, sig)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def _group_running(pgid: int) -> bool:
+    """Does a process of group `pgid` still run? Zombies (dead, waiting to be reaped) do not count."""
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    for process in psutil.process_iter():
+        try:
+            if os.getpgid(process.pid) == pgid and process.status() != psutil.STATUS_ZOMBIE:
+                return True
+        except (OSError, psutil.Error):
+            continue
+    return False
 
 
 def _signal_name(number: int) -> str:

@@ -144,6 +144,8 @@ class ReportGenerationJob(JobBase):
         flt = {"created_at": {"$gte": period_start, "$lt": period_end}}
         offset = 0
         while True:
+            if self.context.cancelled.is_set():  # between pages: nothing is written yet
+                raise JobError("report stopped: the run was cancelled or passed its time limit; no report was written")
             page = executions.find(flt, sort=[("created_at", 1)], limit=PAGE_SIZE, offset=offset)
             for ex in page:
                 key = ex.get("job_id") or f"name:{ex.get('job_name')}"

@@ -88,6 +88,11 @@ class ServerHealthCheckJob(JobBase):
 
         if reachable and url:
             shown = _util.redact_url(url)
+            if self.context.cancelled.is_set():  # the HTTP check could take `timeout` more seconds
+                raise JobError(
+                    f"check of {name!r} stopped before HTTP GET {shown}: the run was cancelled or passed its "
+                    "time limit; the server is left unchanged"
+                )
             http_status, http_ms, http_error = self._http_check(policy, url, shown, timeout)
             if http_status is not None:
                 lines.append(f"HTTP GET {shown}: {http_status} ({http_ms} ms)")

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import http.client
 import json
 import re
 import time
 
-from texium.core.outbound import OutboundRefused, http_request
+from texium.core.outbound import SIGNATURE_HEADER, OutboundRefused, http_request, sign
 from texium.core.timeutil import to_iso, utcnow
 from texium.jobs import _util
 from texium.jobs.base import JobBase, JobError
@@ -19,14 +17,8 @@ DEFAULT_RETRIES = 3
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_BACKOFF = 1.0
 MAX_BACKOFF = 60.0
-SIGNATURE_HEADER = "X-Texium-Signature"
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _RESERVED_HEADERS = {"content-length", "host", "transfer-encoding", SIGNATURE_HEADER.lower()}
-
-
-def sign(secret: str, body: bytes) -> str:
-    """The X-Texium-Signature value: sha256=<hex HMAC-SHA256 of the exact body>."""
-    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
 
 
 class WebhookJob(JobBase):
@@ -149,6 +141,9 @@ class WebhookJob(JobBase):
         attempts = retries + 1
         log: list[str] = []
         for attempt in range(1, attempts + 1):
+            if self.context.cancelled.is_set():  # the run was cancelled or passed its time limit
+                done = (": " + "; ".join(log)) if log else ""
+                raise JobError(f"POST {shown} cancelled before attempt {attempt}{done}")
             started = time.monotonic()
             status, reason, excerpt, error = None, "", "", None
             try:
@@ -190,7 +185,9 @@ class WebhookJob(JobBase):
             else:
                 log.append(f"attempt {attempt}: {error} ({elapsed} ms)")
             if attempt < attempts:
-                time.sleep(min(backoff * (2 ** (attempt - 1)), MAX_BACKOFF))
+                delay = min(backoff * (2 ** (attempt - 1)), MAX_BACKOFF)
+                if self.context.cancelled.wait(delay):  # a sleep that ends when the run must stop
+                    raise JobError(f"POST {shown} cancelled before attempt {attempt + 1}: " + "; ".join(log))
         raise JobError(f"POST {shown} failed after {attempts} attempt(s): " + "; ".join(log))
 
 

@@ -51,6 +51,8 @@ ROUTES = [
     (rf"/api/scheduler/users/{ID}/jobs", jobs.UserJobsHandler),
     (r"/api/scheduler/executions", executions.ExecutionsHandler),
     (rf"/api/scheduler/executions/{ID}", executions.ExecutionHandler),
+    (rf"/api/scheduler/executions/{ID}/cancel", executions.ExecutionCancelHandler),
+    (rf"/api/scheduler/executions/{ID}/output/stream", executions.ExecutionOutputStreamHandler),
     (r"/api/scheduler/audit-logs", executions.AuditLogsHandler),
     (r"/api/scheduler/available-jobs", utility.AvailableJobsHandler),
     (r"/api/scheduler/stats", utility.StatsHandler),

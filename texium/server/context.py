@@ -11,13 +11,14 @@ from typing import Any
 
 from texium import __version__
 from texium.core import caches
+from texium.core.alerts import Alerts
 from texium.core.apikeys import ApiKeys
 from texium.core.audit import AuditLog
 from texium.core.datastore import Datastore, open_datastore
 from texium.core.executions import ExecutionHistory
 from texium.core.metrics import Metrics
 from texium.core.nodes import NodeIdentity, NodeRegistry
-from texium.core.outbound import parse_networks
+from texium.core.outbound import OutboundPolicy, parse_networks
 from texium.core.processes import ProcessRegistry
 from texium.core.recorder import Recorder
 from texium.core.records import JobRecords
@@ -93,6 +94,15 @@ def build_context(settings: dict[str, Any]) -> AppContext:
     )
     metrics = Metrics(__version__)  # this server's own registry (GET /metrics)
     recorder = Recorder(datastore, metrics)
+    job_config = {name: settings[name] for name in JOB_SETTINGS}
+    public_url = settings["PUBLIC_URL"] or f"http://{settings['HTTP_ADDRESS']}:{settings['HTTP_PORT']}"
+    alerts = Alerts(
+        datastore,
+        {**job_config, "PUBLIC_URL": public_url.rstrip("/"), "ALERT_WEBHOOK_SECRET": settings["ALERT_WEBHOOK_SECRET"]},
+        OutboundPolicy.from_settings(settings["OUTBOUND_ALLOW"], settings["OUTBOUND_DENY_PRIVATE"]),
+        recorder.execution,
+        metrics,
+    )
     runner = ExecutionRunner(
         datastore,
         registry,
@@ -100,12 +110,15 @@ def build_context(settings: dict[str, Any]) -> AppContext:
         identity,
         settings["THREAD_POOL_SIZE"],
         max_instances=settings["JOB_MAX_INSTANCES"],
-        job_config={name: settings[name] for name in JOB_SETTINGS},
+        job_config=job_config,
         hooks={"clear_cache": caches.clear_all, "server_instance_url": servers.instance_url},
         processes=ProcessRegistry(os.path.join(settings["DATA_DIR"], "run", "processes"), node_id=identity.hostname),
         peers_alive=lambda: nodes.peers_alive,
         secrets=secrets,
         metrics=metrics,
+        default_timeout=settings["DEFAULT_JOB_TIMEOUT"] or None,
+        stop_grace=settings["STOP_GRACE_SECONDS"],
+        alerts=alerts,
     )
     metrics.watch(nodes_alive=lambda: nodes.peers_alive + 1, pending_records=lambda: recorder.pending)
     scheduler = SchedulerManager(

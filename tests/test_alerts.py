@@ -1,0 +1,327 @@
+"""Per-job failure alerts (texium.core.alerts) against real peers: a loopback SMTP server and
+loopback HTTP receivers, on both stores (the `datastore` fixture: SQLite and mongomock)."""
+
+from __future__ import annotations
+
+import contextlib
+import email
+import email.policy
+import hashlib
+import hmac
+import http.server
+import json
+import logging
+import socket
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+
+from tests.jobs_fixtures import closed_port, http_server, smtp_server
+from texium.core.alerts import EVENTS, Alerts, transition
+from texium.core.metrics import Metrics
+from texium.core.outbound import OutboundPolicy
+from texium.core.timeutil import utcnow
+
+LOOPBACK = OutboundPolicy.from_settings("127.0.0.1/32")  # loopback is refused by default
+PUBLIC_URL = "http://127.0.0.1:8888"
+STATES = (None, "ok", "failing", "missed")
+STATUSES = ("completed", "failed", "abandoned", "timeout", "missed", "cancelled", "skipped", "retried", "running")
+
+
+def smtp_config(port: int, **extra) -> dict:
+    return {
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": port,
+        "SMTP_FROM": "texium@example.org",
+        "PUBLIC_URL": PUBLIC_URL,
+        **extra,
+    }
+
+
+@pytest.fixture
+def make_alerts(datastore):
+    """Alerts on the test store that record into its executions; all stopped at the end."""
+    made = []
+
+    def make(config, metrics=None, store=None):
+        def record(execution_id, fields):
+            datastore.executions.update_many({"_id": execution_id}, fields)
+
+        alerts = Alerts(store or datastore, config, LOOPBACK, record, metrics, attempts=3, backoff=0.05)
+        made.append(alerts)
+        return alerts
+
+    yield make
+    for alerts in made:
+        alerts.stop(5)
+
+
+def add_job(datastore, notify, name="Nightly backup") -> str:
+    now = utcnow()
+    job = {
+        "name": name,
+        "job_class_string": "jobs.echo.EchoJob",
+        "user_id": "0123456789abcdef01234567",
+        "pub_args": ["arg-s3cret"],
+        "notify": notify,
+        "created_at": now,
+        "updated_at": now,
+    }
+    return datastore.jobs.insert(job)
+
+
+def add_execution(datastore, job_id: str, status: str, error: str = "") -> dict:
+    start = utcnow()
+    execution = {
+        "job_id": job_id,
+        "job_name": "Nightly backup",
+        "status": status,
+        "error": error,
+        "output": "output-s3cret",
+        "scheduled_at": start - timedelta(seconds=1),
+        "started_at": start,
+        "completed_at": start + timedelta(milliseconds=1500),
+        "duration_ms": 1500,
+        "attempt": 1,
+        "retry_of": None,
+    }
+    execution["_id"] = datastore.executions.insert(dict(execution))
+    return execution
+
+
+def notify(email_to=(), webhook=None, events=EVENTS) -> dict:
+    return {"email": list(email_to), "webhook": webhook, "events": list(events)}
+
+
+# --------------------------------------------------------------------------- the state machine
+
+
+def test_transition_table():
+    expected = {  # status -> {previous state: (new state, event)}
+        "completed": {"ok": ("ok", None), "failing": ("ok", "recovery"), "missed": ("ok", None)},
+        "failed": {"ok": ("failing", "failure"), "failing": ("failing", None), "missed": ("failing", "failure")},
+        "abandoned": {"ok": ("failing", "failure"), "failing": ("failing", None), "missed": ("failing", "failure")},
+        "timeout": {"ok": ("failing", "timeout"), "failing": ("failing", None), "missed": ("failing", "timeout")},
+        "missed": {"ok": ("missed", "missed"), "failing": ("missed", "missed"), "missed": ("missed", None)},
+    }
+    for status in STATUSES + ("scheduled",):
+        for state in STATES:
+            unchanged = (state or "ok", None)
+            assert transition(state, status) == expected.get(status, {}).get(state or "ok", unchanged), (state, status)
+
+
+# --------------------------------------------------------------------------- delivery
+
+
+def test_failing_three_times_then_recovering_alerts_twice_on_both_channels(datastore, make_alerts):
+    metrics = Metrics()
+    with smtp_server() as (handler, port), http_server([200]) as web:
+        job_id = add_job(datastore, notify(["ops@example.com", "dev@example.com"], web.url + "/hook"))
+        alerts = make_alerts(smtp_config(port), metrics)
+        error = "\n".join(f"line {n}" for n in range(1, 31))
+        runs = [add_execution(datastore, job_id, "failed", error) for _ in range(3)]
+        runs.append(add_execution(datastore, job_id, "completed"))
+        for run in runs:
+            alerts.observe(job_id, run)
+        assert alerts.stop(5)
+
+    assert [m["rcpt_tos"] for m in handler.messages] == [["ops@example.com", "dev@example.com"]] * 2
+    mails = [email.message_from_bytes(m["content"], policy=email.policy.default) for m in handler.messages]
+    assert [m["Subject"] for m in mails] == [
+        "[Texium] Job failing: Nightly backup",
+        "[Texium] Job recovered: Nightly backup",
+    ]
+    text = mails[0].get_content()
+    assert f"{PUBLIC_URL}/#/executions/{runs[0]['_id']}" in text and job_id in text
+    assert "line 20" in text and "line 21" not in text and "+00:00" in text and "1500 ms" in text
+    assert "s3cret" not in text
+
+    assert [r["headers"]["X-Texium-Event"] for r in web.requests] == ["failure", "recovery"]
+    first = web.requests[0]
+    assert first["headers"]["Content-Type"] == "application/json" and first["path"] == "/hook"
+    assert first["headers"]["User-Agent"] == "Texium-Alerts/1"
+    assert first["headers"]["X-Texium-Execution"] == runs[0]["_id"]
+    assert "X-Texium-Signature" not in first["headers"]
+    body = json.loads(first["body"])
+    assert body["event"] == "failure" and body["link"] == f"{PUBLIC_URL}/#/executions/{runs[0]['_id']}"
+    assert body["job"] == {"id": job_id, "name": "Nightly backup", "job_class_string": "jobs.echo.EchoJob"}
+    assert body["execution"]["status"] == "failed" and body["execution"]["duration_ms"] == 1500
+    assert body["execution"]["error"] == "\n".join(f"line {n}" for n in range(1, 21))
+    assert body["execution"]["started_at"].endswith("+00:00") and body["timestamp"].endswith("+00:00")
+    assert b"s3cret" not in first["body"]
+
+    assert datastore.jobs.get(job_id)["alert_state"] == "ok"
+    recorded = [datastore.executions.get(run["_id"]).get("alerts") for run in runs]
+    assert recorded[1] is None and recorded[2] is None
+    for entries, event in ((recorded[0], "failure"), (recorded[3], "recovery")):
+        assert [(a["event"], a["channel"], a["ok"], a["error"]) for a in entries] == [
+            (event, "email", True, ""),
+            (event, "webhook", True, ""),
+        ]
+        assert entries[0]["target"] == "ops@example.com, dev@example.com" and entries[1]["target"] == web.url + "/hook"
+    assert alerts.stats() == {"sent": 4, "failed": 0, "queued": 0, "last_failure": "", "last_failure_at": None}
+    sample = metrics.registry.get_sample_value
+    assert sample("texium_alerts_total", {"channel": "webhook", "event": "recovery", "outcome": "sent"}) == 1
+
+
+def test_only_the_events_listed_are_sent(datastore, make_alerts):
+    with http_server([200]) as web:
+        recovery_only = add_job(datastore, notify(webhook=web.url, events=["recovery"]), name="R")
+        timeout_only = add_job(datastore, notify(webhook=web.url, events=["timeout"]), name="T")
+        silent = add_job(datastore, None, name="S")
+        alerts = make_alerts({"PUBLIC_URL": PUBLIC_URL})
+        for job_id in (recovery_only, timeout_only, silent):
+            for status in ("failed", "completed", "timeout", "missed", "cancelled"):
+                alerts.observe(job_id, add_execution(datastore, job_id, status))
+        assert alerts.stop(5)
+    sent = [(json.loads(r["body"])["job"]["name"], r["headers"]["X-Texium-Event"]) for r in web.requests]
+    assert sent == [("R", "recovery"), ("T", "timeout")]
+    # The state is kept whatever is notified: the last one moved it to "missed" (cancelled says nothing).
+    assert {datastore.jobs.get(j)["alert_state"] for j in (recovery_only, timeout_only, silent)} == {"missed"}
+
+
+def test_webhook_signature_verifies(datastore, make_alerts):
+    with http_server([200]) as web:
+        job_id = add_job(datastore, notify(webhook="http://user:pw-s3cret@" + web.url.removeprefix("http://")))
+        alerts = make_alerts({"PUBLIC_URL": PUBLIC_URL, "ALERT_WEBHOOK_SECRET": "shh"})
+        run = add_execution(datastore, job_id, "abandoned")
+        alerts.observe(job_id, run)
+        assert alerts.stop(5)
+    (request,) = web.requests
+    expected = "sha256=" + hmac.new(b"shh", request["body"], hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(request["headers"]["X-Texium-Signature"], expected)
+    (entry,) = datastore.executions.get(run["_id"])["alerts"]
+    assert entry["ok"] and entry["target"] == "http://***@" + web.url.removeprefix("http://")
+
+
+def test_webhook_retries_5xx_and_not_4xx(datastore, make_alerts):
+    with http_server([500, 500, 200]) as flaky, http_server([404]) as gone:
+        retried = add_job(datastore, notify(webhook=flaky.url), name="Flaky")
+        refused = add_job(datastore, notify(webhook=gone.url), name="Gone")
+        alerts = make_alerts({})
+        ok_run, bad_run = add_execution(datastore, retried, "failed"), add_execution(datastore, refused, "failed")
+        alerts.observe(retried, ok_run)
+        alerts.observe(refused, bad_run)
+        assert alerts.stop(5)
+    assert len(flaky.requests) == 3 and len(gone.requests) == 1
+    assert datastore.executions.get(ok_run["_id"])["alerts"][0]["ok"] is True
+    (entry,) = datastore.executions.get(bad_run["_id"])["alerts"]
+    assert entry["ok"] is False and "HTTP 404" in entry["error"]
+    assert alerts.stats()["sent"] == 1 and alerts.stats()["failed"] == 1
+
+
+@contextlib.contextmanager
+def hanging_up_smtp():
+    """A port that accepts connections and closes them at once; yields (port, connection count)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+
+    def serve():
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = server.accept()
+                accepted.append(1)
+                conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield server.getsockname()[1], accepted
+    finally:
+        server.close()
+
+
+def test_unreachable_smtp_is_logged_counted_and_recorded(datastore, make_alerts, caplog):
+    login = {"SMTP_USERNAME": "mailer", "SMTP_PASSWORD": "pw-s3cret", "SMTP_ALLOW_PLAINTEXT_LOGIN": True}
+    job_id = add_job(datastore, notify(["ops@example.com"]))
+    run = add_execution(datastore, job_id, "timeout")
+    with caplog.at_level(logging.WARNING, logger="texium.alerts"):
+        alerts = make_alerts(smtp_config(closed_port(), **login))
+        alerts.observe(job_id, run)
+        assert alerts.stop(5)
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "texium.alerts"]
+    assert "'Nightly backup'" in line and "timeout" in line and "email" in line and "cannot reach" in line
+    assert "pw-s3cret" not in caplog.text
+    stats = alerts.stats()
+    assert stats["failed"] == 1 and stats["sent"] == 0 and "cannot reach" in stats["last_failure"]
+    assert stats["last_failure_at"] is not None
+    (entry,) = datastore.executions.get(run["_id"])["alerts"]
+    assert entry["ok"] is False and entry["channel"] == "email" and "cannot reach" in entry["error"]
+
+    # A server that hangs up is a connection error too: tried `attempts` (3) times.
+    with hanging_up_smtp() as (port, accepted):
+        other = add_job(datastore, notify(["ops@example.com"]), name="Other")
+        alerts = make_alerts(smtp_config(port))
+        alerts.observe(other, add_execution(datastore, other, "failed"))
+        assert alerts.stop(5)
+    assert len(accepted) == 3 and alerts.stats()["failed"] == 1
+
+
+class _SlowHandler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        time.sleep(0.6)
+        self.server.hits.append(self.headers["X-Texium-Event"])
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_observe_returns_at_once_while_delivery_hangs(datastore, make_alerts):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowHandler)
+    server.daemon_threads, server.hits = True, []
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        job_id = add_job(datastore, notify(webhook=f"http://127.0.0.1:{server.server_address[1]}/"))
+        alerts = make_alerts({})
+        runs = [add_execution(datastore, job_id, s) for s in ("failed", "completed")]
+        took = []
+        for run in runs:
+            started = time.monotonic()
+            alerts.observe(job_id, run)
+            took.append(time.monotonic() - started)
+            time.sleep(0.2)  # the first delivery is under way, waiting on the receiver
+        assert max(took) < 0.1 and alerts.stats()["queued"] == 1
+        assert alerts.stop(5)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert server.hits == ["failure", "recovery"]
+
+
+def test_two_nodes_on_one_store_alert_once(datastore, make_alerts):
+    with smtp_server() as (handler, port), http_server([200]) as web:
+        job_id = add_job(datastore, notify(["ops@example.com"], web.url))
+        nodes = [make_alerts(smtp_config(port)), make_alerts(smtp_config(port))]
+        run = add_execution(datastore, job_id, "failed")
+        for node in nodes:
+            node.observe(job_id, run)
+        assert all(node.stop(5) for node in nodes)
+    assert len(handler.messages) == 1 and len(web.requests) == 1
+    assert sum(node.stats()["sent"] for node in nodes) == 2
+
+
+def test_a_store_error_drops_one_observation_and_the_thread_goes_on(datastore, make_alerts, caplog):
+    class FlakyStore:
+        calls = 0
+
+        @property
+        def jobs(self):
+            FlakyStore.calls += 1
+            if FlakyStore.calls == 1:
+                raise ConnectionError("store down")
+            return datastore.jobs
+
+    with http_server([200]) as web:
+        job_id = add_job(datastore, notify(webhook=web.url))
+        with caplog.at_level(logging.WARNING, logger="texium.alerts"):
+            alerts = make_alerts({}, store=FlakyStore())
+            alerts.observe(job_id, add_execution(datastore, job_id, "failed"))  # dropped
+            alerts.observe("0123456789abcdef01234567", add_execution(datastore, job_id, "failed"))  # no such job
+            alerts.observe(job_id, add_execution(datastore, job_id, "failed"))
+            assert alerts.stop(5)
+    assert "store down" in caplog.text and len(web.requests) == 1

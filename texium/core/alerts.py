@@ -1,0 +1,311 @@
+"""Per-job failure alerts: e-mail and webhook notices when a job starts failing and when it recovers.
+
+Each job keeps an `alert_state` ("ok", "failing" or "missed"; missing counts as "ok"). Every
+final execution moves it by `transition`; only a change of state can send an alert, so a job
+that keeps failing alerts once, and once more when it recovers. The change is written with a
+compare-and-set on the state read, so two nodes sharing a store never both alert for it.
+
+Alerts never slow a run down: `observe` only queues, and one daemon thread ("texium-alerts")
+reads the store, sends and records. A delivery failure is logged, counted and recorded on the
+execution (`alerts`), and changes nothing else. The message holds the job's name, times and
+the first lines of the error (already masked), never its arguments or output.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import queue
+import threading
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from texium.core.datastore.base import Datastore
+from texium.core.mail import MailError, send_message
+from texium.core.metrics import Metrics
+from texium.core.outbound import SIGNATURE_HEADER, OutboundPolicy, OutboundRefused, http_request, sign
+from texium.core.timeutil import to_iso, utcnow
+
+log = logging.getLogger("texium.alerts")
+
+EVENTS = ("failure", "recovery", "timeout", "missed")
+TITLES = {"failure": "Job failing", "recovery": "Job recovered", "timeout": "Run timed out", "missed": "Runs missed"}
+TIMEOUT = 10.0  # seconds per delivery attempt
+ERROR_LINES, ERROR_CHARS = 20, 4000  # how much of the execution's error an alert carries
+MAX_QUEUED = 10_000  # observations waiting; more are dropped (with a warning) rather than grow without end
+_MOVES = {  # status -> (new state, its event: sent only when the state was another one)
+    "failed": ("failing", "failure"),
+    "abandoned": ("failing", "failure"),
+    "timeout": ("failing", "timeout"),
+    "missed": ("missed", "missed"),
+}
+_MOVING = frozenset({"completed", *_MOVES})
+
+
+def transition(state: str | None, status: str) -> tuple[str, str | None]:
+    """The job's new alert state after an execution ended with `status`, and the event to send."""
+    state = state or "ok"
+    if status == "completed":
+        return "ok", "recovery" if state == "failing" else None
+    if status in _MOVES:
+        new, event = _MOVES[status]
+        return new, None if state == new else event
+    return state, None  # cancelled, skipped, retried, still running: says nothing about health
+
+
+class Alerts:
+    """Watches final executions and sends the alerts the jobs' `notify` asks for."""
+
+    def __init__(
+        self,
+        datastore: Datastore,
+        config: Mapping[str, Any],
+        policy: OutboundPolicy,
+        record: Callable[[str, dict], None],
+        metrics: Metrics | None = None,
+        attempts: int = 3,
+        backoff: float = 1.0,
+    ):
+        self._ds = datastore
+        self._config = config
+        self._policy = policy
+        self._record = record
+        self._metrics = metrics
+        self._attempts = max(1, int(attempts))
+        self._backoff = max(0.0, float(backoff))
+        self._link_base = str(config.get("PUBLIC_URL") or "").rstrip("/")
+        self._secret = config.get("ALERT_WEBHOOK_SECRET") or None
+        self._queue: queue.Queue = queue.Queue()
+        self._abort = threading.Event()  # stop() ran out of time: drop the rest, end waits early
+        self._closed = False
+        self._lock = threading.Lock()
+        self._sent = self._failed = 0
+        self._last_failure, self._last_failure_at = "", None
+        self._thread = threading.Thread(target=self._run, name="texium-alerts", daemon=True)
+        self._thread.start()
+
+    # -- the callers' side -------------------------------------------------------------
+    def observe(self, job_id: str, execution: dict) -> None:
+        """Queue a final execution of `job_id`; returns at once and never raises."""
+        try:
+            if self._closed or not job_id or execution.get("status") not in _MOVING:
+                return  # a status that moves no state (cancelled, skipped, ...) costs no store read
+            if self._queue.qsize() >= MAX_QUEUED:
+                log.warning("Alerts: %d observations queued; dropped the one of job %s", MAX_QUEUED, job_id)
+                return
+            self._queue.put_nowait((job_id, dict(execution)))
+        except Exception:
+            log.exception("Alerts: cannot queue an observation of job %s", job_id)
+
+    def stats(self) -> dict:
+        """For the health endpoint."""
+        with self._lock:
+            return {
+                "sent": self._sent,
+                "failed": self._failed,
+                "queued": self._queue.qsize(),
+                "last_failure": self._last_failure,
+                "last_failure_at": self._last_failure_at,
+            }
+
+    def stop(self, timeout: float) -> bool:
+        """Deliver what is queued for up to `timeout` s, then end the thread; False if time ran out."""
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join(timeout)
+        self._abort.set()
+        return not self._thread.is_alive()
+
+    # -- the alerts thread -------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None or self._abort.is_set():
+                return
+            try:
+                self._handle(*item)
+            except Exception:  # a bug here must not end alerting for every later run
+                log.exception("Alerts: observation of job %s failed", item[0])
+
+    def _handle(self, job_id: str, execution: dict) -> None:
+        try:
+            job = self._ds.jobs.get(job_id)
+            if job is None:
+                return
+            before = job.get("alert_state")
+            state, event = transition(before, execution.get("status"))
+            if state == (before or "ok"):
+                return
+            # Compare-and-set: only the node that moves the state sends. updated_at is left alone,
+            # the scheduler's own compare-and-set relies on it.
+            if self._ds.jobs.update_many({"_id": job_id, "alert_state": before}, {"alert_state": state}) != 1:
+                return
+        except Exception as exc:
+            log.warning("Alerts: store error for job %s, observation dropped: %s", job_id, _one_line(str(exc)))
+            return
+        notify = job.get("notify") or {}
+        if event is None or event not in (notify.get("events") or ()):
+            return
+        results = []
+        recipients = [a for a in notify.get("email") or () if a]
+        if recipients:
+            results.append(
+                self._deliver(job, event, "email", ", ".join(recipients), self._email, recipients, execution)
+            )
+        url = notify.get("webhook")
+        if url:
+            results.append(self._deliver(job, event, "webhook", _masked(url), self._webhook, url, execution))
+        if results:
+            try:
+                self._record(execution["_id"], {"alerts": results})
+            except Exception as exc:
+                log.warning("Alerts: cannot record the alerts of execution %s: %s", execution.get("_id"), exc)
+
+    def _deliver(self, job: dict, event: str, channel: str, target: str, send, to, execution: dict) -> dict:
+        """One channel: send (with retries), count, log a failure; the entry for the execution record."""
+        try:
+            error = send(job, event, to, execution)
+        except Exception as exc:  # whatever happens, it is one failed delivery
+            error = f"{type(exc).__name__}: {exc}"
+        error = _one_line(error or "")
+        ok = not error
+        with self._lock:
+            if ok:
+                self._sent += 1
+            else:
+                self._failed += 1
+                self._last_failure = f"{job.get('name')}: {event} by {channel} to {target}: {error}"
+                self._last_failure_at = utcnow()
+        if self._metrics is not None:
+            self._metrics.alert_delivered(channel, event, ok)
+        if not ok:
+            log.warning(
+                "Alert not delivered: job %r, event %s, %s to %s: %s", job.get("name"), event, channel, target, error
+            )
+        return {"event": event, "channel": channel, "target": target, "ok": ok, "error": error, "at": to_iso(utcnow())}
+
+    def _retry_wait(self, attempt: int) -> bool:
+        """Wait before attempt + 1; False when there is none (last attempt, or stopping)."""
+        if attempt >= self._attempts:
+            return False
+        return not self._abort.wait(self._backoff * 2 ** (attempt - 1))
+
+    def _email(self, job: dict, event: str, recipients: list[str], execution: dict) -> str:
+        """ "" when sent, else why not. Retried only when the server could not be reached."""
+        subject = " ".join(f"[Texium] {TITLES[event]}: {job.get('name')}".split())[:200]
+        body = self._text(job, event, execution)
+        headers = {"X-Texium-Job": str(job.get("name")), "X-Texium-Event": event}
+        headers["X-Texium-Execution"] = str(execution.get("_id"))
+        attempt = 1
+        while True:
+            try:
+                send_message(self._config, recipients, subject, body, headers=headers, timeout=TIMEOUT)
+                return ""
+            except MailError as exc:
+                if not (exc.transient and self._retry_wait(attempt)):
+                    return f"{exc} (attempt {attempt})"
+            attempt += 1
+
+    def _webhook(self, job: dict, event: str, url: str, execution: dict) -> str:
+        """ "" when a 2xx came back, else why not. Connection errors and 5xx are retried."""
+        payload = {
+            "event": event,
+            "job": {"id": job["_id"], "name": job.get("name"), "job_class_string": job.get("job_class_string")},
+            "execution": {
+                "id": execution.get("_id"),
+                "status": execution.get("status"),
+                "attempt": execution.get("attempt"),
+                "scheduled_at": _iso(execution.get("scheduled_at")),
+                "started_at": _iso(execution.get("started_at")),
+                "completed_at": _iso(execution.get("completed_at")),
+                "duration_ms": execution.get("duration_ms"),
+                "error": _error_excerpt(execution.get("error")),
+            },
+            "link": self._link(execution),
+            "timestamp": to_iso(utcnow()),
+        }
+        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8")
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "Texium-Alerts/1",
+            "X-Texium-Event": event,
+            "X-Texium-Execution": str(execution.get("_id")),
+        }
+        if self._secret:
+            headers[SIGNATURE_HEADER] = sign(str(self._secret), body)
+        attempt = 1
+        while True:
+            try:
+                answer = http_request(
+                    self._policy, "POST", url, body=body, headers=headers, timeout=TIMEOUT, read_limit=1024
+                )
+            except OutboundRefused as exc:
+                return str(exc)
+            except ValueError:  # its message would show the URL, password included
+                return "not a valid http(s) URL"
+            except TimeoutError:
+                error = f"timed out after {TIMEOUT:g} s"
+            except (OSError, http.client.HTTPException) as exc:
+                error = str(getattr(exc, "strerror", None) or exc) or type(exc).__name__
+            else:
+                if 200 <= answer.status < 300:
+                    return ""
+                error = f"HTTP {answer.status} {answer.reason}".strip()
+                if answer.status < 500:  # a redirect or a client error: trying again changes nothing
+                    return f"{error} (attempt {attempt}, not retried)"
+            if not self._retry_wait(attempt):
+                return f"{error} (attempt {attempt})"
+            attempt += 1
+
+    # -- content -----------------------------------------------------------------------
+    def _link(self, execution: dict) -> str:
+        return f"{self._link_base}/#/executions/{execution.get('_id')}"
+
+    def _text(self, job: dict, event: str, execution: dict) -> str:
+        duration = execution.get("duration_ms")
+        lines = [
+            f"{TITLES[event]}: {job.get('name')}",
+            "",
+            f"Job:        {job.get('name')} (id {job['_id']})",
+            f"Event:      {event}",
+            f"Status:     {execution.get('status')}",
+            f"Attempt:    {execution.get('attempt')}",
+            f"Scheduled:  {_iso(execution.get('scheduled_at')) or '-'}",
+            f"Started:    {_iso(execution.get('started_at')) or '-'}",
+            f"Completed:  {_iso(execution.get('completed_at')) or '-'}",
+            f"Duration:   {'-' if duration is None else f'{duration} ms'}",
+            f"Execution:  {self._link(execution)}",
+        ]
+        error = _error_excerpt(execution.get("error"))
+        if error:
+            lines += ["", f"Error (first {ERROR_LINES} lines):", error]
+        return "\n".join(lines) + "\n"
+
+
+def _iso(value: Any) -> str | None:
+    return to_iso(value) if isinstance(value, datetime) else value
+
+
+def _error_excerpt(error: Any) -> str:
+    """The first lines of the (already masked) error: enough to triage, bounded in size."""
+    text = "\n".join(str(error or "").splitlines()[:ERROR_LINES])
+    return text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 1] + "…"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _masked(url: str) -> str:
+    """The URL without any user:password@ part, for logs and the execution record."""
+    try:
+        parts = urlsplit(url)
+        if parts.username is None and parts.password is None:
+            return url
+        netloc = "***@" + parts.netloc.rpartition("@")[2]
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    except ValueError:
+        return "<invalid url>"
