@@ -20,7 +20,7 @@ class StatsHandler(ApiHandler):
             if user_id not in (None, self.scope):
                 raise tornado.web.HTTPError(404, reason="User not found")
             user_id = self.scope
-        stats = await self.blocking(self.context.history.stats, user_id)
+        stats = await self.blocking(self.context.history.stats, user_id, self.query("job_id"))
         self.success("Stats retrieved successfully", stats=stats)
 
 
