@@ -71,6 +71,17 @@ def seed(api) -> None:
         (ada, "Disabled", {"is_enabled": False, "timezone": "Asia/Kolkata", "description": "not yet"}),
         (ada, "Paused and disabled", {"is_enabled": False, "second": "*/30", "timezone": "Australia/Lord_Howe"}),
         (ada, "Nightly report", {"week": "1-10", "hour": "4", "minute": "15", "timezone": "Europe/Berlin"}),
+        (
+            ops,
+            "Guarded",
+            {
+                "timeout_seconds": 600,
+                "retries": 3,
+                "retry_delay_seconds": 30,
+                "retry_backoff": "fixed",
+                "notify": {"email": ["oncall@example.com"], "webhook": None, "events": ["failure", "recovery"]},
+            },
+        ),
     ]
     for owner, name, fields in jobs:
         job_id = post(
@@ -100,7 +111,7 @@ def test_export_then_import_into_an_empty_data_dir_reproduces_the_schedule(start
 
     exported = texium("export", "--url", a.api.base_url, "-o", str(schedule))
     assert exported.returncode == 0, exported.stderr
-    assert exported.stdout == "" and "Exported 3 users, 2 servers, 6 jobs" in exported.stderr
+    assert exported.stdout == "" and "Exported 3 users, 2 servers, 7 jobs" in exported.stderr
     document = yaml.safe_load(schedule.read_text())
     assert export(a.api.base_url) == document  # JSON on standard output by default: the same document
     assert yaml.safe_load(texium("export", "--url", a.api.base_url, "--format", "yaml").stdout) == document
@@ -118,6 +129,9 @@ def test_export_then_import_into_an_empty_data_dir_reproduces_the_schedule(start
         "instance_url": "https://prod.example.com/now",
         "username": "svc",
     }
+    guarded = next(j for j in document["jobs"] if j["name"] == "Guarded")
+    assert (guarded["timeout_seconds"], guarded["retries"], guarded["retry_backoff"]) == (600, 3, "fixed")
+    assert guarded["notify"]["email"] == ["oncall@example.com"]
     paused = next(j for j in document["jobs"] if j["name"] == "Paused and disabled")
     assert paused["owner"] == "ada@example.com" and paused["is_paused"] is True and paused["is_enabled"] is False
     assert paused["timezone"] == "Australia/Lord_Howe" and paused["second"] == "*/30"
@@ -128,13 +142,13 @@ def test_export_then_import_into_an_empty_data_dir_reproduces_the_schedule(start
     assert "+ create user ops@example.com" in plan.stdout
     assert "+ create server 'Lab' of ada@example.com" in plan.stdout
     assert "+ create job 'Paused sync' of ops@example.com" in plan.stdout
-    assert "Plan: 11 to create; 0 unchanged." in plan.stdout and "--apply" in plan.stdout
+    assert "Plan: 12 to create; 0 unchanged." in plan.stdout and "--apply" in plan.stdout
     assert totals(b.api) == (0, 0, 0, 0)
 
     applied = texium("import", str(schedule), "--url", b.api.base_url, "--apply")
     assert applied.returncode == 0, applied.stderr
     assert "created job 'Paused and disabled' of ada@example.com" in applied.stdout
-    assert "Done: 11 change(s) made." in applied.stdout
+    assert "Done: 12 change(s) made." in applied.stdout
     assert export(b.api.base_url) == document
     jobs = jobs_by_name(b.api)
     assert jobs[("ops@example.com", "Paused sync")]["next_run_time"] is None
@@ -146,10 +160,10 @@ def test_export_then_import_into_an_empty_data_dir_reproduces_the_schedule(start
     before = (totals(b.api), {k: j["updated_at"] for k, j in jobs.items()})
     again = texium("import", str(schedule), "--url", b.api.base_url, "--apply")
     assert again.returncode == 0, again.stderr
-    assert "Nothing to do: 11 unchanged." in again.stdout and "Applying" not in again.stdout
+    assert "Nothing to do: 12 unchanged." in again.stdout and "Applying" not in again.stdout
     assert (totals(b.api), {k: j["updated_at"] for k, j in jobs_by_name(b.api).items()}) == before
     # ...and A, whose export it is, has nothing to do either.
-    assert "Nothing to do: 11 unchanged." in texium("import", str(schedule), "--url", a.api.base_url).stdout
+    assert "Nothing to do: 12 unchanged." in texium("import", str(schedule), "--url", a.api.base_url).stdout
 
 
 def test_an_edited_file_plans_updates_and_with_delete_deletes(start_server, tmp_path):
@@ -176,7 +190,7 @@ def test_an_edited_file_plans_updates_and_with_delete_deletes(start_server, tmp_
     assert kept in plan.stdout
     assert "= server 'Lab' of ada@example.com: would be kept (not in the file" in plan.stdout
     assert "= user idle@example.com: would be kept (not in the file" in plan.stdout
-    assert "Plan: 3 to update; 5 unchanged, 3 kept." in plan.stdout
+    assert "Plan: 3 to update; 6 unchanged, 3 kept." in plan.stdout
     assert "- delete" not in plan.stdout
 
     # The same plan from standard input, with --delete: the deletes, jobs and servers before users.
@@ -189,7 +203,7 @@ def test_an_edited_file_plans_updates_and_with_delete_deletes(start_server, tmp_
         lines.index("  - delete user idle@example.com"),
     ]
     assert order == sorted(order)
-    assert "Plan: 3 to update, 3 to delete; 5 unchanged." in deleting.stdout
+    assert "Plan: 3 to update, 3 to delete; 6 unchanged." in deleting.stdout
     assert export(url)["jobs"] != document["jobs"]  # still a plan
 
     applied = texium("import", str(edited), "--url", url, "--delete", "--apply")
@@ -199,7 +213,7 @@ def test_an_edited_file_plans_updates_and_with_delete_deletes(start_server, tmp_
     jobs = jobs_by_name(server.api)
     assert jobs[("ops@example.com", "Paused sync")]["is_paused"] is False
     assert jobs[("ops@example.com", "Paused sync")]["next_run_time"] is not None
-    assert "Nothing to do: 8 unchanged." in texium("import", str(edited), "--url", url, "--delete").stdout
+    assert "Nothing to do: 9 unchanged." in texium("import", str(edited), "--url", url, "--delete").stdout
 
     # A user who still owns what stays is not deleted (servers are not managed by this file).
     unmanaged = {"texium": 1, "users": [u for u in document["users"] if u["email"] != "ada@example.com"]}

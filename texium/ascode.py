@@ -57,6 +57,11 @@ JOB_FIELDS = (
     "pub_kwargs",
     "is_enabled",
     "is_paused",
+    "timeout_seconds",
+    "retries",
+    "retry_delay_seconds",
+    "retry_backoff",
+    "notify",
 )
 FIELDS = {"users": USER_FIELDS, "servers": SERVER_FIELDS, "jobs": JOB_FIELDS}
 # Fields of a document entry that are not fields of the API's request bodies.
@@ -243,7 +248,8 @@ def export_document(state: State) -> dict:
     for kind in ("servers", "jobs"):
         entries = []
         for (owner, _), doc in state.by_key(kind).items():
-            entries.append({f: owner if f == "owner" else doc.get(f) for f in FIELDS[kind]})
+            # A field a document predates is left out (the server's default), not written as null.
+            entries.append({f: owner if f == "owner" else doc.get(f) for f in FIELDS[kind] if f in doc or f == "owner"})
         sections[kind] = sorted(entries, key=lambda e: (e["owner"], e["name"]))
     return sections
 

@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from functools import cached_property
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
@@ -59,7 +58,7 @@ class Metrics:
         self.executions = Counter(
             "texium_executions_total",
             "Executions this node ended, by job class and final status "
-            "(completed, failed, skipped, missed, abandoned).",
+            "(completed, failed, timeout, cancelled, retried, skipped, missed, abandoned).",
             ["job_class", "status"],
             registry=registry,
         )
@@ -147,16 +146,34 @@ class Metrics:
             buckets=HTTP_BUCKETS,
             registry=registry,
         )
+        self.alerts = Counter(
+            "texium_alerts_total",
+            "Job alerts this node delivered, by channel (email, webhook), event and outcome (sent, failed).",
+            ["channel", "event", "outcome"],
+            registry=registry,
+        )
+        self.lingering = Gauge(
+            "texium_lingering_job_threads",
+            "Job threads still running after their runs were recorded timeout or cancelled (the job ignored "
+            "the stop request); each holds a worker.",
+            registry=registry,
+        )
         if version:
             Info("texium_build", "Texium's version.", registry=registry).info({"version": version})
         self._next_due: datetime | None = None
         self._served = _WithoutCreated(registry)
 
     # -- wiring ------------------------------------------------------------------------
-    def watch(self, nodes_alive: Callable[[], float], pending_records: Callable[[], float]) -> None:
+    def watch(
+        self,
+        nodes_alive: Callable[[], float],
+        pending_records: Callable[[], float],
+        lingering: Callable[[], float] = lambda: 0,
+    ) -> None:
         """Gauges read at scrape time from the components that know them."""
         self.nodes_alive.set_function(nodes_alive)
         self.pending_records.set_function(pending_records)
+        self.lingering.set_function(lingering)
 
     def exposition(self) -> bytes:
         """Everything, in the Prometheus text format."""
@@ -218,17 +235,6 @@ class Metrics:
     def http_request(self, route: str, method: str, status: int, seconds: float) -> None:
         self.http_requests.labels(route, method, str(status)).inc()
         self.http_duration.labels(route, method).observe(seconds)
-
-    # -- alerts (texium.core.alerts) ---------------------------------------------------
-    @cached_property
-    def alerts(self) -> Counter:
-        """Registered on first use, so this block stays self-contained (only the alerts thread uses it)."""
-        return Counter(
-            "texium_alerts_total",
-            "Job alerts this node delivered, by channel (email, webhook), event and outcome (sent, failed).",
-            ["channel", "event", "outcome"],
-            registry=self.registry,
-        )
 
     def alert_delivered(self, channel: str, event: str, ok: bool) -> None:
         self.alerts.labels(channel, event, "sent" if ok else "failed").inc()

@@ -658,6 +658,9 @@ class ExecutionRunner:
                 self._abandon(run, "The server shut down before this run started.")
             else:
                 self._abandon(run, f"The server shut down before this execution finished (waited {grace_seconds:g} s).")
+        lingering = self.lingering
+        if lingering:
+            log.warning("%d job threads that ignored a stop request are still running; not waiting for them", lingering)
         if unfinished:
             killed = self._processes.kill_all("shutdown") if self._processes is not None else []
             log.warning(
@@ -665,4 +668,4 @@ class ExecutionRunner:
                 unfinished,
                 f"; killed {len(killed)} script process groups" if killed else "",
             )
-        return unfinished
+        return unfinished + lingering  # threads still running: the process must not wait for them

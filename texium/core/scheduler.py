@@ -280,9 +280,9 @@ class TexiumScheduler(BackgroundScheduler):
             except Exception:  # give it back for the next pass (of any node)
                 executions.update_many({"_id": record["_id"], "node_id": me.node_id}, {"node_id": None})
                 raise
-            if job is None:
-                why = "Skipped: the job was deleted before this retry was due"
-                self._runner.end_unstarted(record, "skipped", why, "deleted")
+            if job is None or job.get("is_paused") or not job.get("is_enabled", True):
+                what = "deleted" if job is None else "paused" if job.get("is_paused") else "disabled"
+                self._runner.end_unstarted(record, "skipped", f"Skipped: the job was {what} before this retry", what)
                 continue
             claimed.append((record, job))
         return claimed

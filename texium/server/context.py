@@ -120,7 +120,11 @@ def build_context(settings: dict[str, Any]) -> AppContext:
         stop_grace=settings["STOP_GRACE_SECONDS"],
         alerts=alerts,
     )
-    metrics.watch(nodes_alive=lambda: nodes.peers_alive + 1, pending_records=lambda: recorder.pending)
+    metrics.watch(
+        nodes_alive=lambda: nodes.peers_alive + 1,
+        pending_records=lambda: recorder.pending,
+        lingering=lambda: runner.lingering,
+    )
     scheduler = SchedulerManager(
         datastore,
         registry,

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import logging
 import time
 
 from tornado.iostream import StreamClosedError
@@ -9,6 +10,7 @@ from tornado.iostream import StreamClosedError
 from texium.core import figures
 from texium.server.handlers.base import ApiHandler
 
+log = logging.getLogger("texium.server")
 STREAM_POLL_SECONDS = 0.5
 KEEPALIVE_SECONDS = 15.0
 
@@ -80,6 +82,8 @@ class ExecutionOutputStreamHandler(ApiHandler):
                 status, output, error = await self.read(history.progress, execution_id, self.scope)
         except StreamClosedError:
             return  # the client went away
+        except Exception as exc:  # the store failed or the server stops: end it, the client reconnects
+            log.warning("Output stream of execution %s ended early: %s", execution_id, getattr(exc, "detail", exc))
         self.finish()
 
 
