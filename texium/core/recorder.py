@@ -17,11 +17,14 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from bson.errors import InvalidDocument
+
 from texium.core.datastore.base import Datastore
 from texium.core.metrics import Metrics
 from texium.core.timeutil import utcnow
 
 log = logging.getLogger("texium.recorder")
+UNSTORABLE = (TypeError, ValueError, InvalidDocument)  # a value no store can encode: retrying cannot help
 RETRY_FIRST, RETRY_MAX = 0.2, 5.0  # seconds between attempts while the store fails
 
 
@@ -155,7 +158,7 @@ class Recorder:
             with self._metrics.store_call("recorder_write"), self._ds.batch():
                 for doc_id, change in changes.items():
                     self._apply(collection, doc_id, change)
-        except (TypeError, ValueError):  # a change no store can take: write the others one by one
+        except UNSTORABLE:  # a change no store can take: write the others one by one
             return self._write_each(collection, changes)
         except Exception as exc:  # keep everything and try again: never drop a record
             return changes, exc
@@ -175,7 +178,7 @@ class Recorder:
         for doc_id, change in changes.items():
             try:
                 self._apply(collection, doc_id, change)
-            except (TypeError, ValueError) as exc:
+            except UNSTORABLE as exc:
                 log.error("Dropped a change to %s that cannot be stored (%s): %s", doc_id, exc, sorted(change.set))
             except Exception as exc:
                 left[doc_id], error = change, exc

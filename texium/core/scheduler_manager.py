@@ -26,7 +26,7 @@ from texium.core.scheduler import TexiumScheduler
 from texium.core.secrets import SecretBox
 from texium.core.timeutil import to_iso, utcnow
 from texium.core.users import owned_by
-from texium.core.validation import FORMATS, email_address, request_schema, require_id, validate_body
+from texium.core.validation import FORMATS, request_schema, require_id, validate_body
 
 log = logging.getLogger("texium.scheduler")
 SCHEDULE_FIELDS = (*cron.CRON_FIELDS, "timezone")
@@ -50,7 +50,7 @@ def clean_notify(notify: dict | None) -> dict | None:
     emails = []
     for index, address in enumerate(notify.get("email") or []):
         try:
-            emails.append(email_address(address.strip()))
+            emails.append(FORMATS["email"](address.strip()))
         except ValueError:
             why = f"{address!r} is not a valid email address"
             raise ValidationError(f"Invalid field notify.email[{index}]: {why}") from None
