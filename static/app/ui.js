@@ -103,10 +103,11 @@ export function Toasts() {
 let dialogState = null;
 const dialogListeners = new Set();
 
-/** Ask before doing something; resolves to the chosen action's value (or null for Cancel). */
-export function confirmDialog({ title, message, actions }) {
+/** Ask before doing something; resolves to the chosen action's value (or null for Cancel,
+ * whose label `dismiss` may change, e.g. when the action itself is a cancellation). */
+export function confirmDialog({ title, message, actions, dismiss = "Cancel" }) {
   return new Promise((resolve) => {
-    dialogState = { title, message, actions, resolve };
+    dialogState = { title, message, actions, dismiss, resolve };
     dialogListeners.forEach((l) => l(dialogState));
   });
 }
@@ -140,7 +141,7 @@ export function Dialogs() {
             ${state.actions.map(
               (a) => html`<button type="button" class=${a.danger ? "danger" : "primary"} onClick=${() => closeDialog(a.value)}>${a.label}</button>`,
             )}
-            <button type="button" onClick=${() => closeDialog(null)}>Cancel</button>
+            <button type="button" onClick=${() => closeDialog(null)}>${state.dismiss || "Cancel"}</button>
           </div>`
       : null}
   </dialog>`;

@@ -1,8 +1,12 @@
 // Formatting, the hash router and small hooks shared by every page.
 import { useCallback, useEffect, useRef, useState } from "../vendor/htm/standalone.module.js";
 
-export const STATUSES = ["scheduled", "running", "completed", "failed", "skipped", "missed", "abandoned"];
+export const STATUSES = [
+  "scheduled", "running", "completed", "failed", "timeout", "cancelled", "retried", "skipped", "missed", "abandoned",
+];
 export const ACTIVE = new Set(["scheduled", "running"]);
+/** Runs that ended without completing and were not followed by another attempt. */
+export const ENDED_BADLY = new Set(["failed", "timeout", "cancelled", "abandoned"]);
 
 // ---- time ------------------------------------------------------------------------------
 const localFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium" });
@@ -61,6 +65,14 @@ export function formatDuration(ms) {
   const m = Math.floor(s / 60);
   if (m < 60) return `${m} min ${Math.round(s % 60)} s`;
   return `${Math.floor(m / 60)} h ${m % 60} min`;
+}
+
+/** A number of seconds as "90 s (1 min 30 s)"; "—" for none. */
+export function formatSeconds(seconds) {
+  if (seconds === null || seconds === undefined || seconds === "") return "—";
+  const n = Number(seconds);
+  if (!Number.isFinite(n)) return String(seconds);
+  return n < 60 ? `${n} s` : `${n} s (${formatDuration(Math.round(n * 1000))})`;
 }
 
 /** From a `<input type="datetime-local">` value (browser zone) to ISO UTC, or "" */

@@ -1,10 +1,57 @@
-// Executions: filters, pages, live updates while a run is active, and the output viewer.
-import { html } from "../../vendor/htm/standalone.module.js";
+// Executions: filters, pages, live updates while a run is active, the output viewer (live over
+// Server-Sent Events while the run goes), attempts, alerts, and Cancel.
+import { html, useEffect, useLayoutEffect, useRef, useState } from "../../vendor/htm/standalone.module.js";
 import { api, listAll } from "../api.js";
-import { Badge, Duration, Empty, Loaded, PageHeader, Pager, Time, copyText } from "../ui.js";
-import { ACTIVE, STATUSES, firstLine, isoToLocalInput, localInputToIso, useInterval, useQuery, useResource } from "../util.js";
+import { Badge, Duration, Empty, Loaded, PageHeader, Pager, Time, confirmDialog, copyText, toast } from "../ui.js";
+import { ACTIVE, STATUSES, firstLine, isoToLocalInput, localInputToIso, parseTime, useInterval, useQuery, useResource } from "../util.js";
 
 const PAGE = 50;
+
+/** Ask, then cancel a scheduled or running execution; the API's message becomes a toast. */
+export async function cancelExecution(execution) {
+  const running = execution.status === "running";
+  const choice = await confirmDialog({
+    title: "Cancel this run?",
+    message: running
+      ? `The run of “${execution.job_name}” is stopped now and recorded as cancelled.`
+      : `The run of “${execution.job_name}” will not start; it is recorded as cancelled.`,
+    actions: [{ label: "Cancel the run", value: "cancel", danger: true }],
+    dismiss: "Keep it",
+  });
+  if (choice !== "cancel") return false;
+  const result = await api.post(`/api/scheduler/executions/${encodeURIComponent(execution._id)}/cancel`);
+  toast((result && result.message) || "Cancellation requested", "success");
+  return true;
+}
+
+/** Cancel, on a scheduled or running execution; "Cancelling…" (disabled) once it was asked for. */
+export function CancelButton({ execution, changed, small = false }) {
+  const [sent, setSent] = useState(false);
+  const [asking, setAsking] = useState(false);
+  if (!ACTIVE.has(execution.status)) return null;
+  const requested = sent || !!execution.cancel_requested_at;
+  const click = async () => {
+    setAsking(true);
+    try {
+      if (await cancelExecution(execution)) setSent(true);
+    } catch {
+      // the API client already showed the error (409: it ended meanwhile)
+    } finally {
+      setAsking(false);
+    }
+    if (changed) changed();
+  };
+  return html`<button type="button" class=${`danger ${small ? "small" : ""}`} disabled=${requested || asking}
+    aria-label=${requested ? "Cancelling…" : small ? `Cancel the run of ${execution.job_name}` : "Cancel"}
+    data-testid="cancel-execution" onClick=${click}>${requested ? "Cancelling…" : "Cancel"}</button>`;
+}
+
+/** "#2" after the badge of a later attempt (the first attempt shows nothing). */
+export function AttemptMark({ execution }) {
+  const attempt = execution.attempt;
+  if (!attempt || (attempt <= 1 && !execution.retry_of)) return null;
+  return html` <span class="muted small attempt" title=${`Attempt ${attempt}`}>#${attempt}</span>`;
+}
 
 export function ExecutionsPage({ route }) {
   const [query, setQuery] = useQuery(route);
@@ -55,6 +102,7 @@ export function ExecutionsPage({ route }) {
           <tbody>${page.data.map((e) => html`<tr key=${e._id} data-execution-id=${e._id}>
             <td><a href=${`#/jobs/${e.job_id}`}>${e.job_name}</a></td>
             <td><a href=${`#/executions/${e._id}`} aria-label=${`Execution ${e._id}: ${e.status}`}><${Badge} status=${e.status} /></a>
+              <${AttemptMark} execution=${e} />
               ${e.missed_count ? html`<span class="muted small"> ×${e.missed_count}</span>` : null}</td>
             <td><${Time} value=${e.scheduled_at || e.created_at} /></td>
             <td><${Time} value=${e.started_at} /></td>
@@ -73,15 +121,47 @@ export function ExecutionPage({ route }) {
     async (background) => (await api.get(`/api/scheduler/executions/${id}`, null, { quiet: background })).data,
     [id],
   );
+  const retrying = state.data && (state.data.attempt > 1 || state.data.retry_of || state.data.next_attempt_id);
+  const jobId = retrying ? state.data.job_id : null;
+  // For a retried run, the job: "attempt 2 of 3" (it may have been deleted since: then without "of").
+  const [job] = useResource(
+    () => (jobId ? api.get(`/api/scheduler/jobs/${jobId}`, null, { quiet: true }).then((r) => r.data, () => null) : Promise.resolve(null)),
+    [jobId],
+  );
   const active = state.data && ACTIVE.has(state.data.status);
-  useInterval(() => reload(true), active ? 500 : null);
+  // While the run goes, its output comes over the stream; the record (status, cancel) is polled.
+  // For a minute after the end, too: the alerts its outcome set off are recorded when sent.
+  const ended = state.data && parseTime(state.data.completed_at);
+  const recent = !active && ended && Date.now() - ended.getTime() < 60_000;
+  useInterval(() => reload(true), active ? 1000 : recent ? 2000 : null);
+  // The stream is followed to its `end` even when the polled record says "ended" first (closing
+  // it early would abort it); if `end` does not come soon, the stored output shows anyway.
+  const [following, setFollowing] = useState(false);
+  const [streamDone, setStreamDone] = useState(false);
+  useEffect(() => {
+    if (active) setFollowing(true);
+    if (active || !following) return undefined;
+    const id = setTimeout(() => setFollowing(false), 4000);
+    return () => clearTimeout(id);
+  }, [active, following]);
+  const streamEnded = () => {
+    setStreamDone(true);
+    reload(true);
+  };
+  const showLive = active || (following && !streamDone);
   return html`<section class="page">
     <${Loaded} state=${state} reload=${reload}>${(e) => html`
-      <${PageHeader} title=${`Execution of ${e.job_name}`} />
+      <${PageHeader} title=${`Execution of ${e.job_name}`}>
+        <${CancelButton} key=${e._id} execution=${e} changed=${() => reload(true)} />
+      <//>
       <p class="muted"><a href=${`#/executions?job=${e.job_id}`}>← Executions of this job</a> · <a href=${`#/jobs/${e.job_id}`}>The job</a></p>
       <section class="panel">
         <dl class="facts">
-          <dt>Status</dt><dd><span data-testid="execution-status"><${Badge} status=${e.status} /></span>${active ? html` <span class="muted">updating live…</span>` : null}</dd>
+          <dt>Status</dt><dd><span data-testid="execution-status"><${Badge} status=${e.status} /></span>${active ? html` <span class="muted">updating live…</span>` : null}
+            ${e.status === "retried" ? html` <span class="muted">this attempt did not succeed; another one follows</span>` : null}</dd>
+          ${attemptFacts(e, job.data)}
+          ${e.cancel_requested_at || e.cancelled_by ? html`<dt>Cancelled</dt><dd data-testid="execution-cancelled">
+            ${e.cancelled_by ? html`by <strong>${e.cancelled_by}</strong> ` : null}${e.cancel_requested_at ? html`(asked <${Time} value=${e.cancel_requested_at} />)` : null}</dd>` : null}
           <dt>Class</dt><dd>${e.job_class_string}</dd>
           <dt>Scheduled</dt><dd><${Time} value=${e.scheduled_at} /></dd>
           <dt>Started</dt><dd><${Time} value=${e.started_at} /></dd>
@@ -92,9 +172,37 @@ export function ExecutionPage({ route }) {
           <dt>Id</dt><dd><code>${e._id}</code></dd>
         </dl>
       </section>
-      <${Output} title="Output" id="output" text=${e.output} empty=${active ? "The output appears when the run ends." : "No output."} />
+      ${showLive
+        ? html`<${LiveOutput} key=${e._id} execution=${e} onEnd=${streamEnded} />`
+        : html`<${Output} title="Output" id="output" text=${e.output} empty="No output." />`}
       ${e.error ? html`<${Output} title="Error" id="error" text=${e.error} bad=${true} />` : null}
+      ${e.alerts && e.alerts.length ? html`<${Alerts} alerts=${e.alerts} />` : null}
     `}<//>
+  </section>`;
+}
+
+function attemptFacts(e, job) {
+  const attempt = e.attempt || 1;
+  if (attempt <= 1 && !e.retry_of && !e.next_attempt_id) return null;
+  const max = e.max_attempts || (job && Number.isInteger(job.retries) && job.retries + 1 >= attempt ? job.retries + 1 : null);
+  return html`<dt>Attempt</dt><dd data-testid="execution-attempt">attempt ${attempt}${max ? ` of ${max}` : ""}
+    ${e.retry_of && e.retry_of !== e._id ? html` · <a href=${`#/executions/${e.retry_of}`}>first attempt</a>` : null}
+    ${e.next_attempt_id ? html` · <a href=${`#/executions/${e.next_attempt_id}`}>next attempt</a>` : null}</dd>`;
+}
+
+function Alerts({ alerts }) {
+  return html`<section class="panel" aria-labelledby="alerts-title">
+    <h2 id="alerts-title">Alerts sent</h2>
+    <div class="table-wrap"><table class="alerts" data-testid="execution-alerts">
+      <thead><tr><th scope="col">When</th><th scope="col">Event</th><th scope="col">Channel</th><th scope="col">To</th><th scope="col">Result</th></tr></thead>
+      <tbody>${alerts.map((a, i) => html`<tr key=${i}>
+        <td><${Time} value=${a.at} /></td>
+        <td>${a.event}</td>
+        <td>${a.channel}</td>
+        <td class="wrap">${a.target}</td>
+        <td>${a.ok ? html`<span class="ok-text">delivered</span>` : html`<span class="bad-text">failed</span>${a.error ? html`: <span class="wrap">${a.error}</span>` : null}`}</td>
+      </tr>`)}</tbody>
+    </table></div>
   </section>`;
 }
 
@@ -103,5 +211,99 @@ function Output({ title, id, text, empty = "Nothing.", bad = false }) {
     <div class="panel-head"><h2 id=${`${id}-title`}>${title}</h2>
       ${text ? html`<button type="button" onClick=${() => copyText(text)} aria-label=${`Copy ${title.toLowerCase()}`}>Copy</button>` : null}</div>
     ${text ? html`<pre class=${`output ${bad ? "bad" : ""}`} data-testid=${`execution-${id}`} tabindex="0">${text}</pre>` : html`<p class="muted">${empty}</p>`}
+  </section>`;
+}
+
+const PHASES = {
+  connecting: ["connecting…", "wait"],
+  live: ["live", "on"],
+  reconnecting: ["reconnecting…", "wait"],
+  ended: ["ended", "off"],
+  polling: ["updating every second", "wait"],
+};
+
+/** The output of a run still going: lines arrive over Server-Sent Events and are appended; the
+ * view stays at the bottom unless the reader scrolled up. On `end` the stream is closed (or the
+ * browser would reconnect) and `onEnd` reloads the record. If the stream cannot be opened, the
+ * record's output (polled by the page) is shown instead. */
+function LiveOutput({ execution, onEnd }) {
+  const id = execution._id;
+  const [text, setText] = useState("");
+  const [phase, setPhase] = useState("connecting");
+  const box = useRef(null);
+  const stick = useRef(true);
+  const ended = useRef(onEnd);
+  ended.current = onEnd;
+
+  useEffect(() => {
+    const source = new EventSource(`/api/scheduler/executions/${encodeURIComponent(id)}/output/stream`);
+    let pending = "";
+    let timer = null;
+    let done = false;
+    let closer = null;
+    const flush = () => {
+      timer = null;
+      const chunk = pending;
+      pending = "";
+      if (chunk) setText((current) => current + chunk);
+    };
+    source.onopen = () => setPhase("live");
+    source.onmessage = (event) => {
+      pending += `${event.data}\n`;
+      if (timer === null) timer = setTimeout(flush, 50); // many lines at once: one render
+    };
+    source.addEventListener("end", (event) => {
+      // The server closes the stream right after `end`; closing it here at once could abort
+      // the response's last bytes, so close a moment later (at the latest) or on that close.
+      done = true;
+      closer = setTimeout(() => source.close(), 1000);
+      if (timer !== null) clearTimeout(timer);
+      flush();
+      setPhase("ended");
+      let result = null;
+      try {
+        result = JSON.parse(event.data);
+      } catch {
+        result = null;
+      }
+      ended.current(result);
+    });
+    source.onerror = () => {
+      if (done) {
+        source.close(); // the server closed after `end`: no reconnecting
+        return;
+      }
+      // CONNECTING: the browser reconnects by itself (Last-Event-ID resumes); CLOSED: refused.
+      if (source.readyState === EventSource.CLOSED) setPhase((p) => (p === "ended" ? p : "polling"));
+      else setPhase((p) => (p === "ended" ? p : "reconnecting"));
+    };
+    return () => {
+      source.close();
+      if (timer !== null) clearTimeout(timer);
+      if (closer !== null) clearTimeout(closer);
+    };
+  }, [id]);
+
+  const shown = phase === "polling" ? execution.output || "" : text;
+  // Without a stream, the polled record is all there is: once it has ended, so has this view.
+  const recordEnded = !ACTIVE.has(execution.status);
+  useEffect(() => {
+    if (recordEnded && phase === "polling") ended.current(null);
+  }, [recordEnded, phase]);
+  useLayoutEffect(() => {
+    const pre = box.current;
+    if (pre && stick.current) pre.scrollTop = pre.scrollHeight;
+  }, [shown]);
+  const onScroll = () => {
+    const pre = box.current;
+    if (pre) stick.current = pre.scrollHeight - pre.scrollTop - pre.clientHeight < 8;
+  };
+  const [label, tone] = PHASES[phase];
+  return html`<section class="panel" aria-labelledby="output-title">
+    <div class="panel-head"><h2 id="output-title">Output
+        <span class=${`live-indicator ${tone}`} data-testid="output-live" data-phase=${phase} role="status">${label}</span></h2>
+      ${shown ? html`<button type="button" onClick=${() => copyText(shown)} aria-label="Copy output">Copy</button>` : null}</div>
+    <pre class=${`output live ${shown ? "" : "waiting"}`} data-testid="execution-output" tabindex="0" ref=${box} onScroll=${onScroll}>${shown}</pre>
+    ${shown ? null : html`<p class="muted small">${execution.status === "scheduled" ? "The run has not started yet." : "No output yet."}</p>`}
   </section>`;
 }

@@ -3,7 +3,8 @@ import { html } from "../../vendor/htm/standalone.module.js";
 import { api, listAll } from "../api.js";
 import { DurationBars } from "../charts.js";
 import { Badge, Duration, Empty, Loaded, PageHeader, Pager, Time } from "../ui.js";
-import { ACTIVE, firstLine, formatInZone, formatLocal, navigate, shortClass, useInterval, useQuery, useResource, utcText } from "../util.js";
+import { ACTIVE, firstLine, formatInZone, formatLocal, formatSeconds, navigate, shortClass, useInterval, useQuery, useResource, utcText } from "../util.js";
+import { AttemptMark, CancelButton } from "./executions.js";
 import { JobActions, jobState } from "./jobactions.js";
 import { RunStrip } from "./jobs.js";
 
@@ -30,7 +31,8 @@ export function JobDetailPage({ route }) {
     ]);
     return { job, executions, audit, owner: users.find((u) => u._id === job.user_id), durations: durations.data, preview: previewResult };
   }, [id, offset, auditOffset]);
-  const busy = state.data && state.data.durations.some((e) => ACTIVE.has(e.status));
+  const busy = state.data && (state.data.durations.some((e) => ACTIVE.has(e.status)) ||
+    state.data.executions.data.some((e) => ACTIVE.has(e.status)));
   useInterval(() => reload(true), busy ? 1000 : 5000);
 
   return html`<section class="page">
@@ -51,11 +53,15 @@ function Detail({ data, reload, offset, auditOffset, setQuery }) {
         <h2 id="fields-title">Job</h2>
         <dl class="facts">
           <dt>State</dt><dd class=${`state-${jobState(job)}`}>${jobState(job)}</dd>
+          <dt>Alert state</dt><dd data-testid="job-alert-state"><${AlertState} job=${job} /></dd>
           <dt>Description</dt><dd>${job.description || html`<span class="muted">none</span>`}</dd>
           <dt>Class</dt><dd title=${job.job_class_string}>${shortClass(job.job_class_string)} <span class="muted">${job.job_class_string}</span></dd>
           <dt>Owner</dt><dd>${owner ? html`${owner.name} <span class="muted">${owner.email}</span>` : job.user_id}</dd>
           <dt>Arguments</dt><dd><code class="wrap">${JSON.stringify(job.pub_args)}</code></dd>
           <dt>Keyword arguments</dt><dd><code class="wrap">${JSON.stringify(job.pub_kwargs)}</code></dd>
+          <dt>Time limit</dt><dd data-testid="job-timeout">${job.timeout_seconds ? formatSeconds(job.timeout_seconds) : html`<span class="muted">server default</span>`}</dd>
+          <dt>Retries</dt><dd data-testid="job-retries">${retriesText(job)}</dd>
+          <dt>Alerts</dt><dd data-testid="job-notify"><${NotifyFacts} notify=${job.notify} /></dd>
           <dt>Next run</dt><dd>${job.next_run_time ? html`<${Time} value=${job.next_run_time} showRelative=${true} />` : html`<span class="muted">not scheduled (${jobState(job)})</span>`}</dd>
           <dt>Last run</dt><dd><${Time} value=${job.last_run_time} /></dd>
           <dt>Runs</dt><dd>${job.total_executions}</dd>
@@ -81,14 +87,15 @@ function Detail({ data, reload, offset, auditOffset, setQuery }) {
       <h2 id="executions-title">Executions</h2>
       ${executions.total === 0 ? html`<${Empty}><p>This job has not run yet. Use Run now to try it.</p><//>` : html`
         <div class="table-wrap"><table>
-          <thead><tr><th scope="col">Status</th><th scope="col">Scheduled</th><th scope="col">Started</th><th scope="col">Duration</th><th scope="col">Host</th><th scope="col">Output or error</th></tr></thead>
-          <tbody>${executions.data.map((e) => html`<tr key=${e._id}>
-            <td><a href=${`#/executions/${e._id}`}><${Badge} status=${e.status} /></a></td>
+          <thead><tr><th scope="col">Status</th><th scope="col">Scheduled</th><th scope="col">Started</th><th scope="col">Duration</th><th scope="col">Host</th><th scope="col">Output or error</th><th scope="col"><span class="visually-hidden">Actions</span></th></tr></thead>
+          <tbody>${executions.data.map((e) => html`<tr key=${e._id} data-execution-id=${e._id}>
+            <td><a href=${`#/executions/${e._id}`}><${Badge} status=${e.status} /></a><${AttemptMark} execution=${e} /></td>
             <td><${Time} value=${e.scheduled_at || e.created_at} /></td>
             <td><${Time} value=${e.started_at} /></td>
             <td><${Duration} ms=${e.duration_ms} /></td>
             <td>${e.hostname}</td>
             <td class="clip"><a href=${`#/executions/${e._id}`}>${firstLine(e.error) || firstLine(e.output) || "view"}</a></td>
+            <td><${CancelButton} key=${e._id} execution=${e} small=${true} changed=${() => reload(true)} /></td>
           </tr>`)}</tbody>
         </table></div>
         <${Pager} total=${executions.total} limit=${PAGE} offset=${offset} onOffset=${(o) => setQuery({ offset: o, audit_offset: auditOffset || "" })} />`}
@@ -103,4 +110,27 @@ function Detail({ data, reload, offset, auditOffset, setQuery }) {
         </table></div>
         <${Pager} total=${audit.total} limit=${PAGE} offset=${auditOffset} onOffset=${(o) => setQuery({ audit_offset: o, offset: offset || "" })} />`}
     </section>`;
+}
+
+/** The job's alert state: ok (also for jobs from before alerts), failing or missed. */
+export function AlertState({ job }) {
+  const state = job.alert_state || "ok";
+  return html`<${Badge} status=${state} />${state === "ok" ? null : html` <span class="muted small">${
+    state === "failing" ? "its last run did not succeed" : "its last occurrence was missed"}</span>`}`;
+}
+
+function retriesText(job) {
+  const retries = job.retries || 0;
+  if (!retries) return html`<span class="muted">none</span>`;
+  const delay = job.retry_delay_seconds ?? 60;
+  const backoff = job.retry_backoff === "fixed" ? "fixed delay" : "exponential backoff (doubling, with jitter)";
+  return `up to ${retries} after a failed or timed-out run, the first after ${formatSeconds(delay)}, ${backoff}`;
+}
+
+function NotifyFacts({ notify }) {
+  if (!notify) return html`<span class="muted">none</span>`;
+  const emails = notify.email || [];
+  return html`on ${(notify.events || []).join(", ")}
+    ${emails.length ? html`<div class="small">email: ${emails.join(", ")}</div>` : null}
+    ${notify.webhook ? html`<div class="small">webhook: <code class="wrap">${notify.webhook}</code></div>` : null}`;
 }

@@ -22,18 +22,65 @@ const PRESETS = [
   ["First of the month", { second: "0", minute: "0", hour: "0", day_of_month: "1", month: "*", day_of_week: "*", week: "*" }],
 ];
 const ZONES = timeZones();
+const EVENTS = [
+  ["failure", "Failure", "a run fails or ends badly after it had been succeeding"],
+  ["recovery", "Recovery", "the first success after failures"],
+  ["timeout", "Timeout", "a run passes its time limit"],
+  ["missed", "Missed", "an occurrence could not run in time"],
+];
+const RUN_DEFAULTS = { timeout_seconds: "", retries: "0", retry_delay_seconds: "60", retry_backoff: "exponential" };
+const NOTIFY_DEFAULTS = { notify_email: "", notify_webhook: "", notify_events: EVENTS.map(([key]) => key) };
 
 function blank(users) {
   return {
     name: "", description: "", job_class_string: "jobs.echo.EchoJob", user_id: users[0]?._id || "",
     ...PRESETS[2][1], timezone: browserZone(), pub_args: "[]", pub_kwargs: "{}", is_enabled: true,
+    ...RUN_DEFAULTS, ...NOTIFY_DEFAULTS,
   };
 }
 
 function fromJob(job) {
   const form = { ...job, pub_args: JSON.stringify(job.pub_args, null, 2), pub_kwargs: JSON.stringify(job.pub_kwargs, null, 2) };
   for (const [key] of CRON) form[key] = String(job[key] ?? "*");
+  form.timeout_seconds = job.timeout_seconds === null || job.timeout_seconds === undefined ? "" : String(job.timeout_seconds);
+  form.retries = String(job.retries ?? RUN_DEFAULTS.retries);
+  form.retry_delay_seconds = String(job.retry_delay_seconds ?? RUN_DEFAULTS.retry_delay_seconds);
+  form.retry_backoff = job.retry_backoff || RUN_DEFAULTS.retry_backoff;
+  const notify = job.notify || null;
+  form.notify_email = notify && notify.email ? notify.email.join("\n") : "";
+  form.notify_webhook = (notify && notify.webhook) || "";
+  form.notify_events = notify && notify.events && notify.events.length ? [...notify.events] : [...NOTIFY_DEFAULTS.notify_events];
   return form;
+}
+
+/** A number field's text as the API wants it: a number, `empty` when blank (the text itself
+ * when it is not a number, so the API's 400 names the field). */
+function numberOf(text, empty) {
+  const trimmed = String(text ?? "").trim();
+  if (trimmed === "") return empty;
+  const value = Number(trimmed);
+  return Number.isFinite(value) ? value : trimmed;
+}
+
+export function emailsOf(text) {
+  return String(text || "").split(/[\s,;]+/).map((e) => e.trim()).filter(Boolean);
+}
+
+/** notify for the API: null when there is neither an email nor a webhook. */
+function notifyOf(form) {
+  const email = emailsOf(form.notify_email);
+  const webhook = form.notify_webhook.trim();
+  if (!email.length && !webhook) return null;
+  return { email, webhook: webhook || null, events: EVENTS.map(([key]) => key).filter((key) => form.notify_events.includes(key)) };
+}
+
+/** The form field a 400 names: `notify["webhook"]` is the webhook field, `notify` the alerts. */
+function errorField(detail) {
+  const nested = /^Invalid field ([a-z_]+)\["([a-z_]+)"\]/.exec(detail || "");
+  const candidates = nested ? [`${nested[1]}_${nested[2]}`, nested[1]] : [];
+  const top = fieldOf(detail);
+  if (top) candidates.push(top);
+  return candidates.find((field) => document.getElementById(`job-${field}`)) || null;
 }
 
 function parseJson(text, kind) {
@@ -75,7 +122,12 @@ function JobForm({ data, editing }) {
   const set = (key) => (e) => {
     const value = e.target.type === "checkbox" ? e.target.checked : e.target.value;
     setForm((f) => ({ ...f, [key]: value }));
-    setErrors((errs) => ({ ...errs, [key]: undefined }));
+    setErrors((errs) => ({ ...errs, [key]: undefined, ...(key.startsWith("notify") ? { notify: undefined } : {}) }));
+  };
+  const toggleEvent = (event) => (e) => {
+    const on = e.target.checked;
+    setForm((f) => ({ ...f, notify_events: on ? [...new Set([...f.notify_events, event])] : f.notify_events.filter((x) => x !== event) }));
+    setErrors((errs) => ({ ...errs, notify_events: undefined, notify: undefined }));
   };
   const jobClass = data.classes.find((c) => c.class_string === form.job_class_string);
   const args = parseJson(form.pub_args, "array");
@@ -88,13 +140,22 @@ function JobForm({ data, editing }) {
 
   const submit = async (e) => {
     e.preventDefault();
-    if (args.error || kwargs.error) {
-      setErrors((errs) => ({ ...errs, pub_args: args.error, pub_kwargs: kwargs.error }));
+    const notify = notifyOf(form);
+    if (args.error || kwargs.error || (notify && !notify.events.length)) {
+      setErrors((errs) => ({
+        ...errs, pub_args: args.error, pub_kwargs: kwargs.error,
+        notify_events: notify && !notify.events.length ? "Choose at least one event, or clear the emails and the webhook to send no alerts." : undefined,
+      }));
       return;
     }
     const body = {
       name: form.name, description: form.description, job_class_string: form.job_class_string, user_id: form.user_id,
       timezone: form.timezone, pub_args: args.value, pub_kwargs: kwargs.value, is_enabled: !!form.is_enabled,
+      timeout_seconds: numberOf(form.timeout_seconds, null),
+      retries: numberOf(form.retries, 0),
+      retry_delay_seconds: numberOf(form.retry_delay_seconds, 60),
+      retry_backoff: form.retry_backoff,
+      notify,
     };
     for (const [key] of CRON) body[key] = form[key];
     setSaving(true);
@@ -110,8 +171,8 @@ function JobForm({ data, editing }) {
         navigate(`/jobs/${result.job_id}`);
       }
     } catch (error) {
-      const field = error instanceof ApiError && error.status === 400 ? fieldOf(error.detail) : null;
-      if (field && document.getElementById(`job-${field}`)) setErrors((errs) => ({ ...errs, [field]: error.detail }));
+      const field = error instanceof ApiError && error.status === 400 ? errorField(error.detail) : null;
+      if (field) setErrors((errs) => ({ ...errs, [field]: error.detail }));
       else setFormError(error.detail || String(error));
       toast(error.detail || String(error), "error");
     } finally {
@@ -121,6 +182,10 @@ function JobForm({ data, editing }) {
 
   const input = (key, label, props = {}) => html`<${Field} id=${`job-${key}`} label=${label} error=${errors[key]} hint=${props.hint}>
     ${(a) => html`<input ...${a} name=${key} type="text" value=${form[key]} onInput=${set(key)} autocomplete="off" ...${props.attrs || {}} />`}
+  <//>`;
+
+  const number = (key, label, attrs, hint) => html`<${Field} id=${`job-${key}`} label=${label} error=${errors[key]} hint=${hint}>
+    ${(a) => html`<input ...${a} name=${key} type="number" inputmode="decimal" value=${form[key]} onInput=${set(key)} ...${attrs} />`}
   <//>`;
 
   return html`<form class="form job-form" onSubmit=${submit} novalidate>
@@ -178,6 +243,46 @@ function JobForm({ data, editing }) {
         <input id="job-is_enabled" type="checkbox" checked=${!!form.is_enabled} onChange=${set("is_enabled")} />
         <label for="job-is_enabled">Enabled</label>
         <p class="hint">A disabled job never fires on its schedule; Run now still works.</p>
+      </div>
+    </fieldset>
+
+    <fieldset><legend>Time limit and retries</legend>
+      <div class="two">
+        ${number("timeout_seconds", "Time limit (seconds)", { min: 1, max: 604800, step: 1, placeholder: "server default" },
+          "A run still going after this long is stopped and recorded timeout. Empty: the server's default (none unless DEFAULT_JOB_TIMEOUT is set).")}
+        ${number("retries", "Retries", { min: 0, max: 10, step: 1 }, "Attempts after a run that failed or timed out (0–10; 0: none).")}
+        ${number("retry_delay_seconds", "Retry delay (seconds)", { min: 0, max: 86400, step: "any" }, "Wait before the first retry (0–86400).")}
+        <${Field} id="job-retry_backoff" label="Backoff" error=${errors.retry_backoff}
+            hint="Exponential: the delay doubles for each further attempt, with some jitter.">
+          ${(a) => html`<select ...${a} value=${form.retry_backoff} onChange=${set("retry_backoff")}>
+            <option value="exponential">Exponential</option>
+            <option value="fixed">Fixed</option>
+          </select>`}
+        <//>
+      </div>
+    </fieldset>
+
+    <fieldset id="job-notify" aria-describedby=${errors.notify ? "job-notify-error" : undefined}><legend>Alerts</legend>
+      <p class="hint">Sent when the job's state changes: its first failure, its first success after failures, a timeout,
+        a missed run. Leave the emails and the webhook empty to send none.</p>
+      ${errors.notify ? html`<p class="field-error" id="job-notify-error" role="alert">${errors.notify}</p>` : null}
+      <div class="two">
+        <${Field} id="job-notify_email" label="Alert emails" error=${errors.notify_email} hint="Up to 20 addresses, separated by commas or new lines.">
+          ${(a) => html`<textarea ...${a} rows="2" spellcheck=${false} value=${form.notify_email} onInput=${set("notify_email")}
+            placeholder="ops@example.com"></textarea>`}
+        <//>
+        <${Field} id="job-notify_webhook" label="Alert webhook URL" error=${errors.notify_webhook} hint="An http(s) URL (without a password in it) that receives a JSON POST.">
+          ${(a) => html`<input ...${a} type="url" value=${form.notify_webhook} onInput=${set("notify_webhook")} autocomplete="off"
+            spellcheck=${false} placeholder="https://hooks.example.com/texium" />`}
+        <//>
+      </div>
+      <div class=${`field events ${errors.notify_events ? "has-error" : ""}`} id="job-notify_events" role="group" aria-labelledby="job-notify_events-label"
+          aria-describedby=${errors.notify_events ? "job-notify_events-error" : undefined}>
+        <span class="group-label" id="job-notify_events-label">Alert on</span>
+        <div class="checks">${EVENTS.map(([key, label, hint]) => html`<span class="check" key=${key}>
+          <input id=${`job-notify-event-${key}`} type="checkbox" checked=${form.notify_events.includes(key)} onChange=${toggleEvent(key)} />
+          <label for=${`job-notify-event-${key}`} title=${hint}>${label}</label></span>`)}</div>
+        ${errors.notify_events ? html`<p class="field-error" id="job-notify_events-error" role="alert">${errors.notify_events}</p>` : null}
       </div>
     </fieldset>
 

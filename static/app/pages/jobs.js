@@ -79,7 +79,8 @@ function JobsTable({ data, query, setQuery, reload }) {
   // A job is unhealthy when its latest run that ended did not complete.
   const unhealthy = data.jobs.filter((j) => {
     const s = data.summaries.get(j._id);
-    const ended = s && s.recent_runs.find((r) => !ACTIVE.has(r.status) && r.status !== "skipped" && r.status !== "missed");
+    // A retried attempt is not the end of its occurrence: the attempt after it tells.
+    const ended = s && s.recent_runs.find((r) => !ACTIVE.has(r.status) && !["skipped", "missed", "retried"].includes(r.status));
     return ended && ended.status !== "completed";
   }).length;
   const toggleSort = (key) => setQuery({ sort: key, dir: sort === key && !descending ? "desc" : "" });
@@ -122,7 +123,8 @@ function JobsTable({ data, query, setQuery, reload }) {
         <tbody>
           ${rows.map(({ job, summary, last }) => html`<tr key=${job._id} data-job-id=${job._id}>
             <td data-label="Name"><a href=${`#/jobs/${job._id}`} class="strong">${job.name}</a>
-              <div class="muted small">${users.get(job.user_id)?.name || "unknown owner"} · <span class=${`state-${jobState(job)}`}>${jobState(job)}</span></div></td>
+              <div class="muted small">${users.get(job.user_id)?.name || "unknown owner"} · <span class=${`state-${jobState(job)}`}>${jobState(job)}</span>${
+                job.alert_state && job.alert_state !== "ok" ? html` <${Badge} status=${job.alert_state} />` : null}</div></td>
             <td data-label="Class" title=${job.job_class_string}>${shortClass(job.job_class_string)}</td>
             <td data-label="Schedule">${summary.schedule_description || html`<span class="warn">invalid schedule</span>`}
               ${job.schedule_error ? html`<div class="warn small">${job.schedule_error}</div>` : null}</td>

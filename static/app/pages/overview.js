@@ -19,14 +19,18 @@ export function OverviewPage() {
   const [range, setRange] = useState("hour");
   const [summary, reload] = useResource(async (background) => {
     const quiet = { quiet: background };
-    const [stats, health, jobs, failures, nodes] = await Promise.all([
+    const [stats, health, jobs, failures, timeouts, nodes] = await Promise.all([
       api.get("/api/scheduler/stats", null, quiet),
       api.get("/api/scheduler/health", null, { quiet: true }).catch((error) => error.body || { status: "unhealthy", message: error.detail }),
       listAll("/api/scheduler/jobs", {}, quiet),
       api.get("/api/scheduler/executions", { status: "failed", limit: 8 }, quiet),
+      api.get("/api/scheduler/executions", { status: "timeout", limit: 8 }, quiet),
       api.get("/api/scheduler/nodes", null, quiet),
     ]);
-    return { stats: stats.stats, health, jobs, failures: failures.data, nodes: nodes.data };
+    // Failed and timed-out runs, newest first.
+    const when = (e) => e.completed_at || e.created_at || "";
+    const latest = [...failures.data, ...timeouts.data].sort((a, b) => when(b).localeCompare(when(a))).slice(0, 8);
+    return { stats: stats.stats, health, jobs, failures: latest, nodes: nodes.data };
   }, []);
   const [activity, reloadActivity] = useResource(
     (background) => api.get("/api/scheduler/activity", { bucket: range, timezone: browserZone() }, { quiet: background }),
@@ -92,6 +96,9 @@ function Summary({ data }) {
       <${Card} label="Jobs" value=${stats.total_jobs} detail=${`${stats.enabled_jobs} enabled · ${stats.paused_jobs} paused`} href="#/jobs" />
       <${Card} label="Executions" value=${stats.total_executions} detail=${`${stats.completed_executions} completed · ${stats.failed_executions} failed`} href="#/executions" />
       <${Card} label="Success rate" value=${`${stats.success_rate}%`} detail=${`${stats.ended_executions} ended runs`} tone=${stats.failed_executions ? "warn" : "ok"} />
+      <${Card} label="Timed out" value=${stats.timeout_executions ?? 0}
+        detail=${`${stats.cancelled_executions ?? 0} cancelled · ${stats.retried_executions ?? 0} retried`}
+        href="#/executions?status=timeout" tone=${stats.timeout_executions ? "warn" : ""} />
       <${Card} label="Running now" value=${stats.running_executions} detail=${`${stats.skipped_executions} skipped · ${stats.missed_executions} missed`} href="#/executions?status=running" />
       <${Card} label="Scheduler" value=${health.status} detail=${health.status === "healthy" ? `${alive} live node${alive === 1 ? "" : "s"}` : health.message} tone=${health.status === "healthy" ? "ok" : "bad"} />
     </div>
