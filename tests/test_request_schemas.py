@@ -96,9 +96,27 @@ def breakers(prop: dict, keyword: str, examples: list, in_query: bool = False) -
         return [("maximum", limit + 1)]
     if keyword == "pattern":
         return [("pattern", next(v for v in ("x", "not matching", "ftp://x") if not re.search(limit, v)))]
+    if keyword in ("additionalProperties", "required", "properties"):
+        return _object_breakers(prop, keyword, examples)
     if keyword == "format":
         return [(f"format-{limit}", INVALID_FORMAT_EXAMPLES[limit])] if limit in INVALID_FORMAT_EXAMPLES else None
     return None
+
+
+def _object_breakers(prop: dict, keyword: str, examples: list) -> list[tuple[str, Any]] | None:
+    """An object field (e.g. a job's `notify`): grown from a valid example, broken inside."""
+    base = next((e for e in examples if isinstance(e, dict) and not violated(prop, e)), None)
+    if base is None:
+        return None
+    if keyword == "additionalProperties":
+        return [("additionalProperties", {**base, "zzz_unknown": 1})]
+    if keyword == "required":
+        return [(f"required-{name}", {k: v for k, v in base.items() if k != name}) for name in prop["required"]]
+    cases = []
+    for name, inner in prop["properties"].items():
+        wrong = next((v for v in TYPE_SAMPLES.values() if "type" in violated(inner, v)), None)
+        cases.append((f"properties-{name}", {**base, name: wrong}))
+    return cases
 
 
 def _types(prop: dict) -> list[str]:
@@ -184,6 +202,8 @@ def test_cases_break_just_their_constraint():
             assert broken == set(), case_id
         elif keyword == "type":
             assert "type" in broken and broken <= {"type", "enum"}, (case_id, broken)
+        elif keyword == "properties":  # a member of an object field has the wrong type
+            assert broken == {"type"}, (case_id, broken)
         else:
             assert broken == {keyword}, (case_id, broken)
 

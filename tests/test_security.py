@@ -354,3 +354,16 @@ def test_host_rules_follow_the_listening_address():
     assert everywhere.host_allowed("scheduler.example.com") and not everywhere.host_allowed("rebind.example")
     loopback = AccessPolicy(required=False, listen_address="127.0.0.1")
     assert loopback.host_allowed("localhost") and not loopback.host_allowed("10.1.2.3")
+
+
+def test_a_user_cancels_and_follows_only_their_own_runs(secured):
+    admin, user, anonymous = secured["admin"], secured["user"], client(secured["server"])
+    mine = call(admin, "POST", f"/api/scheduler/jobs/{secured['mine']}/run").json()["execution_id"]
+    theirs = call(admin, "POST", f"/api/scheduler/jobs/{secured['theirs']}/run").json()["execution_id"]
+    for method, suffix in (("POST", "/cancel"), ("GET", "/output/stream")):
+        assert call(anonymous, method, f"/api/scheduler/executions/{mine}{suffix}").status_code == 401, suffix
+        foreign = call(user, method, f"/api/scheduler/executions/{theirs}{suffix}")
+        assert foreign.status_code == 404 and foreign.json() == {"detail": "Execution not found"}, suffix
+    stream = call(user, "GET", f"/api/scheduler/executions/{mine}/output/stream")
+    assert stream.status_code == 200 and "event: end" in stream.text
+    assert call(user, "POST", f"/api/scheduler/executions/{mine}/cancel").status_code == 409  # it has ended
