@@ -15,7 +15,7 @@ import pytest
 
 from tests.browser import skip_without_chromium
 from tests.server_process import SAMPLE_JOBS, ServerProcess, wait_for
-from tests.test_dashboard import EXPECTED_HTTP_ERRORS, Session, browser, expect, role, shot  # noqa: F401 (browser: a fixture)
+from tests.test_dashboard import browser, expect, role, shot, ui  # noqa: F401 (browser, ui: fixtures)
 
 skip_without_chromium()
 
@@ -54,20 +54,11 @@ def admin(server):
     return server.api.create_user(name="Grace Hopper", email="grace@example.com", role="admin")
 
 
-@pytest.fixture(scope="module")
-def ui(browser, server):  # noqa: F811 (browser is the imported fixture)
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, timezone_id="Europe/Berlin")
-    context.set_default_timeout(10_000)
-    session = Session(context.new_page(), server.api.base_url)
-    yield session
-    context.close()
-
-
 @pytest.fixture
-def clean(ui):
+def clean(ui):  # noqa: F811 (ui: the imported fixture)
     ui.problems.clear()
     yield ui
-    assert [p for p in ui.problems if not EXPECTED_HTTP_ERRORS.search(p)] == []
+    assert ui.unexpected() == []
     assert ui.dialogs == [], "no script may open a dialog"
 
 
@@ -83,6 +74,10 @@ def ticker_job(server, admin, name: str, count: int = 30) -> str:
     return server.api.create_job(
         admin,
         name=name,
+        minute="0",  # run-now only: once a year (the default fires every minute)
+        hour="0",
+        day_of_month="1",
+        month="1",
         job_class_string="jobs.custom.CustomScriptJob",
         pub_args=["ticker.sh"],
         pub_kwargs={"count": count},
@@ -246,6 +241,10 @@ def test_a_retried_run_links_its_attempts_and_lists_its_alerts(clean, server, ad
     job_id = server.api.create_job(
         admin,
         name="Flaky",
+        minute="0",
+        hour="0",
+        day_of_month="1",
+        month="1",
         job_class_string="tests.sample_jobs.slow.SlowJob",
         pub_kwargs={"seconds": 0.1, "fail": True},
         retries=1,

@@ -27,6 +27,15 @@ FAST = {
 }
 
 
+# Run-now only: a schedule that fires once a year (the default fires every minute, at :00).
+YEARLY = {"second": "0", "minute": "0", "hour": "0", "day_of_month": "1", "month": "1"}
+
+
+def job(api, **fields) -> str:
+    """A job of a new user that runs only when asked to (or on `fields`' own schedule)."""
+    return api.create_job(api.create_user(), **{**YEARLY, **fields})
+
+
 def write_script(directory, name: str, body: str) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
@@ -74,7 +83,7 @@ while true; do sleep 0.1; done
 """
     server = scripted_server(start_server, tmp_path, {"hang.sh": body})
     api = server.api
-    job_id = api.create_job(api.create_user(), job_class_string=SCRIPT, pub_args=["hang.sh"], timeout_seconds=1)
+    job_id = job(api, job_class_string=SCRIPT, pub_args=["hang.sh"], timeout_seconds=1)
     ended = api.wait_execution(run(api, job_id), timeout=20)
     assert ended["status"] == "timeout", ended
     assert ended["error"].startswith("Timed out after 1 s"), ended["error"]
@@ -87,7 +96,7 @@ while true; do sleep 0.1; done
 def test_default_job_timeout_stops_a_job_that_listens(start_server, tmp_path):
     server = start_server("sqlite", tmp_path / "data", env={**FAST, "TEXIUM_DEFAULT_JOB_TIMEOUT": "1"})
     api = server.api
-    job_id = api.create_job(api.create_user(), job_class_string=POLITE, pub_kwargs={"seconds": 30})
+    job_id = job(api, job_class_string=POLITE, pub_kwargs={"seconds": 30})
     assert api.get(f"/api/scheduler/jobs/{job_id}").json()["data"]["timeout_seconds"] is None
     ended = api.wait_execution(run(api, job_id), timeout=10)
     assert ended["status"] == "timeout", ended
@@ -101,9 +110,7 @@ def test_a_job_that_ignores_the_flag_is_recorded_and_its_thread_lingers(start_se
     server = start_server("sqlite", tmp_path / "data", env={**FAST, "TEXIUM_STOP_GRACE_SECONDS": "1"})
     api = server.api
     marker = tmp_path / "deaf-finished"
-    job_id = api.create_job(
-        api.create_user(), job_class_string=DEAF, pub_kwargs={"seconds": 4, "marker": str(marker)}, timeout_seconds=1
-    )
+    job_id = job(api, job_class_string=DEAF, pub_kwargs={"seconds": 4, "marker": str(marker)}, timeout_seconds=1)
     ended = api.wait_execution(run(api, job_id), timeout=10)
     assert ended["status"] == "timeout", ended
     assert "did not stop within 1 s" in ended["error"] and ended["duration_ms"] < 3500
@@ -123,7 +130,7 @@ def test_cancel_a_running_script_and_what_cancel_answers(start_server, tmp_path)
     body = "#!/bin/sh\necho working\nexec sleep 300\n"
     server = scripted_server(start_server, tmp_path, {"long.sh": body})
     api = server.api
-    job_id = api.create_job(api.create_user(), job_class_string=SCRIPT, pub_args=["long.sh"])
+    job_id = job(api, job_class_string=SCRIPT, pub_args=["long.sh"])
     execution_id = start_run(api, job_id)
     answer = api.post(f"/api/scheduler/executions/{execution_id}/cancel", headers={"X-Texium-User": "ops-alice"})
     assert answer.status_code == 202, answer.text
@@ -146,7 +153,7 @@ def test_cancel_a_running_script_and_what_cancel_answers(start_server, tmp_path)
 def test_cancel_a_run_waiting_for_its_turn_ends_it_at_once(start_server, tmp_path):
     server = start_server("mongomock", tmp_path / "data", env=FAST)
     api = server.api
-    job_id = api.create_job(api.create_user(), job_class_string=POLITE, pub_kwargs={"seconds": 60})
+    job_id = job(api, job_class_string=POLITE, pub_kwargs={"seconds": 60})
     first = start_run(api, job_id)
     second = run(api, job_id)  # max instances 1: it waits, scheduled
     time.sleep(0.3)
@@ -163,7 +170,7 @@ def test_cancel_a_run_waiting_for_its_turn_ends_it_at_once(start_server, tmp_pat
 def test_cancel_through_another_node_stops_the_run_where_it_runs(start_server, tmp_path):
     runner = start_server("sqlite", tmp_path / "data", env=FAST)
     other = start_server("sqlite", tmp_path / "data", env=FAST)
-    job_id = runner.api.create_job(runner.api.create_user(), job_class_string=POLITE, pub_kwargs={"seconds": 60})
+    job_id = job(runner.api, job_class_string=POLITE, pub_kwargs={"seconds": 60})
     execution_id = start_run(runner.api, job_id)
     asked = time.monotonic()
     answer = other.api.post(f"/api/scheduler/executions/{execution_id}/cancel")
@@ -176,6 +183,11 @@ def test_cancel_through_another_node_stops_the_run_where_it_runs(start_server, t
 # ------------------------------------------------------------------------- retries
 
 
+def flaky_job(api, runs_log, failures: int = 2, **fields) -> str:
+    """A job failing its first `failures` runs; each run appends its execution id to `runs_log`."""
+    return job(api, job_class_string=FLAKY, pub_args=[str(runs_log)], pub_kwargs={"failures": failures}, **fields)
+
+
 def attempts_of(api, job_id: str) -> list[dict]:
     return sorted(executions(api, job_id=job_id), key=lambda e: e["attempt"])
 
@@ -184,15 +196,7 @@ def attempts_of(api, job_id: str) -> list[dict]:
 def test_a_job_failing_twice_then_succeeding_with_two_retries_is_one_success(provider, start_server, tmp_path):
     server = start_server(provider, tmp_path / "data", env=FAST)
     api = server.api
-    job_id = api.create_job(
-        api.create_user(),
-        job_class_string=FLAKY,
-        pub_args=[str(tmp_path / "runs.log")],
-        pub_kwargs={"failures": 2},
-        retries=2,
-        retry_delay_seconds=0.5,
-        retry_backoff="fixed",
-    )
+    job_id = flaky_job(api, tmp_path / "runs.log", 2, retries=2, retry_delay_seconds=0.5, retry_backoff="fixed")
     first_id = run(api, job_id)
     assert wait_for(lambda: [e for e in executions(api, job_id=job_id) if e["status"] == "completed"], timeout=15)
     attempts = attempts_of(api, job_id)
@@ -219,14 +223,7 @@ def time_of(text: str) -> float:
 def test_an_occurrence_whose_last_attempt_fails_is_one_failure(start_server, tmp_path):
     server = start_server("sqlite", tmp_path / "data", env=FAST)
     api = server.api
-    job_id = api.create_job(
-        api.create_user(),
-        job_class_string=FLAKY,
-        pub_args=[str(tmp_path / "runs.log")],
-        pub_kwargs={"failures": 5},
-        retries=1,
-        retry_delay_seconds=0,
-    )
+    job_id = flaky_job(api, tmp_path / "runs.log", 5, retries=1, retry_delay_seconds=0)
     run(api, job_id)
     assert wait_for(lambda: [e for e in executions(api, job_id=job_id) if e["status"] == "failed"], timeout=10)
     assert [e["status"] for e in attempts_of(api, job_id)] == ["retried", "failed"]
@@ -238,15 +235,7 @@ def test_a_pending_retry_survives_its_node_s_kill_9_and_runs_once_on_another(sta
     doomed = start_server("sqlite", tmp_path / "data", env=FAST)
     survivor = start_server("sqlite", tmp_path / "data", env=FAST)
     runs_log = tmp_path / "runs.log"
-    job_id = doomed.api.create_job(
-        doomed.api.create_user(),
-        job_class_string=FLAKY,
-        pub_args=[str(runs_log)],
-        pub_kwargs={"failures": 1},
-        retries=1,
-        retry_delay_seconds=3,
-        retry_backoff="fixed",
-    )
+    job_id = flaky_job(doomed.api, runs_log, 1, retries=1, retry_delay_seconds=3, retry_backoff="fixed")
     first = run(doomed.api, job_id)
     assert wait_for(lambda: execution(survivor.api, first)["status"] == "retried", timeout=10)
     pending = [e for e in executions(survivor.api, job_id=job_id) if e["attempt"] == 2]
@@ -263,9 +252,7 @@ def test_cancelling_a_pending_retry_means_it_never_runs(start_server, tmp_path):
     server = start_server("sqlite", tmp_path / "data", env=FAST)
     api = server.api
     runs_log = tmp_path / "runs.log"
-    job_id = api.create_job(
-        api.create_user(), job_class_string=FLAKY, pub_args=[str(runs_log)], retries=3, retry_delay_seconds=2
-    )
+    job_id = flaky_job(api, runs_log, retries=3, retry_delay_seconds=2)
     first = run(api, job_id)
     assert wait_for(lambda: execution(api, first)["status"] == "retried")
     pending = execution(api, first)["next_attempt_id"]
@@ -295,14 +282,7 @@ def test_alerts_arrive_once_per_state_change_by_email_and_webhook(start_server, 
         server = start_server("sqlite", tmp_path / "data", env=alert_env(smtp_port))
         api = server.api
         notify = {"email": ["ops@example.com"], "webhook": receiver.url + "/hook", "events": ["failure", "recovery"]}
-        job_id = api.create_job(
-            api.create_user(),
-            name="Nightly import",
-            job_class_string=FLAKY,
-            pub_args=[str(tmp_path / "runs.log")],
-            pub_kwargs={"failures": 3},
-            notify=notify,
-        )
+        job_id = flaky_job(api, tmp_path / "runs.log", 3, name="Nightly import", notify=notify)
         ids = [api.wait_execution(run(api, job_id))["_id"] for _ in range(4)]  # fail, fail, fail, succeed
         assert wait_for(lambda: len(receiver.requests) >= 2 and len(mailbox.messages) >= 2, timeout=10)
         time.sleep(1)  # nothing more comes
@@ -329,13 +309,7 @@ def test_an_alert_that_cannot_be_delivered_is_logged_and_visible(start_server, t
         server = start_server("sqlite", tmp_path / "data", env=alert_env(smtp_port))
         api = server.api
         dead_end = f"http://127.0.0.1:{closed_port()}/hook"
-        job_id = api.create_job(
-            api.create_user(),
-            job_class_string=FLAKY,
-            pub_args=[str(tmp_path / "runs.log")],
-            pub_kwargs={"failures": 9},
-            notify={"webhook": dead_end, "events": ["failure"]},
-        )
+        job_id = flaky_job(api, tmp_path / "runs.log", 9, notify={"webhook": dead_end, "events": ["failure"]})
         failed = api.wait_execution(run(api, job_id))
         assert failed["status"] == "failed"
         sent = wait_for(lambda: execution(api, failed["_id"]).get("alerts"), timeout=15)
@@ -350,8 +324,14 @@ def test_missed_occurrences_alert_once(start_server, tmp_path):
         env = {**FAST, "TEXIUM_OUTBOUND_ALLOW": "127.0.0.1/32", "TEXIUM_MISFIRE_GRACE_TIME": "1"}
         server = start_server("sqlite", tmp_path / "data", env=env)
         api = server.api
-        job_id = api.create_job(
-            api.create_user(), second="*", notify={"webhook": receiver.url, "events": ["missed", "failure"]}
+        job_id = job(
+            api,
+            second="*",
+            minute="*",
+            hour="*",
+            day_of_month="*",
+            month="*",
+            notify={"webhook": receiver.url, "events": ["missed", "failure"]},
         )
         server.stop()
         time.sleep(3)
@@ -370,7 +350,7 @@ def test_output_is_readable_and_streamed_while_the_run_goes(start_server, tmp_pa
     body = "#!/bin/sh\necho 'line 1'\nsleep 1.5\necho 'line 2'\nsleep 1.5\nprintf 'line 3'\n"
     server = scripted_server(start_server, tmp_path, {"talk.sh": body})
     api = server.api
-    job_id = api.create_job(api.create_user(), job_class_string=SCRIPT, pub_args=["talk.sh"])
+    job_id = job(api, job_class_string=SCRIPT, pub_args=["talk.sh"])
     execution_id = start_run(api, job_id)
     url = f"{api.base_url}/api/scheduler/executions/{execution_id}/output/stream"
     seen, statuses_when_seen, end = [], [], None
@@ -402,7 +382,7 @@ def test_output_so_far_is_in_the_execution_while_it_runs(start_server, tmp_path)
     body = "#!/bin/sh\necho 'first part'\nexec sleep 30\n"
     server = scripted_server(start_server, tmp_path, {"slow.sh": body})
     api = server.api
-    job_id = api.create_job(api.create_user(), job_class_string=SCRIPT, pub_args=["slow.sh"])
+    job_id = job(api, job_class_string=SCRIPT, pub_args=["slow.sh"])
     execution_id = start_run(api, job_id)
     assert wait_for(lambda: "first part" in execution(api, execution_id)["output"], timeout=3)
     assert execution(api, execution_id)["status"] == "running"

@@ -13,6 +13,22 @@ from texium.core.runner import HIDDEN
 from texium.core.validation import require_id
 
 
+def one_of(execution_id: str, owner: str | None) -> dict:
+    """The query for one execution, of `owner`'s only when given (a non-admin's view)."""
+    query = {"_id": require_id(execution_id, "execution_id")}
+    if owner is not None:
+        query["user_id"] = owner
+    return query
+
+
+def find_execution(datastore: Datastore, execution_id: str, owner: str | None = None) -> dict:
+    """The execution document, or NotFound (also for someone else's, as for an unknown id)."""
+    found = datastore.executions.find_one(one_of(execution_id, owner))
+    if found is None:
+        raise NotFound("Execution not found")
+    return found
+
+
 class ExecutionHistory:
     def __init__(self, datastore: Datastore):
         self._ds = datastore
@@ -47,22 +63,14 @@ class ExecutionHistory:
 
     def get(self, execution_id: str, owner: str | None = None) -> Raw:
         """The execution as clients see it (JSON text); with `owner`, only one of theirs."""
-        query = {"_id": require_id(execution_id, "execution_id")}
-        if owner is not None:
-            query["user_id"] = owner
-        found = self._ds.executions.find_json(query, limit=1, hidden=HIDDEN)
+        found = self._ds.executions.find_json(one_of(execution_id, owner), limit=1, hidden=HIDDEN)
         if not found:
             raise NotFound("Execution not found")
         return found[0]
 
     def progress(self, execution_id: str, owner: str | None = None) -> tuple[str, str, str]:
         """(status, output so far, error) of an execution, for following it while it runs."""
-        query = {"_id": require_id(execution_id, "execution_id")}
-        if owner is not None:
-            query["user_id"] = owner
-        found = self._ds.executions.find_one(query)
-        if found is None:
-            raise NotFound("Execution not found")
+        found = find_execution(self._ds, execution_id, owner)
         return found["status"], found.get("output") or "", found.get("error") or ""
 
     def stats(self, user_id: str | None = None, job_id: str | None = None) -> dict:

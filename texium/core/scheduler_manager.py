@@ -14,6 +14,7 @@ from texium.core import cron, figures, secret_args
 from texium.core.audit import AuditLog
 from texium.core.datastore.base import Datastore
 from texium.core.errors import Conflict, NotFound, ValidationError
+from texium.core.executions import find_execution
 from texium.core.jobstore import DocumentJobStore, schedule_for
 from texium.core.jsontext import Raw
 from texium.core.listing import Page, list_page
@@ -404,12 +405,7 @@ class SchedulerManager:
         """Stop a scheduled or running execution, on whichever node has it. True: it is
         `cancelled` already (it had not started); False: its node was asked to stop it (this
         one at once, another through the store within CANCEL_POLL_SECONDS)."""
-        query = {"_id": require_id(execution_id, "execution_id")}
-        if owner is not None:
-            query["user_id"] = owner
-        execution = self._ds.executions.find_one(query)
-        if execution is None:
-            raise NotFound("Execution not found")
+        execution = find_execution(self._ds, execution_id, owner)
         now, ended = utcnow(), False
         asked = {"cancel_requested_at": now, "cancelled_by": actor}
         if execution["status"] == "scheduled" and execution.get("node_id") is None:  # a pending retry
