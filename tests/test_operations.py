@@ -167,16 +167,22 @@ def test_cancel_a_run_waiting_for_its_turn_ends_it_at_once(start_server, tmp_pat
     assert execution(api, second)["started_at"] is None  # it never ran
 
 
-def test_cancel_through_another_node_stops_the_run_where_it_runs(start_server, tmp_path):
+def test_another_node_streams_the_output_and_cancels_the_run_where_it_runs(start_server, tmp_path):
     runner = start_server("sqlite", tmp_path / "data", env=FAST)
     other = start_server("sqlite", tmp_path / "data", env=FAST)
     job_id = job(runner.api, job_class_string=POLITE, pub_kwargs={"seconds": 60})
     execution_id = start_run(runner.api, job_id)
-    asked = time.monotonic()
-    answer = other.api.post(f"/api/scheduler/executions/{execution_id}/cancel")
-    assert answer.status_code == 202, answer.text
-    ended = other.api.wait_execution(execution_id, timeout=10)
-    assert ended["status"] == "cancelled" and time.monotonic() - asked < 4, ended
+    url = f"{other.api.base_url}/api/scheduler/executions/{execution_id}/output/stream"
+    with requests.get(url, stream=True, timeout=20) as stream:
+        lines = stream.iter_lines(decode_unicode=True)
+        assert next(line for line in lines if line.startswith("data: ")) == "data: waiting"  # while it runs
+        asked = time.monotonic()
+        answer = other.api.post(f"/api/scheduler/executions/{execution_id}/cancel")
+        assert answer.status_code == 202, answer.text
+        rest = list(lines)  # the stream goes on until the run has ended
+    assert "event: end" in rest and any('"status": "cancelled"' in line for line in rest), rest
+    ended = execution(other.api, execution_id)
+    assert ended["status"] == "cancelled" and time.monotonic() - asked < 5, ended
     assert ended["node_id"] == runner.api.get("/api/scheduler/health").json()["node"]["node_id"]
 
 
@@ -246,6 +252,24 @@ def test_a_pending_retry_survives_its_node_s_kill_9_and_runs_once_on_another(sta
     assert retry["node_id"] == survivor.api.get("/api/scheduler/health").json()["node"]["node_id"]
     time.sleep(1)
     assert runs_log.read_text().split() == [first, retry["_id"]]  # each attempt ran exactly once
+
+
+def test_two_live_nodes_run_each_pending_retry_once(start_server, tmp_path):
+    nodes = [start_server("sqlite", tmp_path / "data", env=FAST) for _ in range(2)]
+    logs = [tmp_path / f"runs-{i}.log" for i in range(6)]
+    jobs = [
+        flaky_job(nodes[i % 2].api, log, 1, retries=1, retry_delay_seconds=1, retry_backoff="fixed")
+        for i, log in enumerate(logs)
+    ]
+    firsts = [run(nodes[i % 2].api, job_id) for i, job_id in enumerate(jobs)]
+    api = nodes[0].api
+    done = lambda: all(e["status"] == "completed" for j in jobs for e in executions(api, job_id=j) if e["attempt"] == 2)  # noqa: E731
+    assert wait_for(lambda: len(executions(api, status="completed")) == 6 and done(), timeout=20)
+    time.sleep(1.5)
+    for log, first in zip(logs, firsts):
+        ran = log.read_text().split()
+        assert len(ran) == 2 and ran[0] == first, ran  # the first attempt and its one retry, once each
+    assert len(executions(api, status="retried")) == 6
 
 
 def test_cancelling_a_pending_retry_means_it_never_runs(start_server, tmp_path):
