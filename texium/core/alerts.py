@@ -88,11 +88,16 @@ class Alerts:
         self._thread.start()
 
     # -- the callers' side -------------------------------------------------------------
-    def observe(self, job_id: str, execution: dict) -> None:
-        """Queue a final execution of `job_id`; returns at once and never raises."""
+    def observe(self, job_id: str, execution: dict, known_state: Any = "unknown") -> None:
+        """Queue a final execution of `job_id`; returns at once and never raises. `known_state`
+        is the job's alert_state as the caller read it (with the run's job document): when the
+        outcome would not change it, nothing is queued, so a healthy job's runs cost no store
+        read. (Read stale, it can only delay a recovery alert to the job's next success.)"""
         try:
             if self._closed or not job_id or execution.get("status") not in _MOVING:
                 return  # a status that moves no state (cancelled, skipped, ...) costs no store read
+            if known_state != "unknown" and transition(known_state, execution["status"])[0] == (known_state or "ok"):
+                return
             if self._queue.qsize() >= MAX_QUEUED:
                 log.warning("Alerts: %d observations queued; dropped the one of job %s", MAX_QUEUED, job_id)
                 return

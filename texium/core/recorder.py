@@ -70,13 +70,14 @@ class Recorder:
             self._cond.notify_all()
 
     def execution(self, execution_id: str, fields: dict) -> None:
-        self._queue(self._executions, execution_id, fields, None)
+        self._queue("executions", execution_id, fields, None)
 
     def job(self, job_id: str, fields: dict | None = None, inc: dict | None = None) -> None:
-        self._queue(self._jobs, job_id, fields, inc)
+        self._queue("jobs", job_id, fields, inc)
 
-    def _queue(self, target: dict, doc_id: str, set_: dict | None, inc: dict | None) -> None:
-        with self._cond:
+    def _queue(self, kind: str, doc_id: str, set_: dict | None, inc: dict | None) -> None:
+        with self._cond:  # the queue is picked under the lock: the writer swaps it for a new one
+            target = self._executions if kind == "executions" else self._jobs
             target.setdefault(doc_id, _Change()).merge(set_, inc)
             self._cond.notify_all()
 

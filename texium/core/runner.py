@@ -40,6 +40,7 @@ from typing import Any
 from texium.core import secret_args
 from texium.core.datastore.base import Datastore, new_id
 from texium.core.errors import ServiceUnavailable
+from texium.core.figures import ACTIVE
 from texium.core.job import JobContext, JobError, JobTimeout
 from texium.core.metrics import Metrics
 from texium.core.nodes import NodeIdentity
@@ -209,6 +210,7 @@ class ExecutionRunner:
         self._pool = ThreadPoolExecutor(pool_size, thread_name_prefix="texium-job")
         self._lock = threading.Lock()
         self._runs: dict[str, _Run] = {}  # execution id -> dispatched here, not yet over
+        self._started: dict[str, _Run] = {}  # the ones whose job has begun: what the watchdog watches
         self._inflight: dict[Future, _Run] = {}  # queued on or running in the pool
         self._running: dict[str, int] = {}  # job id -> runs started here and holding a slot
         self._waiting: dict[str, list[_Run]] = {}  # job id -> run-nows and retries waiting their turn
@@ -287,11 +289,12 @@ class ExecutionRunner:
         with self._lock:
             if self._runs.get(run.id) is run:
                 del self._runs[run.id]
+            self._started.pop(run.id, None)
 
-    def outcome(self, execution: dict) -> None:
-        """Tell the alerts about a final outcome (a run's, or a `missed` record's)."""
+    def outcome(self, execution: dict, job: dict) -> None:
+        """Tell the alerts about a final outcome (a run's, or a `missed` record's) of `job`."""
         if self.alerts is not None:
-            self.alerts.observe(execution["job_id"], execution)
+            self.alerts.observe(execution["job_id"], execution, job.get("alert_state"))
 
     # -- the concurrency rule ----------------------------------------------------------
     def _others_running(self, job_id: str) -> int:
@@ -384,6 +387,7 @@ class ExecutionRunner:
                 begun = False
             else:
                 begun = run.begun = True
+                self._started[run.id] = run
         try:
             if begun:
                 self._run(run, started)
@@ -511,7 +515,7 @@ class ExecutionRunner:
             self._recorder.insert(retry)
             self.count_run(job["_id"])
         else:
-            self.outcome({**execution, **fields})
+            self.outcome({**execution, **fields}, job)
 
     def _next_attempt(self, run: _Run, status: str) -> dict | None:
         """The record of the occurrence's next attempt, if this one failed and retries are left."""
@@ -562,7 +566,7 @@ class ExecutionRunner:
     def lingering(self) -> int:
         """Job threads still running after their runs were recorded ended."""
         with self._lock:
-            return sum(1 for run in self._runs.values() if run.lingering)
+            return sum(1 for run in self._started.values() if run.lingering)
 
     # -- the watchdog ------------------------------------------------------------------
     def _watch(self) -> None:
@@ -571,12 +575,13 @@ class ExecutionRunner:
             try:
                 now = time.monotonic()
                 with self._lock:
-                    runs = [run for run in self._runs.values() if not run.ended]
-                for run in runs:
+                    started = [run for run in self._started.values() if not run.ended]
+                    waiting = bool(self._runs)
+                for run in started:
                     self._look_at(run, now)
-                if runs and now >= next_poll:
+                if waiting and now >= next_poll:
                     next_poll = now + CANCEL_POLL_SECONDS
-                    self._apply_cancel_requests(runs)
+                    self._apply_cancel_requests()
             except Exception:  # a bad moment must not stop the watching for good
                 log.exception("The run watchdog hit an error; it goes on")
 
@@ -594,18 +599,16 @@ class ExecutionRunner:
                     run.published, run.published_at = size, now
                     self._recorder.execution(run.id, {"output": text})
 
-    def _apply_cancel_requests(self, runs: list[_Run]) -> None:
+    def _apply_cancel_requests(self) -> None:
         """Cancel requests written to the store (by any node's API) for runs of this node."""
-        ids = [run.id for run in runs if run.reason != "cancelled"]
-        if not ids:
-            return
+        mine = {"node_id": self.identity.node_id, "status": {"$in": list(ACTIVE)}}
         try:
-            asked = self._ds.executions.find({"_id": {"$in": ids}, "cancel_requested_at": {"$ne": None}})
+            asked = self._ds.executions.find({**mine, "cancel_requested_at": {"$ne": None}})
         except Exception as exc:
             log.warning("Could not read cancel requests: %s", getattr(exc, "detail", exc))
             return
         for doc in asked:
-            self.cancel(doc["_id"], doc.get("cancelled_by") or "unknown")
+            self.cancel(doc["_id"], doc.get("cancelled_by") or "unknown")  # None if it is not here (yet)
 
     # -- start and stop --------------------------------------------------------------
     def reap_stale_scripts(self) -> int:

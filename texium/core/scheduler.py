@@ -246,12 +246,12 @@ class TexiumScheduler(BackgroundScheduler):
                         claimed.append((record, doc))
                     else:
                         missed += missed_here
-                        missed_records.append(record)
+                        missed_records.append((record, doc))
         for _, doc in claimed:
             self._runner.count_run(doc["_id"])
-        for record in missed_records:  # counted once the batch is written
+        for record, doc in missed_records:  # counted once the batch is written
             self._metrics.occurrences_missed(record["job_class_string"], record["missed_count"])
-            self._runner.outcome(record)
+            self._runner.outcome(record, doc)
         if missed:
             self.state_of_pass.missed_total += missed
             log.warning(
