@@ -156,6 +156,7 @@ class _Run:
     hidden: list = field(default_factory=list)  # secret values masked in output and error
     published: int = 0  # output size last written
     published_at: float = 0.0
+    future: Future | None = None  # its latest hand-over to the pool
     holds_slot: bool = False  # counts against the job's max_instances on this node
     ended: bool = False  # its final state is recorded (by its thread, the watchdog or shutdown)
     lingering: bool = False  # recorded ended while its thread still runs
@@ -211,7 +212,6 @@ class ExecutionRunner:
         self._lock = threading.Lock()
         self._runs: dict[str, _Run] = {}  # execution id -> dispatched here, not yet over
         self._started: dict[str, _Run] = {}  # the ones whose job has begun: what the watchdog watches
-        self._inflight: dict[Future, _Run] = {}  # queued on or running in the pool
         self._running: dict[str, int] = {}  # job id -> runs started here and holding a slot
         self._waiting: dict[str, list[_Run]] = {}  # job id -> run-nows and retries waiting their turn
         self.accepting = True
@@ -272,24 +272,19 @@ class ExecutionRunner:
         with self._lock:
             run = self._runs.setdefault(execution["_id"], _Run(execution, job))
         try:
-            future = self._pool.submit(self._execute, run)
+            run.future = self._pool.submit(self._execute, run)
         except RuntimeError:  # the pool is shut down: the run is over before it began
             self._abandon(run, "The server was shutting down when this run was due; it did not start.")
-            return
-        with self._lock:
-            self._inflight[future] = run
-        future.add_done_callback(self._forget)
-
-    def _forget(self, future: Future) -> None:
-        with self._lock:
-            self._inflight.pop(future, None)
 
     def _drop(self, run: _Run) -> None:
         """The run is over here and no thread of ours is in it any more."""
         with self._lock:
-            if self._runs.get(run.id) is run:
-                del self._runs[run.id]
-            self._started.pop(run.id, None)
+            self._forget(run)
+
+    def _forget(self, run: _Run) -> None:  # with the lock held
+        if self._runs.get(run.id) is run:
+            del self._runs[run.id]
+        self._started.pop(run.id, None)
 
     def outcome(self, execution: dict, job: dict) -> None:
         """Tell the alerts about a final outcome (a run's, or a `missed` record's) of `job`."""
@@ -356,17 +351,21 @@ class ExecutionRunner:
                 self._drop(run)
                 return
         with self._lock:  # decide and take the slot at once: two runs of a job cannot both pass
-            if run.ended:
-                self._runs.pop(run.id, None)
+            if run.ended:  # cancelled while it waited
+                self._forget(run)
                 return
             local = self._running.get(job_id, 0)
             free = local < self._max_instances
             if free:
                 self._running[job_id] = local + 1
-                run.holds_slot = True
+                run.holds_slot = run.begun = True
+                self._started[run.id] = run
             elif queues:
                 self._waiting.setdefault(job_id, []).append(run)
         if free and local + self._others_running(job_id) >= self._max_instances:
+            with self._lock:
+                run.begun = False
+                self._started.pop(run.id, None)
             self._release(run)
             free = False
             if queues:  # only other nodes hold the slots: look again shortly
@@ -382,23 +381,18 @@ class ExecutionRunner:
                 )
                 self._drop(run)
             return
-        with self._lock:
-            if run.ended:  # cancelled at the last moment
-                begun = False
-            else:
-                begun = run.begun = True
-                self._started[run.id] = run
         try:
-            if begun:
-                self._run(run, started)
+            self._run(run, started)
         finally:
-            self._release(run)
-            self._drop(run)
+            self._release(run, done=True)
 
-    def _release(self, run: _Run) -> None:
-        """End a run's hold on its job's slot and start the next run waiting for it."""
+    def _release(self, run: _Run, done: bool = False) -> None:
+        """End a run's hold on its job's slot and start the next run waiting for it; `done`:
+        its thread is out of it, so it is forgotten too."""
         job_id = run.job["_id"]
         with self._lock:
+            if done:
+                self._forget(run)
             if not run.holds_slot:
                 return
             run.holds_slot = False
@@ -638,10 +632,9 @@ class ExecutionRunner:
         Returns how many runs did not finish."""
         self.accepting = False
         with self._lock:
-            pending = list(self._inflight)
-        _, not_done = wait(pending, timeout=grace_seconds) if pending else (set(), set())
+            inflight = {run.future: run for run in self._runs.values() if run.future is not None}
+        _, not_done = wait(inflight, timeout=grace_seconds) if inflight else (set(), set())
         with self._lock:
-            inflight = dict(self._inflight)
             waiting = [run for queue in self._waiting.values() for run in queue if not run.ended]
             self._waiting.clear()
         self._watching.set()
