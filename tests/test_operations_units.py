@@ -109,3 +109,22 @@ def test_timestamps_helper_is_utc():  # the alerts carry ISO 8601 with an explic
     from texium.core.timeutil import to_iso
 
     assert to_iso(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)).endswith("+00:00")
+
+
+def test_a_dead_node_s_claimed_retry_goes_back_to_the_pool_and_its_runs_are_abandoned(datastore):
+    from datetime import timedelta
+
+    from texium.core.nodes import NodeIdentity, NodeRegistry
+    from texium.core.timeutil import utcnow
+
+    long_ago = utcnow() - timedelta(minutes=5)
+    dead = datastore.nodes.insert({"state": "alive", "last_seen": long_ago, "hostname": "elsewhere", "pid": 1})
+    first = "0123456789abcdef01234567"
+    retry = datastore.executions.insert({"node_id": dead, "status": "scheduled", "retry_of": first})
+    running = datastore.executions.insert({"node_id": dead, "status": "running", "retry_of": None})
+    NodeRegistry(datastore, NodeIdentity(), "test", timeout_seconds=30).sweep()
+    assert (datastore.executions.get(retry)["status"], datastore.executions.get(retry)["node_id"]) == (
+        "scheduled",
+        None,
+    )
+    assert datastore.executions.get(running)["status"] == "abandoned"

@@ -146,6 +146,10 @@ class NodeRegistry:
         return abandoned
 
     def _abandon_runs(self, node: dict, reason: str) -> int:
+        # Retries it had claimed but not started go back to the pool: any node's next pass runs them.
+        self._ds.executions.update_many(
+            {"node_id": node["_id"], "status": "scheduled", "retry_of": {"$ne": None}}, {"node_id": None}
+        )
         count = self._ds.executions.update_many(
             {"node_id": node["_id"], "status": {"$in": list(ACTIVE)}},
             {
