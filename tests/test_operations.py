@@ -43,12 +43,11 @@ def write_script(directory, name: str, body: str) -> None:
     path.chmod(0o755)
 
 
-def scripted_server(start_server, tmp_path, scripts: dict[str, str], provider="sqlite", **env):
-    for name, body in scripts.items():
-        write_script(tmp_path / "scripts", name, body)
-    return start_server(
-        provider, tmp_path / "data", env={**FAST, "TEXIUM_SCRIPTS_DIR": str(tmp_path / "scripts"), **env}
-    )
+def script_job(start_server, tmp_path, body: str, **fields):
+    """A server with one script in its SCRIPTS_DIR and a CustomScriptJob running it: (api, job id)."""
+    write_script(tmp_path / "scripts", "script.sh", body)
+    server = start_server("sqlite", tmp_path / "data", env={**FAST, "TEXIUM_SCRIPTS_DIR": str(tmp_path / "scripts")})
+    return server.api, job(server.api, job_class_string=SCRIPT, pub_args=["script.sh"], **fields)
 
 
 def run(api, job_id: str) -> str:
@@ -81,9 +80,7 @@ echo $! > "$TEXIUM_SCRIPTS_DIR/child.pid"
 trap '' TERM
 while true; do sleep 0.1; done
 """
-    server = scripted_server(start_server, tmp_path, {"hang.sh": body})
-    api = server.api
-    job_id = job(api, job_class_string=SCRIPT, pub_args=["hang.sh"], timeout_seconds=1)
+    api, job_id = script_job(start_server, tmp_path, body, timeout_seconds=1)
     ended = api.wait_execution(run(api, job_id), timeout=20)
     assert ended["status"] == "timeout", ended
     assert ended["error"].startswith("Timed out after 1 s"), ended["error"]
@@ -128,9 +125,7 @@ def test_a_job_that_ignores_the_flag_is_recorded_and_its_thread_lingers(start_se
 
 def test_cancel_a_running_script_and_what_cancel_answers(start_server, tmp_path):
     body = "#!/bin/sh\necho working\nexec sleep 300\n"
-    server = scripted_server(start_server, tmp_path, {"long.sh": body})
-    api = server.api
-    job_id = job(api, job_class_string=SCRIPT, pub_args=["long.sh"])
+    api, job_id = script_job(start_server, tmp_path, body)
     execution_id = start_run(api, job_id)
     answer = api.post(f"/api/scheduler/executions/{execution_id}/cancel", headers={"X-Texium-User": "ops-alice"})
     assert answer.status_code == 202, answer.text
@@ -372,9 +367,7 @@ def test_missed_occurrences_alert_once(start_server, tmp_path):
 
 def test_output_is_readable_and_streamed_while_the_run_goes(start_server, tmp_path):
     body = "#!/bin/sh\necho 'line 1'\nsleep 1.5\necho 'line 2'\nsleep 1.5\nprintf 'line 3'\n"
-    server = scripted_server(start_server, tmp_path, {"talk.sh": body})
-    api = server.api
-    job_id = job(api, job_class_string=SCRIPT, pub_args=["talk.sh"])
+    api, job_id = script_job(start_server, tmp_path, body)
     execution_id = start_run(api, job_id)
     url = f"{api.base_url}/api/scheduler/executions/{execution_id}/output/stream"
     seen, statuses_when_seen, end = [], [], None
@@ -404,9 +397,7 @@ def test_output_is_readable_and_streamed_while_the_run_goes(start_server, tmp_pa
 
 def test_output_so_far_is_in_the_execution_while_it_runs(start_server, tmp_path):
     body = "#!/bin/sh\necho 'first part'\nexec sleep 30\n"
-    server = scripted_server(start_server, tmp_path, {"slow.sh": body})
-    api = server.api
-    job_id = job(api, job_class_string=SCRIPT, pub_args=["slow.sh"])
+    api, job_id = script_job(start_server, tmp_path, body)
     execution_id = start_run(api, job_id)
     assert wait_for(lambda: "first part" in execution(api, execution_id)["output"], timeout=3)
     assert execution(api, execution_id)["status"] == "running"
