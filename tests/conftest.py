@@ -3,6 +3,8 @@ import pytest
 from tests.server_process import PROVIDERS, ServerProcess
 from texium.core.datastore import open_datastore
 
+pytest_plugins = ["tests.browser"]  # the `browser` fixture (headless chromium)
+
 
 @pytest.fixture(scope="session", params=PROVIDERS)
 def server(request, tmp_path_factory):

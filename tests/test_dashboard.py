@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.browser import CHROMIUM, CHROMIUM_FLAGS, skip_without_chromium
+from tests.browser import skip_without_chromium
 from tests.server_process import SAMPLE_JOBS, ServerProcess
 
 SCREENSHOTS = Path(os.environ.get("TEXIUM_SCREENSHOTS", Path(__file__).parent / "screenshots"))
@@ -44,17 +44,6 @@ def server(tmp_path_factory):
     process = ServerProcess("sqlite", tmp_path_factory.mktemp("dashboard") / "data", env=env).start()
     yield process
     process.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    assert CHROMIUM, "chromium must be installed (apt-get install chromium)"
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
-        yield chromium
-        chromium.close()
 
 
 class Session:

@@ -15,7 +15,7 @@ import pytest
 
 from tests.browser import skip_without_chromium
 from tests.server_process import SAMPLE_JOBS, ServerProcess, wait_for
-from tests.test_dashboard import browser, expect, role, shot, ui  # noqa: F401 (browser, ui: fixtures)
+from tests.test_dashboard import expect, role, shot, ui  # noqa: F401 (ui: a fixture)
 
 skip_without_chromium()
 

@@ -1,22 +1,9 @@
 """/docs in a real headless Chromium (Debian's package, driven by Playwright): it renders every
 operation and "Try it out" reaches the same server."""
 
-import pytest
-
-from tests.browser import CHROMIUM, CHROMIUM_FLAGS, skip_without_chromium
+from tests.browser import skip_without_chromium
 
 skip_without_chromium()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    assert CHROMIUM, "chromium must be installed (apt-get install chromium)"
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
-        yield chromium
-        chromium.close()
 
 
 def test_docs_render_and_try_it_out_creates_a_user(browser, start_server, tmp_path):

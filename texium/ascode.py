@@ -37,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from texium.core.cron import CRON_FIELDS
 from texium.core.errors import ValidationError
 from texium.core.secret_args import MASK, has_masked_password, has_url_password, mask_url
 from texium.core.validation import request_schema, validate_body
@@ -45,7 +46,6 @@ VERSION = 1
 KINDS = ("users", "servers", "jobs")
 USER_FIELDS = ("name", "email", "role")
 SERVER_FIELDS = ("name", "owner", "hostname", "port", "status", "connection_name", "instance_url", "username")
-CRON_FIELDS = ("second", "minute", "hour", "day_of_month", "month", "day_of_week", "week")
 JOB_FIELDS = (
     "name",
     "owner",

@@ -21,12 +21,11 @@ import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from texium.core.datastore.base import Datastore
 from texium.core.mail import MailError, send_message
 from texium.core.metrics import Metrics
-from texium.core.outbound import SIGNATURE_HEADER, OutboundPolicy, OutboundRefused, http_request, sign
+from texium.core.outbound import SIGNATURE_HEADER, OutboundPolicy, OutboundRefused, http_request, redact_url, sign
 from texium.core.timeutil import to_iso, utcnow
 
 log = logging.getLogger("texium.alerts")
@@ -162,7 +161,7 @@ class Alerts:
             )
         url = notify.get("webhook")
         if url:
-            results.append(self._deliver(job, event, "webhook", _masked(url), self._webhook, url, execution))
+            results.append(self._deliver(job, event, "webhook", redact_url(url), self._webhook, url, execution))
         if results:
             try:
                 self._record(execution["_id"], {"alerts": results})
@@ -302,15 +301,3 @@ def _error_excerpt(error: Any) -> str:
 
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
-
-
-def _masked(url: str) -> str:
-    """The URL without any user:password@ part, for logs and the execution record."""
-    try:
-        parts = urlsplit(url)
-        if parts.username is None and parts.password is None:
-            return url
-        netloc = "***@" + parts.netloc.rpartition("@")[2]
-        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-    except ValueError:
-        return "<invalid url>"

@@ -327,7 +327,7 @@ def _alive_as(pid: int, create_time: float | None) -> bool:
     return create_time is None or abs(now - create_time) <= CREATE_TIME_TOLERANCE
 
 
-def _members(pgid: int) -> list[psutil.Process]:
+def group_members(pgid: int) -> list[psutil.Process]:
     """The processes of group `pgid` that are not zombies."""
     try:
         os.killpg(pgid, 0)
@@ -354,7 +354,7 @@ def _group_is_ours(record: dict) -> bool:
     the leader's pid now names another process, our group has ended; if the leader is gone
     but the group lives, its members must all have started after our leader.
     """
-    members = _members(record["pgid"])
+    members = group_members(record["pgid"])
     if not members:
         return False
     try:
@@ -392,7 +392,7 @@ def _wait_gone(records: list[dict], seconds: float) -> list[dict]:
     deadline = time.monotonic() + max(0.0, seconds)
     remaining = list(records)
     while remaining:
-        remaining = [record for record in remaining if _members(record["pgid"])]
+        remaining = [record for record in remaining if group_members(record["pgid"])]
         if not remaining or time.monotonic() >= deadline:
             break
         time.sleep(POLL)

@@ -11,9 +11,9 @@ import os
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-from texium.core.outbound import OutboundPolicy
+from texium.core.outbound import OutboundPolicy, redact_url  # noqa: F401 (the jobs call it from here)
 from texium.jobs.base import JobError
 
 # --------------------------------------------------------------------------- arguments
@@ -164,25 +164,6 @@ def human_bytes(n: float | int | None) -> str:
 def compact_stamp(moment: datetime) -> str:
     """20250102T030405Z: sortable, safe in file names."""
     return moment.strftime("%Y%m%dT%H%M%SZ")
-
-
-def redact_url(url: str) -> str:
-    """The URL without any user:password@ part, for outputs and logs."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid url>"
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    netloc = f"***@{host}" + (f":{port}" if port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def http_url(name: str, value: Any) -> str:

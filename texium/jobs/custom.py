@@ -24,9 +24,7 @@ import subprocess
 import threading
 import time
 
-import psutil
-
-from texium.core.processes import ProcessRegistry
+from texium.core.processes import ProcessRegistry, group_members
 from texium.jobs import _util
 from texium.jobs.base import JobBase, JobError, JobTimeout
 
@@ -346,9 +344,9 @@ class CustomScriptJob(JobBase):
         except subprocess.TimeoutExpired:
             pass
         # The leader is gone; its children got SIGTERM too and may take a moment to exit.
-        while proc.returncode is not None and _group_running(proc.pid) and time.monotonic() < deadline:
+        while proc.returncode is not None and group_members(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        needed = proc.returncode is None or _group_running(proc.pid)
+        needed = proc.returncode is None or group_members(proc.pid)
         cls._signal_group(proc.pid, signal.SIGKILL)  # always: a member may have just started
         try:
             proc.wait(timeout=5)
@@ -362,21 +360,6 @@ class CustomScriptJob(JobBase):
             os.killpg(pgid, sig)
         except (ProcessLookupError, PermissionError):
             pass
-
-
-def _group_running(pgid: int) -> bool:
-    """Does a process of group `pgid` still run? Zombies (dead, waiting to be reaped) do not count."""
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    for process in psutil.process_iter():
-        try:
-            if os.getpgid(process.pid) == pgid and process.status() != psutil.STATUS_ZOMBIE:
-                return True
-        except (OSError, psutil.Error):
-            continue
-    return False
 
 
 def _signal_name(number: int) -> str:
