@@ -204,10 +204,10 @@ def test_a_busy_pool_delays_firings_but_never_skips_them_as_running(start_server
     slow_id = api.create_job(user_id, job_class_string=SLOW, pub_kwargs={"seconds": 2.5})
     start_run(api, slow_id)
     tick_id = api.create_job(user_id, second="*/1", minute="*")
-    time.sleep(4)
+    time.sleep(6)  # the pool is free for the last 3.5 s of it (4 s was too tight on a loaded CI machine)
     api.patch(f"/api/scheduler/jobs/{tick_id}/pause")
     time.sleep(1)
     runs = executions(api, job_id=tick_id)
     busy = [r for r in runs if r["status"] == "skipped" and "still in progress" in r["error"]]
     assert runs and not busy, [(r["status"], r["error"]) for r in runs]
-    assert len([r for r in runs if r["status"] == "completed"]) >= 3
+    assert len([r for r in runs if r["status"] == "completed"]) >= 3, [(r["status"], r["error"][:80]) for r in runs]
