@@ -34,8 +34,8 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from texium.core import cron  # noqa: E402
 from texium.core.datastore import new_id, open_datastore  # noqa: E402
+from texium.core.scheduling import cron  # noqa: E402
 from texium.core.timeutil import utcnow  # noqa: E402
 
 BARE_SERVER = r"""

@@ -72,8 +72,13 @@ def add_job(datastore, notify, name="Nightly backup") -> str:
     return datastore.jobs.insert(job)
 
 
-def add_execution(datastore, job_id: str, status: str, error: str = "") -> dict:
-    start = utcnow()
+def stale(datastore, job_id: str) -> dict:
+    """The job document as a run read it (the alerts must not trust its alert_state)."""
+    return datastore.jobs.get(job_id)
+
+
+def add_execution(datastore, job_id: str, status: str, error: str = "", completed_at=None) -> dict:
+    start = utcnow() if completed_at is None else completed_at - timedelta(milliseconds=1500)
     execution = {
         "job_id": job_id,
         "job_name": "Nightly backup",
@@ -124,7 +129,7 @@ def test_failing_three_times_then_recovering_alerts_twice_on_both_channels(datas
         runs = [add_execution(datastore, job_id, "failed", error) for _ in range(3)]
         runs.append(add_execution(datastore, job_id, "completed"))
         for run in runs:
-            alerts.observe(job_id, run)
+            alerts.observe(stale(datastore, job_id), run)
         assert alerts.stop(5)
 
     assert [m["rcpt_tos"] for m in handler.messages] == [["ops@example.com", "dev@example.com"]] * 2
@@ -174,7 +179,7 @@ def test_only_the_events_listed_are_sent(datastore, make_alerts):
         alerts = make_alerts({"PUBLIC_URL": PUBLIC_URL})
         for job_id in (recovery_only, timeout_only, silent):
             for status in ("failed", "completed", "timeout", "missed", "cancelled"):
-                alerts.observe(job_id, add_execution(datastore, job_id, status))
+                alerts.observe(stale(datastore, job_id), add_execution(datastore, job_id, status))
         assert alerts.stop(5)
     sent = [(json.loads(r["body"])["job"]["name"], r["headers"]["X-Texium-Event"]) for r in web.requests]
     assert sent == [("R", "recovery"), ("T", "timeout")]
@@ -187,7 +192,7 @@ def test_webhook_signature_verifies(datastore, make_alerts):
         job_id = add_job(datastore, notify(webhook="http://user:pw-s3cret@" + web.url.removeprefix("http://")))
         alerts = make_alerts({"PUBLIC_URL": PUBLIC_URL, "ALERT_WEBHOOK_SECRET": "shh"})
         run = add_execution(datastore, job_id, "abandoned")
-        alerts.observe(job_id, run)
+        alerts.observe(stale(datastore, job_id), run)
         assert alerts.stop(5)
     (request,) = web.requests
     expected = "sha256=" + hmac.new(b"shh", request["body"], hashlib.sha256).hexdigest()
@@ -202,8 +207,8 @@ def test_webhook_retries_5xx_and_not_4xx(datastore, make_alerts):
         refused = add_job(datastore, notify(webhook=gone.url), name="Gone")
         alerts = make_alerts({})
         ok_run, bad_run = add_execution(datastore, retried, "failed"), add_execution(datastore, refused, "failed")
-        alerts.observe(retried, ok_run)
-        alerts.observe(refused, bad_run)
+        alerts.observe(stale(datastore, retried), ok_run)
+        alerts.observe(stale(datastore, refused), bad_run)
         assert alerts.stop(5)
     assert len(flaky.requests) == 3 and len(gone.requests) == 1
     assert datastore.executions.get(ok_run["_id"])["alerts"][0]["ok"] is True
@@ -238,7 +243,7 @@ def test_unreachable_smtp_is_logged_counted_and_recorded(datastore, make_alerts,
     run = add_execution(datastore, job_id, "timeout")
     with caplog.at_level(logging.WARNING, logger="texium.alerts"):
         alerts = make_alerts(smtp_config(closed_port(), **login))
-        alerts.observe(job_id, run)
+        alerts.observe(stale(datastore, job_id), run)
         assert alerts.stop(5)
     (line,) = [r.getMessage() for r in caplog.records if r.name == "texium.alerts"]
     assert "'Nightly backup'" in line and "timeout" in line and "email" in line and "cannot reach" in line
@@ -253,7 +258,7 @@ def test_unreachable_smtp_is_logged_counted_and_recorded(datastore, make_alerts,
     with hanging_up_smtp() as (port, accepted):
         other = add_job(datastore, notify(["ops@example.com"]), name="Other")
         alerts = make_alerts(smtp_config(port))
-        alerts.observe(other, add_execution(datastore, other, "failed"))
+        alerts.observe(stale(datastore, other), add_execution(datastore, other, "failed"))
         assert alerts.stop(5)
     assert len(accepted) == 3 and alerts.stats()["failed"] == 1
 
@@ -282,7 +287,7 @@ def test_observe_returns_at_once_while_delivery_hangs(datastore, make_alerts):
         took = []
         for run in runs:
             started = time.monotonic()
-            alerts.observe(job_id, run)
+            alerts.observe(stale(datastore, job_id), run)
             took.append(time.monotonic() - started)
             time.sleep(0.2)  # the first delivery is under way, waiting on the receiver
         assert max(took) < 0.1 and alerts.stats()["queued"] == 1
@@ -299,7 +304,7 @@ def test_two_nodes_on_one_store_alert_once(datastore, make_alerts):
         nodes = [make_alerts(smtp_config(port)), make_alerts(smtp_config(port))]
         run = add_execution(datastore, job_id, "failed")
         for node in nodes:
-            node.observe(job_id, run)
+            node.observe(stale(datastore, job_id), run)
         assert all(node.stop(5) for node in nodes)
     assert len(handler.messages) == 1 and len(web.requests) == 1
     assert sum(node.stats()["sent"] for node in nodes) == 2
@@ -320,8 +325,59 @@ def test_a_store_error_drops_one_observation_and_the_thread_goes_on(datastore, m
         job_id = add_job(datastore, notify(webhook=web.url))
         with caplog.at_level(logging.WARNING, logger="texium.alerts"):
             alerts = make_alerts({}, store=FlakyStore())
-            alerts.observe(job_id, add_execution(datastore, job_id, "failed"))  # dropped
-            alerts.observe("0123456789abcdef01234567", add_execution(datastore, job_id, "failed"))  # no such job
-            alerts.observe(job_id, add_execution(datastore, job_id, "failed"))
+            job = stale(datastore, job_id)
+            alerts.observe(job, add_execution(datastore, job_id, "failed"))  # dropped
+            gone = {**job, "_id": "0123456789abcdef01234567"}
+            alerts.observe(gone, add_execution(datastore, job_id, "failed"))  # no such job
+            alerts.observe(job, add_execution(datastore, job_id, "failed"))
             assert alerts.stop(5)
     assert "store down" in caplog.text and len(web.requests) == 1
+
+
+# --------------------------------------------------------------------------- order
+
+
+def test_alternating_outcomes_alert_on_every_change_from_a_stale_job_document(datastore, make_alerts):
+    with http_server([200]) as web:
+        job_id = add_job(datastore, notify(webhook=web.url))
+        job = stale(datastore, job_id)  # alert_state as at the start, for every run (as a run reads it)
+        alerts = make_alerts({})
+        start = utcnow()
+        statuses = ["failed" if n % 2 == 0 else "completed" for n in range(11)]
+        runs = [
+            add_execution(datastore, job_id, status, completed_at=start + timedelta(seconds=n))
+            for n, status in enumerate(statuses)
+        ]
+        for run in runs:
+            alerts.observe(job, run)
+        assert alerts.stop(5)
+    assert [r["headers"]["X-Texium-Event"] for r in web.requests] == ["failure", "recovery"] * 5 + ["failure"]
+    assert [r["headers"]["X-Texium-Execution"] for r in web.requests] == [run["_id"] for run in runs]
+    final = datastore.jobs.get(job_id)
+    assert final["alert_state"] == "failing" and final["alert_seen_id"] == runs[-1]["_id"]
+
+
+@pytest.mark.parametrize("notified", [True, False], ids=["notify", "no-notify"])
+@pytest.mark.parametrize(
+    ("start", "older", "newer"),
+    [(None, "failed", "completed"), ("failing", "completed", "failed")],
+    ids=["failure-then-success", "success-then-failure"],
+)
+def test_an_older_outcome_seen_last_by_another_node_changes_nothing(
+    datastore, make_alerts, start, older, newer, notified
+):
+    with http_server([200]) as web:
+        job_id = add_job(datastore, notify(webhook=web.url) if notified else None)
+        datastore.jobs.update_many({"_id": job_id}, {"alert_state": start})
+        job = stale(datastore, job_id)
+        now = utcnow()
+        old_run = add_execution(datastore, job_id, older, completed_at=now)
+        new_run = add_execution(datastore, job_id, newer, completed_at=now + timedelta(milliseconds=50))
+        first, second = make_alerts({}), make_alerts({})  # two nodes on one store
+        first.observe(job, new_run)
+        assert first.stop(5)
+        second.observe(job, old_run)
+        assert second.stop(5)
+    assert web.requests == []  # the newer outcome is no change; the older one is history
+    assert datastore.jobs.get(job_id)["alert_state"] == transition(start, newer)[0]
+    assert datastore.executions.get(old_run["_id"]).get("alerts") is None

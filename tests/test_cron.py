@@ -11,8 +11,8 @@ from apscheduler.triggers.base import BaseTrigger
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from texium.core import cron
 from texium.core.errors import ValidationError
+from texium.core.scheduling import cron
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")

@@ -1,4 +1,4 @@
-"""texium.core.cron against two references, over a corpus generated from a fixed seed:
+"""texium.core.scheduling.cron against two references, over a corpus generated from a fixed seed:
 
 1. croniter 7 (5 fields; second=0, week='*'): the next fire times must agree, except where
    croniter's daylight-saving behaviour differs from cron.py's documented rules (see
@@ -19,8 +19,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from croniter import croniter
 
-from texium.core import cron
 from texium.core.errors import ValidationError
+from texium.core.scheduling import cron
 
 SEED = 20240331
 CASES = 320

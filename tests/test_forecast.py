@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from texium.core import cron
 from texium.core.dashboard import error_summary
 from texium.core.forecast import BUDGET, MAX_HOURS, forecast, per_job_limit
+from texium.core.scheduling import cron
 
 NOW = datetime(2026, 3, 2, 10, 17, 5, tzinfo=UTC)  # a Monday
 START = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)

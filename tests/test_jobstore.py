@@ -5,8 +5,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from apscheduler.triggers.base import BaseTrigger
 
-from texium.core import cron
-from texium.core.jobstore import DocumentJobStore
+from texium.core.scheduling import cron
+from texium.core.scheduling.jobstore import DocumentJobStore
 
 
 class _Scheduler:

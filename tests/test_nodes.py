@@ -84,8 +84,9 @@ def test_a_killed_node_s_runs_are_abandoned_and_its_schedule_fires_on(start_serv
 
 
 def test_runs_in_flight_when_a_node_shuts_down_are_all_accounted_for(start_server, tmp_path):
-    """Run-nows queued behind a running one, then SIGTERM with a short grace: nothing stays
-    scheduled or running, and a run-now sent during the grace period is refused with 503."""
+    """Run-nows queued behind a running one, then SIGTERM with a short grace: the running one
+    is abandoned, the queued ones are handed back (never abandoned) and run by the next server;
+    a run-now sent during the grace period is refused with 503."""
     server = start_server("sqlite", tmp_path / "data", env={**SAMPLE_JOBS, "TEXIUM_SHUTDOWN_GRACE_SECONDS": "2"})
     api = server.api
     job_id = api.create_job(api.create_user(), job_class_string=SLOW, pub_kwargs={"seconds": 30})
@@ -99,6 +100,14 @@ def test_runs_in_flight_when_a_node_shuts_down_are_all_accounted_for(start_serve
     assert refused.status_code == 503 and "shutting down" in refused.json()["detail"]
     server.process.wait(30)
     again = start_server("sqlite", tmp_path / "data", env=SAMPLE_JOBS)
-    for execution_id in [first, *queued]:
-        execution = again.api.get(f"/api/scheduler/executions/{execution_id}").json()["data"]
-        assert execution["status"] == "abandoned" and "shut down" in execution["error"]
+    execution = again.api.get(f"/api/scheduler/executions/{first}").json()["data"]
+    assert execution["status"] == "abandoned" and "shut down" in execution["error"]
+    node = again.api.get("/api/scheduler/health").json()["node"]["node_id"]
+
+    def first_queued_runs_on_the_new_server():
+        runs = [again.api.get(f"/api/scheduler/executions/{e}").json()["data"] for e in queued]
+        return runs if runs[0]["status"] == "running" and runs[0]["node_id"] == node else None
+
+    runs = wait_for(first_queued_runs_on_the_new_server, timeout=10)
+    assert runs, [again.api.get(f"/api/scheduler/executions/{e}").json()["data"] for e in queued]
+    assert runs[1]["status"] == "scheduled"  # one at a time: it waits its turn

@@ -5,8 +5,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from texium.core.recorder import Recorder
-from texium.core.runner import MAX_RETRY_DELAY, retry_delay
+from texium.core.scheduling.recorder import Recorder
+from texium.core.scheduling.runner import MAX_RETRY_DELAY, retry_delay
 from texium.server.handlers.executions import _line_events
 
 
@@ -115,7 +115,7 @@ def test_timestamps_helper_is_utc():  # the alerts carry ISO 8601 with an explic
 def test_a_dead_node_s_claimed_retry_goes_back_to_the_pool_and_its_runs_are_abandoned(datastore):
     from datetime import timedelta
 
-    from texium.core.nodes import NodeIdentity, NodeRegistry
+    from texium.core.scheduling.nodes import NodeIdentity, NodeRegistry
     from texium.core.timeutil import utcnow
 
     long_ago = utcnow() - timedelta(minutes=5)

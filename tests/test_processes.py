@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from tests.server_process import live_members, wait_for
-from texium.core.processes import ProcessRegistry
+from texium.core.scheduling.processes import ProcessRegistry
 from texium.jobs.base import JobContext, JobError
 from texium.jobs.custom import CustomScriptJob
 

@@ -6,7 +6,7 @@ import sys
 import threading
 
 from texium.core.datastore import open_datastore
-from texium.core.recorder import Recorder
+from texium.core.scheduling.recorder import Recorder
 
 
 def test_changes_from_many_threads_are_all_written(tmp_path, caplog):

@@ -6,30 +6,37 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from texium.core import cron
-from texium.core.jobstore import DocumentJobStore
-from texium.core.nodes import NodeIdentity
-from texium.core.recorder import Recorder
 from texium.core.registry import JobRegistry
-from texium.core.runner import ExecutionRunner
-from texium.core.scheduler import TexiumScheduler
+from texium.core.scheduling import cron
+from texium.core.scheduling.claims import Claims
+from texium.core.scheduling.dispatch import Dispatcher
+from texium.core.scheduling.jobstore import DocumentJobStore
+from texium.core.scheduling.nodes import NodeIdentity
+from texium.core.scheduling.recorder import Recorder
+from texium.core.scheduling.runner import JobRunner
+from texium.core.scheduling.scheduler import TexiumScheduler
 
 BASE = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 
 
 class Node:
-    """One node's pass over a shared datastore; dispatched runs are collected, not run."""
+    """One node's pass over a shared datastore; queued runs are collected, not run."""
 
     def __init__(self, datastore, grace=3600):
         self.recorder = Recorder(datastore)
-        self.runner = ExecutionRunner(datastore, JobRegistry(), self.recorder, NodeIdentity(), pool_size=1)
+        self.claims = Claims(datastore, NodeIdentity())
+        runner = JobRunner(datastore, JobRegistry())
+        self.dispatcher = Dispatcher(datastore, self.claims, runner, self.recorder, 1, misfire_grace_time=grace)
         self.dispatched = []
-        self.runner.dispatch = lambda execution, job: self.dispatched.append(execution)
+        self.dispatcher.put = lambda record, job: self.dispatched.append((record, job))
         self.store = DocumentJobStore(datastore.jobs)
-        self.scheduler = TexiumScheduler(datastore, self.store, self.runner, grace)
+        self.scheduler = TexiumScheduler(datastore, self.store, self.dispatcher, self.claims, grace)
 
     def claim(self, now):
-        return self.scheduler._claim(now)
+        """The runs the pass at `now` queued on this node: (record, job) pairs."""
+        before = len(self.dispatched)
+        self.scheduler.claim_due(now)
+        return self.dispatched[before:]
 
     def close(self):
         self.recorder.stop(2)
@@ -92,6 +99,7 @@ def test_two_nodes_with_the_same_stale_read_run_an_occurrence_once(datastore):
 
 
 def test_an_edit_between_read_and_claim_wins(datastore, node):
+    """The stale pass loses its compare-and-set first, so it makes no record at all."""
     job_id = add_job(datastore, BASE)
     stale = node.store.due(BASE)
     datastore.jobs.update(

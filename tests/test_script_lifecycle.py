@@ -1,7 +1,7 @@
 """Scripts must not outlive the server: real servers, real scripts, SIGTERM past the grace and kill -9.
 
 The server records the process group of every CustomScriptJob run in DATA_DIR/run/processes
-(texium.core.processes.ProcessRegistry); at shutdown past SHUTDOWN_GRACE_SECONDS it kills the
+(texium.core.scheduling.processes.ProcessRegistry); at shutdown past SHUTDOWN_GRACE_SECONDS it kills the
 groups it abandons, and at start-up it kills those an earlier, dead instance left running.
 """
 

@@ -21,11 +21,13 @@ from texium.core.audit import AuditLog
 from texium.core.datastore import open_datastore
 from texium.core.errors import ValidationError
 from texium.core.job import JobBase, JobError
-from texium.core.nodes import NodeIdentity, NodeRegistry
-from texium.core.recorder import Recorder
 from texium.core.registry import JobRegistry
-from texium.core.runner import ExecutionRunner
 from texium.core.scheduler_manager import SchedulerManager
+from texium.core.scheduling.claims import Claims
+from texium.core.scheduling.dispatch import Dispatcher
+from texium.core.scheduling.nodes import NodeIdentity, NodeRegistry
+from texium.core.scheduling.recorder import Recorder
+from texium.core.scheduling.runner import JobRunner
 from texium.core.secrets import SecretBox
 from texium.core.servers import ServerService
 from texium.core.timeutil import utcnow
@@ -60,18 +62,13 @@ class Env:
         self.ds, self.box = datastore, box
         self.registry = JobRegistry(["tests.test_secrets"])  # as JOB_CLASS_PACKAGES names a package
         self.recorder = Recorder(datastore)
-        self.runner = ExecutionRunner(
-            datastore,
-            self.registry,
-            self.recorder,
-            NodeIdentity(),
-            pool_size=2,
-            job_config={"OUTBOUND_ALLOW": ["127.0.0.0/8"]},
-            secrets=box,
-        )
+        identity = NodeIdentity()
+        runner = JobRunner(datastore, self.registry, job_config={"OUTBOUND_ALLOW": ["127.0.0.0/8"]}, secrets=box)
+        self.dispatcher = Dispatcher(datastore, Claims(datastore, identity), runner, self.recorder, pool_size=2)
+        self.dispatcher.start()  # runs what run-now queues; no scheduler pass here
         self.audit = AuditLog(datastore)
-        nodes = NodeRegistry(datastore, self.runner.identity, "test")
-        self.manager = SchedulerManager(datastore, self.registry, self.runner, self.audit, self.recorder, nodes)
+        nodes = NodeRegistry(datastore, identity, "test")
+        self.manager = SchedulerManager(datastore, self.registry, self.dispatcher, self.audit, self.recorder, nodes)
         self.servers = ServerService(datastore, box)
         self.user_id = datastore.users.insert({"name": "Owner", "email": "owner@example.org", "created_at": utcnow()})
 
@@ -119,7 +116,7 @@ class Env:
         raise AssertionError(f"execution {execution_id} did not end: {self.ds.executions.get(execution_id)}")
 
     def close(self):
-        self.runner.shutdown(2)
+        self.dispatcher.close(2)
         self.recorder.stop(2)
 
 
@@ -497,7 +494,7 @@ def app(tmp_path, monkeypatch):
 
     key = Fernet.generate_key().decode()
     box = SecretBox(key.encode())
-    monkeypatch.setattr(context_module, "ExecutionRunner", functools.partial(ExecutionRunner, secrets=box))
+    monkeypatch.setattr(context_module, "JobRunner", functools.partial(JobRunner, secrets=box))
     environ = {"MONGO_URI": "mongomock://", "DATA_DIR": str(tmp_path), "SECRET_KEY": key, "AUTH_MODE": "off"}
     settings = load_settings(environ, environ={}, cwd=str(tmp_path))
     ctx = context_module.build_context(settings)

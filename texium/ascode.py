@@ -37,8 +37,8 @@ from typing import Any
 
 import yaml
 
-from texium.core.cron import CRON_FIELDS
 from texium.core.errors import ValidationError
+from texium.core.scheduling.cron import CRON_FIELDS
 from texium.core.secret_args import MASK, has_masked_password, has_url_password, mask_url
 from texium.core.validation import request_schema, validate_body
 
@@ -59,6 +59,7 @@ JOB_FIELDS = (
     "is_paused",
     "timeout_seconds",
     "retries",
+    "max_instances",
     "retry_delay_seconds",
     "retry_backoff",
     "notify",

@@ -2,8 +2,17 @@
 
 Each job keeps an `alert_state` ("ok", "failing" or "missed"; missing counts as "ok"). Every
 final execution moves it by `transition`; only a change of state can send an alert, so a job
-that keeps failing alerts once, and once more when it recovers. The change is written with a
-compare-and-set on the state read, so two nodes sharing a store never both alert for it.
+that keeps failing alerts once, and once more when it recovers.
+
+Outcomes are applied in the order they happened, whichever node observes them: the job also
+keeps the completion time and execution id of the last outcome applied (`alert_seen_at`,
+`alert_seen_id`), and an outcome that is not newer is ignored. The state and that marker are
+read fresh from the store and moved together with a compare-and-set on both (re-read and
+retried on a conflict), so two nodes sharing a store never both alert for one change, and an
+older outcome observed late can neither send an alert nor move the state back.
+
+A job without `notify` sends nothing, but its state is still kept (the dashboard shows it):
+with one conditional write on the marker, no read.
 
 Alerts never slow a run down: `observe` only queues, and one daemon thread ("texium-alerts")
 reads the store, sends and records. A delivery failure is logged, counted and recorded on the
@@ -26,7 +35,7 @@ from texium.core.datastore.base import Datastore
 from texium.core.mail import MailError, send_message
 from texium.core.metrics import Metrics
 from texium.core.outbound import SIGNATURE_HEADER, OutboundPolicy, OutboundRefused, http_request, redact_url, sign
-from texium.core.timeutil import to_iso, utcnow
+from texium.core.timeutil import as_utc, to_iso, utcnow
 
 log = logging.getLogger("texium.alerts")
 
@@ -35,6 +44,7 @@ TITLES = {"failure": "Job failing", "recovery": "Job recovered", "timeout": "Run
 TIMEOUT = 10.0  # seconds per delivery attempt
 ERROR_LINES, ERROR_CHARS = 20, 4000  # how much of the execution's error an alert carries
 MAX_QUEUED = 10_000  # observations waiting; more are dropped (with a warning) rather than grow without end
+CAS_TRIES = 10  # compare-and-set attempts on one observation (each lost to another node's change) before giving up
 _MOVES = {  # status -> (new state, its event: sent only when the state was another one)
     "failed": ("failing", "failure"),
     "abandoned": ("failing", "failure"),
@@ -87,20 +97,19 @@ class Alerts:
         self._thread.start()
 
     # -- the callers' side -------------------------------------------------------------
-    def observe(self, job_id: str, execution: dict, known_state: Any = "unknown") -> None:
-        """Queue a final execution of `job_id`; returns at once and never raises. `known_state`
-        is the job's alert_state as the caller read it (with the run's job document): when the
-        outcome would not change it, nothing is queued, so a healthy job's runs cost no store
-        read. (Read stale, it can only delay a recovery alert to the job's next success.)"""
+    def observe(self, job: Mapping[str, Any], execution: dict) -> None:
+        """Queue a final execution of `job` (the job document its run used); returns at once and
+        never raises. `job` may be stale: only its `_id` and whether it has a `notify` are used
+        here. The state it moves is read fresh on the alerts thread."""
+        job_id = None
         try:
+            job_id = job.get("_id") or execution.get("job_id")
             if self._closed or not job_id or execution.get("status") not in _MOVING:
                 return  # a status that moves no state (cancelled, skipped, ...) costs no store read
-            if known_state != "unknown" and transition(known_state, execution["status"])[0] == (known_state or "ok"):
-                return
             if self._queue.qsize() >= MAX_QUEUED:
                 log.warning("Alerts: %d observations queued; dropped the one of job %s", MAX_QUEUED, job_id)
                 return
-            self._queue.put_nowait((job_id, dict(execution)))
+            self._queue.put_nowait((job_id, bool(job.get("notify")), dict(execution), _seen(execution)))
         except Exception:
             log.exception("Alerts: cannot queue an observation of job %s", job_id)
 
@@ -134,21 +143,17 @@ class Alerts:
             except Exception:  # a bug here must not end alerting for every later run
                 log.exception("Alerts: observation of job %s failed", item[0])
 
-    def _handle(self, job_id: str, execution: dict) -> None:
+    def _handle(self, job_id: str, notifies: bool, execution: dict, seen: tuple[datetime, str]) -> None:
+        status = execution.get("status")
         try:
-            job = self._ds.jobs.get(job_id)
-            if job is None:
+            if not notifies:  # nothing to send: keep the state without reading the job
+                self._keep(job_id, transition(None, status)[0], seen)
                 return
-            before = job.get("alert_state")
-            state, event = transition(before, execution.get("status"))
-            if state == (before or "ok"):
-                return
-            # Compare-and-set: only the node that moves the state sends. updated_at is left alone,
-            # the scheduler's own compare-and-set relies on it.
-            if self._ds.jobs.update_many({"_id": job_id, "alert_state": before}, {"alert_state": state}) != 1:
-                return
+            job, event = self._move(job_id, status, seen)
         except Exception as exc:
             log.warning("Alerts: store error for job %s, observation dropped: %s", job_id, _one_line(str(exc)))
+            return
+        if job is None:
             return
         notify = job.get("notify") or {}
         if event is None or event not in (notify.get("events") or ()):
@@ -167,6 +172,43 @@ class Alerts:
                 self._record(execution["_id"], {"alerts": results})
             except Exception as exc:
                 log.warning("Alerts: cannot record the alerts of execution %s: %s", execution.get("_id"), exc)
+
+    def _move(self, job_id: str, status: Any, seen: tuple[datetime, str]) -> tuple[dict | None, str | None]:
+        """Apply an outcome to the job's fresh state, in order: (the job as read, the event to send),
+        or (None, None) when the job is gone, the outcome is not newer than the last one applied,
+        or another node kept winning. Compare-and-set on the state and the marker as read, so
+        only one node moves the state, and sends; updated_at is left alone (the scheduler's own
+        compare-and-set relies on it)."""
+        at, execution_id = seen
+        for _ in range(CAS_TRIES):
+            job = self._ds.jobs.get(job_id)
+            if job is None:
+                return None, None
+            last_at, last_id = job.get("alert_seen_at"), job.get("alert_seen_id")
+            if last_at is not None and (as_utc(last_at), last_id or "") >= seen:
+                return None, None  # an older outcome (or this one, already applied): it changes nothing
+            before = job.get("alert_state")
+            state, event = transition(before, status)
+            expected = {"_id": job_id, "alert_state": before, "alert_seen_at": last_at, "alert_seen_id": last_id}
+            fields = {"alert_state": state, "alert_seen_at": at, "alert_seen_id": execution_id}
+            if self._ds.jobs.update_many(expected, fields) == 1:
+                return job, event
+        log.warning("Alerts: job %s kept changing under %d tries, observation dropped", job_id, CAS_TRIES)
+        return None, None
+
+    def _keep(self, job_id: str, state: str, seen: tuple[datetime, str]) -> None:
+        """Set the state of a job that notifies no one, unless a newer outcome was applied: no read,
+        usually one write. The marker only grows, so when a condition fails it stays failed."""
+        at, execution_id = seen
+        fields = {"alert_state": state, "alert_seen_at": at, "alert_seen_id": execution_id}
+        for newer in (
+            {"alert_seen_at": {"$lt": at}},
+            {"alert_seen_at": None},  # none applied yet ...
+            {"alert_seen_at": {"$lt": at}},  # ... or one was, just now
+            {"alert_seen_at": at, "alert_seen_id": {"$lt": execution_id}},
+        ):
+            if self._ds.jobs.update_many({"_id": job_id, **newer}, fields):
+                return
 
     def _deliver(self, job: dict, event: str, channel: str, target: str, send, to, execution: dict) -> dict:
         """One channel: send (with retries), count, log a failure; the entry for the execution record."""
@@ -287,6 +329,14 @@ class Alerts:
         if error:
             lines += ["", f"Error (first {ERROR_LINES} lines):", error]
         return "\n".join(lines) + "\n"
+
+
+def _seen(execution: dict) -> tuple[datetime, str]:
+    """Where an outcome stands in its job's history: (completion time to the millisecond, as the
+    store keeps it, execution id to break ties). Without a completion time, now."""
+    at = execution.get("completed_at")
+    at = as_utc(at) if isinstance(at, datetime) else utcnow()
+    return at.replace(microsecond=at.microsecond // 1000 * 1000), str(execution.get("_id") or "")
 
 
 def _iso(value: Any) -> str | None:

@@ -14,10 +14,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from texium.core import cron, figures
+from texium.core import figures
 from texium.core.datastore.base import Datastore
 from texium.core.errors import ValidationError
 from texium.core.listing import NEWEST_FIRST, OLDEST_FIRST
+from texium.core.scheduling import cron
 from texium.core.users import owned_by
 
 MAX_JOBS = 1000  # as GET /api/scheduler/jobs

@@ -2,7 +2,7 @@
 
 The dashboard draws it as a heatmap (days x hours) so that a pile-up (forty jobs at 02:00)
 shows before it happens. Only enabled, unpaused jobs count, with the same cron engine that
-fires them (texium.core.cron), so the forecast and the scheduler always agree.
+fires them (texium.core.scheduling.cron), so the forecast and the scheduler always agree.
 
 The cost is bounded: each job's fire times are counted up to `per_job_limit` (at least one per
 hour of the window, at most one per minute, and less when there are many jobs, so a whole
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from texium.core.jobstore import schedule_for
+from texium.core.scheduling.jobstore import schedule_for
 
 MAX_HOURS = 336  # two weeks
 BUDGET = 200_000  # fire times looked at per forecast, across every job (about a second of CPU)

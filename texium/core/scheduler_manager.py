@@ -8,22 +8,25 @@ that read the document before the change sees `updated_at` moved and leaves it a
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from texium.core import cron, figures, secret_args
+from texium.core import figures, secret_args
 from texium.core.audit import AuditLog
 from texium.core.datastore.base import Datastore
 from texium.core.errors import Conflict, NotFound, ValidationError
 from texium.core.executions import find_execution
-from texium.core.jobstore import DocumentJobStore, schedule_for
 from texium.core.jsontext import Raw
 from texium.core.listing import Page, list_page
 from texium.core.metrics import Metrics
-from texium.core.nodes import NodeRegistry
-from texium.core.recorder import Recorder
 from texium.core.registry import JobRegistry
-from texium.core.runner import ExecutionRunner
-from texium.core.scheduler import TexiumScheduler
+from texium.core.scheduling import cron
+from texium.core.scheduling.dispatch import RETRY_TRIGGERS, Dispatcher
+from texium.core.scheduling.jobstore import DocumentJobStore, schedule_for
+from texium.core.scheduling.nodes import NodeRegistry
+from texium.core.scheduling.occurrences import RUN_NOW
+from texium.core.scheduling.recorder import Recorder
+from texium.core.scheduling.scheduler import TexiumScheduler
+from texium.core.scheduling.watchdog import Watchdog
 from texium.core.secrets import SecretBox
 from texium.core.timeutil import to_iso, utcnow
 from texium.core.users import owned_by
@@ -76,7 +79,7 @@ class SchedulerManager:
         self,
         datastore: Datastore,
         registry: JobRegistry,
-        runner: ExecutionRunner,
+        dispatcher: Dispatcher,
         audit: AuditLog,
         recorder: Recorder,
         nodes: NodeRegistry,
@@ -89,43 +92,50 @@ class SchedulerManager:
     ):
         self._ds = datastore
         # Encrypts secret job arguments; by default the runner's, which decrypts them for runs.
-        self._secrets = secrets if secrets is not None else getattr(runner, "secrets", None)
+        self._secrets = secrets if secrets is not None else dispatcher.runner.secrets
         self._registry = registry
-        self._runner = runner
+        self._dispatcher = dispatcher
+        self._claims = dispatcher.claims
         self._audit = audit
         self._recorder = recorder
         self.nodes = nodes
+        nodes.on_buried = dispatcher.hand_back_all
         self._timezone = timezone
         self._poll = poll_seconds
         self._store = DocumentJobStore(datastore.jobs)
+        self._watchdog = Watchdog(datastore, dispatcher, recorder)
         self._scheduler = TexiumScheduler(
             datastore,
             self._store,
-            runner,
+            dispatcher,
+            dispatcher.claims,
             misfire_grace_time,
             poll_seconds=poll_seconds,
             retry_seconds=retry_seconds,
-            metrics=metrics if metrics is not None else getattr(runner, "metrics", None),  # by default the runner's
+            metrics=metrics if metrics is not None else dispatcher.metrics,
         )
 
     # -- life cycle --------------------------------------------------------------------
     def start(self) -> list[dict]:
-        """Join the store's nodes (burying dead ones), then start firing; returns the other live nodes."""
-        self._runner.reap_stale_scripts()
+        """Join the store's nodes (reclaiming what dead ones held), then start firing; returns
+        the other live nodes."""
+        self._dispatcher.reap_stale_scripts()
         self.seal_stored_secrets()
         others = self.nodes.start()
-        self._scheduler.start()
+        self._watchdog.start()
+        self._scheduler.start()  # starts the dispatcher too (its executor)
         return others
 
     def shutdown(self, grace_seconds: float) -> int:
-        """Stop firing and refuse new runs, wait for runs in flight, write every record;
-        returns how many runs did not finish."""
-        self._runner.accepting = False
+        """Stop firing, hand back what has not started, wait for runs in flight, write every
+        record; returns how many runs did not finish."""
+        self._dispatcher.closing = True
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
-        unfinished = self._runner.shutdown(grace_seconds)
-        if self._runner.alerts is not None:  # before the recorder: what it sent is written down
-            self._runner.alerts.stop(timeout=5.0)
+        unfinished = self._dispatcher.close(grace_seconds)
+        self._watchdog.stop()
+        if self._dispatcher.alerts is not None:  # before the recorder: what it sent is written down
+            self._dispatcher.alerts.stop(timeout=5.0)
         self._recorder.stop(timeout=max(5.0, grace_seconds))
         self.nodes.stop()
         return unfinished
@@ -157,11 +167,15 @@ class SchedulerManager:
             except Exception as exc:
                 due = None
                 problems.append(f"Datastore is not answering: {getattr(exc, 'detail', exc)}")
-            if due is not None and (now - due["next_run_time"]).total_seconds() > overdue_after:
+            if (
+                due is not None
+                and isinstance(due["next_run_time"], datetime)
+                and (now - due["next_run_time"]).total_seconds() > overdue_after
+            ):
                 late = (now - due["next_run_time"]).total_seconds()
                 problems.append(f"Job {due['_id']} ({due.get('name')}) is overdue by {late:.0f} s: nothing is firing")
-        lingering = self._runner.lingering
-        if lingering >= self._runner.pool_size:
+        lingering = self._dispatcher.lingering
+        if lingering >= self._dispatcher.pool_size:
             problems.append(
                 f"All {lingering} job threads are held by runs that did not stop after their timeout or cancel: "
                 "nothing can run (restart this node)"
@@ -188,8 +202,9 @@ class SchedulerManager:
             "last_pass_ms": round(state.last_pass_ms, 2),
             "missed_since_start": state.missed_total,
             "pending_records": self._recorder.pending,
-            "lingering_threads": self._runner.lingering,
-            "alerts": self._runner.alerts.stats() if self._runner.alerts is not None else None,
+            "lingering_threads": self._dispatcher.lingering,
+            "queued_runs": self._dispatcher.queued,
+            "alerts": self._dispatcher.alerts.stats() if self._dispatcher.alerts is not None else None,
         }
 
     def _wake(self, next_run_time: datetime | None) -> None:
@@ -308,6 +323,8 @@ class SchedulerManager:
             total_executions=0,
             schedule_error=None,
             alert_state=None,
+            claimed_by=None,
+            last_claim=None,
         )
         doc["next_run_time"] = self._next_run(doc, now)
         sealed, _, _ = self._seal(doc)
@@ -333,7 +350,13 @@ class SchedulerManager:
             changes["notify"] = clean_notify(changes["notify"])
         if "user_id" in changes:
             self._check_user(changes["user_id"])
-        doc = self.get(job_id)
+        updated = self._write_job(job_id, lambda doc: self._edit(doc, dict(changes), schedule), "updated", actor)
+        if "user_id" in changes:
+            self._owner_still_there(job_id, changes["user_id"])
+        self._after_write(updated)
+
+    def _edit(self, doc: dict, changes: dict, schedule: dict) -> tuple[dict, str]:
+        """The fields an update writes over `doc` (as stored now), and its audit summary."""
         if schedule:
             current = {k: doc.get(k, cron.DEFAULTS.get(k)) for k in cron.CRON_FIELDS}
             changes.update(
@@ -349,30 +372,55 @@ class SchedulerManager:
             secret_notes = secret_args.changes(before, after)
         shown = doc if secret_args.FIELD in doc else {**doc, **self._masked(doc)}  # the old values, masked
         changed = {k: v for k, v in changes.items() if shown.get(k) != v}
-        now = utcnow()
-        updated = {**doc, **changes, "next_run_time": self._next_run({**doc, **changes}, now)}
         summary = (
             "; ".join([*(f"{k}: {shown.get(k)!r} -> {v!r}" for k, v in changed.items()), *secret_notes]) or "no changes"
         )
-        with self._ds.batch():
-            fields = {**changes, "updated_at": now, "schedule_error": None, "next_run_time": updated["next_run_time"]}
-            if sealed:  # set last: a document without it gets it as its last member
-                fields[secret_args.FIELD] = sealed[secret_args.FIELD]
-            self._ds.jobs.update(job_id, fields=fields)
-            if "user_id" in changes:
-                self._owner_still_there(job_id, changes["user_id"])
-            self._audit.record(updated, "updated", actor, summary)
-        self._wake(updated["next_run_time"])
+        fields = {**changes, "schedule_error": None}
+        if sealed:  # set last: a document without it gets it as its last member
+            fields[secret_args.FIELD] = sealed[secret_args.FIELD]
+        return fields, summary
+
+    def _write_job(self, job_id: str, edit, event: str, actor: str) -> dict:
+        """Change a job by compare-and-set on its `updated_at` (its version, strictly growing),
+        with `next_run_time` computed from the document as stored: a pause racing an edit
+        cannot leave a paused job with a next run. Returns the job as written."""
+        for _ in range(20):
+            doc = self.get(job_id)
+            fields, summary = edit(doc)
+            now = utcnow()
+            version = doc.get("updated_at")
+            if isinstance(version, datetime):
+                now = max(now, version + timedelta(milliseconds=1))
+            updated = {**doc, **fields}
+            fields["next_run_time"] = updated["next_run_time"] = self._next_run(updated, now)
+            fields["updated_at"] = updated["updated_at"] = now
+            if secret_args.FIELD in fields:  # the document's last member (see HIDDEN)
+                fields[secret_args.FIELD] = fields.pop(secret_args.FIELD)
+            with self._ds.batch():
+                if self._ds.jobs.update_many({"_id": job_id, "updated_at": version}, fields):
+                    self._audit.record(updated, event, actor, summary(updated) if callable(summary) else summary)
+                    return updated
+        raise Conflict(f"Job {job_id} was changed by others {20} times while this change was tried; try again")
+
+    def _after_write(self, job: dict) -> None:
+        """A job that may not fire now ends the records it holds that have not started."""
+        if job.get("is_paused") or not job.get("is_enabled", True):
+            what = "paused" if job.get("is_paused") else "disabled"
+            self._claims.end_job_records(
+                job["_id"], RETRY_TRIGGERS, "skipped", f"Skipped: the job was {what} before this run started"
+            )
+            self._dispatcher.forget_job(job["_id"])
+        self._wake(job["next_run_time"])
 
     def _set_paused(self, job_id: str, paused: bool, actor: str) -> None:
-        doc = self.get(job_id)
-        now = utcnow()
-        doc["is_paused"] = paused
-        next_run = self._next_run(doc, now)
-        self._ds.jobs.update(job_id, fields={"is_paused": paused, "updated_at": now, "next_run_time": next_run})
         event = "paused" if paused else "resumed"
-        self._audit.record(doc, event, actor, f"Job {event}, next run {to_iso(next_run)}")
-        self._wake(next_run)
+        updated = self._write_job(
+            job_id,
+            lambda doc: ({"is_paused": paused}, lambda job: f"Job {event}, next run {to_iso(job['next_run_time'])}"),
+            event,
+            actor,
+        )
+        self._after_write(updated)
 
     def pause(self, job_id: str, actor: str) -> None:
         self._set_paused(job_id, True, actor)
@@ -385,6 +433,10 @@ class SchedulerManager:
         with self._ds.batch():
             self._ds.jobs.delete(job_id)
             self._audit.record(doc, "deleted", actor, "Job deleted; its executions are kept")
+        why = "the job was deleted before this run started"
+        self._claims.end_job_records(job_id, RETRY_TRIGGERS, "skipped", f"Skipped: {why}")
+        self._claims.end_job_records(job_id, (RUN_NOW,), "cancelled", f"Cancelled: {why}")
+        self._dispatcher.forget_job(job_id)
 
     def delete_many(self, docs: list[dict], actor: str) -> None:
         """Cascade from a deleted user."""
@@ -397,27 +449,29 @@ class SchedulerManager:
     def run_now(self, job_id: str, actor: str) -> str:
         doc = self.get(job_id)
         with self._ds.batch():  # one commit for the execution and its audit entry
-            execution_id = self._runner.run_now(doc)
+            execution_id = self._dispatcher.run_now(doc)
             self._audit.record(doc, "run_now", actor, f"Run now requested: execution {execution_id}")
         return execution_id
 
     def cancel(self, execution_id: str, actor: str, owner: str | None = None) -> bool:
         """Stop a scheduled or running execution, on whichever node has it. True: it is
-        `cancelled` already (it had not started); False: its node was asked to stop it (this
-        one at once, another through the store within CANCEL_POLL_SECONDS)."""
+        `cancelled` already (it had not started, and now never will); False: its holder was
+        asked to stop it (this node at once, another through the store within a second)."""
         execution = find_execution(self._ds, execution_id, owner)
-        now, ended = utcnow(), False
-        asked = {"cancel_requested_at": now, "cancelled_by": actor}
-        if execution["status"] == "scheduled" and execution.get("node_id") is None:  # a pending retry
-            unclaimed = {"_id": execution_id, "status": "scheduled", "node_id": None}
-            error = f"Cancelled by {actor} before it started"
-            fields = {**asked, "status": "cancelled", "completed_at": now, "error": error}
-            ended = bool(self._ds.executions.update_many(unclaimed, fields))
-        if not ended:
-            if not self._ds.executions.update_many({"_id": execution_id, "status": {"$in": figures.ACTIVE}}, asked):
-                status = (self._ds.executions.get(execution_id) or execution)["status"]
+        for _ in range(5):  # each step is conditional; a record moves at most a few times
+            if self._claims.cancel_unstarted(execution_id, actor):
+                self._dispatcher.forget(execution_id)
+                ended = True
+                break
+            if self._claims.request_cancel(execution_id, actor):
+                self._dispatcher.stop(execution_id, "cancelled", actor)
+                ended = False
+                break
+            status = (self._ds.executions.get(execution_id) or execution)["status"]
+            if status not in figures.ACTIVE:
                 raise Conflict(f"Execution {execution_id} has already ended ({status}); there is nothing to cancel")
-            ended = self._runner.cancel(execution_id, actor) == "ended"
+        else:
+            raise Conflict(f"Execution {execution_id} kept changing state; try again")
         job = {"_id": execution["job_id"], "name": execution.get("job_name"), "user_id": execution.get("user_id")}
         what = "cancelled before it started" if ended else "cancel requested"
         self._audit.record(job, "cancelled", actor, f"Execution {execution_id}: {what}")

@@ -24,7 +24,7 @@ import subprocess
 import threading
 import time
 
-from texium.core.processes import ProcessRegistry, group_members
+from texium.core.scheduling.processes import ProcessRegistry, group_members
 from texium.jobs import _util
 from texium.jobs.base import JobBase, JobError, JobTimeout
 

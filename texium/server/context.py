@@ -17,14 +17,16 @@ from texium.core.audit import AuditLog
 from texium.core.datastore import Datastore, open_datastore
 from texium.core.executions import ExecutionHistory
 from texium.core.metrics import Metrics
-from texium.core.nodes import NodeIdentity, NodeRegistry
 from texium.core.outbound import OutboundPolicy, parse_networks
-from texium.core.processes import ProcessRegistry
-from texium.core.recorder import Recorder
 from texium.core.records import JobRecords
 from texium.core.registry import JobRegistry
-from texium.core.runner import ExecutionRunner
 from texium.core.scheduler_manager import SchedulerManager
+from texium.core.scheduling.claims import Claims
+from texium.core.scheduling.dispatch import Dispatcher
+from texium.core.scheduling.nodes import NodeIdentity, NodeRegistry
+from texium.core.scheduling.processes import ProcessRegistry
+from texium.core.scheduling.recorder import Recorder
+from texium.core.scheduling.runner import JobRunner
 from texium.core.secrets import SecretBox, load_or_create_key
 from texium.core.servers import ServerService
 from texium.core.users import UserService
@@ -103,32 +105,38 @@ def build_context(settings: dict[str, Any]) -> AppContext:
         recorder.execution,
         metrics,
     )
-    runner = ExecutionRunner(
+    processes = ProcessRegistry(os.path.join(settings["DATA_DIR"], "run", "processes"), node_id=identity.hostname)
+    runner = JobRunner(
         datastore,
         registry,
-        recorder,
-        identity,
-        settings["THREAD_POOL_SIZE"],
-        max_instances=settings["JOB_MAX_INSTANCES"],
         job_config=job_config,
         hooks={"clear_cache": caches.clear_all, "server_instance_url": servers.instance_url},
-        processes=ProcessRegistry(os.path.join(settings["DATA_DIR"], "run", "processes"), node_id=identity.hostname),
-        peers_alive=lambda: nodes.peers_alive,
+        processes=processes,
         secrets=secrets,
-        metrics=metrics,
         default_timeout=settings["DEFAULT_JOB_TIMEOUT"] or None,
+    )
+    dispatcher = Dispatcher(
+        datastore,
+        Claims(datastore, identity),
+        runner,
+        recorder,
+        settings["THREAD_POOL_SIZE"],
+        max_instances=settings["JOB_MAX_INSTANCES"],
+        misfire_grace_time=settings["MISFIRE_GRACE_TIME"],
         stop_grace=settings["STOP_GRACE_SECONDS"],
+        metrics=metrics,
         alerts=alerts,
+        processes=processes,
     )
     metrics.watch(
         nodes_alive=lambda: nodes.peers_alive + 1,
         pending_records=lambda: recorder.pending,
-        lingering=lambda: runner.lingering,
+        lingering=lambda: dispatcher.lingering,
     )
     scheduler = SchedulerManager(
         datastore,
         registry,
-        runner,
+        dispatcher,
         audit,
         recorder,
         nodes,

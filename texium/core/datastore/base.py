@@ -104,6 +104,7 @@ INDEXES: dict[str, tuple[Index, ...]] = {
         Index(("next_run_time",)),
         Index(("is_enabled",), boolean=True),  # stats: enabled and paused jobs without a scan
         Index(("is_paused",), boolean=True),
+        Index(("claimed_by",)),  # the last claims of a node that died, to complete them
     ),
     "scheduler_executions": (
         Index(("occurrence_key",), unique=True),
@@ -114,7 +115,10 @@ INDEXES: dict[str, tuple[Index, ...]] = {
         Index(("user_id", "status")),  # per-user stats: counts by status without a scan
         Index(("job_id", "status")),  # running runs of one job (max instances)
         Index(("node_id", "status")),  # active runs of a node that stopped answering
+        Index(("status", "scheduled_at")),  # records no node holds, due first (released, retries)
     ),
+    # Per-job concurrency slots: one document per run holding one (key "<job id>#<n>").
+    "scheduler_slots": (Index(("key",), unique=True), Index(("execution_id",))),
     "scheduler_nodes": (Index(("last_seen",)),),
     "scheduler_audit_logs": (
         Index(("created_at",)),
@@ -171,6 +175,14 @@ class Collection(ABC):
     @abstractmethod
     def count(self, query: Filter | None = None) -> int: ...
 
+    def distinct(self, field: str, query: Filter | None = None) -> list:
+        """The different values of a top-level `field` among the matching documents."""
+        values = []
+        for doc in self.find(query):
+            if doc.get(field) not in values:
+                values.append(doc.get(field))
+        return values
+
     @abstractmethod
     def update(
         self, doc_id: str, fields: dict | None = None, inc: dict | None = None, unset: Iterable[str] = ()
@@ -191,8 +203,10 @@ class Collection(ABC):
         return inserted
 
     @abstractmethod
-    def update_many(self, query: Filter, fields: dict) -> int:
-        """Set fields on every matching document; returns how many matched."""
+    def update_many(self, query: Filter, fields: dict, inc: dict | None = None) -> int:
+        """Set `fields` and add `inc` on every matching document, each document atomically;
+        returns how many matched. With `_id` in the query this is the compare-and-set every
+        state change of the firing core is made of: it happened exactly when it returns 1."""
 
     @abstractmethod
     def delete(self, doc_id: str) -> bool: ...
@@ -233,6 +247,13 @@ class Datastore(ABC):
     @property
     def nodes(self) -> Collection:
         return self.collection("scheduler_nodes")
+
+    @property
+    def slots(self) -> Collection:
+        return self.collection("scheduler_slots")
+
+    # A batch() that fails leaves nothing written (one transaction), so it can be retried whole.
+    atomic_batches = False
 
     def batch(self) -> AbstractContextManager:
         """Group the writes made inside on this thread: one transaction where the provider has

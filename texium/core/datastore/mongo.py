@@ -148,6 +148,12 @@ class MongoCollection(Collection):
         with self._store._guard(self.name):
             return self._coll.count_documents(query)
 
+    def distinct(self, field: str, query: Filter | None = None) -> list:
+        query = _query(query)
+        with self._store._guard(self.name):
+            values = self._coll.distinct(field, query)
+        return [str(value) if isinstance(value, ObjectId) else value for value in values]
+
     def update(
         self, doc_id: str, fields: dict | None = None, inc: dict | None = None, unset: Iterable[str] = ()
     ) -> dict | None:
@@ -165,14 +171,16 @@ class MongoCollection(Collection):
             )
         return _to_client(doc) if doc else None
 
-    def update_many(self, query: Filter, fields: dict) -> int:
-        if "_id" in fields:
+    def update_many(self, query: Filter, fields: dict, inc: dict | None = None) -> int:
+        changes = {"$set": dict(fields), "$inc": dict(inc or {})}
+        if any("_id" in values for values in changes.values()):
             raise ValueError("_id cannot be changed")
-        if not fields:
+        changes = {op: values for op, values in changes.items() if values}
+        if not changes:
             return self.count(query)
         query = _query(query)
         with self._store._guard(self.name, fields):
-            return self._coll.update_many(query, {"$set": dict(fields)}).matched_count
+            return self._coll.update_many(query, changes).matched_count
 
     def delete(self, doc_id: str) -> bool:
         if not is_valid_id(doc_id):

@@ -380,6 +380,13 @@ class SQLiteCollection(Collection):
         where, params = _where(query)
         return self._store._read(f"SELECT COUNT(*) FROM {self._table}{where}", params)[0][0]
 
+    def distinct(self, field: str, query: Filter | None = None) -> list:
+        where, params = _where(query)
+        return [
+            value
+            for (value,) in self._store._read(f"SELECT DISTINCT {_column(field)} FROM {self._table}{where}", params)
+        ]
+
     def update(
         self, doc_id: str, fields: dict | None = None, inc: dict | None = None, unset: Iterable[str] = ()
     ) -> dict | None:
@@ -402,18 +409,25 @@ class SQLiteCollection(Collection):
             db.execute(f"UPDATE {self._table} SET doc = ? WHERE id = ?", (body, doc_id))
         return _decode(doc_id, body)
 
-    def update_many(self, query: Filter, fields: dict) -> int:
-        if not fields:
+    def update_many(self, query: Filter, fields: dict, inc: dict | None = None) -> int:
+        inc = dict(inc or {})
+        if not fields and not inc:
             return self.count(query)
-        if "_id" in fields:
+        if "_id" in fields or "_id" in inc:
             raise ValueError("_id cannot be changed")
-        for field in fields:
+        for field in (*fields, *inc):
             _column(field)
-        paths = ", ".join(f"'$.{field}', json(?)" for field in fields)
-        values = [json.dumps(_stored(field, value), ensure_ascii=False) for field, value in fields.items()]
+        paths = [f"'$.{field}', json(?)" for field in fields]
+        values: list[Any] = [json.dumps(_stored(field, value), ensure_ascii=False) for field, value in fields.items()]
+        for field, amount in inc.items():
+            if isinstance(amount, bool) or not isinstance(amount, (int, float)):
+                raise ValueError(f"increment of {field} must be a number")
+            paths.append(f"'$.{field}', COALESCE({_column(field)}, 0) + ?")
+            values.append(amount)
         where, params = _where(query)
         with self._store._write() as db:
-            return db.execute(f"UPDATE {self._table} SET doc = json_set(doc, {paths}){where}", values + params).rowcount
+            sql = f"UPDATE {self._table} SET doc = json_set(doc, {', '.join(paths)}){where}"
+            return db.execute(sql, values + params).rowcount
 
     def delete(self, doc_id: str) -> bool:
         return is_valid_id(doc_id) and self.delete_many({"_id": doc_id}) == 1
@@ -427,6 +441,7 @@ class SQLiteCollection(Collection):
 class SQLiteDatastore(Datastore):
     provider = "sqlite"
     inline_reads = True
+    atomic_batches = True
 
     def __init__(self, data_dir: str):
         from texium.core import files

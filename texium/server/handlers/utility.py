@@ -2,7 +2,7 @@
 
 import tornado.web
 
-from texium.core import cron
+from texium.core.scheduling import cron
 from texium.core.timeutil import utcnow
 from texium.server.handlers.base import ApiHandler
 

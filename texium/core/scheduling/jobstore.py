@@ -3,7 +3,7 @@
 ndscheduler pickles APScheduler jobs beside its own rows; here the job document (API fields
 plus `next_run_time`) is the only truth, and APScheduler `Job` objects are rebuilt from it on
 each look-up. One class serves every provider because it speaks the datastore's
-`Collection` interface, not a database. The scheduler's pass (texium.core.scheduler) reads
+`Collection` interface, not a database. The scheduler's pass (texium.core.scheduling.scheduler) reads
 due documents here and writes a whole pass back at once; every other change to a job is made
 by SchedulerManager.
 """
@@ -15,8 +15,8 @@ from datetime import datetime
 from apscheduler.job import Job
 from apscheduler.jobstores.base import BaseJobStore
 
-from texium.core import cron
 from texium.core.datastore.base import Collection
+from texium.core.scheduling import cron
 
 EXECUTOR_ALIAS = "default"
 SCHEDULED = {"next_run_time": {"$ne": None}}
@@ -91,7 +91,9 @@ class DocumentJobStore(BaseJobStore):
         raise NotImplementedError("Texium jobs are created through SchedulerManager, not scheduler.add_job")
 
     def update_job(self, job: Job) -> None:
-        raise NotImplementedError("Texium's pass writes next run times back in batches (texium.core.scheduler)")
+        raise NotImplementedError(
+            "Texium's pass writes next run times back in batches (texium.core.scheduling.scheduler)"
+        )
 
     def remove_job(self, job_id: str) -> None:
         raise NotImplementedError("Texium jobs are deleted through SchedulerManager")

@@ -1,0 +1,43 @@
+"""The firing core: everything an occurrence passes through, from its cron schedule to its record.
+
+An occurrence has one truth, its execution record, and every arrow below is ONE conditional
+write on that record's (status, holder `node_id`, `generation`). A write whose condition no
+longer holds did not happen, and its writer knows it (the store says 0 matched).
+
+```
+          planner + claims: insert by occurrence key (holder = this node), then CAS the job's
+          next_run_time; a duplicate insert is refused, so one node holds it
+ (due) ──────────────────> scheduled ──dispatch: re-read job, take slot, CAS──> running
+   │                        │  │  │                                               ├─> completed | failed | timeout
+   │   pause/delete, schedule  │  │                                               ├─> retried (+ next attempt,
+   │   edit, late or coalesced │  │ cancel (API, any node): cancelled              │   scheduled, no holder)
+   │   at start: skipped /     │  │                                               ├─> cancelled
+   │   missed, never starts ───┘  └─ shutdown, holder dead: handed back           └─> abandoned (holder stopped
+   │                                (holder None, generation + 1) -> claimed              or dead)
+   └─> missed (own key space: "missed:<job>@<first>"; never collides with a run)    again by any pass
+```
+
+Who moves a record, and how:
+- **scheduler** (the pass, `scheduler.py`): plans outside any write transaction
+  (`planner.py`), then claims (`claims.py`): inserts the records it plans, holder = itself,
+  and advances the job's `next_run_time` by compare-and-set. Never "insert, then take back":
+  an inserted record is held and will be started or ended; a crash between the insert and the
+  compare-and-set leaves the job due again, and the next pass's insert of the same key is
+  refused. It also claims records nobody holds (pending retries, handed-back runs).
+- **dispatch** (`dispatch.py`, one queue per node, APScheduler's executor): holds every record
+  this node claimed until it is due and a worker is free; coalesces stale occurrences; at start
+  re-reads the job, takes a concurrency slot in the store and moves `scheduled -> running`.
+- **runner** (`runner.py`): runs the job body; **watchdog** (`watchdog.py`): timeouts, cancel
+  requests from other nodes, output so far.
+- **recorder** (`recorder.py`): writes ends in batches, each conditional on the holder and
+  generation; applies a write's consequences (retry record, slot release, counters) only when
+  the write itself was applied; re-queues only what a failed batch did not apply.
+- **nodes** (`nodes.py`): a record's lease is its holder's node lease, renewed by one heartbeat
+  write for everything the node holds. The sweep declares silent nodes dead and reclaims what
+  dead or stopped nodes hold (hand back / abandon, generation + 1), idempotently on every
+  sweep, so an error half-way is finished by the next one. A node that finds itself declared
+  dead hands back what it queued and rejoins under a new id; its late writes are refused.
+- **API** (`texium.core.scheduler_manager`): run-now inserts a held record; cancel moves a
+  `scheduled` record to `cancelled` (so it never starts) or asks the holder to stop a running
+  one; pause and delete move the job's `scheduled` records to `skipped` after the job write.
+"""

@@ -1,0 +1,233 @@
+"""Every move of an execution record: one conditional write each, on both stores.
+
+A record is held by the node in its `node_id` under its `generation`, the fencing token: a
+hand-back or a reclaim adds one, so a holder that lost a record (it paused, was declared dead,
+and another node took over) has every later write refused. Nothing here needs a multi-document
+transaction; where two writes belong together (a record and its job's counter), the first is
+the decision and the second follows only from a decision that was applied.
+
+Concurrency slots: a run holds one of its job's `max_instances` slots, a document keyed
+"<job id>#<n>" under a unique index, taken before `scheduled -> running` and deleted when the
+run ends. A slot is a lease like the record's: the sweep deletes the slots of dead or stopped
+nodes and of runs that have ended, so a crash between two writes never leaks one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from texium.core.datastore.base import Datastore
+from texium.core.errors import DatastoreUnavailable, DuplicateKeyError
+from texium.core.figures import ACTIVE, NOT_RUN
+from texium.core.scheduling.occurrences import holder_fields
+from texium.core.scheduling.planner import Plan, records_of
+from texium.core.timeutil import utcnow
+
+log = logging.getLogger("texium.claims")
+
+
+def slot_of(record: dict) -> dict:
+    """Which run a slot belongs to: the execution, as held by one holder in one generation."""
+    return {
+        "execution_id": record.get("execution_id", record.get("_id")),
+        "node_id": record.get("node_id"),
+        "generation": record.get("generation"),
+    }
+
+
+def held(record: dict) -> dict:
+    """The condition of every write a holder makes: still mine, still this generation."""
+    return {"_id": record["_id"], "node_id": record.get("node_id"), "generation": record.get("generation")}
+
+
+class Claims:
+    def __init__(self, datastore: Datastore, identity):
+        self._ds = datastore
+        self.identity = identity
+
+    # -- claiming ------------------------------------------------------------------------
+    def claim_plan(
+        self, plan: Plan, on_held: Callable[[dict, dict], None], unfinished: list | None = None
+    ) -> list[dict] | None:
+        """Advance the job by compare-and-set, then make the plan's records, held by this node;
+        returns the records made, or None when the job was not advanced (another pass or an
+        edit got there first: then this pass makes nothing, so nothing is ever taken back).
+
+        The compare-and-set also writes the plan on the job (`last_claim`, `claimed_by`), so
+        that the records can be made again by anyone: by this node's next pass if the store
+        failed in between (`unfinished` keeps it until its records are made), by the sweep if
+        this node died in between (complete_claims_of)."""
+        job, claim = plan.job, plan.claim()
+        unchanged = {"_id": job["_id"], "next_run_time": job.get("next_run_time"), "updated_at": job.get("updated_at")}
+        fields = dict(plan.advance)
+        if claim is not None:
+            fields.update(last_claim=claim, claimed_by=self.identity.node_id)
+        if not self._ds.jobs.update_many(unchanged, fields):
+            return None
+        if claim is None:
+            return []
+        if unfinished is not None:
+            unfinished.append((job, claim))
+        made = self.make_records(job, claim, on_held)
+        if unfinished is not None:
+            unfinished.remove((job, claim))
+        return made
+
+    def make_records(self, job: dict, claim: dict, on_held: Callable[[dict, dict], None] | None) -> list[dict]:
+        """Insert the records of `claim` (held by this node when `on_held` takes them, else by
+        nobody); a record already made (same key) is left as it is. Returns the ones made."""
+        records = records_of(job, claim, self.identity if on_held is not None else None)
+        inserted = set(self._ds.executions.insert_many(records))
+        made = [record for record in records if record["_id"] in inserted]
+        runs = [record for record in made if record["status"] == "scheduled"]
+        if runs:
+            self._ds.jobs.update_many({"_id": job["_id"]}, {}, inc={"total_executions": len(runs)})
+        if on_held is not None:
+            for record in runs:
+                on_held(record, job)
+        return made
+
+    def complete_claims_of(self, node_id: str) -> int:
+        """Make the records of the last claims a gone node wrote on jobs but may not have made
+        (it died between the two writes); held by nobody, so any pass takes them. Idempotent."""
+        made = 0
+        for job in self._ds.jobs.find({"claimed_by": node_id}, limit=100_000):
+            if isinstance(job.get("last_claim"), dict):
+                made += len(self.make_records(job, job["last_claim"], None))
+        return made
+
+    def claim_unheld(self, horizon: datetime, on_held: Callable[[dict], None], limit: int = 1000) -> int:
+        """Hold the records nobody holds (pending retries, handed-back runs) due by `horizon`."""
+        found = self._ds.executions.find(
+            {"status": "scheduled", "node_id": None, "scheduled_at": {"$lte": horizon}},
+            sort=[("scheduled_at", 1)],
+            limit=limit,
+        )
+        claimed = 0
+        for record in found:
+            generation = int(record.get("generation") or 0) + 1
+            mine = {**holder_fields(self.identity), "generation": generation}
+            unheld = {
+                "_id": record["_id"],
+                "status": "scheduled",
+                "node_id": None,
+                "generation": record.get("generation"),
+            }
+            if self._ds.executions.update_many(unheld, mine):
+                record.update(mine)
+                on_held(record)
+                claimed += 1
+        return claimed
+
+    # -- starting ------------------------------------------------------------------------
+    def take_slot(self, record: dict, limit: int) -> bool:
+        """One of the job's `limit` slots for this run, or False when all are held."""
+        slot = {"job_id": record["job_id"], **slot_of(record), "taken_at": utcnow()}
+        for n in range(max(1, limit)):
+            try:
+                self._ds.slots.insert({**slot, "key": f"{record['job_id']}#{n}"})
+                return True
+            except DuplicateKeyError:
+                continue
+        return False
+
+    def release_slot(self, record: dict) -> None:
+        """Give back the slot this holder took for this run (only that one)."""
+        self._ds.slots.delete_many(slot_of(record))
+
+    def start(self, record: dict, started_at: datetime) -> bool:
+        """scheduled -> running, if the record is still ours and not cancelled or skipped."""
+        fields = {"status": "running", "started_at": started_at}
+        if self._ds.executions.update_many({**held(record), "status": "scheduled"}, fields):
+            record.update(fields)
+            return True
+        return False
+
+    # -- ending without a start ----------------------------------------------------------
+    def end_unstarted(self, record: dict, status: str, error: str, **fields) -> bool:
+        """scheduled -> skipped | missed | cancelled | abandoned, by its holder."""
+        changes = {"status": status, "error": error, "completed_at": utcnow(), **fields}
+        with self._ds.batch():
+            if not self._ds.executions.update_many({**held(record), "status": "scheduled"}, changes):
+                return False
+            if status in NOT_RUN:  # it was counted as a run when it was claimed
+                self._ds.jobs.update_many({"_id": record["job_id"]}, {}, inc={"total_executions": -1})
+        record.update(changes)
+        return True
+
+    def cancel_unstarted(self, execution_id: str, by: str) -> bool:
+        """scheduled -> cancelled, whoever holds it: the holder's start is then refused."""
+        now = utcnow()
+        changes = {
+            "status": "cancelled",
+            "completed_at": now,
+            "cancel_requested_at": now,
+            "cancelled_by": by,
+            "error": f"Cancelled by {by} before it started",
+        }
+        return bool(self._ds.executions.update_many({"_id": execution_id, "status": "scheduled"}, changes))
+
+    def request_cancel(self, execution_id: str, by: str) -> bool:
+        """Ask the holder of a running record to stop it (its watchdog reads this)."""
+        asked = {"cancel_requested_at": utcnow(), "cancelled_by": by}
+        return bool(self._ds.executions.update_many({"_id": execution_id, "status": "running"}, asked))
+
+    def end_job_records(self, job_id: str, triggers: tuple[str, ...], status: str, error: str) -> int:
+        """After a pause or delete: the job's records that have not started end now, whoever
+        holds them, so none can start after the pause or delete was answered."""
+        query = {"job_id": job_id, "status": "scheduled", "trigger": {"$in": list(triggers)}}
+        with self._ds.batch():
+            moved = self._ds.executions.update_many(query, {"status": status, "error": error, "completed_at": utcnow()})
+            if moved and status in NOT_RUN:
+                self._ds.jobs.update_many({"_id": job_id}, {}, inc={"total_executions": -moved})
+        return moved
+
+    def hand_back(self, record: dict) -> bool:
+        """scheduled -> scheduled with no holder: any node's next pass takes it at once."""
+        changes = {**holder_fields(None), "generation": int(record.get("generation") or 0) + 1}
+        return bool(self._ds.executions.update_many({**held(record), "status": "scheduled"}, changes))
+
+    def abandon(self, record: dict, reason: str) -> bool:
+        """running -> abandoned, by its holder (a shutdown that could not wait any longer)."""
+        changes = {"status": "abandoned", "error": reason, "completed_at": utcnow()}
+        if not self._ds.executions.update_many({**held(record), "status": "running"}, changes):
+            return False
+        self.release_slot(record)
+        return True
+
+    # -- reclaiming (the sweep) ----------------------------------------------------------
+    def reclaim(self, node: dict, reason: str) -> tuple[int, int]:
+        """What a dead or stopped node holds: (handed back, abandoned). Idempotent."""
+        executions, node_id = self._ds.executions, node["_id"]
+        released = executions.update_many(
+            {"node_id": node_id, "status": "scheduled"}, holder_fields(None), inc={"generation": 1}
+        )
+        abandoned = executions.update_many(
+            {"node_id": node_id, "status": "running"},
+            {
+                "status": "abandoned",
+                "completed_at": utcnow(),
+                "error": f"The server running this execution ({node.get('hostname')}, pid {node.get('pid')}) "
+                f"stopped before it finished: {reason}.",
+            },
+            inc={"generation": 1},
+        )
+        self._ds.slots.delete_many({"node_id": node_id})
+        return released, abandoned
+
+    def free_stale_slots(self) -> int:
+        """Slots whose run is not running any more (a crash between a run's end and its slot's
+        release, or between a slot and a start that was refused)."""
+        freed = 0
+        for slot in self._ds.slots.find({}, limit=10_000):
+            record = self._ds.executions.get(slot.get("execution_id") or "")
+            if record is not None and record.get("status") in ACTIVE and slot_of(record) == slot_of(slot):
+                continue
+            freed += self._ds.slots.delete_many({"_id": slot["_id"], "execution_id": slot.get("execution_id")})
+        return freed
+
+
+def unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, DatastoreUnavailable)

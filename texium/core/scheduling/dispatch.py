@@ -1,0 +1,517 @@
+"""One dispatch queue per node: every record this node holds waits here until it starts.
+
+It is APScheduler's executor seam: the scheduler's pass hands over what it claimed (ahead of
+time, run-nows, retries and handed-back runs alike), and nothing else keeps a run in memory, so
+pause, delete, cancel, shutdown and burial all look at one place. The dispatcher thread gives a
+record to a worker only when it is due and a worker is free; until then it stays queued and
+visible, so:
+
+- a scheduled occurrence found past the misfire grace time, or with a newer occurrence of its
+  job due behind it (the workers were busy), is recorded `missed` instead of running stale;
+- the worker re-reads the job (one indexed read) just before the start: a paused, disabled or
+  deleted job, or a schedule edited so the occurrence no longer belongs to it, ends the record
+  `skipped` and the job body never starts;
+- the start itself is conditional (claims.py): a concurrency slot in the store, then
+  `scheduled -> running` on (holder, generation); losing either means someone else decided.
+A scheduled occurrence over its job's limit is `skipped` (the next one comes anyway); a run-now
+or a retry waits its turn in the queue.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from apscheduler.executors.base import BaseExecutor
+
+from texium.core.datastore.base import Datastore
+from texium.core.errors import ServiceUnavailable
+from texium.core.metrics import Metrics
+from texium.core.scheduling.claims import Claims, held, slot_of
+from texium.core.scheduling.jobstore import schedule_for
+from texium.core.scheduling.occurrences import RETRY, RUN_NOW, SCHEDULE, new_record
+from texium.core.scheduling.recorder import Recorder, Write
+from texium.core.scheduling.runner import JobRunner, Run
+from texium.core.timeutil import to_iso, utcnow
+
+log = logging.getLogger("texium.dispatch")
+SLOT_RETRY_SECONDS = 0.5  # a run waiting for a slot held on another node looks again this often
+STORE_RETRY_SECONDS = 0.5  # a start the store could not answer is tried again after this
+
+
+@dataclass(eq=False)
+class _Entry:
+    run: Run
+    due: datetime
+    not_before: float = 0.0  # monotonic: waiting for a slot or for the store
+    dead: bool = False  # taken out of the queue (heap entries are dropped lazily)
+
+    @property
+    def trigger(self) -> str:
+        return self.run.record.get("trigger") or SCHEDULE
+
+
+class Dispatcher(BaseExecutor):
+    def __init__(
+        self,
+        datastore: Datastore,
+        claims: Claims,
+        runner: JobRunner,
+        recorder: Recorder,
+        pool_size: int,
+        max_instances: int = 1,
+        misfire_grace_time: float = 3600,
+        stop_grace: float = 5.0,
+        metrics: Metrics | None = None,
+        alerts: Any = None,
+        processes: Any = None,
+    ):
+        super().__init__()
+        self._ds = datastore
+        self.claims = claims
+        self.runner = runner
+        self._recorder = recorder
+        self.pool_size = pool_size
+        self._max_instances = max_instances
+        self._grace = timedelta(seconds=misfire_grace_time)
+        self.stop_grace = stop_grace
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.alerts = alerts
+        self._processes = processes
+        self._pool = ThreadPoolExecutor(pool_size, thread_name_prefix="texium-job")
+        self._cond = threading.Condition()
+        self._heap: list[tuple[datetime, int, _Entry]] = []
+        self._order = itertools.count()
+        self._queued: dict[str, _Entry] = {}  # execution id -> queued, not yet given to a worker
+        self._by_job: dict[str, set[_Entry]] = {}  # job id -> its queued entries
+        self._runs: dict[str, Run] = {}  # execution id -> given to a worker, not yet over
+        self._futures: dict[str, Any] = {}
+        self._free = pool_size
+        self.closing = False
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+
+    # -- APScheduler's executor seam -------------------------------------------------------
+    def start(self, scheduler=None, alias="default"):
+        if scheduler is not None:
+            super().start(scheduler, alias)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="texium-dispatch", daemon=True)
+            self._thread.start()
+
+    def shutdown(self, wait=True):
+        """The scheduler stopping does not end the runs: close() does, with a grace time."""
+
+    def _do_submit_job(self, job, run_times):
+        raise NotImplementedError("Texium's pass hands claimed records to put(), not APScheduler jobs")
+
+    # -- what comes in ---------------------------------------------------------------------
+    def put(self, record: dict, job: dict) -> None:
+        """Queue a record this node holds; it starts at its `scheduled_at` (never before)."""
+        entry = _Entry(Run(record, job), record["scheduled_at"])
+        with self._cond:
+            if record["_id"] in self._runs:
+                return  # started here: a newer claim of it is refused at its start anyway
+            queued = self._queued.get(record["_id"])
+            if queued is not None:
+                if (queued.run.record.get("generation") or 0) >= (record.get("generation") or 0):
+                    return
+                self._dequeue(queued)  # held again since: the older entry would be refused
+            self._enqueue(entry)
+            self._cond.notify_all()
+
+    def _enqueue(self, entry: _Entry) -> None:  # with the lock held
+        entry.dead = False
+        self._queued[entry.run.id] = entry
+        self._by_job.setdefault(entry.run.record["job_id"], set()).add(entry)
+        heapq.heappush(self._heap, (entry.due, next(self._order), entry))
+
+    def _dequeue(self, entry: _Entry) -> None:  # with the lock held
+        entry.dead = True
+        if self._queued.get(entry.run.id) is entry:
+            del self._queued[entry.run.id]
+        siblings = self._by_job.get(entry.run.record["job_id"])
+        if siblings is not None:
+            siblings.discard(entry)
+            if not siblings:
+                del self._by_job[entry.run.record["job_id"]]
+
+    def run_now(self, job: dict) -> str:
+        """Record a held `scheduled` run of `job` and queue it; returns its id at once."""
+        if self.closing:
+            raise ServiceUnavailable("The server is shutting down and accepts no new runs; try another node")
+        record = new_record(job, "scheduled", utcnow(), RUN_NOW, self.claims.identity)
+        self._ds.executions.insert(record)
+        self._ds.jobs.update_many({"_id": job["_id"]}, {}, inc={"total_executions": 1})
+        self.put(record, job)
+        return record["_id"]
+
+    # -- what goes out without running -----------------------------------------------------
+    def forget(self, execution_id: str) -> None:
+        """The record ended in the store (cancelled, skipped): take it out of the queue."""
+        with self._cond:
+            entry = self._queued.get(execution_id)
+            if entry is not None:
+                self._dequeue(entry)
+
+    def forget_job(self, job_id: str) -> None:
+        with self._cond:
+            for entry in list(self._by_job.get(job_id, ())):
+                self._dequeue(entry)
+
+    def hand_back_all(self) -> int:
+        """Give back every record queued here (shutdown, burial): any node may take them."""
+        with self._cond:
+            entries = list(self._queued.values())
+            for entry in entries:
+                self._dequeue(entry)
+        handed = 0
+        for entry in entries:
+            try:
+                handed += self.claims.hand_back(entry.run.record)
+            except Exception as exc:  # the sweep hands them back once this node is gone
+                log.warning("Could not hand back execution %s: %s", entry.run.id, getattr(exc, "detail", exc))
+        return handed
+
+    # -- the dispatcher thread -------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            try:
+                with self._cond:
+                    if self._stopped:
+                        return
+                    picked, ended, timeout = self._pick()
+                    if not picked and not ended:
+                        self._cond.wait(timeout)
+                        continue
+                for entry, why in ended:
+                    self._record_missed(entry, why)
+                for entry in picked:
+                    self._submit(entry)
+            except Exception:  # a bad moment must not stop dispatching for good
+                log.exception("The dispatcher hit an error; it goes on")
+                time.sleep(0.1)
+
+    def _submit(self, entry: _Entry) -> None:
+        execution_id = entry.run.id
+        future = self._pool.submit(self._work, entry)
+        with self._cond:
+            self._futures[execution_id] = future
+        future.add_done_callback(lambda done: self._forget_future(execution_id, done))
+
+    def _forget_future(self, execution_id: str, future) -> None:
+        with self._cond:
+            if self._futures.get(execution_id) is future:
+                del self._futures[execution_id]
+
+    def _pick(self) -> tuple[list[_Entry], list[tuple[_Entry, str]], float]:
+        """(entries for free workers, stale occurrences to record missed, seconds to wait)."""
+        if self.closing:
+            return [], [], 1.0
+        now, clock = utcnow(), time.monotonic()
+        picked, ended = [], []
+        later: list[tuple[datetime, int, _Entry]] = []
+        timeout = 1.0
+        while self._heap and self._free > len(picked):
+            due, order, entry = self._heap[0]
+            if entry.dead:
+                heapq.heappop(self._heap)
+                continue
+            if due > now:
+                timeout = min(timeout, (due - now).total_seconds())
+                break
+            heapq.heappop(self._heap)
+            if entry.not_before > clock:  # waiting for a slot or the store: set aside for now
+                later.append((due, order, entry))
+                timeout = min(timeout, entry.not_before - clock)
+                continue
+            self._dequeue(entry)
+            why = self._stale(entry, now)
+            if why:
+                ended.append((entry, why))
+            else:
+                self._runs[entry.run.id] = entry.run
+                picked.append(entry)
+        for item in later:
+            heapq.heappush(self._heap, item)
+        self._free -= len(picked)
+        return picked, ended, max(0.0, timeout)
+
+    def _stale(self, entry: _Entry, now: datetime) -> str:
+        """Why a scheduled occurrence must not run now (empty: it may)."""
+        if entry.trigger != SCHEDULE:
+            return ""
+        newer = [
+            other.due
+            for other in self._by_job.get(entry.run.record["job_id"], ())
+            if other.trigger == SCHEDULE and entry.due < other.due <= now
+        ]
+        if newer:
+            return f"a newer occurrence ({to_iso(max(newer))}) was due before this one could start; only it runs"
+        late = now - entry.due
+        if late > self._grace:
+            return f"it could start only {late.total_seconds():.3f} s late, past the misfire grace time"
+        return ""
+
+    def _record_missed(self, entry: _Entry, why: str) -> None:
+        run, now = entry.run, utcnow()
+        late = round((now - entry.due).total_seconds(), 3)
+        fields = {
+            "status": "missed",
+            "completed_at": now,
+            "error": f"Missed {to_iso(entry.due)}: {why} (the workers were busy or the node was late).",
+            "missed_count": 1,
+            "missed_until": entry.due,
+            "late_seconds": late,
+        }
+        self.metrics.occurrences_missed(run.record.get("job_class_string"), 1)
+        self._recorder.write(
+            Write(
+                "executions",
+                {**held(run.record), "status": "scheduled"},
+                fields,
+                then=[Write("jobs", {"_id": run.record["job_id"]}, inc={"total_executions": -1})],
+                after=lambda: self._observe(run.job, {**run.record, **fields}),
+            )
+        )
+
+    # -- a worker --------------------------------------------------------------------------
+    def _work(self, entry: _Entry) -> None:
+        run = entry.run
+        try:
+            if self._start(entry):
+                status, error = self.runner.execute(run)
+                self.finish(run, status, error)
+        except Exception:
+            log.exception("Execution %s: the worker hit an error", run.id)
+        finally:
+            with self._cond:
+                self._free += 1
+                if self._runs.get(run.id) is run and (run.ended or not run.begun):
+                    del self._runs[run.id]
+                self._cond.notify_all()
+
+    def _requeue(self, entry: _Entry, delay: float) -> None:
+        with self._cond:
+            self._runs.pop(entry.run.id, None)
+            if self.closing:
+                return
+            entry.not_before = time.monotonic() + delay
+            self._enqueue(entry)
+            self._cond.notify_all()
+
+    def _start(self, entry: _Entry) -> bool:
+        """Decide, with the store, whether the record starts now; True when it is running."""
+        run, record = entry.run, entry.run.record
+        if self.closing:
+            self._hand_back(run)
+            return False
+        try:
+            job = self._ds.jobs.get(record["job_id"])
+        except Exception as exc:  # the store is down: look again shortly (stale ones end missed)
+            log.warning("Execution %s: cannot read its job (%s); will try again", run.id, getattr(exc, "detail", exc))
+            self._requeue(entry, STORE_RETRY_SECONDS)
+            return False
+        verdict = self._refusal(entry, job)
+        if verdict is not None:
+            status, reason, error = verdict
+            if self.claims.end_unstarted(record, status, error):
+                self.metrics.run_skipped(record.get("job_class_string"), reason)
+            return False
+        run.job = job
+        limit = int(job.get("max_instances") or self._max_instances)
+        if not self.claims.take_slot(record, limit):
+            if entry.trigger == SCHEDULE:
+                error = f"Skipped: the previous run of this job was still in progress (at most {limit} running at once)"
+                if self.claims.end_unstarted(record, "skipped", error):
+                    self.metrics.run_skipped(record.get("job_class_string"), "max_instances")
+            else:  # a person or a retry asked for it: it waits its turn
+                self._requeue(entry, SLOT_RETRY_SECONDS)
+            return False
+        with self._cond:
+            closing = self.closing
+        started_at = utcnow()
+        if closing or not self.claims.start(record, started_at):
+            self.claims.release_slot(record)
+            if closing:
+                self._hand_back(run)
+            return False
+        with self._cond:
+            run.begun = True
+        self._recorder.job(job["_id"], fields={"last_run_time": started_at})
+        lag = started_at - record["scheduled_at"] if entry.trigger == SCHEDULE else None
+        self.metrics.run_started(record.get("job_class_string"), lag)
+        return True
+
+    def _refusal(self, entry: _Entry, job: dict | None) -> tuple[str, str, str] | None:
+        """(status, reason, error) when the record must end without starting."""
+        if job is None:
+            if entry.trigger == RUN_NOW:
+                return "cancelled", "deleted", "Cancelled: the job was deleted before this run started"
+            return "skipped", "deleted", "Skipped: the job was deleted before this run started"
+        if entry.trigger == RUN_NOW:
+            return None  # run now works for paused jobs too
+        if job.get("is_paused") or not job.get("is_enabled", True):
+            what = "paused" if job.get("is_paused") else "disabled"
+            return "skipped", what, f"Skipped: the job was {what} before this run started"
+        if entry.trigger == SCHEDULE and not _fires_at(job, entry.due):
+            return "skipped", "edited", "Skipped: the job's schedule was changed before this run started"
+        return None
+
+    def _hand_back(self, run: Run) -> None:
+        try:
+            self.claims.hand_back(run.record)
+        except Exception as exc:
+            log.warning("Could not hand back execution %s: %s", run.id, getattr(exc, "detail", exc))
+
+    # -- ending a run ----------------------------------------------------------------------
+    def finish(self, run: Run, status: str, error: str, gave_up: bool = False) -> None:
+        """Record how a started run ended, once: from its own thread, or from the watchdog when
+        the job did not stop in time (`gave_up`: its thread lingers and its result is dropped)."""
+        with self._cond:
+            if run.ended:
+                if run.lingering:  # the thread the watchdog gave up on has returned at last
+                    run.lingering = False
+                    log.warning("Execution %s's job returned after its run was recorded ended", run.id)
+                return
+            run.ended = True
+            run.lingering = gave_up
+        fields = self.runner.final_fields(run, status, error, self.stop_grace, gave_up)
+        retry = self.runner.next_attempt(run, fields)
+        seconds = (fields["duration_ms"] or 0) / 1000
+        log.info("Execution %s of job %s %s in %d ms", run.id, run.job.get("name"), fields["status"], seconds * 1000)
+        self.metrics.run_ended(run.record.get("job_class_string"), fields["status"], seconds)
+        job_id = run.record["job_id"]
+        slot = Write("slots", slot_of(run.record), delete=True, after=lambda: self._slot_freed(job_id))
+        then = [slot]
+        if retry is not None:
+            then.append(
+                Write("executions", insert=retry, then=[Write("jobs", {"_id": job_id}, inc={"total_executions": 1})])
+            )
+        outcome = {**run.record, **fields}
+        self._recorder.write(
+            Write(
+                "executions",
+                {**held(run.record), "status": "running"},
+                fields,
+                then=then,
+                after=None if retry is not None else lambda: self._observe(run.job, outcome),
+            )
+        )
+
+    def _slot_freed(self, job_id: str) -> None:
+        """A run of `job_id` gave its slot back: runs of that job waiting here may try now."""
+        with self._cond:
+            for entry in self._by_job.get(job_id, ()):
+                entry.not_before = 0.0
+            self._cond.notify_all()
+
+    def _observe(self, job: dict, execution: dict) -> None:
+        if self.alerts is not None:
+            self.alerts.observe(job, execution)
+
+    # -- stopping runs ---------------------------------------------------------------------
+    def stop(self, execution_id: str, reason: str, by: str = "") -> bool:
+        """Tell a running run of this node to stop; False if it is not running here."""
+        with self._cond:
+            run = self._runs.get(execution_id)
+            if run is None or not run.begun or run.ended or run.reason:
+                return False
+            run.reason, run.by, run.stop_asked = reason, by, time.monotonic()
+        run.cancelled.set()
+        log.info("Execution %s: told to stop (%s%s)", run.id, reason, f" by {by}" if by else "")
+        return True
+
+    def started(self) -> list[Run]:
+        """Runs of this node whose job is running (what the watchdog looks after)."""
+        with self._cond:
+            return [run for run in self._runs.values() if run.begun and not run.ended]
+
+    @property
+    def lingering(self) -> int:
+        """Job threads still running after their runs were recorded ended."""
+        with self._cond:
+            return sum(1 for run in self._runs.values() if run.lingering)
+
+    @property
+    def queued(self) -> int:
+        with self._cond:
+            return len(self._queued)
+
+    # -- start and shutdown ----------------------------------------------------------------
+    def reap_stale_scripts(self) -> int:
+        """Scripts an earlier server process on this host left running: kill them and record
+        their executions `abandoned` saying so. Returns how many."""
+        if self._processes is None:
+            return 0
+        reaped = self._processes.reap_stale()
+        for entry in reaped:
+            what = "was killed" if entry.get("killed") else "had already ended"
+            self._ds.executions.update_many(
+                {"_id": entry["execution_id"], "status": "running"},
+                {
+                    "status": "abandoned",
+                    "completed_at": utcnow(),
+                    "error": f"The server running this execution stopped before it finished; its script's "
+                    f"process group {entry.get('pgid')} {what} when the server started again.",
+                },
+                inc={"generation": 1},
+            )
+        if reaped:
+            log.warning("Found %d scripts left by an earlier server process on this host; stopped them", len(reaped))
+        return len(reaped)
+
+    def close(self, grace_seconds: float) -> int:
+        """Hand back what has not started, wait up to `grace_seconds` for what has, then record
+        `abandoned` what is still running. Returns how many runs did not finish."""
+        with self._cond:
+            self.closing = True
+            self._cond.notify_all()
+        self.hand_back_all()
+        with self._cond:
+            futures = {future: self._runs.get(execution_id) for execution_id, future in self._futures.items()}
+        if futures:
+            wait(futures, timeout=grace_seconds)
+        with self._cond:
+            unfinished = [run for run in self._runs.values() if run.begun and not run.ended]
+            for run in unfinished:
+                run.ended = True
+            self._stopped = True
+            self._cond.notify_all()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        reason = f"The server shut down before this execution finished (waited {grace_seconds:g} s)."
+        for run in unfinished:
+            self.metrics.run_abandoned(run.record.get("job_class_string"))
+            try:
+                self.claims.abandon(run.record, reason)
+            except Exception as exc:  # the sweep abandons it once this node is seen stopped
+                log.warning("Could not record execution %s abandoned: %s", run.id, getattr(exc, "detail", exc))
+        lingering = self.lingering
+        if lingering:
+            log.warning("%d job threads that ignored a stop request are still running; not waiting for them", lingering)
+        if unfinished:
+            killed = self._processes.kill_all("shutdown") if self._processes is not None else []
+            log.warning(
+                "Shut down with %d executions unfinished, marked abandoned%s",
+                len(unfinished),
+                f"; killed {len(killed)} script process groups" if killed else "",
+            )
+        return len(unfinished) + lingering
+
+
+def _fires_at(job: dict, due: datetime) -> bool:
+    """Whether the job's schedule, as stored now, still has an occurrence at `due`."""
+    try:
+        return schedule_for(job).next_after(due - timedelta(microseconds=1)) == due
+    except Exception:
+        return False
+
+
+RETRY_TRIGGERS = (SCHEDULE, RETRY)  # the records a pause or a disable ends (a run-now still runs)

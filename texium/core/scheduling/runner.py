@@ -1,0 +1,263 @@
+"""Runs one started execution: its job body, its output, and the record of how it ended.
+
+The dispatcher (dispatch.py) decides when a run starts and moves its record to `running`; this
+module runs the job class on that worker thread, with print() and the job's logger captured
+into the run's output (secret values masked), and turns the outcome into the final fields of
+the record and, when it failed with retries left, the record of its next attempt.
+
+Stopping a run (timeout or cancel, see watchdog.py) sets its `context.cancelled`; a job that
+has not returned `stop_grace` seconds later is recorded ended anyway and its thread left to
+finish in the background (Python cannot kill a thread), counted as lingering in health.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import random
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from texium.core import secret_args
+from texium.core.datastore.base import Datastore
+from texium.core.job import JobContext, JobError, JobTimeout
+from texium.core.registry import JobRegistry
+from texium.core.scheduling.occurrences import RETRY, new_record, retry_key
+from texium.core.secrets import SecretBox
+from texium.core.timeutil import to_iso, utcnow
+
+log = logging.getLogger("texium.runner")
+OUTPUT_LIMIT = 1024 * 1024  # characters of output kept per execution
+MAX_RETRY_DELAY = 86400.0
+
+
+class _ThreadOutput(io.TextIOBase):
+    """sys.stdout that sends a job thread's print() to that execution's output."""
+
+    def __init__(self, fallback):
+        self._fallback = fallback
+        self._local = threading.local()
+
+    def capture(self, sink: Callable[[str], None] | None) -> None:
+        self._local.sink = sink
+
+    def write(self, text: str) -> int:
+        sink = getattr(self._local, "sink", None)
+        if sink is None:
+            return self._fallback.write(text)
+        sink(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self._fallback.flush()
+
+
+def _capture_print() -> _ThreadOutput:
+    if not isinstance(sys.stdout, _ThreadOutput):
+        sys.stdout = _ThreadOutput(sys.stdout)
+    return sys.stdout
+
+
+class _Output:
+    def __init__(self):
+        self.parts: list[str] = []
+        self.size = 0
+        self.truncated = False
+
+    def write(self, text: str) -> None:
+        if self.size >= OUTPUT_LIMIT:
+            self.truncated = True
+            return
+        self.parts.append(text[: OUTPUT_LIMIT - self.size])
+        self.size += len(self.parts[-1])
+        self.truncated = self.truncated or len(text) > len(self.parts[-1])
+
+    def text(self, secrets: list[tuple[str, str]] | None = None) -> str:
+        """The output, with every text in `secrets` shown as ***."""
+        note = f"\n[output truncated at {OUTPUT_LIMIT} characters]\n" if self.truncated else ""
+        return secret_args.redact("".join(self.parts), secrets or [], self.truncated) + note
+
+
+class _MaskedLogger(logging.LoggerAdapter):
+    """A run's logger: its lines (and tracebacks) with the run's secret values shown as ***."""
+
+    def __init__(self, logger: logging.Logger, secrets: list[tuple[str, str]]):
+        super().__init__(logger, {})
+        self._secrets = secrets
+
+    def log(self, level, msg, *args, exc_info=None, stack_info=False, stacklevel=1, **kwargs):
+        if not self.isEnabledFor(level):
+            return
+        try:
+            text = str(msg) % args if args else str(msg)
+        except (TypeError, ValueError):
+            text = f"{msg} {args!r}"
+        if exc_info:
+            if exc_info is True:
+                exc_info = sys.exc_info()
+            elif isinstance(exc_info, BaseException):
+                exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+            if exc_info[0] is not None:
+                text += "\n" + "".join(traceback.format_exception(*exc_info)).rstrip("\n")
+        text = secret_args.redact(text, self._secrets)
+        self.logger.log(level, text, stack_info=stack_info, stacklevel=stacklevel + 1, **kwargs)
+
+
+def _render(result: Any) -> str:
+    if result is None:
+        return ""
+    if isinstance(result, str):
+        return result
+    return json.dumps(result, indent=2, default=str) + "\n"
+
+
+@dataclass(eq=False)
+class Run:
+    """One execution held by this node, from its claim to its end."""
+
+    record: dict
+    job: dict
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    reason: str = ""  # "timeout" or "cancelled" once it was told to stop
+    by: str = ""  # who cancelled it
+    stop_asked: float = 0.0  # monotonic
+    begun: bool = False  # its record is `running`
+    clock: float = 0.0  # monotonic start
+    deadline: float | None = None
+    timeout: float | None = None
+    output: _Output | None = None
+    hidden: list = field(default_factory=list)  # secret values masked in output and error
+    published: int = 0  # output size last written
+    published_at: float = 0.0
+    ended: bool = False  # its final state is decided (by its thread, the watchdog or shutdown)
+    lingering: bool = False  # recorded ended while its thread still runs
+
+    @property
+    def id(self) -> str:
+        return self.record["_id"]
+
+
+def retry_delay(job: dict, attempt: int) -> float:
+    """Seconds before attempt `attempt + 1`: fixed, or doubling per attempt with +-25 % jitter."""
+    base = float(job.get("retry_delay_seconds", 60) or 0)
+    if job.get("retry_backoff", "exponential") != "exponential":
+        return min(base, MAX_RETRY_DELAY)
+    return min(base * 2 ** (attempt - 1), MAX_RETRY_DELAY) * random.uniform(0.75, 1.25)
+
+
+class JobRunner:
+    """Runs job bodies; knows nothing of queues, slots or the store's records."""
+
+    def __init__(
+        self,
+        datastore: Datastore,
+        registry: JobRegistry,
+        job_config: Mapping[str, Any] | None = None,
+        hooks: Mapping[str, Callable[[], Any]] | None = None,
+        processes: Any = None,
+        secrets: SecretBox | None = None,
+        default_timeout: float | None = None,
+    ):
+        self._ds = datastore
+        self._registry = registry
+        self._config = dict(job_config or {})
+        self._hooks = dict(hooks or {})
+        self._processes = processes
+        self.secrets = secrets  # decrypts the jobs' secret arguments for their runs
+        self._default_timeout = default_timeout or None
+        self._stdout = _capture_print()
+
+    def timeout_of(self, job: dict) -> float | None:
+        return job.get("timeout_seconds") or self._default_timeout
+
+    def execute(self, run: Run) -> tuple[str, str]:
+        """Run the job body on this thread: (status, error)."""
+        record, job = run.record, run.job
+        output = run.output = _Output()
+        run.clock = run.published_at = time.monotonic()
+        run.timeout = self.timeout_of(job)
+        run.deadline = run.clock + run.timeout if run.timeout else None
+        try:
+            secrets = secret_args.decrypt(job.get(secret_args.FIELD), self.secrets)
+            run.hidden = secret_args.searched_values(secrets)
+            pub_args, pub_kwargs = secret_args.reveal(job.get("pub_args", []), job.get("pub_kwargs", {}), secrets)
+            job_class = self._registry.resolve(job.get("job_class_string", ""))
+            context = JobContext(
+                execution_id=record["_id"],
+                job_id=job["_id"],
+                job_name=job.get("name", ""),
+                user_id=job.get("user_id"),
+                datastore=self._ds,
+                config=self._config,
+                hooks=self._hooks,
+                write=output.write,
+                processes=self._processes,
+                cancelled=run.cancelled,
+                timeout_seconds=run.timeout,
+            )
+            if run.hidden:
+                context.logger = _MaskedLogger(context.logger, run.hidden)
+            self._stdout.capture(output.write)
+            try:
+                result = job_class(context).run(*pub_args, **pub_kwargs)
+            finally:
+                self._stdout.capture(None)
+            output.write(_render(result))
+        except JobTimeout as exc:
+            return "timeout", str(exc)
+        except (JobError, secret_args.SecretsUnavailable) as exc:
+            return "failed", str(exc)
+        except Exception as exc:
+            return "failed", f"{type(exc).__name__}: {exc}\n" + "".join(traceback.format_exception(exc))
+        return "completed", ""
+
+    def final_fields(self, run: Run, status: str, error: str, stop_grace: float, gave_up: bool) -> dict:
+        """The record's fields for how the run ended (a stop request decides the status)."""
+        if run.reason == "timeout":
+            status = "timeout"
+            error = f"Timed out after {run.timeout:g} s (timeout_seconds); the job was told to stop" + (
+                f"\n{error}" if error else ""
+            )
+        elif run.reason == "cancelled":
+            status = "cancelled"
+            error = f"Cancelled by {run.by}" + (f"\n{error}" if error else "")
+        if gave_up:
+            error += (
+                f"\nThe job did not stop within {stop_grace:g} s of being told to; its thread was left to "
+                "finish in the background and its result is discarded."
+            )
+        seconds = time.monotonic() - run.clock
+        return {
+            "status": status,
+            "output": run.output.text(run.hidden) if run.output else "",
+            "error": secret_args.redact(error[:OUTPUT_LIMIT], run.hidden, len(error) > OUTPUT_LIMIT),
+            "completed_at": utcnow(),
+            "duration_ms": int(seconds * 1000),
+        }
+
+    @staticmethod
+    def next_attempt(run: Run, fields: dict) -> dict | None:
+        """The record of the occurrence's next attempt, if this one failed and retries are left
+        (`fields` become `retried`); held by no node: the first pass to claim it runs it."""
+        attempt = int(run.record.get("attempt") or 1)
+        if fields["status"] not in ("failed", "timeout") or attempt > int(run.job.get("retries") or 0):
+            return None
+        first = run.record.get("retry_of") or run.id
+        due = utcnow() + timedelta(seconds=retry_delay(run.job, attempt))
+        retry = new_record(
+            run.job, "scheduled", due, RETRY, None, retry_key(first, attempt + 1), attempt=attempt + 1, retry_of=first
+        )
+        fields["status"] = "retried"
+        fields["next_attempt_id"] = retry["_id"]
+        fields["error"] += (
+            f"\nRetrying: attempt {retry['attempt']} of {int(run.job.get('retries') or 0) + 1} "
+            f"at {to_iso(retry['scheduled_at'])} (execution {retry['_id']})."
+        )
+        return retry
