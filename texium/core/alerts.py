@@ -11,8 +11,10 @@ read fresh from the store and moved together with a compare-and-set on both (re-
 retried on a conflict), so two nodes sharing a store never both alert for one change, and an
 older outcome observed late can neither send an alert nor move the state back.
 
-A job without `notify` sends nothing, but its state is still kept (the dashboard shows it):
-with one conditional write on the marker, no read.
+A job without `notify` sends nothing, but its state is still kept (the dashboard shows it).
+With `keep` (the server passes the recorder's merged job changes) it costs no read and no
+write of its own, and the newest outcome each node saw wins; without it, one conditional write
+on the marker.
 
 Alerts never slow a run down: `observe` only queues, and one daemon thread ("texium-alerts")
 reads the store, sends and records. A delivery failure is logged, counted and recorded on the
@@ -77,8 +79,12 @@ class Alerts:
         metrics: Metrics | None = None,
         attempts: int = 3,
         backoff: float = 1.0,
+        keep: Callable[[str, dict], None] | None = None,
     ):
         self._ds = datastore
+        # Writes the state of a job that notifies no one (the recorder's merged job changes: no
+        # read, no write of its own; the newest outcome a node saw wins). None: _keep does it.
+        self._keep_state = keep
         self._config = config
         self._policy = policy
         self._record = record
@@ -106,6 +112,11 @@ class Alerts:
             job_id = job.get("_id") or execution.get("job_id")
             if self._closed or not job_id or execution.get("status") not in _MOVING:
                 return  # a status that moves no state (cancelled, skipped, ...) costs no store read
+            if not job.get("notify") and self._keep_state is not None:
+                at, execution_id = _seen(execution)
+                state = transition("ok", execution["status"])[0]
+                self._keep_state(job_id, {"alert_state": state, "alert_seen_at": at, "alert_seen_id": execution_id})
+                return
             if self._queue.qsize() >= MAX_QUEUED:
                 log.warning("Alerts: %d observations queued; dropped the one of job %s", MAX_QUEUED, job_id)
                 return

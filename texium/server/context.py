@@ -104,6 +104,7 @@ def build_context(settings: dict[str, Any]) -> AppContext:
         OutboundPolicy.from_settings(settings["OUTBOUND_ALLOW"], settings["OUTBOUND_DENY_PRIVATE"]),
         recorder.execution,
         metrics,
+        keep=lambda job_id, fields: recorder.job(job_id, fields=fields),
     )
     processes = ProcessRegistry(os.path.join(settings["DATA_DIR"], "run", "processes"), node_id=identity.hostname)
     runner = JobRunner(

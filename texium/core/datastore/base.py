@@ -215,11 +215,46 @@ class Collection(ABC):
     def delete_many(self, query: Filter) -> int: ...
 
 
+def slot_of(record: dict) -> dict:
+    """Which run a concurrency slot belongs to: the execution as held by one holder in one
+    generation (a record, or a slot document)."""
+    return {
+        "execution_id": record.get("execution_id", record.get("_id")),
+        "node_id": record.get("node_id"),
+        "generation": record.get("generation"),
+    }
+
+
 class Datastore(ABC):
     """A set of collections in one database, plus the housekeeping the maintenance job needs."""
 
     provider: str  # "sqlite" or "mongodb"
     inline_reads = False  # bounded reads cost microseconds (a local file): no need for a thread
+    slot_documents = True  # start_run keeps the concurrency limit in scheduler_slots
+
+    def start_run(self, record: dict, condition: Filter, fields: dict, limit: int) -> str:
+        """Set `fields` on the execution `condition` matches if fewer than `limit` runs of its
+        job are running: "started", "busy" (the limit is reached) or "lost" (the condition no
+        longer holds). Without transactions, a slot document under a unique key per job and
+        slot number is taken first and given back if the condition fails; the slot is a lease
+        like the record's (see texium.core.scheduling.claims)."""
+        slot = {"job_id": record["job_id"], **slot_of(record)}
+        for n in range(max(1, limit)):
+            try:
+                self.slots.insert({**slot, "key": f"{record['job_id']}#{n}"})
+                break
+            except DuplicateKeyError:
+                continue
+        else:
+            return "busy"
+        if self.executions.update_many(condition, fields):
+            return "started"
+        self.release_run(record)
+        return "lost"
+
+    def release_run(self, record: dict) -> None:
+        """Give back the slot start_run took for this run (only that one)."""
+        self.slots.delete_many(slot_of(record))
 
     @abstractmethod
     def collection(self, name: str) -> Collection: ...

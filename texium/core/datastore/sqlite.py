@@ -442,6 +442,18 @@ class SQLiteDatastore(Datastore):
     provider = "sqlite"
     inline_reads = True
     atomic_batches = True
+    slot_documents = False  # the running records themselves, counted in the start's transaction
+
+    def start_run(self, record: dict, condition: Filter, fields: dict, limit: int) -> str:
+        """One write transaction: count the job's running records, then the conditional update."""
+        executions = self.executions
+        with self.batch():
+            if executions.count({"job_id": record["job_id"], "status": "running"}) >= limit:
+                return "busy"
+            return "started" if executions.update_many(condition, fields) else "lost"
+
+    def release_run(self, record: dict) -> None:
+        """Nothing to give back: a run stops counting when its record stops being `running`."""
 
     def __init__(self, data_dir: str):
         from texium.core import files

@@ -6,10 +6,12 @@ and another node took over) has every later write refused. Nothing here needs a 
 transaction; where two writes belong together (a record and its job's counter), the first is
 the decision and the second follows only from a decision that was applied.
 
-Concurrency slots: a run holds one of its job's `max_instances` slots, a document keyed
-"<job id>#<n>" under a unique index, taken before `scheduled -> running` and deleted when the
-run ends. A slot is a lease like the record's: the sweep deletes the slots of dead or stopped
-nodes and of runs that have ended, so a crash between two writes never leaks one.
+Concurrency: `scheduled -> running` happens only while fewer than the job's `max_instances`
+runs are running, on every node (Datastore.start_run). SQLite counts the running records in the
+start's own transaction; MongoDB takes a slot, a document keyed "<job id>#<n>" under a unique
+index, before the conditional update, and deletes it when the run ends. A slot is a lease like
+the record's: the sweep deletes the slots of dead or stopped nodes and of runs that have ended,
+so a crash between two writes never leaks one.
 """
 
 from __future__ import annotations
@@ -18,23 +20,13 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from texium.core.datastore.base import Datastore
-from texium.core.errors import DatastoreUnavailable, DuplicateKeyError
+from texium.core.datastore.base import Datastore, slot_of
 from texium.core.figures import ACTIVE, NOT_RUN
 from texium.core.scheduling.occurrences import holder_fields
 from texium.core.scheduling.planner import Plan, records_of
 from texium.core.timeutil import utcnow
 
 log = logging.getLogger("texium.claims")
-
-
-def slot_of(record: dict) -> dict:
-    """Which run a slot belongs to: the execution, as held by one holder in one generation."""
-    return {
-        "execution_id": record.get("execution_id", record.get("_id")),
-        "node_id": record.get("node_id"),
-        "generation": record.get("generation"),
-    }
 
 
 def held(record: dict) -> dict:
@@ -64,7 +56,10 @@ class Claims:
         fields = dict(plan.advance)
         if claim is not None:
             fields.update(last_claim=claim, claimed_by=self.identity.node_id)
-        if not self._ds.jobs.update_many(unchanged, fields):
+        # The runs are counted with the claim that decides them (records made later add nothing).
+        if not self._ds.jobs.update_many(
+            unchanged, fields, inc={"total_executions": len(plan.runs)} if plan.runs else None
+        ):
             return None
         if claim is None:
             return []
@@ -77,13 +72,12 @@ class Claims:
 
     def make_records(self, job: dict, claim: dict, on_held: Callable[[dict, dict], None] | None) -> list[dict]:
         """Insert the records of `claim` (held by this node when `on_held` takes them, else by
-        nobody); a record already made (same key) is left as it is. Returns the ones made."""
+        nobody); a record already made (same key) is left as it is. Returns the ones made. The
+        claim's compare-and-set counted its runs already."""
         records = records_of(job, claim, self.identity if on_held is not None else None)
         inserted = set(self._ds.executions.insert_many(records))
         made = [record for record in records if record["_id"] in inserted]
         runs = [record for record in made if record["status"] == "scheduled"]
-        if runs:
-            self._ds.jobs.update_many({"_id": job["_id"]}, {}, inc={"total_executions": len(runs)})
         if on_held is not None:
             for record in runs:
                 on_held(record, job)
@@ -122,28 +116,15 @@ class Claims:
         return claimed
 
     # -- starting ------------------------------------------------------------------------
-    def take_slot(self, record: dict, limit: int) -> bool:
-        """One of the job's `limit` slots for this run, or False when all are held."""
-        slot = {"job_id": record["job_id"], **slot_of(record), "taken_at": utcnow()}
-        for n in range(max(1, limit)):
-            try:
-                self._ds.slots.insert({**slot, "key": f"{record['job_id']}#{n}"})
-                return True
-            except DuplicateKeyError:
-                continue
-        return False
-
-    def release_slot(self, record: dict) -> None:
-        """Give back the slot this holder took for this run (only that one)."""
-        self._ds.slots.delete_many(slot_of(record))
-
-    def start(self, record: dict, started_at: datetime) -> bool:
-        """scheduled -> running, if the record is still ours and not cancelled or skipped."""
+    def start(self, record: dict, limit: int, started_at: datetime) -> str:
+        """scheduled -> running if the record is still ours (not cancelled, skipped or taken
+        over) and fewer than `limit` runs of its job are running, on any node: "started",
+        "busy" or "lost" (see Datastore.start_run)."""
         fields = {"status": "running", "started_at": started_at}
-        if self._ds.executions.update_many({**held(record), "status": "scheduled"}, fields):
+        outcome = self._ds.start_run(record, {**held(record), "status": "scheduled"}, fields, limit)
+        if outcome == "started":
             record.update(fields)
-            return True
-        return False
+        return outcome
 
     # -- ending without a start ----------------------------------------------------------
     def end_unstarted(self, record: dict, status: str, error: str, **fields) -> bool:
@@ -194,7 +175,7 @@ class Claims:
         changes = {"status": "abandoned", "error": reason, "completed_at": utcnow()}
         if not self._ds.executions.update_many({**held(record), "status": "running"}, changes):
             return False
-        self.release_slot(record)
+        self._ds.release_run(record)
         return True
 
     # -- reclaiming (the sweep) ----------------------------------------------------------
@@ -221,13 +202,11 @@ class Claims:
         """Slots whose run is not running any more (a crash between a run's end and its slot's
         release, or between a slot and a start that was refused)."""
         freed = 0
+        if not self._ds.slot_documents:
+            return 0
         for slot in self._ds.slots.find({}, limit=10_000):
             record = self._ds.executions.get(slot.get("execution_id") or "")
             if record is not None and record.get("status") in ACTIVE and slot_of(record) == slot_of(slot):
                 continue
             freed += self._ds.slots.delete_many({"_id": slot["_id"], "execution_id": slot.get("execution_id")})
         return freed
-
-
-def unavailable(exc: BaseException) -> bool:
-    return isinstance(exc, DatastoreUnavailable)

@@ -8,11 +8,12 @@ visible, so:
 
 - a scheduled occurrence found past the misfire grace time, or with a newer occurrence of its
   job due behind it (the workers were busy), is recorded `missed` instead of running stale;
-- the worker re-reads the job (one indexed read) just before the start: a paused, disabled or
-  deleted job, or a schedule edited so the occurrence no longer belongs to it, ends the record
-  `skipped` and the job body never starts;
-- the start itself is conditional (claims.py): a concurrency slot in the store, then
-  `scheduled -> running` on (holder, generation); losing either means someone else decided.
+- the jobs are read again (one query for the batch the free workers can take) just before
+  the start: a paused, disabled or deleted job, or a schedule edited so the occurrence no
+  longer belongs to it, ends the record `skipped` and the job body never starts;
+- the start itself is one conditional write per run, all of a batch in one transaction
+  (claims.py): `scheduled -> running` on (holder, generation), only while the job is under its
+  limit of runs at once on every node; losing it means someone else decided first.
 A scheduled occurrence over its job's limit is `skipped` (the next one comes anyway); a run-now
 or a retry waits its turn in the queue.
 """
@@ -31,10 +32,11 @@ from typing import Any
 
 from apscheduler.executors.base import BaseExecutor
 
-from texium.core.datastore.base import Datastore
+from texium.core.datastore.base import Datastore, slot_of
 from texium.core.errors import ServiceUnavailable
+from texium.core.figures import NOT_RUN
 from texium.core.metrics import Metrics
-from texium.core.scheduling.claims import Claims, held, slot_of
+from texium.core.scheduling.claims import Claims, held
 from texium.core.scheduling.jobstore import schedule_for
 from texium.core.scheduling.occurrences import RETRY, RUN_NOW, SCHEDULE, new_record
 from texium.core.scheduling.recorder import Recorder, Write
@@ -94,6 +96,7 @@ class Dispatcher(BaseExecutor):
         self._runs: dict[str, Run] = {}  # execution id -> given to a worker, not yet over
         self._futures: dict[str, Any] = {}
         self._free = pool_size
+        self._starting = threading.Lock()  # held while a batch of starts is decided
         self.closing = False
         self._stopped = False
         self._thread: threading.Thread | None = None
@@ -193,8 +196,9 @@ class Dispatcher(BaseExecutor):
                         continue
                 for entry, why in ended:
                     self._record_missed(entry, why)
-                for entry in picked:
-                    self._submit(entry)
+                if picked:
+                    with self._starting:  # close() waits for a batch in flight
+                        self._start_batch(picked)
             except Exception:  # a bad moment must not stop dispatching for good
                 log.exception("The dispatcher hit an error; it goes on")
                 time.sleep(0.1)
@@ -282,73 +286,106 @@ class Dispatcher(BaseExecutor):
             )
         )
 
-    # -- a worker --------------------------------------------------------------------------
+    # -- starting: one batch for the entries the free workers can take ------------------------
+    def _start_batch(self, entries: list[_Entry]) -> None:
+        """Decide with the store which of `entries` start now: their jobs read again in one
+        query, then each start one conditional write, all in one batch (one SQLite
+        transaction). Started runs go to the workers; the others give their worker back."""
+        outcomes: dict[int, str] = {}
+        try:
+            jobs = self._jobs_of(entries)
+            started_at = utcnow()
+            with self._ds.batch():
+                for entry in entries:
+                    outcomes[id(entry)] = self._start_one(entry, jobs, started_at)
+        except Exception as exc:  # the store: what did not start waits and tries again
+            log.warning("Could not start %d runs (%s); will try again", len(entries), getattr(exc, "detail", exc))
+            if self._ds.atomic_batches:
+                outcomes = {}  # the transaction undid every start of the batch
+        for entry in entries:
+            outcome = outcomes.get(id(entry), "retry")
+            if outcome == "started":
+                self._submit(entry)
+                continue
+            with self._cond:
+                self._free += 1
+                self._runs.pop(entry.run.id, None)
+                self._cond.notify_all()
+            if outcome == "retry":
+                self._requeue(entry, STORE_RETRY_SECONDS)
+            elif outcome == "wait":
+                self._requeue(entry, SLOT_RETRY_SECONDS)
+            elif outcome == "closing":
+                self._hand_back(entry.run)
+
+    def _jobs_of(self, entries: list[_Entry]) -> dict[str, dict]:
+        ids = sorted({entry.run.record["job_id"] for entry in entries})
+        return {job["_id"]: job for job in self._ds.jobs.find({"_id": {"$in": ids}})}
+
+    def _start_one(self, entry: _Entry, jobs: dict[str, dict], started_at: datetime) -> str:
+        """started | wait (a slot) | dropped (ended or lost) | closing."""
+        if self.closing:
+            return "closing"
+        run, record = entry.run, entry.run.record
+        job = jobs.get(record["job_id"])
+        refusal = self._refusal(entry, job)
+        if refusal is not None:
+            self._end_unstarted(run, *refusal)
+            return "dropped"
+        run.job = job
+        limit = int(job.get("max_instances") or self._max_instances)
+        outcome = self.claims.start(record, limit, started_at)
+        if outcome == "busy":
+            if entry.trigger != SCHEDULE:  # a person or a retry asked for it: it waits its turn
+                return "wait"
+            error = f"Skipped: the previous run of this job was still in progress (at most {limit} running at once)"
+            self._end_unstarted(run, "skipped", "max_instances", error)
+            return "dropped"
+        if outcome != "started":
+            return "dropped"  # cancelled, skipped or taken over by someone else first
+        run.begun = True
+        self._recorder.job(job["_id"], fields={"last_run_time": started_at})
+        lag = started_at - record["scheduled_at"] if entry.trigger == SCHEDULE else None
+        self.metrics.run_started(record.get("job_class_string"), lag)
+        return "started"
+
+    def _end_unstarted(self, run: Run, status: str, reason: str, error: str) -> None:
+        """A held record that must not start ends now (through the recorder: conditional)."""
+        record = run.record
+        fields = {"status": status, "error": error, "completed_at": utcnow()}
+        counter = [Write("jobs", {"_id": record["job_id"]}, inc={"total_executions": -1})]
+        self._recorder.write(
+            Write(
+                "executions",
+                {**held(record), "status": "scheduled"},
+                fields,
+                then=counter if status in NOT_RUN else [],
+                after=lambda: self.metrics.run_skipped(record.get("job_class_string"), reason),
+            )
+        )
+
     def _work(self, entry: _Entry) -> None:
+        """A worker: the run's job body, then its end."""
         run = entry.run
         try:
-            if self._start(entry):
-                status, error = self.runner.execute(run)
-                self.finish(run, status, error)
+            status, error = self.runner.execute(run)
+            self.finish(run, status, error)
         except Exception:
             log.exception("Execution %s: the worker hit an error", run.id)
         finally:
             with self._cond:
                 self._free += 1
-                if self._runs.get(run.id) is run and (run.ended or not run.begun):
+                if self._runs.get(run.id) is run and run.ended:
                     del self._runs[run.id]
                 self._cond.notify_all()
 
     def _requeue(self, entry: _Entry, delay: float) -> None:
         with self._cond:
-            self._runs.pop(entry.run.id, None)
             if self.closing:
                 return
             entry.not_before = time.monotonic() + delay
             self._enqueue(entry)
             self._cond.notify_all()
-
-    def _start(self, entry: _Entry) -> bool:
-        """Decide, with the store, whether the record starts now; True when it is running."""
-        run, record = entry.run, entry.run.record
-        if self.closing:
-            self._hand_back(run)
-            return False
-        try:
-            job = self._ds.jobs.get(record["job_id"])
-        except Exception as exc:  # the store is down: look again shortly (stale ones end missed)
-            log.warning("Execution %s: cannot read its job (%s); will try again", run.id, getattr(exc, "detail", exc))
-            self._requeue(entry, STORE_RETRY_SECONDS)
-            return False
-        verdict = self._refusal(entry, job)
-        if verdict is not None:
-            status, reason, error = verdict
-            if self.claims.end_unstarted(record, status, error):
-                self.metrics.run_skipped(record.get("job_class_string"), reason)
-            return False
-        run.job = job
-        limit = int(job.get("max_instances") or self._max_instances)
-        if not self.claims.take_slot(record, limit):
-            if entry.trigger == SCHEDULE:
-                error = f"Skipped: the previous run of this job was still in progress (at most {limit} running at once)"
-                if self.claims.end_unstarted(record, "skipped", error):
-                    self.metrics.run_skipped(record.get("job_class_string"), "max_instances")
-            else:  # a person or a retry asked for it: it waits its turn
-                self._requeue(entry, SLOT_RETRY_SECONDS)
-            return False
-        with self._cond:
-            closing = self.closing
-        started_at = utcnow()
-        if closing or not self.claims.start(record, started_at):
-            self.claims.release_slot(record)
-            if closing:
-                self._hand_back(run)
-            return False
-        with self._cond:
-            run.begun = True
-        self._recorder.job(job["_id"], fields={"last_run_time": started_at})
-        lag = started_at - record["scheduled_at"] if entry.trigger == SCHEDULE else None
-        self.metrics.run_started(record.get("job_class_string"), lag)
-        return True
 
     def _refusal(self, entry: _Entry, job: dict | None) -> tuple[str, str, str] | None:
         """(status, reason, error) when the record must end without starting."""
@@ -389,21 +426,20 @@ class Dispatcher(BaseExecutor):
         log.info("Execution %s of job %s %s in %d ms", run.id, run.job.get("name"), fields["status"], seconds * 1000)
         self.metrics.run_ended(run.record.get("job_class_string"), fields["status"], seconds)
         job_id = run.record["job_id"]
-        slot = Write("slots", slot_of(run.record), delete=True, after=lambda: self._slot_freed(job_id))
-        then = [slot]
+        then = [Write("slots", slot_of(run.record), delete=True)] if self._ds.slot_documents else []
         if retry is not None:
             then.append(
                 Write("executions", insert=retry, then=[Write("jobs", {"_id": job_id}, inc={"total_executions": 1})])
             )
         outcome = {**run.record, **fields}
+
+        def ended() -> None:
+            self._slot_freed(job_id)
+            if retry is None:
+                self._observe(run.job, outcome)
+
         self._recorder.write(
-            Write(
-                "executions",
-                {**held(run.record), "status": "running"},
-                fields,
-                then=then,
-                after=None if retry is not None else lambda: self._observe(run.job, outcome),
-            )
+            Write("executions", {**held(run.record), "status": "running"}, fields, then=then, after=ended)
         )
 
     def _slot_freed(self, job_id: str) -> None:
@@ -474,6 +510,8 @@ class Dispatcher(BaseExecutor):
         with self._cond:
             self.closing = True
             self._cond.notify_all()
+        with self._starting:  # no batch of starts in flight from here on
+            pass
         self.hand_back_all()
         with self._cond:
             futures = {future: self._runs.get(execution_id) for execution_id, future in self._futures.items()}
