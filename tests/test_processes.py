@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ import pytest
 
 from tests.server_process import live_members, wait_for
 from texium.core.scheduling.processes import ProcessRegistry
+from texium.jobs import custom
 from texium.jobs.base import JobContext, JobError
 from texium.jobs.custom import CustomScriptJob
 
@@ -545,3 +547,283 @@ def test_custom_script_ignores_a_context_without_a_registry(tmp_path, scripts, d
     assert "exited with code 0" in CustomScriptJob(context).run("ok.sh")
     assert "exited with code 0" in CustomScriptJob(_context(tmp_path)).run("ok.sh")
     assert not os.path.exists(directory)
+
+
+# --------------------------------------------------------------------------- descendants that leave the group
+
+# Three ways out of the script's process group, each ending in a `sleep 300` that writes its pid:
+# setsid in a background child (its parent, the script, lives on), `setsid -f` (forks; the
+# parent exits at once, so the daemon is an orphan from the start) and a classic double fork.
+DAEMON = (
+    "import os, sys\n"
+    "if os.fork(): sys.exit(0)\n"
+    "os.setsid()\n"
+    "if os.fork(): os._exit(0)\n"
+    "open('daemon.pid', 'w').write(f'{os.getpid()}\\n')\n"
+    "os.execvp('sleep', ['sleep', '300'])\n"
+)
+DETACH = (
+    "#!/bin/sh\n"
+    "setsid sh -c 'echo $$ > setsid.pid; exec sleep 300' </dev/null >/dev/null 2>&1 &\n"
+    "setsid -f sh -c 'echo $$ > setsid-f.pid; exec sleep 300' </dev/null >/dev/null 2>&1\n"
+    f'{sys.executable} -c "{DAEMON}" </dev/null >/dev/null 2>&1\n'
+    "echo $$ > leader.pid\n"
+    "sleep 300\n"
+)
+DETACHED = ("setsid.pid", "setsid-f.pid", "daemon.pid")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _set_subreaper(on: bool) -> None:
+    # Independent of texium.core.scheduling.processes: the server makes itself a subreaper at start-up.
+    assert _libc.prctl(36, int(on), 0, 0, 0) == 0, os.strerror(ctypes.get_errno())  # PR_SET_CHILD_SUBREAPER
+
+
+class Strays:
+    """Processes a test started: those it saw (pid, create_time) and any carrying one of its
+    execution ids in TEXIUM_EXECUTION_ID (so a test failing before it read a pid file leaves
+    nothing either). Whatever is left at the end is killed and, if it became our child, reaped."""
+
+    def __init__(self, *execution_ids: str):
+        self.execution_ids = set(execution_ids)
+        self.seen: dict[int, float] = {}
+
+    def note(self, pid: int) -> int:
+        try:
+            self.seen.setdefault(pid, psutil.Process(pid).create_time())
+        except psutil.NoSuchProcess:
+            pass
+        return pid
+
+    def read(self, path, timeout=10) -> int:
+        return self.note(_read_pid(path, timeout))
+
+    def alive(self) -> list[int]:
+        return [pid for pid, started in self.seen.items() if _alive_as(pid, started)]
+
+    def cleanup(self):
+        for _ in range(3):  # a script still starting may spawn more for a moment
+            for process in psutil.process_iter():
+                try:
+                    marker = process.environ().get("TEXIUM_EXECUTION_ID")
+                    if marker in self.execution_ids and process.pid != os.getpid():
+                        self.note(process.pid)
+                except psutil.Error:
+                    pass
+            for pid, started in self.seen.items():
+                if _alive_as(pid, started):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
+        for pid in self.seen:
+            try:
+                if psutil.Process(pid).ppid() == os.getpid():
+                    os.waitpid(pid, 0)
+            except (psutil.Error, ChildProcessError):
+                pass
+
+
+def _alive_as(pid: int, started: float) -> bool:
+    try:
+        process = psutil.Process(pid)
+        return process.status() != psutil.STATUS_ZOMBIE and abs(process.create_time() - started) < 0.01
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.fixture
+def strays():
+    seen = Strays("exec-script", "exec-crash")
+    yield seen
+    seen.cleanup()
+
+
+@pytest.fixture
+def subreaper(strays):
+    """This process as the server is: a child subreaper (set back afterwards; strays cleaned
+    up first, since orphans of the test became our children)."""
+    _set_subreaper(True)
+    yield
+    strays.cleanup()
+    _set_subreaper(False)
+
+
+def _detached(scripts, strays, leader) -> list[int]:
+    """The pids of DETACH's three detached sleeps, once each has written its pid file (after
+    its setsid): in sessions of their own, out of reach of killpg(leader)."""
+    pids = [strays.read(scripts / name) for name in DETACHED]
+    assert all(os.getsid(pid) not in (leader, os.getsid(0)) for pid in pids)
+    assert not set(pids) & set(live_members(leader))
+    return pids
+
+
+def _our_children(pids) -> list[int]:
+    """Those of `pids` that are (zombie) children of this process: orphans it adopted, not reaped."""
+    found = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).ppid() == os.getpid():
+                found.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+@pytest.mark.parametrize("how", ["timeout", "cancel"])
+def test_a_stopped_script_takes_its_detached_descendants_along(tmp_path, scripts, directory, subreaper, strays, how):
+    _script(scripts, "detach.sh", DETACH)
+    registry = ProcessRegistry(directory, NODE)
+    context = _context(tmp_path, registry)
+    run = Background(CustomScriptJob(context), "detach.sh", timeout=1.5 if how == "timeout" else 120)
+    leader = strays.read(scripts / "leader.pid")
+    detached = _detached(scripts, strays, leader)
+    if how == "cancel":
+        context.cancelled.set()
+    run.join()
+    assert isinstance(run.error, JobError) and ("timed out" if how == "timeout" else "stopped") in str(run.error)
+    assert wait_for(lambda: strays.alive() == [], timeout=3), f"{strays.alive()} outlived the {how} of {detached}"
+    # The orphans this process adopted were reaped too: none is left as a zombie child.
+    assert wait_for(lambda: _our_children(detached) == []), _our_children(detached)
+    assert record_files(directory) == [] and registry.tracked() == []
+
+
+def test_kill_all_ends_the_detached_descendants(tmp_path, scripts, directory, subreaper, strays):
+    _script(scripts, "detach.sh", DETACH)
+    registry = ProcessRegistry(directory, NODE)
+    run = Background(CustomScriptJob(_context(tmp_path, registry)), "detach.sh", timeout=120)
+    leader = strays.read(scripts / "leader.pid")
+    detached = _detached(scripts, strays, leader)
+    killed = registry.kill_all("shutdown past the grace period")
+    assert [(k["execution_id"], k["pgid"]) for k in killed] == [("exec-script", leader)]
+    run.join()
+    assert isinstance(run.error, JobError) and "killed by signal SIGTERM" in str(run.error)
+    assert wait_for(lambda: strays.alive() == [], timeout=3), f"{strays.alive()} outlived kill_all ({detached})"
+
+
+OWNER = """
+import ctypes, sys
+sys.path.insert(0, {repo!r})
+from texium.core.scheduling.processes import ProcessRegistry
+from texium.jobs.base import JobContext
+from texium.jobs.custom import CustomScriptJob
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # a child subreaper, as the server is
+registry = ProcessRegistry({directory!r}, {node!r})
+context = JobContext(execution_id="exec-crash", job_id="job-1", job_name="script", user_id=None, datastore=None,
+                     config={{"DATA_DIR": {data!r}, "SCRIPTS_DIR": {scripts!r}}})
+context.processes = registry
+CustomScriptJob(context).run("detach.sh", timeout=120)
+"""
+
+
+def test_reap_stale_after_a_kill_9_ends_the_detached_descendants(tmp_path, scripts, directory, strays):
+    """The server dies with kill -9: its orphans go to init, and only the record names them."""
+    _script(scripts, "detach.sh", DETACH)
+    code = OWNER.format(
+        repo=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        directory=directory,
+        node=NODE,
+        data=str(tmp_path),
+        scripts=str(scripts),
+    )
+    owner = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        leader = strays.read(scripts / "leader.pid")
+        detached = _detached(scripts, strays, leader)
+
+        def recorded():
+            files = record_files(directory)
+            listed = {pid for name in files for pid, _ in read_record(directory, name).get("descendants", [])}
+            return set(detached) <= listed
+
+        wait_for(recorded, timeout=3)  # the owner polls every 0.5 s; not asserted: the outcome is
+        owner.kill()
+        owner.wait(10)
+        assert all(_alive_as(p, strays.seen[p]) for p in detached)  # a dead server cannot stop them
+
+        reaped = ProcessRegistry(directory, NODE).reap_stale(grace=1.0)
+        assert [(r["execution_id"], r["pgid"], r["killed"]) for r in reaped] == [("exec-crash", leader, True)]
+        assert wait_for(lambda: strays.alive() == [], timeout=3), (
+            f"{strays.alive()} of {detached} outlived reap_stale (recorded: {recorded()})"
+        )
+        assert record_files(directory) == []
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait(10)
+
+
+def test_a_detached_child_holding_the_output_is_killed_when_the_script_exits(
+    tmp_path, scripts, directory, subreaper, strays, monkeypatch
+):
+    monkeypatch.setattr(custom, "LINGER", 0.3)  # how long leftovers may hold the pipes
+    _script(scripts, "holder.sh", "#!/bin/sh\nsetsid -f sh -c 'echo $$ > holder.pid; exec sleep 300'\necho bye\n")
+    registry = ProcessRegistry(directory, NODE)
+    started = time.monotonic()
+    run = Background(CustomScriptJob(_context(tmp_path, registry)), "holder.sh", timeout=120)
+    holder = strays.read(scripts / "holder.pid")
+    run.join(timeout=10)  # before the fix: until the holder exits (300 s)
+    assert time.monotonic() - started < 5
+    assert run.error is None and "were killed" in run.result, run.result
+    assert wait_for(lambda: strays.alive() == [], timeout=3), f"the holder {holder} outlived its script"
+    assert wait_for(lambda: _our_children([holder]) == [])
+
+
+def test_an_adopted_daemon_outlives_a_script_that_succeeded_and_is_reaped_when_it_exits(
+    tmp_path, scripts, directory, subreaper, strays
+):
+    body = "#!/bin/sh\nsetsid -f sh -c 'echo $$ > daemon.pid; exec sleep 300' </dev/null >/dev/null 2>&1\n"
+    _script(scripts, "daemon.sh", body)
+    registry = ProcessRegistry(directory, NODE)
+    assert "exited with code 0" in CustomScriptJob(_context(tmp_path, registry)).run("daemon.sh")
+    daemon = strays.read(scripts / "daemon.pid")
+    assert wait_for(lambda: _our_children([daemon]) == [daemon])  # adopted by this "server"
+    registry.poll(force=True)
+    assert strays.alive() == [daemon]  # a script that exited 0 may leave a daemon; it is not killed
+    os.kill(daemon, signal.SIGKILL)
+    assert wait_for(lambda: psutil.Process(daemon).status() == psutil.STATUS_ZOMBIE)
+    registry.poll(force=True)
+    assert not psutil.pid_exists(daemon), "the adopted daemon was left a zombie"
+
+
+def test_reap_stale_never_kills_a_recycled_descendant_pid(groups, directory):
+    owner_pid, owner_time = dead_owner()
+    gone_pid, gone_time = dead_owner()  # the leader, long gone with its group
+    innocent = groups.harmless()
+    true_time = psutil.Process(innocent.pid).create_time()
+    for offset in (-3600, -5, 5):
+        write_record(
+            directory,
+            f"exec-recycled-descendant-{gone_pid}.json",
+            execution_id="exec-recycled-descendant",
+            pgid=gone_pid,
+            pid=gone_pid,
+            create_time=gone_time,
+            descendants=[[innocent.pid, true_time + offset]],
+            owner_pid=owner_pid,
+            owner_create_time=owner_time,
+            node_id=NODE,
+        )
+        [reaped] = ProcessRegistry(directory, NODE).reap_stale()
+        assert reaped["killed"] is False
+        time.sleep(0.1)
+        assert innocent.poll() is None
+
+
+def test_set_subreaper_makes_the_orphans_of_descendants_our_children():
+    from texium.core.scheduling.processes import is_subreaper, set_subreaper
+
+    assert not is_subreaper()
+    daemon = None
+    try:
+        assert set_subreaper(True) and is_subreaper()
+        proc = subprocess.Popen(["sh", "-c", "setsid -f sh -c 'echo $$; exec sleep 60'"], stdout=subprocess.PIPE)
+        daemon = int(proc.stdout.readline())
+        proc.wait(5)
+        proc.stdout.close()
+        assert wait_for(lambda: psutil.Process(daemon).ppid() == os.getpid())
+    finally:
+        if daemon is not None:
+            os.kill(daemon, signal.SIGKILL)
+            os.waitpid(daemon, 0)
+        assert set_subreaper(False)
+    assert not is_subreaper()

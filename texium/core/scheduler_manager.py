@@ -103,7 +103,7 @@ class SchedulerManager:
         self._timezone = timezone
         self._poll = poll_seconds
         self._store = DocumentJobStore(datastore.jobs)
-        self._watchdog = Watchdog(datastore, dispatcher, recorder)
+        self._watchdog = Watchdog(datastore, dispatcher, recorder, dispatcher.processes)
         self._scheduler = TexiumScheduler(
             datastore,
             self._store,

@@ -5,7 +5,8 @@
 * No shell: the parameters become `--key value` arguments and a JSON document on stdin.
 * The script runs in its own session; on its `timeout`, or when the run is cancelled or passes
   the job's time limit (`context.cancelled`), the whole process group is terminated (SIGTERM,
-  then SIGKILL), children included.
+  then SIGKILL), children included, and so are descendants that left the group (setsid, a
+  daemon's double fork): see texium.core.scheduling.processes.
 * stdout goes to the execution's output as it arrives (so it can be followed while the script
   runs); stdout and stderr are each kept up to OUTPUT_LIMIT bytes; the rest is drained and counted.
 * The environment is minimal (no settings, no credentials of the server) plus TEXIUM_* ids.
@@ -16,6 +17,7 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 import json
 import os
 import re
@@ -24,7 +26,7 @@ import subprocess
 import threading
 import time
 
-from texium.core.scheduling.processes import ProcessRegistry, group_members
+from texium.core.scheduling.processes import ProcessRegistry, create_time_of, terminate
 from texium.jobs import _util
 from texium.jobs.base import JobBase, JobError, JobTimeout
 
@@ -177,7 +179,8 @@ class CustomScriptJob(JobBase):
                 "TEXIUM_EXECUTION_ID. stdout becomes the output as it arrives (stderr is appended at the end); "
                 "each is capped at 1 MiB with a truncation note. A non-zero exit fails with the exit code and "
                 "stderr. When the run is cancelled or passes the job's timeout_seconds, the script's process "
-                f"group gets SIGTERM, then SIGKILL {KILL_GRACE:g} s later if still there. The `timeout` "
+                "group and its descendants that left it (setsid, daemons) get SIGTERM, then SIGKILL "
+                f"{KILL_GRACE:g} s later if still there. The `timeout` "
                 "argument ends the run as timed out the same way. Names leaving SCRIPTS_DIR (../, absolute "
                 "paths, symlinks pointing out) are refused."
             ),
@@ -213,28 +216,31 @@ class CustomScriptJob(JobBase):
             }
         )
 
-        started = time.monotonic()
-        try:
-            proc = subprocess.Popen(
-                [path, *argv_params],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=os.path.dirname(path),
-                env=env,
-                start_new_session=True,
-                close_fds=True,
-            )
-        except OSError as exc:
-            raise JobError(f"cannot start script {name!r}: {exc.strerror or exc}") from None
-
         # Recorded so that a server stopping past its grace period, or restarting after a
-        # crash, can kill this group instead of leaving it running unaccounted for.
+        # crash, can kill this run instead of leaving it running unaccounted for; started and
+        # tracked under `starting`, so the registry never takes it for an adopted orphan.
         processes = getattr(self.context, "processes", None)
         if not isinstance(processes, ProcessRegistry):
             processes = None
-        if processes is not None:
-            processes.track(self.context.execution_id, proc)
+        started = time.monotonic()
+        with processes.starting() if processes is not None else contextlib.nullcontext():
+            try:
+                proc = subprocess.Popen(
+                    [path, *argv_params],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    cwd=os.path.dirname(path),
+                    env=env,
+                    start_new_session=True,
+                    close_fds=True,
+                )
+            except OSError as exc:
+                raise JobError(f"cannot start script {name!r}: {exc.strerror or exc}") from None
+            # Its identity, taken before anything can reap it (only proc.wait can).
+            leader = (proc.pid, create_time_of(proc.pid) or 0.0)
+            if processes is not None:
+                processes.track(self.context.execution_id, proc)
         try:
             out = _Capture(proc.stdout, OUTPUT_LIMIT, sink=self.context.write)
             err = _Capture(proc.stderr, OUTPUT_LIMIT)
@@ -245,11 +251,11 @@ class CustomScriptJob(JobBase):
             needed_kill = False
             leftovers_killed = False
             try:
-                stopped = self._wait(proc, started, timeout)
+                stopped = self._wait(proc, started, timeout, processes)
                 if stopped is not None:
-                    needed_kill = self._kill_group(proc)
+                    needed_kill = self._kill(proc, leader, processes, KILL_GRACE)
             except BaseException:
-                self._kill_group(proc)
+                self._kill(proc, leader, processes, KILL_GRACE)
                 raise
             # The script has exited; children it left behind may still hold the pipes open.
             linger_until = time.monotonic() + LINGER
@@ -257,7 +263,7 @@ class CustomScriptJob(JobBase):
                 capture.thread.join(max(0.0, linger_until - time.monotonic()))
             if out.thread.is_alive() or err.thread.is_alive():
                 leftovers_killed = True
-                self._signal_group(proc.pid, signal.SIGKILL)
+                self._kill(proc, leader, processes, None)  # SIGKILL, also those that left the group
                 out.thread.join(LINGER)
                 err.thread.join(LINGER)
             feeder.join(1.0)
@@ -311,8 +317,11 @@ class CustomScriptJob(JobBase):
             except (BrokenPipeError, OSError):
                 pass
 
-    def _wait(self, proc: subprocess.Popen, started: float, timeout: float | None) -> str | None:
-        """Wait for the script in short steps, so a set `context.cancelled` is seen at once.
+    def _wait(
+        self, proc: subprocess.Popen, started: float, timeout: float | None, processes: ProcessRegistry | None = None
+    ) -> str | None:
+        """Wait for the script in short steps, so a set `context.cancelled` is seen at once,
+        and let the registry look at its descendants now and then (`poll`).
 
         Returns None when it exited, "timeout" when its own `timeout` ran out, "cancelled" when
         the run must stop.
@@ -322,6 +331,8 @@ class CustomScriptJob(JobBase):
         while True:
             if cancelled.is_set():
                 return "cancelled"
+            if processes is not None:
+                processes.poll()
             step = POLL if deadline is None else min(POLL, deadline - time.monotonic())
             if step <= 0:
                 return "timeout"
@@ -331,35 +342,27 @@ class CustomScriptJob(JobBase):
             except subprocess.TimeoutExpired:
                 pass
 
-    @classmethod
-    def _kill_group(cls, proc: subprocess.Popen) -> bool:
-        """SIGTERM the script's process group, SIGKILL it if it is still there after the grace.
+    def _kill(
+        self,
+        proc: subprocess.Popen,
+        leader: tuple[int, float],
+        processes: ProcessRegistry | None,
+        grace: float | None,
+    ) -> bool:
+        """SIGTERM the script's process group and its descendants that left it, SIGKILL what is
+        left after `grace` s (None: SIGKILL at once), then reap the script.
 
-        Returns whether SIGKILL was needed: a process of the group outlived SIGTERM by the grace.
+        Returns whether SIGKILL was needed: a process of the run outlived SIGTERM by the grace.
         """
-        deadline = time.monotonic() + KILL_GRACE
-        cls._signal_group(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=KILL_GRACE)
-        except subprocess.TimeoutExpired:
-            pass
-        # The leader is gone; its children got SIGTERM too and may take a moment to exit.
-        while proc.returncode is not None and group_members(proc.pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        needed = proc.returncode is None or group_members(proc.pid)
-        cls._signal_group(proc.pid, signal.SIGKILL)  # always: a member may have just started
+        if processes is not None:
+            needed = processes.stop(self.context.execution_id, *leader, grace)
+        else:
+            needed = terminate(*leader, grace)
         try:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:  # pragma: no cover - unkillable (D state)
             pass
         return needed
-
-    @staticmethod
-    def _signal_group(pgid: int, sig: int) -> None:
-        try:
-            os.killpg(pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def _signal_name(number: int) -> str:

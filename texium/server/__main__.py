@@ -13,6 +13,7 @@ import tornado.httpserver
 
 from texium import __version__
 from texium.config import ConfigError, load_settings
+from texium.core.scheduling.processes import set_subreaper
 from texium.core.timeutil import to_iso
 from texium.server.access import auth_required, is_loopback
 from texium.server.app import make_app
@@ -95,6 +96,10 @@ class SafeFormatter(logging.Formatter):
 async def serve(settings: dict) -> int:
     """Serve until SIGINT or SIGTERM; returns how many executions were cut short."""
     check_exposure(settings)
+    # Once, for the server process only (build_context also runs inside the tests' process):
+    # the scripts' detached descendants become our children, so they can be found and killed.
+    if set_subreaper(True):
+        log.debug("Child subreaper: orphaned script processes are re-parented to this server")
     context = build_context(settings)
     announce_admin_key(context, settings["DATA_DIR"])
     app = make_app(context)

@@ -86,7 +86,7 @@ class Dispatcher(BaseExecutor):
         self.stop_grace = stop_grace
         self.metrics = metrics if metrics is not None else Metrics()
         self.alerts = alerts
-        self._processes = processes
+        self.processes = processes
         self._pool = ThreadPoolExecutor(pool_size, thread_name_prefix="texium-job")
         self._cond = threading.Condition()
         self._heap: list[tuple[datetime, int, _Entry]] = []
@@ -485,9 +485,9 @@ class Dispatcher(BaseExecutor):
     def reap_stale_scripts(self) -> int:
         """Scripts an earlier server process on this host left running: kill them and record
         their executions `abandoned` saying so. Returns how many."""
-        if self._processes is None:
+        if self.processes is None:
             return 0
-        reaped = self._processes.reap_stale()
+        reaped = self.processes.reap_stale()
         for entry in reaped:
             what = "was killed" if entry.get("killed") else "had already ended"
             self._ds.executions.update_many(
@@ -535,7 +535,7 @@ class Dispatcher(BaseExecutor):
         if lingering:
             log.warning("%d job threads that ignored a stop request are still running; not waiting for them", lingering)
         if unfinished:
-            killed = self._processes.kill_all("shutdown") if self._processes is not None else []
+            killed = self.processes.kill_all("shutdown") if self.processes is not None else []
             log.warning(
                 "Shut down with %d executions unfinished, marked abandoned%s",
                 len(unfinished),

@@ -4,7 +4,9 @@ One thread per node. Every tick it publishes each run's new output (at most ever
 PUBLISH_SECONDS, through the recorder, conditional on the run still being this holder's),
 tells a run past its `timeout_seconds` to stop, and records ended a run that did not stop
 within the dispatcher's stop grace. Cancel requests written to the store by any node's API are
-read every CANCEL_POLL_SECONDS for the runs of this node only.
+read every CANCEL_POLL_SECONDS for the runs of this node only. It also lets the process
+registry record the scripts' descendants and reap the orphans the server adopted as a
+subreaper (processes.py).
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ CANCEL_POLL_SECONDS = 1.0  # how often the store is asked for cancel requests (f
 
 
 class Watchdog:
-    def __init__(self, datastore: Datastore, dispatcher: Dispatcher, recorder: Recorder):
+    def __init__(self, datastore: Datastore, dispatcher: Dispatcher, recorder: Recorder, processes=None):
         self._ds = datastore
+        self._processes = processes  # ProcessRegistry: polled for scripts' descendants and adopted orphans
         self._dispatcher = dispatcher
         self._recorder = recorder
         self._stopping = threading.Event()
@@ -47,6 +50,8 @@ class Watchdog:
                 started = self._dispatcher.started()
                 for run in started:
                     self._look_at(run, now)
+                if self._processes is not None:
+                    self._processes.poll()  # scripts' descendants; reaps the orphans adopted (at most every 0.5 s)
                 if started and now >= next_poll:
                     next_poll = now + CANCEL_POLL_SECONDS
                     self._apply_cancel_requests(started)
