@@ -523,3 +523,17 @@ def test_a_run_now_of_a_paused_job_still_runs_and_a_delete_cancels_a_waiting_one
     assert wait_status(datastore, waiting)["status"] == "cancelled"
     assert wait_status(datastore, first)["status"] == "completed"
     assert datastore.executions.get(waiting)["trigger"] == RUN_NOW
+
+
+def test_an_occurrence_claimed_again_after_an_edit_is_counted_once(datastore, nodes):
+    """Found by the model test (seed 667207): an edit inside the lead time sets next_run_time
+    back to an occurrence already claimed; the second claim makes nothing and counts nothing."""
+    node = nodes()
+    job_id = make_job(node, **EVERY_SECOND)
+    due = datastore.jobs.get(job_id)["next_run_time"]
+    node.claim(due - timedelta(milliseconds=200), lead=0.25)  # held ahead
+    node.manager.update(job_id, {"name": "edited"}, "tester")  # next_run_time is `due` again
+    assert datastore.jobs.get(job_id)["next_run_time"] == due
+    node.claim(due - timedelta(milliseconds=100), lead=0.25)
+    assert len(datastore.executions.find({"job_id": job_id})) == 1
+    assert datastore.jobs.get(job_id)["total_executions"] == 1

@@ -56,10 +56,7 @@ class Claims:
         fields = dict(plan.advance)
         if claim is not None:
             fields.update(last_claim=claim, claimed_by=self.identity.node_id)
-        # The runs are counted with the claim that decides them (records made later add nothing).
-        if not self._ds.jobs.update_many(
-            unchanged, fields, inc={"total_executions": len(plan.runs)} if plan.runs else None
-        ):
+        if not self._ds.jobs.update_many(unchanged, fields):
             return None
         if claim is None:
             return []
@@ -72,12 +69,14 @@ class Claims:
 
     def make_records(self, job: dict, claim: dict, on_held: Callable[[dict, dict], None] | None) -> list[dict]:
         """Insert the records of `claim` (held by this node when `on_held` takes them, else by
-        nobody); a record already made (same key) is left as it is. Returns the ones made. The
-        claim's compare-and-set counted its runs already."""
+        nobody); a record already made (same key) is left as it is, and not counted again.
+        Returns the ones made."""
         records = records_of(job, claim, self.identity if on_held is not None else None)
         inserted = set(self._ds.executions.insert_many(records))
         made = [record for record in records if record["_id"] in inserted]
         runs = [record for record in made if record["status"] == "scheduled"]
+        if runs:  # counted as made: an occurrence claimed again (an edit moved next_run_time back) is not
+            self._ds.jobs.update_many({"_id": job["_id"]}, {}, inc={"total_executions": len(runs)})
         if on_held is not None:
             for record in runs:
                 on_held(record, job)
