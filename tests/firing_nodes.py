@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from texium.core.audit import AuditLog
+from texium.core.records.audit import AuditLog
 from texium.core.registry import JobRegistry
 from texium.core.scheduler_manager import SchedulerManager
 from texium.core.scheduling.claims import Claims

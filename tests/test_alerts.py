@@ -1,4 +1,4 @@
-"""Per-job failure alerts (texium.core.alerts) against real peers: a loopback SMTP server and
+"""Per-job failure alerts (texium.core.events.alerts) against real peers: a loopback SMTP server and
 loopback HTTP receivers, on both stores (the `datastore` fixture: SQLite and mongomock)."""
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from datetime import timedelta
 import pytest
 
 from tests.jobs_fixtures import closed_port, http_server, smtp_server
-from texium.core.alerts import EVENTS, Alerts, transition
+from texium.core.events.alerts import EVENTS, Alerts, transition
 from texium.core.metrics import Metrics
-from texium.core.outbound import OutboundPolicy
+from texium.core.security.outbound import OutboundPolicy
 from texium.core.timeutil import utcnow
 
 LOOPBACK = OutboundPolicy.from_settings("127.0.0.1/32")  # loopback is refused by default

@@ -17,7 +17,7 @@ import pytest
 from tests.server_process import PROVIDERS
 from texium.core import figures
 from texium.core.datastore import new_id, open_datastore
-from texium.core.executions import ExecutionHistory
+from texium.core.records.executions import ExecutionHistory
 from texium.core.timeutil import utcnow
 from texium.jobs.base import JobContext
 from texium.jobs.cleanup import DataCleanupJob

@@ -12,8 +12,8 @@ import stat
 
 import pytest
 
-from texium.core import files
 from texium.core.datastore import new_id, open_datastore
+from texium.core.security import files
 from texium.jobs.backup import DataBackupJob
 from texium.jobs.base import JobContext
 from texium.jobs.report import ReportGenerationJob
@@ -138,7 +138,7 @@ def test_the_server_creates_its_data_dir_owner_only(start_server, tmp_path):
 
 def test_the_secret_key_s_new_data_dir_is_private_too(tmp_path):
     """With MongoDB the key file may be the first thing written into DATA_DIR."""
-    from texium.core.secrets import load_or_create_key
+    from texium.core.security.secrets import load_or_create_key
 
     old = os.umask(0o022)
     try:

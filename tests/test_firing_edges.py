@@ -537,3 +537,28 @@ def test_an_occurrence_claimed_again_after_an_edit_is_counted_once(datastore, no
     node.claim(due - timedelta(milliseconds=100), lead=0.25)
     assert len(datastore.executions.find({"job_id": job_id})) == 1
     assert datastore.jobs.get(job_id)["total_executions"] == 1
+
+
+def test_a_start_is_timed_once_the_store_is_held(tmp_path, monkeypatch):
+    """Found by the model test (seed 111): the start time was read before the start's
+    transaction waited for the write lock, behind another node writing the end of the job's
+    previous run, so the record showed two runs of a one-at-a-time job overlapping."""
+    from texium.core.datastore import open_datastore
+    from texium.core.scheduling import dispatch
+
+    datastore = open_datastore(None, "texium", str(tmp_path))
+    node = Node(datastore).start()
+    try:
+        job_id = make_job(node)
+        held_when_timed = []
+
+        def clock():
+            held_when_timed.append(getattr(datastore._local, "batch", False))
+            return utcnow()
+
+        monkeypatch.setattr(dispatch, "utcnow", clock)
+        record = hold(node, job_id, utcnow())
+        assert wait_status(datastore, record["_id"])["status"] == "completed"
+        assert True in held_when_timed  # the start time: read inside the transaction that decides it
+    finally:
+        node.close()

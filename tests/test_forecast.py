@@ -1,5 +1,5 @@
-"""The schedule forecast (texium/core/forecast.py) and the dashboard's two summary endpoints
-(texium/core/dashboard.py): pure tests of the counting, then the endpoints on each provider."""
+"""The schedule forecast (texium/core/views/forecast.py) and the dashboard's two summary endpoints
+(texium/core/views/dashboard.py): pure tests of the counting, then the endpoints on each provider."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from texium.core.dashboard import error_summary
-from texium.core.forecast import BUDGET, MAX_HOURS, forecast, per_job_limit
 from texium.core.scheduling import cron
+from texium.core.views.dashboard import error_summary
+from texium.core.views.forecast import BUDGET, MAX_HOURS, forecast, per_job_limit
 
 NOW = datetime(2026, 3, 2, 10, 17, 5, tzinfo=UTC)  # a Monday
 START = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)

@@ -31,7 +31,7 @@ from tests.jobs_fixtures import (
 )
 from texium.config import ConfigError, load_settings
 from texium.core.datastore import new_id, open_datastore
-from texium.core.outbound import OutboundPolicy, OutboundRefused, http_request, parse_networks
+from texium.core.security.outbound import OutboundPolicy, OutboundRefused, http_request, parse_networks
 from texium.jobs.base import JobContext, JobError
 from texium.jobs.email import EmailNotificationJob
 from texium.jobs.server import ServerHealthCheckJob

@@ -25,8 +25,9 @@ from typing import Any
 import jsonschema
 import pytest
 
-from texium.core import apikeys, contract, scheduler_manager, servers, users
+from texium.core import contract, scheduler_manager
 from texium.core.errors import ValidationError
+from texium.core.records import apikeys, servers, users
 from texium.core.scheduling import cron
 from texium.core.validation import FORMATS, request_schema, validate_body
 

@@ -16,11 +16,11 @@ import pytest
 from cryptography.fernet import Fernet
 
 from tests.jobs_fixtures import http_server
-from texium.core import secret_args
-from texium.core.audit import AuditLog
 from texium.core.datastore import open_datastore
 from texium.core.errors import ValidationError
 from texium.core.job import JobBase, JobError
+from texium.core.records.audit import AuditLog
+from texium.core.records.servers import ServerService
 from texium.core.registry import JobRegistry
 from texium.core.scheduler_manager import SchedulerManager
 from texium.core.scheduling.claims import Claims
@@ -28,8 +28,8 @@ from texium.core.scheduling.dispatch import Dispatcher
 from texium.core.scheduling.nodes import NodeIdentity, NodeRegistry
 from texium.core.scheduling.recorder import Recorder
 from texium.core.scheduling.runner import JobRunner
-from texium.core.secrets import SecretBox
-from texium.core.servers import ServerService
+from texium.core.security import secret_args
+from texium.core.security.secrets import SecretBox
 from texium.core.timeutil import utcnow
 
 RECEIVED: list[tuple[tuple, dict]] = []

@@ -39,7 +39,7 @@ import yaml
 
 from texium.core.errors import ValidationError
 from texium.core.scheduling.cron import CRON_FIELDS
-from texium.core.secret_args import MASK, has_masked_password, has_url_password, mask_url
+from texium.core.security.secret_args import MASK, has_masked_password, has_url_password, mask_url
 from texium.core.validation import request_schema, validate_body
 
 VERSION = 1

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from dotenv import dotenv_values
 
 from texium import default_settings
-from texium.core.outbound import parse_networks
+from texium.core.security.outbound import parse_networks
 
 # Environment names accepted without the TEXIUM_ prefix (the API document's .env uses them).
 UNPREFIXED = ("MONGO_URI", "DB_NAME", "HTTP_PORT", "HTTP_ADDRESS")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from texium.core.errors import ValidationError
 from texium.core.job import JobBase
-from texium.core.secret_args import parse_declaration
+from texium.core.security.secret_args import parse_declaration
 
 log = logging.getLogger("texium.registry")
 BUILTIN_PACKAGE = "texium.jobs"
@@ -38,7 +38,7 @@ BUILTIN_ORDER = (
 class JobClass:
     class_string: str
     cls: type[JobBase]
-    # The class's `secret_arguments` read as patterns (texium.core.secret_args).
+    # The class's `secret_arguments` read as patterns (texium.core.security.secret_args).
     secrets: tuple[tuple[str, ...], ...] = ()
 
     def describe(self) -> dict:

@@ -10,14 +10,15 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from texium.core import figures, secret_args
-from texium.core.audit import AuditLog
+from texium.core import figures
 from texium.core.datastore.base import Datastore
 from texium.core.errors import Conflict, NotFound, ValidationError
-from texium.core.executions import find_execution
 from texium.core.jsontext import Raw
-from texium.core.listing import Page, list_page
 from texium.core.metrics import Metrics
+from texium.core.records.audit import AuditLog
+from texium.core.records.executions import find_execution
+from texium.core.records.listing import Page, list_page
+from texium.core.records.users import owned_by
 from texium.core.registry import JobRegistry
 from texium.core.scheduling import cron
 from texium.core.scheduling.dispatch import RETRY_TRIGGERS, Dispatcher
@@ -27,9 +28,9 @@ from texium.core.scheduling.occurrences import RUN_NOW
 from texium.core.scheduling.recorder import Recorder
 from texium.core.scheduling.scheduler import TexiumScheduler
 from texium.core.scheduling.watchdog import Watchdog
-from texium.core.secrets import SecretBox
+from texium.core.security import secret_args
+from texium.core.security.secrets import SecretBox
 from texium.core.timeutil import to_iso, utcnow
-from texium.core.users import owned_by
 from texium.core.validation import FORMATS, request_schema, require_id, validate_body
 
 log = logging.getLogger("texium.scheduler")
@@ -406,11 +407,17 @@ class SchedulerManager:
         """A job that may not fire now ends the records it holds that have not started."""
         if job.get("is_paused") or not job.get("is_enabled", True):
             what = "paused" if job.get("is_paused") else "disabled"
-            self._claims.end_job_records(
-                job["_id"], RETRY_TRIGGERS, "skipped", f"Skipped: the job was {what} before this run started"
-            )
-            self._dispatcher.forget_job(job["_id"])
+            self._end_held(job, what, "skipped", RETRY_TRIGGERS)
         self._wake(job["next_run_time"])
+
+    def _end_held(self, job: dict, what: str, status: str, triggers: tuple[str, ...]) -> None:
+        """End the job's records that are held, on any node, and have not started."""
+        error = f"{status.capitalize()}: the job was {what} before this run started"
+        moved = self._claims.end_job_records(job["_id"], triggers, status, error)
+        if status == "skipped":
+            for _ in range(moved):
+                self._dispatcher.metrics.run_skipped(job.get("job_class_string"), what)
+        self._dispatcher.forget_job(job["_id"])
 
     def _set_paused(self, job_id: str, paused: bool, actor: str) -> None:
         event = "paused" if paused else "resumed"
@@ -433,10 +440,8 @@ class SchedulerManager:
         with self._ds.batch():
             self._ds.jobs.delete(job_id)
             self._audit.record(doc, "deleted", actor, "Job deleted; its executions are kept")
-        why = "the job was deleted before this run started"
-        self._claims.end_job_records(job_id, RETRY_TRIGGERS, "skipped", f"Skipped: {why}")
-        self._claims.end_job_records(job_id, (RUN_NOW,), "cancelled", f"Cancelled: {why}")
-        self._dispatcher.forget_job(job_id)
+        self._end_held(doc, "deleted", "skipped", RETRY_TRIGGERS)
+        self._end_held(doc, "deleted", "cancelled", (RUN_NOW,))
 
     def delete_many(self, docs: list[dict], actor: str) -> None:
         """Cascade from a deleted user."""

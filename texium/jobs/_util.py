@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from texium.core.outbound import OutboundPolicy, redact_url  # noqa: F401 (the jobs call it from here)
+from texium.core.security.outbound import OutboundPolicy, redact_url  # noqa: F401 (the jobs call it from here)
 from texium.jobs.base import JobError
 
 # --------------------------------------------------------------------------- arguments

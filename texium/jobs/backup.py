@@ -23,7 +23,7 @@ from datetime import UTC
 from bson import json_util
 from bson.json_util import JSONOptions
 
-from texium.core import files
+from texium.core.security import files
 from texium.core.timeutil import to_iso, utcnow
 from texium.jobs import _util
 from texium.jobs.base import JobBase, JobError

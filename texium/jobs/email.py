@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from texium.core.mail import MailError, send_message
+from texium.core.events.mail import MailError, send_message
 from texium.core.validation import email_address
 from texium.jobs import _util
 from texium.jobs.base import JobBase, JobError

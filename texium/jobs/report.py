@@ -12,8 +12,9 @@ import os
 from collections import Counter
 from datetime import timedelta
 
-from texium.core import figures, files
+from texium.core import figures
 from texium.core.datastore.base import new_id
+from texium.core.security import files
 from texium.core.timeutil import to_iso, utcnow
 from texium.jobs import _util
 from texium.jobs.base import JobBase, JobError

@@ -8,7 +8,7 @@ import time
 from urllib.parse import urlsplit
 
 from texium.core.datastore.base import is_valid_id
-from texium.core.outbound import OutboundPolicy, OutboundRefused, http_request
+from texium.core.security.outbound import OutboundPolicy, OutboundRefused, http_request
 from texium.core.timeutil import to_iso, utcnow
 from texium.jobs import _util
 from texium.jobs.base import JobBase, JobError

@@ -7,7 +7,7 @@ import json
 import re
 import time
 
-from texium.core.outbound import SIGNATURE_HEADER, OutboundRefused, http_request, sign
+from texium.core.security.outbound import SIGNATURE_HEADER, OutboundRefused, http_request, sign
 from texium.core.timeutil import to_iso, utcnow
 from texium.jobs import _util
 from texium.jobs.base import JobBase, JobError

@@ -11,14 +11,15 @@ from typing import Any
 
 from texium import __version__
 from texium.core import caches
-from texium.core.alerts import Alerts
-from texium.core.apikeys import ApiKeys
-from texium.core.audit import AuditLog
 from texium.core.datastore import Datastore, open_datastore
-from texium.core.executions import ExecutionHistory
+from texium.core.events.alerts import Alerts
 from texium.core.metrics import Metrics
-from texium.core.outbound import OutboundPolicy, parse_networks
-from texium.core.records import JobRecords
+from texium.core.records.apikeys import ApiKeys
+from texium.core.records.audit import AuditLog
+from texium.core.records.executions import ExecutionHistory
+from texium.core.records.job_records import JobRecords
+from texium.core.records.servers import ServerService
+from texium.core.records.users import UserService
 from texium.core.registry import JobRegistry
 from texium.core.scheduler_manager import SchedulerManager
 from texium.core.scheduling.claims import Claims
@@ -27,9 +28,8 @@ from texium.core.scheduling.nodes import NodeIdentity, NodeRegistry
 from texium.core.scheduling.processes import ProcessRegistry
 from texium.core.scheduling.recorder import Recorder
 from texium.core.scheduling.runner import JobRunner
-from texium.core.secrets import SecretBox, load_or_create_key
-from texium.core.servers import ServerService
-from texium.core.users import UserService
+from texium.core.security.outbound import OutboundPolicy, parse_networks
+from texium.core.security.secrets import SecretBox, load_or_create_key
 from texium.server.access import AccessPolicy, FailureLimiter, auth_required, metrics_public
 
 log = logging.getLogger("texium.server")

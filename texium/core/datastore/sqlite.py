@@ -456,7 +456,7 @@ class SQLiteDatastore(Datastore):
         """Nothing to give back: a run stops counting when its record stops being `running`."""
 
     def __init__(self, data_dir: str):
-        from texium.core import files
+        from texium.core.security import files
 
         # Owner-only whatever the umask: a new data directory 0700, the database, its WAL and
         # shared-memory files 0600 (SQLite gives -wal/-shm the database file's mode).

@@ -294,10 +294,9 @@ class Dispatcher(BaseExecutor):
         outcomes: dict[int, str] = {}
         try:
             jobs = self._jobs_of(entries)
-            started_at = utcnow()
             with self._ds.batch():
-                for entry in entries:
-                    outcomes[id(entry)] = self._start_one(entry, jobs, started_at)
+                for entry in entries:  # the time of each start is read once the store is ours
+                    outcomes[id(entry)] = self._start_one(entry, jobs, utcnow())
         except Exception as exc:  # the store: what did not start waits and tries again
             log.warning("Could not start %d runs (%s); will try again", len(entries), getattr(exc, "detail", exc))
             if self._ds.atomic_batches:

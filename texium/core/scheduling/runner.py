@@ -22,15 +22,15 @@ import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from texium.core import secret_args
 from texium.core.datastore.base import Datastore
 from texium.core.job import JobContext, JobError, JobTimeout
 from texium.core.registry import JobRegistry
 from texium.core.scheduling.occurrences import RETRY, new_record, retry_key
-from texium.core.secrets import SecretBox
+from texium.core.security import secret_args
+from texium.core.security.secrets import SecretBox
 from texium.core.timeutil import to_iso, utcnow
 
 log = logging.getLogger("texium.runner")
@@ -130,6 +130,7 @@ class Run:
     stop_asked: float = 0.0  # monotonic
     begun: bool = False  # its record is `running`
     clock: float = 0.0  # monotonic start
+    began_at: datetime | None = None  # when its job body began (the record's started_at at its end)
     deadline: float | None = None
     timeout: float | None = None
     output: _Output | None = None
@@ -181,6 +182,7 @@ class JobRunner:
         """Run the job body on this thread: (status, error)."""
         record, job = run.record, run.job
         output = run.output = _Output()
+        run.began_at = utcnow()
         run.clock = run.published_at = time.monotonic()
         run.timeout = self.timeout_of(job)
         run.deadline = run.clock + run.timeout if run.timeout else None
@@ -234,7 +236,9 @@ class JobRunner:
                 "finish in the background and its result is discarded."
             )
         seconds = time.monotonic() - run.clock
+        fields = {"started_at": run.began_at} if run.began_at is not None else {}
         return {
+            **fields,
             "status": status,
             "output": run.output.text(run.hidden) if run.output else "",
             "error": secret_args.redact(error[:OUTPUT_LIMIT], run.hidden, len(error) > OUTPUT_LIMIT),

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import tornado.web
 
-from texium.core import dashboard
 from texium.core.caches import cached
 from texium.core.timeutil import utcnow
+from texium.core.views import dashboard
 from texium.server.handlers.base import ApiHandler
 from texium.server.handlers.static import SafeStaticFileHandler
 

@@ -1,7 +1,7 @@
 """GET /api/scheduler/forecast: scheduled runs per hour for the coming hours (the heatmap)."""
 
-from texium.core.forecast import MAX_HOURS, forecast
 from texium.core.timeutil import utcnow
+from texium.core.views.forecast import MAX_HOURS, forecast
 from texium.server.handlers.base import ApiHandler
 
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from texium.core.datastore.base import Datastore
 from texium.core.errors import Conflict, DuplicateKeyError, NotFound
-from texium.core.listing import Page, list_page
+from texium.core.records.listing import Page, list_page
 from texium.core.timeutil import utcnow
 from texium.core.validation import request_schema, require_id, validate_body
 

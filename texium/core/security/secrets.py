@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
-from texium.core.files import private_dir
+from texium.core.security.files import private_dir
 
 
 def load_or_create_key(secret_key: str, data_dir: str) -> bytes:

@@ -1,6 +1,6 @@
 """Sending one plain-text e-mail through the configured SMTP server.
 
-Shared by EmailNotificationJob and the failure alerts (texium.core.alerts), so both read the
+Shared by EmailNotificationJob and the failure alerts (texium.core.events.alerts), so both read the
 SMTP_* settings the same way and never send a login in the clear unless told to. The settings
 come in as a mapping (the core reads no settings module): SMTP_HOST, SMTP_PORT (465 = implicit
 TLS), SMTP_USERNAME, SMTP_PASSWORD, SMTP_STARTTLS, SMTP_FROM, SMTP_TIMEOUT,

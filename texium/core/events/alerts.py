@@ -34,9 +34,16 @@ from datetime import datetime
 from typing import Any
 
 from texium.core.datastore.base import Datastore
-from texium.core.mail import MailError, send_message
+from texium.core.events.mail import MailError, send_message
 from texium.core.metrics import Metrics
-from texium.core.outbound import SIGNATURE_HEADER, OutboundPolicy, OutboundRefused, http_request, redact_url, sign
+from texium.core.security.outbound import (
+    SIGNATURE_HEADER,
+    OutboundPolicy,
+    OutboundRefused,
+    http_request,
+    redact_url,
+    sign,
+)
 from texium.core.timeutil import as_utc, to_iso, utcnow
 
 log = logging.getLogger("texium.alerts")

@@ -17,9 +17,9 @@ from zoneinfo import ZoneInfo
 from texium.core import figures
 from texium.core.datastore.base import Datastore
 from texium.core.errors import ValidationError
-from texium.core.listing import NEWEST_FIRST, OLDEST_FIRST
+from texium.core.records.listing import NEWEST_FIRST, OLDEST_FIRST
+from texium.core.records.users import owned_by
 from texium.core.scheduling import cron
-from texium.core.users import owned_by
 
 MAX_JOBS = 1000  # as GET /api/scheduler/jobs
 MAX_RUNS = 50

@@ -11,11 +11,11 @@ import logging
 
 from texium.core.datastore.base import Datastore
 from texium.core.errors import NotFound, ValidationError
-from texium.core.listing import Page, list_page
-from texium.core.secret_args import has_masked_password, has_url_password, mask_url, restore_url
-from texium.core.secrets import SecretBox
+from texium.core.records.listing import Page, list_page
+from texium.core.records.users import owned_by
+from texium.core.security.secret_args import has_masked_password, has_url_password, mask_url, restore_url
+from texium.core.security.secrets import SecretBox
 from texium.core.timeutil import utcnow
-from texium.core.users import owned_by
 from texium.core.validation import request_schema, require_id, validate_body
 
 log = logging.getLogger("texium.servers")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from texium.core.datastore.base import Datastore
-from texium.core.listing import NEWEST_FIRST, Page, list_page
+from texium.core.records.listing import NEWEST_FIRST, Page, list_page
 from texium.core.timeutil import utcnow
 from texium.core.validation import require_id
 

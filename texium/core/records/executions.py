@@ -8,7 +8,7 @@ from texium.core import figures
 from texium.core.datastore.base import Datastore
 from texium.core.errors import NotFound, ValidationError
 from texium.core.jsontext import Raw
-from texium.core.listing import NEWEST_FIRST, Page, list_page
+from texium.core.records.listing import NEWEST_FIRST, Page, list_page
 from texium.core.scheduling.occurrences import HIDDEN
 from texium.core.validation import require_id
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from texium.core.datastore.base import Datastore
 from texium.core.errors import NotFound
-from texium.core.listing import NEWEST_FIRST, Page, list_page
+from texium.core.records.listing import NEWEST_FIRST, Page, list_page
 from texium.core.validation import require_id
 
 

@@ -1,0 +1,2 @@
+"""Secrets at rest (server passwords, secret job arguments), the outbound connection policy,
+and owner-only files on disk."""
