@@ -221,25 +221,18 @@ def test_case_3_a_pause_racing_an_edit_leaves_no_next_run(datastore, nodes):
     assert (doc["is_paused"], doc["next_run_time"], doc["name"]) == (True, None, "edited")
 
 
-def test_case_12_a_pause_just_before_a_held_occurrence_stops_it(datastore, nodes, tmp_path):
+@pytest.mark.parametrize("action", ["pause", "delete"])
+def test_case_12_a_pause_or_delete_just_before_a_held_occurrence_stops_it(datastore, nodes, tmp_path, action):
     node = nodes()
     job, starts = flaky(tmp_path)
     job_id = make_job(node, **EVERY_SECOND, **job)
     record = hold(node, job_id, whole_second(0.3), SCHEDULE)
-    node.manager.pause(job_id, "tester")
-    assert wait_status(datastore, record["_id"])["status"] == "skipped"
-    time.sleep(0.5)
-    assert body_runs(starts) == [] and datastore.jobs.get(job_id)["total_executions"] == 0
-
-
-def test_case_12_a_delete_just_before_a_held_occurrence_stops_it(datastore, nodes, tmp_path):
-    node = nodes()
-    job, starts = flaky(tmp_path)
-    job_id = make_job(node, **EVERY_SECOND, **job)
-    record = hold(node, job_id, whole_second(0.3), SCHEDULE)
-    node.manager.delete(job_id, "tester")
+    getattr(node.manager, action)(job_id, "tester")  # answered before the occurrence is due
+    assert datastore.executions.get(record["_id"])["status"] == "skipped"  # ended before the answer
     time.sleep(1.5)
-    assert datastore.executions.get(record["_id"])["status"] == "skipped" and body_runs(starts) == []
+    assert body_runs(starts) == []
+    if action == "pause":
+        assert datastore.jobs.get(job_id)["total_executions"] == 0
 
 
 def test_an_occurrence_whose_schedule_was_edited_away_does_not_run(datastore, nodes, tmp_path):
@@ -435,15 +428,15 @@ def test_case_19_a_run_that_starts_while_its_node_shuts_down_ends_recorded(datas
     node = nodes()
     job, starts = flaky(tmp_path)
     job_id = make_job(node, **job)
-    start, closing = node.claims.start, []
+    start_many, closing = node.claims.start_many, []
 
-    def shutdown_then_start(record, limit, started_at):
+    def shutdown_then_start(starts, started_at):
         closing.append(threading.Thread(target=node.dispatcher.close, args=(5.0,)))
         closing[0].start()  # the shutdown begins while this batch of starts is being decided
         time.sleep(0.2)
-        return start(record, limit, started_at)
+        return start_many(starts, started_at)
 
-    monkeypatch.setattr(node.claims, "start", shutdown_then_start)
+    monkeypatch.setattr(node.claims, "start_many", shutdown_then_start)
     record = hold(node, job_id, utcnow())
     wait_for(lambda: closing, timeout=5)
     closing[0].join(10)
@@ -562,3 +555,20 @@ def test_a_start_is_timed_once_the_store_is_held(tmp_path, monkeypatch):
         assert True in held_when_timed  # the start time: read inside the transaction that decides it
     finally:
         node.close()
+
+
+def test_a_batch_of_starts_keeps_each_job_under_its_limit_and_refuses_what_is_not_ours(datastore, nodes):
+    node = nodes()
+    one, two = make_job(node), make_job(node)
+    first, second = (hold(node, one, utcnow(), queue=False) for _ in range(2))
+    other = hold(node, two, utcnow(), queue=False)
+    taken = hold(node, two, utcnow(), queue=False)
+    datastore.executions.update_many({"_id": taken["_id"]}, {}, inc={"generation": 1})  # reclaimed meanwhile
+    outcomes = node.claims.start_many([(first, 1), (second, 1), (other, 2), (taken, 2)], utcnow())
+    assert outcomes == ["started", "busy", "started", "lost"]
+    assert [datastore.executions.get(r["_id"])["status"] for r in (first, second, other, taken)] == [
+        "running",
+        "scheduled",
+        "running",
+        "scheduled",
+    ]

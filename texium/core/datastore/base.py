@@ -252,6 +252,12 @@ class Datastore(ABC):
         self.release_run(record)
         return "lost"
 
+    def start_runs(self, starts: list[tuple[dict, Filter, dict, int]]) -> list[str]:
+        """start_run for each (record, condition, fields, limit), in one batch; the outcomes in
+        order. At most one start per job is decided at a time, in the order given."""
+        with self.batch():
+            return [self.start_run(*start) for start in starts]
+
     def release_run(self, record: dict) -> None:
         """Give back the slot start_run took for this run (only that one)."""
         self.slots.delete_many(slot_of(record))

@@ -452,6 +452,63 @@ class SQLiteDatastore(Datastore):
                 return "busy"
             return "started" if executions.update_many(condition, fields) else "lost"
 
+    def start_runs(self, starts: list[tuple[dict, Filter, dict, int]]) -> list[str]:
+        """One statement per round, one start per job in each round: the conditions (status,
+        holder, generation) and the count of the job's running records are checked by SQLite
+        itself, row by row; RETURNING says which records started."""
+        started: set[str] = set()
+        pending = list(starts)
+        with self.batch(), self._write() as db:
+            while pending:
+                jobs: set[str] = set()
+                round_, later = [], []
+                for start in pending:
+                    (later if start[0]["job_id"] in jobs else round_).append(start)
+                    jobs.add(start[0]["job_id"])
+                started |= self._start_round(db, round_)
+                pending = later
+            busy = self._still_waiting(db, [start for start in starts if start[0]["_id"] not in started])
+        return [
+            "started" if record["_id"] in started else "busy" if record["_id"] in busy else "lost"
+            for record, _, _, _ in starts
+        ]
+
+    @staticmethod
+    def _start_round(db: sqlite3.Connection, starts: list[tuple[dict, Filter, dict, int]]) -> set[str]:
+        fields = starts[0][2]
+        paths = ", ".join(f"'$.{field}', json(?)" for field in fields)
+        values = [json.dumps(_stored(field, value), ensure_ascii=False) for field, value in fields.items()]
+        rows = ", ".join("(?, ?, ?, ?)" for _ in starts)
+        params: list[Any] = []
+        for record, condition, _, limit in starts:
+            params += [record["_id"], condition.get("node_id"), condition.get("generation"), limit]
+        table = '"scheduler_executions"'
+        sql = (
+            f"UPDATE {table} AS e SET doc = json_set(e.doc, {paths}) FROM (VALUES {rows}) AS v "
+            "WHERE e.id = v.column1 AND json_extract(e.doc, '$.status') = 'scheduled' "
+            "AND json_extract(e.doc, '$.node_id') IS v.column2 AND json_extract(e.doc, '$.generation') IS v.column3 "
+            f"AND (SELECT COUNT(*) FROM {table} AS r WHERE json_extract(r.doc, '$.job_id') = "
+            "json_extract(e.doc, '$.job_id') AND json_extract(r.doc, '$.status') = 'running') < v.column4 "
+            "RETURNING id"
+        )
+        return {row[0] for row in db.execute(sql, values + params).fetchall()}
+
+    @staticmethod
+    def _still_waiting(db: sqlite3.Connection, starts: list[tuple[dict, Filter, dict, int]]) -> set[str]:
+        """The records of `starts` still scheduled and held as they were: refused for the limit."""
+        if not starts:
+            return set()
+        marks = ", ".join("?" * len(starts))
+        rows = db.execute(
+            "SELECT id, json_extract(doc, '$.node_id'), json_extract(doc, '$.generation') "
+            f"FROM \"scheduler_executions\" WHERE id IN ({marks}) AND json_extract(doc, '$.status') = 'scheduled'",
+            [record["_id"] for record, _, _, _ in starts],
+        ).fetchall()
+        held = {
+            (record["_id"], condition.get("node_id"), condition.get("generation")) for record, condition, _, _ in starts
+        }
+        return {row[0] for row in rows if tuple(row) in held}
+
     def release_run(self, record: dict) -> None:
         """Nothing to give back: a run stops counting when its record stops being `running`."""
 

@@ -119,11 +119,18 @@ class Claims:
         """scheduled -> running if the record is still ours (not cancelled, skipped or taken
         over) and fewer than `limit` runs of its job are running, on any node: "started",
         "busy" or "lost" (see Datastore.start_run)."""
+        return self.start_many([(record, limit)], started_at)[0]
+
+    def start_many(self, starts: list[tuple[dict, int]], started_at: datetime) -> list[str]:
+        """start() for each (record, limit), decided in one batch of the store."""
         fields = {"status": "running", "started_at": started_at}
-        outcome = self._ds.start_run(record, {**held(record), "status": "scheduled"}, fields, limit)
-        if outcome == "started":
-            record.update(fields)
-        return outcome
+        outcomes = self._ds.start_runs(
+            [(record, {**held(record), "status": "scheduled"}, fields, limit) for record, limit in starts]
+        )
+        for (record, _), outcome in zip(starts, outcomes):
+            if outcome == "started":
+                record.update(fields)
+        return outcomes
 
     # -- ending without a start ----------------------------------------------------------
     def end_unstarted(self, record: dict, status: str, error: str, **fields) -> bool:

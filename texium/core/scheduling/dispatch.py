@@ -295,8 +295,17 @@ class Dispatcher(BaseExecutor):
         try:
             jobs = self._jobs_of(entries)
             with self._ds.batch():
-                for entry in entries:  # the time of each start is read once the store is ours
-                    outcomes[id(entry)] = self._start_one(entry, jobs, utcnow())
+                ready = []
+                for entry in entries:
+                    refused = self._refused(entry, jobs)
+                    if refused:
+                        outcomes[id(entry)] = refused
+                    else:
+                        ready.append(entry)
+                started_at = utcnow()  # read once the store is ours: no end of a previous run lands after it
+                starts = [(entry.run.record, self._limit(entry.run.job)) for entry in ready]
+                for entry, outcome in zip(ready, self.claims.start_many(starts, started_at)):
+                    outcomes[id(entry)] = self._started(entry, outcome, started_at)
         except Exception as exc:  # the store: what did not start waits and tries again
             log.warning("Could not start %d runs (%s); will try again", len(entries), getattr(exc, "detail", exc))
             if self._ds.atomic_batches:
@@ -321,29 +330,36 @@ class Dispatcher(BaseExecutor):
         ids = sorted({entry.run.record["job_id"] for entry in entries})
         return {job["_id"]: job for job in self._ds.jobs.find({"_id": {"$in": ids}})}
 
-    def _start_one(self, entry: _Entry, jobs: dict[str, dict], started_at: datetime) -> str:
-        """started | wait (a slot) | dropped (ended or lost) | closing."""
+    def _limit(self, job: dict) -> int:
+        return int(job.get("max_instances") or self._max_instances)
+
+    def _refused(self, entry: _Entry, jobs: dict[str, dict]) -> str:
+        """ "closing" or "dropped" (ended here, never to start); "" when it may start."""
         if self.closing:
             return "closing"
-        run, record = entry.run, entry.run.record
-        job = jobs.get(record["job_id"])
+        run = entry.run
+        job = jobs.get(run.record["job_id"])
         refusal = self._refusal(entry, job)
         if refusal is not None:
             self._end_unstarted(run, *refusal)
             return "dropped"
         run.job = job
-        limit = int(job.get("max_instances") or self._max_instances)
-        outcome = self.claims.start(record, limit, started_at)
+        return ""
+
+    def _started(self, entry: _Entry, outcome: str, started_at: datetime) -> str:
+        """started | wait (a slot) | dropped (ended, or lost to someone who decided first)."""
+        run, record = entry.run, entry.run.record
         if outcome == "busy":
             if entry.trigger != SCHEDULE:  # a person or a retry asked for it: it waits its turn
                 return "wait"
+            limit = self._limit(run.job)
             error = f"Skipped: the previous run of this job was still in progress (at most {limit} running at once)"
             self._end_unstarted(run, "skipped", "max_instances", error)
             return "dropped"
         if outcome != "started":
             return "dropped"  # cancelled, skipped or taken over by someone else first
         run.begun = True
-        self._recorder.job(job["_id"], fields={"last_run_time": started_at})
+        self._recorder.job(run.job["_id"], fields={"last_run_time": started_at})
         lag = started_at - record["scheduled_at"] if entry.trigger == SCHEDULE else None
         self.metrics.run_started(record.get("job_class_string"), lag)
         return "started"
