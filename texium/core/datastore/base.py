@@ -15,9 +15,10 @@ small subset of pymongo's model so that SQLite and MongoDB behave the same to a 
 from __future__ import annotations
 
 import re
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -215,6 +216,32 @@ class Collection(ABC):
     def delete_many(self, query: Filter) -> int: ...
 
 
+class WritePriority:
+    """In one process, the writes a due run waits for go first: a background writer (the
+    recorder) begins its transaction only when no urgent writer (a start) is waiting, so a
+    start waits at most for one short batch, never behind a queue of them."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._urgent = 0
+
+    @contextmanager
+    def urgent(self) -> Iterator[None]:
+        with self._cond:
+            self._urgent += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._urgent -= 1
+                self._cond.notify_all()
+
+    def wait_turn(self, timeout: float = 0.05) -> None:
+        """Wait (up to `timeout`) until no urgent writer is waiting."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._urgent == 0, timeout)
+
+
 def slot_of(record: dict) -> dict:
     """Which run a concurrency slot belongs to: the execution as held by one holder in one
     generation (a record, or a slot document)."""
@@ -232,6 +259,13 @@ class Datastore(ABC):
     inline_reads = False  # bounded reads cost microseconds (a local file): no need for a thread
     slot_documents = True  # start_run keeps the concurrency limit in scheduler_slots
 
+    @property
+    def priority(self) -> WritePriority:
+        found = self.__dict__.get("_priority")
+        if found is None:
+            found = self.__dict__.setdefault("_priority", WritePriority())
+        return found
+
     def start_run(self, record: dict, condition: Filter, fields: dict, limit: int) -> str:
         """Set `fields` on the execution `condition` matches if fewer than `limit` runs of its
         job are running: "started", "busy" (the limit is reached) or "lost" (the condition no
@@ -246,11 +280,17 @@ class Datastore(ABC):
             except DuplicateKeyError:
                 continue
         else:
-            return "busy"
+            return "started" if self._started_before(record) else "busy"
         if self.executions.update_many(condition, fields):
             return "started"
-        self.release_run(record)
-        return "lost"
+        self.slots.delete_many({**slot, "key": f"{record['job_id']}#{n}"})  # only the slot just taken
+        return "started" if self._started_before(record) else "lost"
+
+    def _started_before(self, record: dict) -> bool:
+        """An earlier start of this very record whose answer was lost (the store failed after
+        applying it): it is running, held as it was, and must run rather than stay stuck."""
+        current = self.executions.get(record["_id"])
+        return current is not None and current.get("status") == "running" and slot_of(current) == slot_of(record)
 
     def start_runs(self, starts: list[tuple[dict, Filter, dict, int]]) -> list[str]:
         """start_run for each (record, condition, fields, limit), in one batch; the outcomes in

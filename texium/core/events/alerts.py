@@ -122,7 +122,8 @@ class Alerts:
             if not job.get("notify") and self._keep_state is not None:
                 at, execution_id = _seen(execution)
                 state = transition("ok", execution["status"])[0]
-                self._keep_state(job_id, {"alert_state": state, "alert_seen_at": at, "alert_seen_id": execution_id})
+                if job.get("alert_state") != state:  # as read when the run started: a healthy job costs nothing
+                    self._keep_state(job_id, {"alert_state": state, "alert_seen_at": at, "alert_seen_id": execution_id})
                 return
             if self._queue.qsize() >= MAX_QUEUED:
                 log.warning("Alerts: %d observations queued; dropped the one of job %s", MAX_QUEUED, job_id)

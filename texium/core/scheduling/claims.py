@@ -122,11 +122,21 @@ class Claims:
         return self.start_many([(record, limit)], started_at)[0]
 
     def start_many(self, starts: list[tuple[dict, int]], started_at: datetime) -> list[str]:
-        """start() for each (record, limit), decided in one batch of the store."""
+        """start() for each (record, limit), decided in one batch of the store; "retry" for
+        those a store error left undecided."""
         fields = {"status": "running", "started_at": started_at}
-        outcomes = self._ds.start_runs(
-            [(record, {**held(record), "status": "scheduled"}, fields, limit) for record, limit in starts]
-        )
+        items = [(record, {**held(record), "status": "scheduled"}, fields, limit) for record, limit in starts]
+        if self._ds.atomic_batches:  # all of them or none
+            outcomes = self._ds.start_runs(items)
+        else:  # each start stands alone: a store error leaves the rest to try again ("retry")
+            outcomes = []
+            for item in items:
+                try:
+                    outcomes.append(self._ds.start_run(*item))
+                except Exception as exc:
+                    log.warning("A start failed (%s); the rest of the batch waits", getattr(exc, "detail", exc))
+                    outcomes += ["retry"] * (len(items) - len(outcomes))
+                    break
         for (record, _), outcome in zip(starts, outcomes):
             if outcome == "started":
                 record.update(fields)

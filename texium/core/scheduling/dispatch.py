@@ -293,6 +293,17 @@ class Dispatcher(BaseExecutor):
         transaction). Started runs go to the workers; the others give their worker back."""
         outcomes: dict[int, str] = {}
         try:
+            with self._ds.priority.urgent():  # ahead of the recorder's next batch
+                outcomes = self._decide(entries)
+        except Exception as exc:  # the store: what did not start waits and tries again
+            log.warning("Could not start %d runs (%s); will try again", len(entries), getattr(exc, "detail", exc))
+            # A transaction undid every start of the batch; elsewhere what was decided stands.
+            outcomes = {} if self._ds.atomic_batches else getattr(exc, "outcomes", {})
+        self._hand_over(entries, outcomes)
+
+    def _decide(self, entries: list[_Entry]) -> dict[int, str]:
+        outcomes: dict[int, str] = {}
+        try:
             jobs = self._jobs_of(entries)
             with self._ds.batch():
                 ready = []
@@ -306,10 +317,12 @@ class Dispatcher(BaseExecutor):
                 starts = [(entry.run.record, self._limit(entry.run.job)) for entry in ready]
                 for entry, outcome in zip(ready, self.claims.start_many(starts, started_at)):
                     outcomes[id(entry)] = self._started(entry, outcome, started_at)
-        except Exception as exc:  # the store: what did not start waits and tries again
-            log.warning("Could not start %d runs (%s); will try again", len(entries), getattr(exc, "detail", exc))
-            if self._ds.atomic_batches:
-                outcomes = {}  # the transaction undid every start of the batch
+        except Exception as exc:
+            exc.outcomes = outcomes  # what a non-atomic store did decide before it failed
+            raise
+        return outcomes
+
+    def _hand_over(self, entries: list[_Entry], outcomes: dict[int, str]) -> None:
         for entry in entries:
             outcome = outcomes.get(id(entry), "retry")
             if outcome == "started":
@@ -356,6 +369,8 @@ class Dispatcher(BaseExecutor):
             error = f"Skipped: the previous run of this job was still in progress (at most {limit} running at once)"
             self._end_unstarted(run, "skipped", "max_instances", error)
             return "dropped"
+        if outcome == "retry":
+            return "retry"  # the store failed before this one was decided
         if outcome != "started":
             return "dropped"  # cancelled, skipped or taken over by someone else first
         run.begun = True

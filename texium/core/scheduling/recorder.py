@@ -31,7 +31,7 @@ from texium.core.timeutil import utcnow
 log = logging.getLogger("texium.recorder")
 UNSTORABLE = (TypeError, ValueError, InvalidDocument)  # a value no store can encode: retrying cannot help
 RETRY_FIRST, RETRY_MAX = 0.2, 5.0  # seconds between attempts while the store fails
-BATCH_WRITES = 64  # writes per batch: a short transaction, so starts never wait behind a long one
+BATCH_WRITES = 32  # writes per batch: a short transaction, so starts never wait behind a long one
 
 
 @dataclass(eq=False)
@@ -155,6 +155,7 @@ class Recorder:
                 jobs = self._jobs
                 self._writes, self._outputs, self._jobs = self._writes[BATCH_WRITES:], {}, {}
                 self._writing = True
+            self._ds.priority.wait_turn()  # a start waiting for the store goes first
             done, left, left_jobs, error = self._apply(writes, jobs)
             with self._cond:
                 self._writes[:0] = left
@@ -177,7 +178,6 @@ class Recorder:
                     write.after()
                 except Exception:
                     log.exception("A follow-up of a written record failed")
-            time.sleep(0)  # let a start waiting for the store's write lock have it between batches
 
     def _apply(
         self, writes: list[Write], jobs: dict[str, _Change]
