@@ -92,6 +92,8 @@ def add_execution(datastore, job_id: str, status: str, error: str = "", complete
         "attempt": 1,
         "retry_of": None,
     }
+    if status == "missed":  # a missed record names the occurrences it stands for, the last one just now
+        execution["missed_until"] = execution["completed_at"]
     execution["_id"] = datastore.executions.insert(dict(execution))
     return execution
 
@@ -381,3 +383,21 @@ def test_an_older_outcome_seen_last_by_another_node_changes_nothing(
     assert web.requests == []  # the newer outcome is no change; the older one is history
     assert datastore.jobs.get(job_id)["alert_state"] == transition(start, newer)[0]
     assert datastore.executions.get(old_run["_id"]).get("alerts") is None
+
+
+def test_missed_occurrences_recorded_after_a_newer_run_ended_send_nothing(datastore, make_alerts):
+    """A run handed back by a server that stopped, found past its grace after the restart, is
+    recorded missed after the job ran again: old news, not a second outage alert."""
+    with http_server([200, 200, 200]) as web:
+        job_id = add_job(datastore, notify(webhook=web.url, events=["missed", "failure"]))
+        alerts = make_alerts({"PUBLIC_URL": PUBLIC_URL})
+        outage = add_execution(datastore, job_id, "missed")
+        ran = add_execution(datastore, job_id, "completed", completed_at=outage["completed_at"] + timedelta(seconds=2))
+        late = add_execution(datastore, job_id, "missed", completed_at=ran["completed_at"] + timedelta(seconds=1))
+        datastore.executions.update_many({"_id": late["_id"]}, {"missed_until": outage["completed_at"]})
+        late["missed_until"] = outage["completed_at"]
+        for execution in (outage, ran, late):
+            alerts.observe(stale(datastore, job_id), execution)
+        assert alerts.stop(5)
+    assert [r["headers"]["X-Texium-Event"] for r in web.requests] == ["missed"]
+    assert datastore.jobs.get(job_id)["alert_state"] == "ok"

@@ -352,8 +352,13 @@ class Alerts:
 
 def _seen(execution: dict) -> tuple[datetime, str]:
     """Where an outcome stands in its job's history: (completion time to the millisecond, as the
-    store keeps it, execution id to break ties). Without a completion time, now."""
+    store keeps it, execution id to break ties). Without a completion time, now. A `missed`
+    record stands at the last occurrence it names: missed occurrences recorded after a newer
+    run ended (a run handed back by a server that stopped, found late after its restart) are
+    old news, not a new outage."""
     at = execution.get("completed_at")
+    if execution.get("status") == "missed":
+        at = execution.get("missed_until") or execution.get("scheduled_at") or at
     at = as_utc(at) if isinstance(at, datetime) else utcnow()
     return at.replace(microsecond=at.microsecond // 1000 * 1000), str(execution.get("_id") or "")
 
