@@ -572,3 +572,14 @@ def test_a_batch_of_starts_keeps_each_job_under_its_limit_and_refuses_what_is_no
         "running",
         "scheduled",
     ]
+
+
+def test_records_from_before_triggers_tell_theirs_by_key():
+    from texium.core.scheduling.occurrences import trigger_of
+
+    assert [
+        trigger_of({"occurrence_key": "manual:0123456789abcdef01234567"}),
+        trigger_of({"occurrence_key": "retry:0123456789abcdef01234567:2"}),
+        trigger_of({"occurrence_key": "0123456789abcdef01234567@2026-01-01T00:00:00.000000+00:00"}),
+        trigger_of({"trigger": RUN_NOW, "occurrence_key": "x"}),
+    ] == [RUN_NOW, RETRY, SCHEDULE, RUN_NOW]

@@ -38,7 +38,7 @@ from texium.core.figures import NOT_RUN
 from texium.core.metrics import Metrics
 from texium.core.scheduling.claims import Claims, held
 from texium.core.scheduling.jobstore import schedule_for
-from texium.core.scheduling.occurrences import RETRY, RUN_NOW, SCHEDULE, new_record
+from texium.core.scheduling.occurrences import RETRY, RUN_NOW, SCHEDULE, new_record, trigger_of
 from texium.core.scheduling.recorder import Recorder, Write
 from texium.core.scheduling.runner import JobRunner, Run
 from texium.core.timeutil import to_iso, utcnow
@@ -57,7 +57,7 @@ class _Entry:
 
     @property
     def trigger(self) -> str:
-        return self.run.record.get("trigger") or SCHEDULE
+        return trigger_of(self.run.record)
 
 
 class Dispatcher(BaseExecutor):

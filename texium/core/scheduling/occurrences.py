@@ -16,6 +16,15 @@ HIDDEN = ("occurrence_key",)  # never served; the record's last member (see the 
 SCHEDULE, RUN_NOW, RETRY = "schedule", "run_now", "retry"  # the `trigger` of a record
 
 
+def trigger_of(record: dict) -> str:
+    """A record's trigger; records written before triggers were recorded tell it by their key."""
+    trigger = record.get("trigger")
+    if trigger:
+        return trigger
+    key = str(record.get("occurrence_key") or "")
+    return RUN_NOW if key.startswith("manual:") else RETRY if key.startswith("retry:") else SCHEDULE
+
+
 def run_key(job_id: str, at: datetime) -> str:
     return f"{job_id}@{to_iso(at)}"
 
