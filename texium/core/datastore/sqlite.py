@@ -455,7 +455,10 @@ class SQLiteDatastore(Datastore):
     def start_runs(self, starts: list[tuple[dict, Filter, dict, int]]) -> list[str]:
         """One statement per round, one start per job in each round: the conditions (status,
         holder, generation) and the count of the job's running records are checked by SQLite
-        itself, row by row; RETURNING says which records started."""
+        itself, row by row; RETURNING says which records started (SQLite 3.35; older ones
+        decide one start at a time)."""
+        if sqlite3.sqlite_version_info < (3, 35):
+            return super().start_runs(starts)
         started: set[str] = set()
         pending = list(starts)
         with self.batch(), self._write() as db:
