@@ -583,3 +583,22 @@ def test_records_from_before_triggers_tell_theirs_by_key():
         trigger_of({"occurrence_key": "0123456789abcdef01234567@2026-01-01T00:00:00.000000+00:00"}),
         trigger_of({"trigger": RUN_NOW, "occurrence_key": "x"}),
     ] == [RUN_NOW, RETRY, SCHEDULE, RUN_NOW]
+
+
+def test_started_at_is_when_the_start_was_decided_so_a_pause_after_it_is_later(datastore, nodes, monkeypatch):
+    """Found by the model test (seed 849474): started_at was once the moment the job body began,
+    which can come just after a pause answered right after the start was decided."""
+    node = nodes()
+    job_id = make_job(node, **EVERY_SECOND)
+    execute, answered = node.runner.execute, []
+
+    def pause_then_run(run):
+        node.manager.pause(job_id, "tester")  # answered after the start, before the body begins
+        answered.append(utcnow())
+        time.sleep(0.05)
+        return execute(run)
+
+    monkeypatch.setattr(node.runner, "execute", pause_then_run)
+    record = hold(node, job_id, utcnow().replace(microsecond=0), SCHEDULE)
+    done = wait_status(datastore, record["_id"])
+    assert done["status"] == "completed" and done["started_at"] <= answered[0]

@@ -22,7 +22,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from texium.core.datastore.base import Datastore
@@ -130,7 +130,6 @@ class Run:
     stop_asked: float = 0.0  # monotonic
     begun: bool = False  # its record is `running`
     clock: float = 0.0  # monotonic start
-    began_at: datetime | None = None  # when its job body began (the record's started_at at its end)
     deadline: float | None = None
     timeout: float | None = None
     output: _Output | None = None
@@ -182,7 +181,6 @@ class JobRunner:
         """Run the job body on this thread: (status, error)."""
         record, job = run.record, run.job
         output = run.output = _Output()
-        run.began_at = utcnow()
         run.clock = run.published_at = time.monotonic()
         run.timeout = self.timeout_of(job)
         run.deadline = run.clock + run.timeout if run.timeout else None
@@ -236,9 +234,7 @@ class JobRunner:
                 "finish in the background and its result is discarded."
             )
         seconds = time.monotonic() - run.clock
-        fields = {"started_at": run.began_at} if run.began_at is not None else {}
         return {
-            **fields,
             "status": status,
             "output": run.output.text(run.hidden) if run.output else "",
             "error": secret_args.redact(error[:OUTPUT_LIMIT], run.hidden, len(error) > OUTPUT_LIMIT),
