@@ -89,7 +89,9 @@ def test_the_figures_match_the_api(provider, start_server):
     ran = [e for e in ticks if e["status"] in ("completed", "failed")]
     skipped = [e for e in ticks if e["status"] == "skipped"]
     assert ran and skipped, Counter(e["status"] for e in ticks)
-    assert total(figures, "texium_skipped_occurrences_total", reason="max_instances") == len(skipped)
+    busy = [e for e in skipped if "still in progress" in e["error"]]  # the pause may skip one claimed ahead
+    assert total(figures, "texium_skipped_occurrences_total", reason="max_instances") == len(busy)
+    assert total(figures, "texium_skipped_occurrences_total") == len(skipped)
     assert total(figures, "texium_missed_occurrences_total") == 0
 
     # The lag histogram counted each scheduled firing that ran (run-nows have no lag).

@@ -27,7 +27,8 @@ def test_three_nodes_run_each_occurrence_once(start_server, tmp_path):
     assert scheduled and max(scheduled.values()) == 1  # no second claimed by two nodes
     seconds = seconds_accounted_for(runs)
     assert len(seconds) >= 4 and all((b - a).total_seconds() == 1 for a, b in zip(seconds, seconds[1:]))
-    assert {r["status"] for r in runs} <= {"completed", "missed"}
+    # A pause also ends the occurrence a node had claimed ahead: skipped, saying so.
+    assert {r["status"] for r in runs if "paused" not in r["error"]} <= {"completed", "missed"}
     listed = api.get("/api/scheduler/nodes").json()
     assert listed["total"] == 3 and {n["state"] for n in listed["data"]} == {"alive"}
     assert sum(n["is_self"] for n in listed["data"]) == 1

