@@ -5,9 +5,9 @@ write on that record's (status, holder `node_id`, `generation`). A write whose c
 longer holds did not happen, and its writer knows it (the store says 0 matched).
 
 ```
-          planner + claims: insert by occurrence key (holder = this node), then CAS the job's
-          next_run_time; a duplicate insert is refused, so one node holds it
- (due) ──────────────────> scheduled ──dispatch: re-read job, take slot, CAS──> running
+          planner + claims: CAS the job's next_run_time (writing the claim on the job), then
+          insert by occurrence key (holder = this node); the CAS loser inserts nothing
+ (due) ──────────────────> scheduled ──dispatch: re-read job, under limit, CAS──> running
    │                        │  │  │                                               ├─> completed | failed | timeout
    │   pause/delete, schedule  │  │                                               ├─> retried (+ next attempt,
    │   edit, late or coalesced │  │ cancel (API, any node): cancelled              │   scheduled, no holder)
@@ -19,14 +19,16 @@ longer holds did not happen, and its writer knows it (the store says 0 matched).
 
 Who moves a record, and how:
 - **scheduler** (the pass, `scheduler.py`): plans outside any write transaction
-  (`planner.py`), then claims (`claims.py`): inserts the records it plans, holder = itself,
-  and advances the job's `next_run_time` by compare-and-set. Never "insert, then take back":
-  an inserted record is held and will be started or ended; a crash between the insert and the
-  compare-and-set leaves the job due again, and the next pass's insert of the same key is
-  refused. It also claims records nobody holds (pending retries, handed-back runs).
+  (`planner.py`), then claims (`claims.py`): advances the job's `next_run_time` by
+  compare-and-set, writing the claim on the job (`last_claim`, `claimed_by`), and only then
+  inserts the records, holder = itself. A pass that loses the compare-and-set inserts nothing,
+  so nothing is ever taken back; a store error between the two writes is finished by this
+  node's next pass, a death between them by the sweep (any node makes the claim's records, by
+  the same keys). It also claims the records nobody holds (pending retries, handed-back runs).
 - **dispatch** (`dispatch.py`, one queue per node, APScheduler's executor): holds every record
   this node claimed until it is due and a worker is free; coalesces stale occurrences; at start
-  re-reads the job, takes a concurrency slot in the store and moves `scheduled -> running`.
+  re-reads the jobs and moves `scheduled -> running` only while the job is under its limit
+  (counted by SQLite in the start's statement; a slot document on MongoDB).
 - **runner** (`runner.py`): runs the job body; **watchdog** (`watchdog.py`): timeouts, cancel
   requests from other nodes, output so far.
 - **recorder** (`recorder.py`): writes ends in batches, each conditional on the holder and
