@@ -458,6 +458,23 @@ def test_case_20_a_record_handed_back_and_held_again_runs_once(datastore, nodes,
     assert body_runs(starts) == [record["_id"]]
 
 
+def test_a_handed_back_run_now_starts_before_an_occurrence_due_after_it(datastore, nodes, tmp_path):
+    """A node that stopped handed back a run-now; the next node finds it with the job's next
+    occurrence already due (it was down at the time): the run-now was asked for first and
+    runs first, the occurrence behind it is skipped for the limit (the CI run where the
+    occurrence took the only slot and the handed-back run-now waited 30 s)."""
+    a, b = nodes(), nodes()
+    job_id = make_job(a, **EVERY_SECOND, pub_kwargs={"seconds": 1})
+    due = (utcnow() - timedelta(seconds=1)).replace(microsecond=0)
+    datastore.jobs.update_many({"_id": job_id}, {"next_run_time": due})
+    asked = hold(a, job_id, due - timedelta(seconds=1), trigger=RUN_NOW, queue=False)
+    assert a.claims.hand_back(dict(asked))
+    b.scheduler._process_jobs()
+    assert wait_status(datastore, asked["_id"], ("running", "completed"))["status"] in ("running", "completed")
+    occurrence = wait_status(datastore, datastore.executions.find({"job_id": job_id, "trigger": SCHEDULE})[0]["_id"])
+    assert occurrence["status"] == "skipped" and "still in progress" in occurrence["error"]
+
+
 def test_case_20_a_queue_entry_of_an_older_generation_is_refused_at_its_start(datastore, nodes, tmp_path):
     node = nodes()
     job, starts = flaky(tmp_path)

@@ -96,9 +96,11 @@ class TexiumScheduler(BackgroundScheduler):
             return None
         clock, now = time.monotonic(), utcnow()
         try:
-            self.claim_due(now, now + self._lead_now)
+            # What nobody holds (handed back, retries) was asked for before what is due now: queue
+            # it first, or a past-due occurrence could take the job's slot ahead of it.
             with self._metrics.store_call("scheduler_retries"):
                 self._claims.claim_unheld(now + timedelta(seconds=self._poll) + self._lead_now, self._queue_unheld)
+            self.claim_due(now, now + self._lead_now)
             with self._metrics.store_call("scheduler_next_run"):
                 next_time = self._store.next_run_time()
             if next_time is not None and not isinstance(next_time, datetime):
