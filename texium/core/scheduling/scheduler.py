@@ -98,7 +98,7 @@ class TexiumScheduler(BackgroundScheduler):
         try:
             # What nobody holds (handed back, retries) was asked for before what is due now: queue
             # it first, or a past-due occurrence could take the job's slot ahead of it.
-            with self._metrics.store_call("scheduler_retries"):
+            with self._metrics.store_call("scheduler_unheld"):
                 self._claims.claim_unheld(now + timedelta(seconds=self._poll) + self._lead_now, self._queue_unheld)
             self.claim_due(now, now + self._lead_now)
             with self._metrics.store_call("scheduler_next_run"):
