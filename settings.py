@@ -19,6 +19,7 @@ DATA_DIR = "./texium-data"
 # Scheduler
 TIMEZONE = "UTC"
 THREAD_POOL_SIZE = 8
+# MAX_RUNS_PER_USER = 6  # workers one user's runs may hold on a node (default: three quarters of the pool)
 
 # E-mail for EmailNotificationJob
 # SMTP_HOST = "smtp.example.com"

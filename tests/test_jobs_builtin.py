@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -380,6 +381,25 @@ def test_webhook_failures(run):
         run(WebhookJob, "http://127.0.0.1:1/", headers={"X-Bad": "a\r\nInjected: 1"})
     with pytest.raises(JobError, match="retries"):
         run(WebhookJob, "http://127.0.0.1:1/", retries=-1)
+
+
+def test_webhook_to_a_host_that_never_answers_ends_by_its_total_timeout(run):
+    """A peer that accepts and never answers: without a cap, retries x timeout (up to 21 x 600 s)
+    held a worker; every attempt and wait of one call now ends by total_timeout."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # accepted by the kernel, never read, never answered
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/hook"
+        started = time.monotonic()
+        with pytest.raises(JobError, match=r"total_timeout 1\.5 s reached") as info:
+            run(WebhookJob, url, retries=20, timeout=600, backoff=0.01, total_timeout=1.5)
+        elapsed = time.monotonic() - started
+    assert 1.4 <= elapsed < 3, elapsed
+    assert "attempt 1: timed out after 1.5 s" in str(info.value)
+    with pytest.raises(JobError, match="total_timeout"):
+        run(WebhookJob, url, total_timeout=0)
+    with pytest.raises(JobError, match="total_timeout"):
+        run(WebhookJob, url, total_timeout=3601)
 
 
 # --------------------------------------------------------------------------- cleanup

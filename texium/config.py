@@ -27,6 +27,7 @@ INT_RANGES = {
     "MAX_BODY_BYTES": (1, 1 << 34),
     "DATASTORE_THREADS": (1, 256),
     "THREAD_POOL_SIZE": (1, 256),
+    "MAX_RUNS_PER_USER": (0, 256),
     "JOB_MAX_INSTANCES": (1, 1000),
     "MISFIRE_GRACE_TIME": (1, 10**9),  # 0 would make every firing late, so nothing would run
     "SHUTDOWN_GRACE_SECONDS": (0, 86400),
@@ -43,6 +44,8 @@ SECONDS_RANGES = {
     "HEADER_TIMEOUT_SECONDS": (1, 3600),
     "BODY_TIMEOUT_SECONDS": (1, 86400),
     "STOP_GRACE_SECONDS": (0.1, 3600),
+    "BUSY_WARNING_SECONDS": (0.1, 86400),
+    "BUSY_UNHEALTHY_SECONDS": (0.1, 86400),
 }
 AUTH_MODES = ("auto", "on", "off")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")

@@ -36,6 +36,9 @@ SECRET_KEY = ""  # Fernet key for server passwords; empty = generated once into 
 # Scheduler
 TIMEZONE = "UTC"  # default timezone of a job's cron fields
 THREAD_POOL_SIZE = 8  # jobs running at once
+BUSY_WARNING_SECONDS = 60.0  # every worker busy while a due run waits this long: a health warning
+BUSY_UNHEALTHY_SECONDS = 300.0  # ... and this long: health answers 503
+MAX_RUNS_PER_USER = 0  # workers of a node one user's runs may hold at once; 0 = three quarters of the pool
 JOB_MAX_INSTANCES = 1  # runs of one job at once (firings and run-now); extra firings are skipped, run-now 409
 MISFIRE_GRACE_TIME = 3600  # seconds a late firing may still run (the latest due one; earlier ones: missed)
 SHUTDOWN_GRACE_SECONDS = 30  # how long shutdown waits for running executions

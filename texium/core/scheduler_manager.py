@@ -44,6 +44,13 @@ HIDDEN = (secret_args.FIELD,)
 ARGUMENT_FIELDS = ("pub_args", "pub_kwargs")
 
 
+def busy_words(pool_size: int, waited: float) -> str:
+    return (
+        f"All {pool_size} job threads are busy and a due run has waited {waited:.0f} s for one "
+        "(raise THREAD_POOL_SIZE, add a node, or look for runs that hang)"
+    )
+
+
 def _schedule(body: dict) -> dict:
     return {k: body[k] for k in SCHEDULE_FIELDS if k in body}
 
@@ -90,8 +97,12 @@ class SchedulerManager:
         retry_seconds: float = 1.0,
         secrets: SecretBox | None = None,
         metrics: Metrics | None = None,
+        busy_warning_seconds: float = 60.0,
+        busy_unhealthy_seconds: float = 300.0,
     ):
         self._ds = datastore
+        # Every worker busy while a due run waits this long: a health warning, then a problem (503).
+        self._busy_warning, self._busy_unhealthy = busy_warning_seconds, busy_unhealthy_seconds
         # Encrypts secret job arguments; by default the runner's, which decrypts them for runs.
         self._secrets = secrets if secrets is not None else dispatcher.runner.secrets
         self._registry = registry
@@ -175,6 +186,9 @@ class SchedulerManager:
             ):
                 late = (now - due["next_run_time"]).total_seconds()
                 problems.append(f"Job {due['_id']} ({due.get('name')}) is overdue by {late:.0f} s: nothing is firing")
+        waited = self._dispatcher.oldest_wait()
+        if waited > self._busy_unhealthy:
+            problems.append(busy_words(self._dispatcher.pool_size, waited))
         lingering = self._dispatcher.lingering
         if lingering >= self._dispatcher.pool_size:
             problems.append(
@@ -187,6 +201,14 @@ class SchedulerManager:
                 f"{to_iso(self._recorder.failing_since)}: {self._recorder.last_error}"
             )
         return problems
+
+    def health_warnings(self) -> list[str]:
+        """What may soon be wrong, in words: every worker busy while a due run has waited over
+        a minute (a health problem once it lasts five)."""
+        waited = self._dispatcher.oldest_wait()
+        if self._busy_warning < waited <= self._busy_unhealthy:
+            return [busy_words(self._dispatcher.pool_size, waited)]
+        return []
 
     def health_details(self) -> dict:
         state = self._scheduler.state_of_pass

@@ -12,11 +12,15 @@ from texium.core.timeutil import to_iso, utcnow
 from texium.jobs import _util
 from texium.jobs.base import JobBase, JobError
 
-CONTROL_KEYS = ("headers", "secret", "retries", "timeout", "backoff")
+CONTROL_KEYS = ("headers", "secret", "retries", "timeout", "backoff", "total_timeout")
 DEFAULT_RETRIES = 3
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_BACKOFF = 1.0
 MAX_BACKOFF = 60.0
+# All attempts and waits of one call end by then: a host that accepts and never answers holds a
+# worker for this long at most, not retries x timeout (21 x 600 s).
+DEFAULT_TOTAL_TIMEOUT = 300.0
+MAX_TOTAL_TIMEOUT = 3600.0
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _RESERVED_HEADERS = {"content-length", "host", "transfer-encoding", SIGNATURE_HEADER.lower()}
 
@@ -70,6 +74,13 @@ class WebhookJob(JobBase):
                     "description": f"pub_kwargs: seconds per attempt (default {DEFAULT_TIMEOUT:g})",
                 },
                 {
+                    "name": "total_timeout",
+                    "type": "number",
+                    "required": False,
+                    "description": "pub_kwargs: seconds for the whole call, every attempt and wait included "
+                    f"(default {DEFAULT_TOTAL_TIMEOUT:g}, at most {MAX_TOTAL_TIMEOUT:g})",
+                },
+                {
                     "name": "backoff",
                     "type": "number",
                     "required": False,
@@ -115,6 +126,13 @@ class WebhookJob(JobBase):
             "timeout", kwargs.get("timeout", DEFAULT_TIMEOUT), minimum=0, exclusive_minimum=True, maximum=600
         )
         backoff = _util.number("backoff", kwargs.get("backoff", DEFAULT_BACKOFF), minimum=0, maximum=MAX_BACKOFF)
+        total = _util.number(
+            "total_timeout",
+            kwargs.get("total_timeout", DEFAULT_TOTAL_TIMEOUT),
+            minimum=0,
+            exclusive_minimum=True,
+            maximum=MAX_TOTAL_TIMEOUT,
+        )
 
         data = {k: v for k, v in kwargs.items() if k not in CONTROL_KEYS}
         payload = {
@@ -139,22 +157,24 @@ class WebhookJob(JobBase):
         # http_request never follows one, the 3xx is reported below.
         policy = _util.outbound_policy(self.context.config)
         attempts = retries + 1
+        deadline = time.monotonic() + total
         log: list[str] = []
         for attempt in range(1, attempts + 1):
             if self.context.cancelled.is_set():  # the run was cancelled or passed its time limit
                 done = (": " + "; ".join(log)) if log else ""
                 raise JobError(f"POST {shown} cancelled before attempt {attempt}{done}")
             started = time.monotonic()
+            allowed = round(max(0.001, min(timeout, deadline - started)), 3)
             status, reason, excerpt, error = None, "", "", None
             try:
                 answer = http_request(
-                    policy, "POST", url, body=body, headers=request_headers, timeout=timeout, read_limit=4096
+                    policy, "POST", url, body=body, headers=request_headers, timeout=allowed, read_limit=4096
                 )
                 status, reason, excerpt = answer.status, answer.reason, _excerpt(answer.body)
             except OutboundRefused as exc:
                 raise JobError(f"POST {shown} {exc}") from None
             except TimeoutError:
-                error = f"timed out after {timeout:g} s"
+                error = f"timed out after {allowed:g} s"
             except http.client.HTTPException as exc:
                 error = f"bad HTTP answer: {type(exc).__name__} {exc}".strip()
             except OSError as exc:
@@ -186,6 +206,11 @@ class WebhookJob(JobBase):
                 log.append(f"attempt {attempt}: {error} ({elapsed} ms)")
             if attempt < attempts:
                 delay = min(backoff * (2 ** (attempt - 1)), MAX_BACKOFF)
+                if time.monotonic() + delay >= deadline:
+                    raise JobError(
+                        f"POST {shown} gave up after {attempt} attempt(s): total_timeout {total:g} s reached; "
+                        + "; ".join(log)
+                    )
                 if self.context.cancelled.wait(delay):  # a sleep that ends when the run must stop
                     raise JobError(f"POST {shown} cancelled before attempt {attempt + 1}: " + "; ".join(log))
         raise JobError(f"POST {shown} failed after {attempts} attempt(s): " + "; ".join(log))

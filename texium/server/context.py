@@ -23,7 +23,7 @@ from texium.core.records.users import UserService
 from texium.core.registry import JobRegistry
 from texium.core.scheduler_manager import SchedulerManager
 from texium.core.scheduling.claims import Claims
-from texium.core.scheduling.dispatch import Dispatcher
+from texium.core.scheduling.dispatch import Dispatcher, runs_per_user
 from texium.core.scheduling.nodes import NodeIdentity, NodeRegistry
 from texium.core.scheduling.processes import ProcessRegistry
 from texium.core.scheduling.recorder import Recorder
@@ -128,6 +128,7 @@ def build_context(settings: dict[str, Any]) -> AppContext:
         metrics=metrics,
         alerts=alerts,
         processes=processes,
+        max_runs_per_user=settings["MAX_RUNS_PER_USER"] or runs_per_user(settings["THREAD_POOL_SIZE"]),
     )
     metrics.watch(
         nodes_alive=lambda: nodes.peers_alive + 1,
@@ -146,6 +147,8 @@ def build_context(settings: dict[str, Any]) -> AppContext:
         poll_seconds=settings["SCHEDULER_POLL_SECONDS"],
         retry_seconds=settings["JOBSTORE_RETRY_SECONDS"],
         metrics=metrics,
+        busy_warning_seconds=settings["BUSY_WARNING_SECONDS"],
+        busy_unhealthy_seconds=settings["BUSY_UNHEALTHY_SECONDS"],
     )
     if settings["METRICS_PUBLIC"] and not metrics_public(True, settings["HTTP_ADDRESS"]):
         log.warning(

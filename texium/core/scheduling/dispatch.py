@@ -16,6 +16,9 @@ visible, so:
   limit of runs at once on every node; losing it means someone else decided first.
 A scheduled occurrence over its job's limit is `skipped` (the next one comes anyway); a run-now
 or a retry waits its turn in the queue.
+
+A user whose runs hold `max_runs_per_user` of this node's workers waits for one of them to end
+(the entries are set aside, not polled): runs that hang cannot take every worker from the others.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import itertools
 import logging
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -46,6 +50,11 @@ from texium.core.timeutil import to_iso, utcnow
 log = logging.getLogger("texium.dispatch")
 SLOT_RETRY_SECONDS = 0.5  # a run waiting for a slot held on another node looks again this often
 STORE_RETRY_SECONDS = 0.5  # a start the store could not answer is tried again after this
+
+
+def runs_per_user(pool_size: int) -> int:
+    """The default per-user limit: three quarters of the pool, so a quarter stays for the others."""
+    return max(1, pool_size - pool_size // 4)
 
 
 @dataclass(eq=False)
@@ -74,6 +83,7 @@ class Dispatcher(BaseExecutor):
         metrics: Metrics | None = None,
         alerts: Any = None,
         processes: Any = None,
+        max_runs_per_user: int | None = None,
     ):
         super().__init__()
         self._ds = datastore
@@ -81,6 +91,7 @@ class Dispatcher(BaseExecutor):
         self.runner = runner
         self._recorder = recorder
         self.pool_size = pool_size
+        self.max_runs_per_user = max_runs_per_user or pool_size
         self._max_instances = max_instances
         self._grace = timedelta(seconds=misfire_grace_time)
         self.stop_grace = stop_grace
@@ -96,6 +107,7 @@ class Dispatcher(BaseExecutor):
         self._runs: dict[str, Run] = {}  # execution id -> given to a worker, not yet over
         self._futures: dict[str, Any] = {}
         self._free = pool_size
+        self._set_aside: dict[str, list[_Entry]] = {}  # user id -> due entries over the user's limit
         self._starting = threading.Lock()  # held while a batch of starts is decided
         self.closing = False
         self._stopped = False
@@ -223,6 +235,7 @@ class Dispatcher(BaseExecutor):
         picked, ended = [], []
         later: list[tuple[datetime, int, _Entry]] = []
         timeout = 1.0
+        holding = self._workers_by_user()
         while self._heap and self._free > len(picked):
             due, order, entry = self._heap[0]
             if entry.dead:
@@ -236,17 +249,44 @@ class Dispatcher(BaseExecutor):
                 later.append((due, order, entry))
                 timeout = min(timeout, entry.not_before - clock)
                 continue
+            user = entry.run.record.get("user_id")
+            if holding[user] >= self.max_runs_per_user and not self._stale(entry, now):
+                self._set_aside.setdefault(user, []).append(entry)  # back when one of the user's runs ends
+                continue
             self._dequeue(entry)
             why = self._stale(entry, now)
             if why:
                 ended.append((entry, why))
             else:
                 self._runs[entry.run.id] = entry.run
+                holding[user] += 1
                 picked.append(entry)
         for item in later:
             heapq.heappush(self._heap, item)
         self._free -= len(picked)
         return picked, ended, max(0.0, timeout)
+
+    def _workers_by_user(self) -> Counter:
+        """How many of this node's workers each user's runs hold (lingering ones included)."""
+        return Counter(run.record.get("user_id") for run in self._runs.values())
+
+    def _worker_freed(self, user: str | None) -> None:  # with the lock held
+        """A worker came back: the user's entries set aside for their limit may go again."""
+        self._free += 1
+        for entry in self._set_aside.pop(user, ()):
+            if not entry.dead:
+                heapq.heappush(self._heap, (entry.due, next(self._order), entry))
+        self._cond.notify_all()
+
+    def oldest_wait(self) -> float:
+        """Seconds the longest-waiting due run has waited while every worker was busy (0 if a
+        worker is free or nothing due waits)."""
+        now = utcnow()
+        with self._cond:
+            if self._free > 0:
+                return 0.0
+            due = [entry.due for entry in self._queued.values() if entry.due <= now]
+        return max(0.0, (now - min(due)).total_seconds()) if due else 0.0
 
     def _stale(self, entry: _Entry, now: datetime) -> str:
         """Why a scheduled occurrence must not run now (empty: it may)."""
@@ -329,9 +369,8 @@ class Dispatcher(BaseExecutor):
                 self._submit(entry)
                 continue
             with self._cond:
-                self._free += 1
                 self._runs.pop(entry.run.id, None)
-                self._cond.notify_all()
+                self._worker_freed(entry.run.record.get("user_id"))
             if outcome == "retry":
                 self._requeue(entry, STORE_RETRY_SECONDS)
             elif outcome == "wait":
@@ -400,14 +439,18 @@ class Dispatcher(BaseExecutor):
         try:
             status, error = self.runner.execute(run)
             self.finish(run, status, error)
-        except Exception:
+        except Exception as exc:
             log.exception("Execution %s: the worker hit an error", run.id)
+            if not run.ended:  # never leave the record running (and the worker counted) for good
+                try:
+                    self.finish(run, "failed", f"Texium could not run this job: {type(exc).__name__}: {exc}")
+                except Exception:
+                    log.exception("Execution %s: could not record its end", run.id)
         finally:
             with self._cond:
-                self._free += 1
                 if self._runs.get(run.id) is run and run.ended:
                     del self._runs[run.id]
-                self._cond.notify_all()
+                self._worker_freed(run.record.get("user_id"))
 
     def _requeue(self, entry: _Entry, delay: float) -> None:
         with self._cond:

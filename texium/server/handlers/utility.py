@@ -29,11 +29,13 @@ class HealthHandler(ApiHandler):
 
     async def get(self) -> None:
         problems = await self.blocking(self.context.scheduler.health)
+        warnings = self.context.scheduler.health_warnings()
+        message = "; ".join(problems) or "Scheduler is running"
+        if warnings and not problems:
+            message += "; warning: " + "; ".join(warnings)
+        body = {"status": "unhealthy" if problems else "healthy", "message": message, "timestamp": utcnow()}
         details = self.context.scheduler.health_details()
-        if problems:
-            self.reply({"status": "unhealthy", "message": "; ".join(problems), "timestamp": utcnow(), **details}, 503)
-        else:
-            self.reply({"status": "healthy", "message": "Scheduler is running", "timestamp": utcnow(), **details})
+        self.reply({**body, "warnings": warnings, **details}, 503 if problems else 200)
 
 
 class NodesHandler(ApiHandler):
