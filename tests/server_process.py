@@ -115,6 +115,7 @@ class ServerProcess:
     port: int = 0
     process: subprocess.Popen | None = None
     log_path: Path | None = None
+    preexec_fn: object = None  # run in the child before the server starts (resource limits)
 
     @property
     def api(self) -> Api:
@@ -136,6 +137,7 @@ class ServerProcess:
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=self.preexec_fn,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

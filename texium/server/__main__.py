@@ -9,14 +9,14 @@ import os
 import signal
 import sys
 
-import tornado.httpserver
-
 from texium import __version__
 from texium.config import ConfigError, load_settings
 from texium.core.scheduling.processes import set_subreaper
+from texium.core.security.outbound import parse_networks
 from texium.core.timeutil import to_iso
 from texium.server.access import auth_required, is_loopback
 from texium.server.app import make_app
+from texium.server.connections import ConnectionLimits, GuardedHTTPServer, raise_file_limit
 from texium.server.context import build_context
 
 log = logging.getLogger("texium.server")
@@ -106,8 +106,15 @@ async def serve(settings: dict) -> int:
     # Bodies are streamed and capped by the handlers (413); this only bounds the connection.
     # Proxy headers are read by the access policy, only from TRUSTED_PROXIES (not xheaders).
     # A client that dribbles its headers or body is dropped after the timeouts.
-    server = tornado.httpserver.HTTPServer(
+    limits = ConnectionLimits.for_file_limit(
+        settings["MAX_CONNECTIONS"],
+        settings["MAX_CONNECTIONS_PER_ADDRESS"],
+        raise_file_limit(),
+        unlimited=parse_networks(settings["TRUSTED_PROXIES"], "TRUSTED_PROXIES"),
+    )
+    server = GuardedHTTPServer(
         app,
+        limits=limits,
         max_body_size=max(settings["MAX_BODY_BYTES"] * 4, 64 << 20),
         xheaders=False,
         idle_connection_timeout=settings["HEADER_TIMEOUT_SECONDS"],
