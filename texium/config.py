@@ -35,6 +35,7 @@ INT_RANGES = {
     "DEFAULT_JOB_TIMEOUT": (0, 7 * 86400),
     "MAX_CONNECTIONS": (1, 10**6),
     "MAX_CONNECTIONS_PER_ADDRESS": (1, 10**6),
+    "HSTS_SECONDS": (0, 10**9),
 }
 # Settings that are numbers of seconds within a range (fractions allowed).
 SECONDS_RANGES = {

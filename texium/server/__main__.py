@@ -18,6 +18,7 @@ from texium.server.access import auth_required, is_loopback
 from texium.server.app import make_app
 from texium.server.connections import ConnectionLimits, GuardedHTTPServer, raise_file_limit
 from texium.server.context import build_context
+from texium.server.transport import tls_context
 
 log = logging.getLogger("texium.server")
 
@@ -96,6 +97,7 @@ class SafeFormatter(logging.Formatter):
 async def serve(settings: dict) -> int:
     """Serve until SIGINT or SIGTERM; returns how many executions were cut short."""
     check_exposure(settings)
+    tls = tls_context(settings["TLS_CERT_FILE"], settings["TLS_KEY_FILE"])  # a bad file stops start-up here
     # Once, for the server process only (build_context also runs inside the tests' process):
     # the scripts' detached descendants become our children, so they can be found and killed.
     if set_subreaper(True):
@@ -115,6 +117,7 @@ async def serve(settings: dict) -> int:
     server = GuardedHTTPServer(
         app,
         limits=limits,
+        ssl_options=tls,
         max_body_size=max(settings["MAX_BODY_BYTES"] * 4, 64 << 20),
         xheaders=False,
         idle_connection_timeout=settings["HEADER_TIMEOUT_SECONDS"],
@@ -129,8 +132,9 @@ async def serve(settings: dict) -> int:
         ) from None
     others = context.scheduler.start()
     log.info(
-        "Texium %s listening on http://%s:%d/ with %s (node %s); API keys %s",
+        "Texium %s listening on %s://%s:%d/ with %s (node %s); API keys %s",
         __version__,
+        "https" if tls else "http",
         settings["HTTP_ADDRESS"],
         settings["HTTP_PORT"],
         context.datastore.describe(),
