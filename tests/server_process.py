@@ -8,10 +8,12 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+import urllib3
 
 PROVIDERS = ("sqlite", "mongomock")
 REPO = Path(__file__).resolve().parents[1]
@@ -115,10 +117,12 @@ class ServerProcess:
     port: int = 0
     process: subprocess.Popen | None = None
     log_path: Path | None = None
+    preexec_fn: object = None  # run in the child before the server starts (resource limits)
+    scheme: str = "http"  # https when the test gives the server a certificate (TLS_CERT_FILE)
 
     @property
     def api(self) -> Api:
-        return Api(f"http://127.0.0.1:{self.port}")
+        return Api(f"{self.scheme}://127.0.0.1:{self.port}")
 
     def start(self, timeout: float = 20) -> ServerProcess:
         self.port = free_port()
@@ -136,19 +140,25 @@ class ServerProcess:
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=self.preexec_fn,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
             try:
-                if requests.get(self.api.base_url + "/api/scheduler/health", timeout=1).status_code == 200:
+                if self._health() == 200:
                     return self
             except requests.ConnectionError:
                 pass
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"server did not become healthy:\n{self.log()}")
+
+    def _health(self) -> int:
+        with warnings.catch_warnings():  # whether a test's own certificate is right is for the test to check
+            warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+            return requests.get(self.api.base_url + "/api/scheduler/health", timeout=1, verify=False).status_code
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""

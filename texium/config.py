@@ -34,6 +34,9 @@ INT_RANGES = {
     "SMTP_TIMEOUT": (1, 3600),
     "AUTH_FAILURES_PER_MINUTE": (1, 100000),
     "DEFAULT_JOB_TIMEOUT": (0, 7 * 86400),
+    "MAX_CONNECTIONS": (1, 10**6),
+    "MAX_CONNECTIONS_PER_ADDRESS": (1, 10**6),
+    "HSTS_SECONDS": (0, 10**9),
 }
 # Settings that are numbers of seconds within a range (fractions allowed).
 SECONDS_RANGES = {

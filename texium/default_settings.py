@@ -14,6 +14,11 @@ DATASTORE_THREADS = 8  # threads that run datastore calls for the HTTP handlers
 LOG_LEVEL = "INFO"
 HEADER_TIMEOUT_SECONDS = 20.0  # a client that has not sent its request headers by then is dropped
 BODY_TIMEOUT_SECONDS = 60.0  # ... or its request body
+MAX_CONNECTIONS = 1000  # open connections at most (lowered to what the open-file limit allows)
+MAX_CONNECTIONS_PER_ADDRESS = 100  # from one client address (at most half of MAX_CONNECTIONS; proxies exempt)
+TLS_CERT_FILE = ""  # serve https with this certificate (PEM, chain included) ...
+TLS_KEY_FILE = ""  # ... and its private key; both empty = plain http (e.g. behind a TLS proxy)
+HSTS_SECONDS = 31536000  # Strict-Transport-Security max-age on https answers; 0 = not sent
 
 # Security (README "Security")
 AUTH_MODE = "auto"  # auto: API keys required unless listening on loopback only; on; off

@@ -9,15 +9,16 @@ import os
 import signal
 import sys
 
-import tornado.httpserver
-
 from texium import __version__
 from texium.config import ConfigError, load_settings
 from texium.core.scheduling.processes import set_subreaper
+from texium.core.security.outbound import parse_networks
 from texium.core.timeutil import to_iso
 from texium.server.access import auth_required, is_loopback
 from texium.server.app import make_app
+from texium.server.connections import ConnectionLimits, GuardedHTTPServer, raise_file_limit
 from texium.server.context import build_context
+from texium.server.transport import tls_context
 
 log = logging.getLogger("texium.server")
 
@@ -96,6 +97,7 @@ class SafeFormatter(logging.Formatter):
 async def serve(settings: dict) -> int:
     """Serve until SIGINT or SIGTERM; returns how many executions were cut short."""
     check_exposure(settings)
+    tls = tls_context(settings["TLS_CERT_FILE"], settings["TLS_KEY_FILE"])  # a bad file stops start-up here
     # Once, for the server process only (build_context also runs inside the tests' process):
     # the scripts' detached descendants become our children, so they can be found and killed.
     if set_subreaper(True):
@@ -106,8 +108,16 @@ async def serve(settings: dict) -> int:
     # Bodies are streamed and capped by the handlers (413); this only bounds the connection.
     # Proxy headers are read by the access policy, only from TRUSTED_PROXIES (not xheaders).
     # A client that dribbles its headers or body is dropped after the timeouts.
-    server = tornado.httpserver.HTTPServer(
+    limits = ConnectionLimits.for_file_limit(
+        settings["MAX_CONNECTIONS"],
+        settings["MAX_CONNECTIONS_PER_ADDRESS"],
+        raise_file_limit(),
+        unlimited=parse_networks(settings["TRUSTED_PROXIES"], "TRUSTED_PROXIES"),
+    )
+    server = GuardedHTTPServer(
         app,
+        limits=limits,
+        ssl_options=tls,
         max_body_size=max(settings["MAX_BODY_BYTES"] * 4, 64 << 20),
         xheaders=False,
         idle_connection_timeout=settings["HEADER_TIMEOUT_SECONDS"],
@@ -122,8 +132,9 @@ async def serve(settings: dict) -> int:
         ) from None
     others = context.scheduler.start()
     log.info(
-        "Texium %s listening on http://%s:%d/ with %s (node %s); API keys %s",
+        "Texium %s listening on %s://%s:%d/ with %s (node %s); API keys %s",
         __version__,
+        "https" if tls else "http",
         settings["HTTP_ADDRESS"],
         settings["HTTP_PORT"],
         context.datastore.describe(),

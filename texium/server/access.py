@@ -10,6 +10,9 @@
   cannot make use of the loopback-only default, nor of a signed-in dashboard.
 - Failed authentications are counted per client address and refused with 429 past a limit.
 - The client address comes from proxy headers only when the connection is from TRUSTED_PROXIES.
+- The scheme the browser used (for the session cookie's Secure flag and the request's own
+  Origin): https when TLS is served here, when a trusted proxy says so in X-Forwarded-Proto, or
+  when the request names the host of an https PUBLIC_URL (a proxy in front ends TLS for it).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -52,6 +56,19 @@ def auth_required(mode: str, address: str) -> bool:
 def metrics_public(setting: bool, address: str) -> bool:
     """METRICS_PUBLIC opens GET /metrics only while the server listens on loopback only."""
     return bool(setting) and is_loopback(address)
+
+
+def https_hosts(public_url: str) -> frozenset[str]:
+    """The Host (name[:port]) of an https PUBLIC_URL: requests naming it came through TLS."""
+    parts = urlsplit(public_url or "")
+    if parts.scheme.lower() != "https" or not parts.hostname:
+        return frozenset()
+    return frozenset({_without_default_port("https", parts.netloc.rpartition("@")[2].lower())})
+
+
+def _without_default_port(scheme: str, host: str) -> str:
+    default = ":443" if scheme == "https" else ":80"
+    return host[: -len(default)] if host.endswith(default) else host
 
 
 @dataclass
@@ -94,6 +111,7 @@ class AccessPolicy:
     failures: FailureLimiter = field(default_factory=lambda: FailureLimiter(10))
     cookie_secret: bytes = b""
     metrics_public: bool = False  # GET /metrics without a key (METRICS_PUBLIC, on loopback only)
+    https_hosts: frozenset = frozenset()  # the Host of an https PUBLIC_URL
 
     def __post_init__(self) -> None:
         names = {*LOOPBACK_NAMES, *(h.lower() for h in self.allowed_hosts)}
@@ -118,6 +136,24 @@ class AccessPolicy:
                 if not self._trusted(hop):
                     return hop
         return remote_ip
+
+    def scheme(self, request) -> str:
+        """http or https: the scheme the browser used to reach this server."""
+        if request.protocol == "https":
+            return "https"
+        if self.trusted_proxies and self._trusted(request.remote_ip or ""):
+            # The proxy nearest to us writes the last value (as Tornado's xheaders reads it).
+            forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[-1].strip().lower()
+            if forwarded in ("http", "https"):
+                return forwarded
+        if self.https_hosts and _without_default_port("https", request.host.lower()) in self.https_hosts:
+            return "https"
+        return request.protocol
+
+    def own_origin(self, request) -> str:
+        """This server's origin as the browser writes it in Origin (no default port)."""
+        scheme = self.scheme(request)
+        return f"{scheme}://{_without_default_port(scheme, request.host)}"
 
     def _trusted(self, address: str) -> bool:
         try:

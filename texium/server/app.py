@@ -125,5 +125,7 @@ def make_app(context: AppContext) -> tornado.web.Application:
         # The route-table test builds the application without a context.
         cookie_secret=context.access.cookie_secret if context else None,
         texium_cors=context.access.cors_origins if context else (),
+        texium_access=context.access if context else None,  # the scheme browsers use (HSTS)
+        texium_hsts_seconds=context.hsts_seconds if context else 0,
         texium_metrics=context.metrics if context else None,
     )

@@ -30,7 +30,7 @@ from texium.core.scheduling.recorder import Recorder
 from texium.core.scheduling.runner import JobRunner
 from texium.core.security.outbound import OutboundPolicy, parse_networks
 from texium.core.security.secrets import SecretBox, load_or_create_key
-from texium.server.access import AccessPolicy, FailureLimiter, auth_required, metrics_public
+from texium.server.access import AccessPolicy, FailureLimiter, auth_required, https_hosts, metrics_public
 
 log = logging.getLogger("texium.server")
 # Settings the built-in jobs read through JobContext.config.
@@ -67,6 +67,7 @@ class AppContext:
     keys: ApiKeys
     access: AccessPolicy
     metrics: Metrics
+    hsts_seconds: int = 0
 
     def close(self, grace_seconds: float) -> int:
         """Stop firing, wait for runs, close the store; returns how many runs never finished."""
@@ -177,8 +178,10 @@ def build_context(settings: dict[str, Any]) -> AppContext:
             # Every node on one store shares the secret key, so a session works on any of them.
             cookie_secret=hashlib.sha256(b"texium session cookies:" + _as_bytes(secret_key)).digest(),
             metrics_public=metrics_public(settings["METRICS_PUBLIC"], settings["HTTP_ADDRESS"]),
+            https_hosts=https_hosts(settings["PUBLIC_URL"]),
         ),
         metrics=metrics,
+        hsts_seconds=settings["HSTS_SECONDS"],
     )
 
 

@@ -21,6 +21,7 @@ from texium.core.errors import TexiumError, ValidationError
 from texium.core.jsontext import dumps
 from texium.core.timeutil import parse_iso
 from texium.server.access import UNSAFE_METHODS
+from texium.server.transport import set_transport_headers
 
 log = logging.getLogger("texium.server")
 PLAIN_REASONS = {404: "Not found", 405: "Method not allowed"}
@@ -84,6 +85,7 @@ class ApiHandler(tornado.web.RequestHandler):
         self.client = ""
 
     def set_default_headers(self) -> None:
+        set_transport_headers(self)
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Referrer-Policy", "no-referrer")
         origin = self.request.headers.get("Origin")
@@ -126,7 +128,7 @@ class ApiHandler(tornado.web.RequestHandler):
         self.client = access.client_address(self.request.remote_ip or "", self.request.headers)
         session = await self._authenticate()
         if self.request.method in UNSAFE_METHODS and not self.by_key:
-            why = access.cross_site(self.request.headers, f"{self.request.protocol}://{self.request.host}")
+            why = access.cross_site(self.request.headers, access.own_origin(self.request))
             if why:
                 raise tornado.web.HTTPError(403, reason=f"Cross-site request refused ({why}); send an API key")
             if session is not None and self.request.headers.get("X-CSRF-Token") != access.csrf_token(session):

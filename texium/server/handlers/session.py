@@ -39,7 +39,7 @@ class SessionHandler(ApiHandler):
             expires_days=None,
             httponly=True,
             samesite="Strict",
-            secure=self.request.protocol == "https",
+            secure=self.context.access.scheme(self.request) == "https",  # TLS here or at a trusted proxy
             path="/",
         )
         self.success("Signed in", **self._signed_in(key_id))

@@ -9,6 +9,8 @@ import json
 
 import tornado.web
 
+from texium.server.transport import set_transport_headers
+
 
 class SafeStaticFileHandler(tornado.web.StaticFileHandler):
     def initialize(self, path: str = "", default_filename: str | None = None, context=None) -> None:
@@ -26,6 +28,7 @@ class SafeStaticFileHandler(tornado.web.StaticFileHandler):
         return super().get_absolute_path(root, path)
 
     def set_default_headers(self) -> None:
+        set_transport_headers(self)
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Referrer-Policy", "no-referrer")
 
