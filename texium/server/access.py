@@ -8,7 +8,8 @@
 - Origin: a request that changes state and comes from another site (a foreign `Origin`, or
   `Sec-Fetch-Site: cross-site`) is refused unless it carries a key: a browser page elsewhere
   cannot make use of the loopback-only default, nor of a signed-in dashboard.
-- Failed authentications are counted per client address and refused with 429 past a limit.
+- Failed authentications are counted per client address; past a limit, further unknown keys
+  from that address answer 429. A valid key is looked up first and never refused.
 - The client address comes from proxy headers only when the connection is from TRUSTED_PROXIES.
 """
 
@@ -41,6 +42,14 @@ def _is_ip(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _as_ip(text: str) -> str | None:
+    """The address in a proxy header's field, normalised, or None if it is not one."""
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        return None
 
 
 def auth_required(mode: str, address: str) -> bool:
@@ -110,13 +119,22 @@ class AccessPolicy:
         return self.listen_address in ("0.0.0.0", "::", "") and _is_ip(host)
 
     def client_address(self, remote_ip: str, headers) -> str:
-        """The peer, or the address a trusted proxy says it forwarded for."""
-        if self.trusted_proxies and self._trusted(remote_ip):
-            forwarded = headers.get("X-Forwarded-For", "") or headers.get("X-Real-Ip", "")
-            hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
-            for hop in reversed(hops):  # the nearest hop not itself a trusted proxy
-                if not self._trusted(hop):
-                    return hop
+        """The peer, or the client a trusted proxy says it forwarded for.
+
+        X-Real-Ip first: a proxy that sets it passes the client's own X-Forwarded-For through
+        unchanged, so that header would name whatever the client liked. Otherwise the nearest
+        X-Forwarded-For hop that is not itself a trusted proxy (the one our proxies appended).
+        Only IP addresses count: anything else in these headers came from the client.
+        """
+        if not (self.trusted_proxies and self._trusted(remote_ip)):
+            return remote_ip
+        real = _as_ip(headers.get("X-Real-Ip", ""))
+        if real and not self._trusted(real):
+            return real
+        hops = [_as_ip(hop) for hop in headers.get("X-Forwarded-For", "").split(",")]
+        for hop in reversed(hops):
+            if hop and not self._trusted(hop):
+                return hop
         return remote_ip
 
     def _trusted(self, address: str) -> bool:

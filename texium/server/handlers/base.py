@@ -159,19 +159,21 @@ class ApiHandler(tornado.web.RequestHandler):
         return None
 
     async def vouch(self, run: Callable, lookup: Callable, *args: Any) -> Any:
-        """What `lookup` finds for a presented key, under the per-client limit on failures:
-        429 while this client is blocked; a miss is counted, logged without the key, and 401."""
+        """What `lookup` finds for a presented key. The key is looked up first: a valid one is
+        never refused, whatever others sent from the same address (NAT, a shared proxy). A miss
+        is counted against the client, logged without the key, and answers 401, or 429 while
+        the client is over the limit on failures."""
+        found = await run(lookup, *args)
+        if found is not None:
+            return found
         access = self.context.access
         wait = access.failures.blocked_for(self.client)
         if wait:
             self.retry_after = int(wait) + 1
             raise tornado.web.HTTPError(429, reason="Too many failed authentications; try again later")
-        found = await run(lookup, *args)
-        if found is None:
-            access.failures.failed(self.client)
-            log.warning("Failed authentication from %s: unknown or revoked API key", self.client)
-            raise tornado.web.HTTPError(401, reason="Invalid or revoked API key")
-        return found
+        access.failures.failed(self.client)
+        log.warning("Failed authentication from %s: unknown or revoked API key", self.client)
+        raise tornado.web.HTTPError(401, reason="Invalid or revoked API key")
 
     @property
     def is_admin(self) -> bool:
