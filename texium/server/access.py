@@ -3,7 +3,8 @@
 - Host: only names this server answers to (DNS rebinding: a page on another site whose name
   resolves to 127.0.0.1 still sends its own name in Host).
 - Authentication: an API key (`Authorization: Bearer <key>` or `X-API-Key`), or the dashboard's
-  signed session cookie, which also needs the CSRF token on requests that change state.
+  session cookie (a stored, revocable session), which also needs that session's CSRF token on
+  requests that change state.
   Whether keys are required follows the address the server listens on, never the client's.
 - Origin: a request that changes state and comes from another site (a foreign `Origin`, or
   `Sec-Fetch-Site: cross-site`) is refused unless it carries a key: a browser page elsewhere
@@ -15,8 +16,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
 import threading
 import time
@@ -101,7 +100,6 @@ class AccessPolicy:
     cors_origins: tuple[str, ...] = ()
     trusted_proxies: tuple = ()  # ipaddress networks
     failures: FailureLimiter = field(default_factory=lambda: FailureLimiter(10))
-    cookie_secret: bytes = b""
     metrics_public: bool = False  # GET /metrics without a key (METRICS_PUBLIC, on loopback only)
 
     def __post_init__(self) -> None:
@@ -154,6 +152,3 @@ class AccessPolicy:
         if headers.get("Sec-Fetch-Site", "").lower() == "cross-site" and origin not in self.cors_origins:
             return "Sec-Fetch-Site cross-site"
         return None
-
-    def csrf_token(self, session: str) -> str:
-        return hmac.new(self.cookie_secret, b"csrf:" + session.encode(), hashlib.sha256).hexdigest()
