@@ -14,7 +14,7 @@ setup(
     package_dir={"texium.static": "static"},
     package_data={
         "texium": ["openapi.yaml"],
-        "texium.static": ["*.md", "vendor/*.md", "vendor/*/*", "app/*", "app/pages/*"],
+        "texium.static": ["*.md", "vendor/*.md", "vendor/*/*", "app/*", "app/pages/*", "docs/*"],
     },
     install_requires=[
         "tornado>=6.4,<7",

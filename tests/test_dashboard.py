@@ -125,7 +125,7 @@ def test_dashboard_is_served_with_security_headers(server):
     assert "http://" not in page and "https://" not in page, "no CDN: everything is served locally"
     assert "<script>" not in page and "style=" not in page, "no inline script or style"
     assets = re.findall(r'(?:href|src)="(/ui/[^"]+)"', page)
-    assert {Path(a).name for a in assets} == {"app.css", "main.js", "standalone.module.js"}
+    assert {Path(a).name for a in assets} == {"app.css", "main.js", "standalone.module.js", "favicon.svg"}
     for asset in assets:
         served = requests.get(base + asset, timeout=10)
         assert served.status_code == 200, asset

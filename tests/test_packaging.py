@@ -20,6 +20,8 @@ def test_wheel_contains_package_data(tmp_path):
         "texium/openapi.yaml",
         "texium/static/vendor/swagger-ui/swagger-ui-bundle.js",
         "texium/static/vendor/swagger-ui/swagger-ui.css",
+        "texium/static/docs/docs.js",
+        "texium/static/app/favicon.svg",
         "texium/jobs/echo.py",
         "texium/server/__main__.py",
     ):

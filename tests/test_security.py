@@ -229,9 +229,61 @@ def test_failed_keys_are_rate_limited_per_client_and_logged_without_the_key(star
     attacker = client(server, "tx_wrong-guess-0123456789")
     statuses = [call(attacker, "GET", "/api/scheduler/jobs").status_code for _ in range(8)]
     assert statuses == [401] * 5 + [429] * 3
-    blocked = call(client(server, admin_key(server)), "GET", "/api/scheduler/jobs")
-    assert blocked.status_code == 429 and int(blocked.headers["Retry-After"]) > 0  # the client, not the key
+    blocked = call(attacker, "GET", "/api/scheduler/jobs")
+    assert blocked.status_code == 429 and int(blocked.headers["Retry-After"]) > 0
     assert "tx_wrong-guess" not in server.log() and "Failed authentication from 127.0.0.1" in server.log()
+
+
+def test_a_valid_key_is_never_refused_for_others_failures_from_its_address(start_server, tmp_path):
+    """Behind NAT or an untrusted proxy many people share one address: their good keys keep
+    working (for the API and the dashboard's sign-in) while bad ones from there are 429."""
+    server = start_server("sqlite", tmp_path / "data", env={**ON, "TEXIUM_AUTH_FAILURES_PER_MINUTE": "3"})
+    key = admin_key(server)
+    attacker = client(server, "tx_wrong-guess-0123456789")
+    assert [call(attacker, "GET", "/api/users/").status_code for _ in range(5)] == [401] * 3 + [429] * 2
+    for _ in range(3):  # a success neither unblocks the address nor counts as a failure
+        assert call(client(server, key), "GET", "/api/users/").status_code == 200
+        assert call(client(server), "POST", "/api/auth/session", json={"key": key}).status_code == 200
+        assert call(attacker, "GET", "/api/users/").status_code == 429
+    assert call(client(server), "POST", "/api/auth/session", json={"key": "tx_nope"}).status_code == 429
+
+
+def test_behind_a_trusted_proxy_the_address_it_vouches_for_is_counted(start_server, tmp_path):
+    """A proxy that sets only X-Real-Ip passes the client's own X-Forwarded-For through: a
+    new forged address per request must not escape the limit."""
+    env = {**ON, "TEXIUM_AUTH_FAILURES_PER_MINUTE": "3", "TEXIUM_TRUSTED_PROXIES": "127.0.0.1/32"}
+    server = start_server("sqlite", tmp_path / "data", env=env)
+    statuses = []
+    for n in range(5):
+        forged = {"X-Real-Ip": "198.51.100.7", "X-Forwarded-For": f"203.0.113.{n}"}
+        response = call(client(server, "tx_wrong-guess-0123456789"), "GET", "/api/users/", headers=forged)
+        statuses.append(response.status_code)
+    assert statuses == [401] * 3 + [429] * 2
+    assert "Failed authentication from 198.51.100.7" in server.log() and "203.0.113." not in server.log()
+    elsewhere = {"X-Real-Ip": "198.51.100.8"}  # another client behind the same proxy
+    assert call(client(server, "tx_wrong"), "GET", "/api/users/", headers=elsewhere).status_code == 401
+
+
+def test_the_client_address_is_the_one_the_trusted_proxy_gave():
+    import ipaddress
+
+    from texium.server.access import AccessPolicy
+
+    proxies = (ipaddress.ip_network("10.0.0.0/8"),)
+    policy = AccessPolicy(required=True, listen_address="0.0.0.0", trusted_proxies=proxies)
+    address = policy.client_address
+    # X-Real-Ip, set by the proxy, wins over whatever X-Forwarded-For the client sent.
+    assert address("10.0.0.2", {"X-Real-Ip": "192.0.2.1", "X-Forwarded-For": "203.0.113.9"}) == "192.0.2.1"
+    # X-Forwarded-For: the hop the proxies appended (the nearest one that is not a proxy).
+    assert address("10.0.0.2", {"X-Forwarded-For": "203.0.113.9, 192.0.2.1, 10.0.0.3"}) == "192.0.2.1"
+    # Hops that are not IP addresses are no addresses at all.
+    assert address("10.0.0.2", {"X-Forwarded-For": "192.0.2.1, evil\nline"}) == "192.0.2.1"
+    assert address("10.0.0.2", {"X-Real-Ip": "unknown", "X-Forwarded-For": "192.0.2.1"}) == "192.0.2.1"
+    assert address("10.0.0.2", {"X-Real-Ip": "10.0.0.5", "X-Forwarded-For": "192.0.2.1, 10.0.0.5"}) == "192.0.2.1"
+    assert address("10.0.0.2", {"X-Forwarded-For": "nonsense"}) == "10.0.0.2"
+    assert address("10.0.0.2", {"X-Real-Ip": " 2001:db8::1 "}) == "2001:db8::1"
+    # Headers from anyone else are ignored.
+    assert address("192.0.2.50", {"X-Real-Ip": "192.0.2.1", "X-Forwarded-For": "192.0.2.2"}) == "192.0.2.50"
 
 
 def test_the_dashboard_session_is_a_strict_cookie_and_needs_the_csrf_token(secured):

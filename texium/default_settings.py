@@ -26,6 +26,7 @@ ALLOWED_HOSTS = []  # Host names served besides localhost, 127.0.0.1, [::1] and 
 TRUSTED_PROXIES = []  # CIDRs of reverse proxies whose X-Forwarded-For / X-Real-Ip are believed
 CORS_ORIGINS = []  # origins (https://ops.example.com) allowed to call the API from a browser
 AUTH_FAILURES_PER_MINUTE = 10  # failed authentications per client address before 429
+SESSION_LIFETIME_SECONDS = 12 * 3600.0  # a dashboard sign-in lasts this long (or until sign-out / key revoked)
 INSECURE = False  # set by --insecure only: allow AUTH_MODE=off on an address that is not loopback
 # GET /metrics (Prometheus) follows the API's rules: an admin key whenever keys are required.
 # True serves it without a key, but only while the server listens on loopback (a Prometheus on

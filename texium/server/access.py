@@ -3,12 +3,14 @@
 - Host: only names this server answers to (DNS rebinding: a page on another site whose name
   resolves to 127.0.0.1 still sends its own name in Host).
 - Authentication: an API key (`Authorization: Bearer <key>` or `X-API-Key`), or the dashboard's
-  signed session cookie, which also needs the CSRF token on requests that change state.
+  session cookie (a stored, revocable session), which also needs that session's CSRF token on
+  requests that change state.
   Whether keys are required follows the address the server listens on, never the client's.
 - Origin: a request that changes state and comes from another site (a foreign `Origin`, or
   `Sec-Fetch-Site: cross-site`) is refused unless it carries a key: a browser page elsewhere
   cannot make use of the loopback-only default, nor of a signed-in dashboard.
-- Failed authentications are counted per client address and refused with 429 past a limit.
+- Failed authentications are counted per client address; past a limit, further unknown keys
+  from that address answer 429. A valid key is looked up first and never refused.
 - The client address comes from proxy headers only when the connection is from TRUSTED_PROXIES.
 - The scheme the browser used (for the session cookie's Secure flag and the request's own
   Origin): https when TLS is served here, when a trusted proxy says so in X-Forwarded-Proto, or
@@ -17,8 +19,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
 import threading
 import time
@@ -45,6 +45,14 @@ def _is_ip(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _as_ip(text: str) -> str | None:
+    """The address in a proxy header's field, normalised, or None if it is not one."""
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        return None
 
 
 def auth_required(mode: str, address: str) -> bool:
@@ -109,7 +117,6 @@ class AccessPolicy:
     cors_origins: tuple[str, ...] = ()
     trusted_proxies: tuple = ()  # ipaddress networks
     failures: FailureLimiter = field(default_factory=lambda: FailureLimiter(10))
-    cookie_secret: bytes = b""
     metrics_public: bool = False  # GET /metrics without a key (METRICS_PUBLIC, on loopback only)
     https_hosts: frozenset = frozenset()  # the Host of an https PUBLIC_URL
 
@@ -128,13 +135,22 @@ class AccessPolicy:
         return self.listen_address in ("0.0.0.0", "::", "") and _is_ip(host)
 
     def client_address(self, remote_ip: str, headers) -> str:
-        """The peer, or the address a trusted proxy says it forwarded for."""
-        if self.trusted_proxies and self._trusted(remote_ip):
-            forwarded = headers.get("X-Forwarded-For", "") or headers.get("X-Real-Ip", "")
-            hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
-            for hop in reversed(hops):  # the nearest hop not itself a trusted proxy
-                if not self._trusted(hop):
-                    return hop
+        """The peer, or the client a trusted proxy says it forwarded for.
+
+        X-Real-Ip first: a proxy that sets it passes the client's own X-Forwarded-For through
+        unchanged, so that header would name whatever the client liked. Otherwise the nearest
+        X-Forwarded-For hop that is not itself a trusted proxy (the one our proxies appended).
+        Only IP addresses count: anything else in these headers came from the client.
+        """
+        if not (self.trusted_proxies and self._trusted(remote_ip)):
+            return remote_ip
+        real = _as_ip(headers.get("X-Real-Ip", ""))
+        if real and not self._trusted(real):
+            return real
+        hops = [_as_ip(hop) for hop in headers.get("X-Forwarded-For", "").split(",")]
+        for hop in reversed(hops):
+            if hop and not self._trusted(hop):
+                return hop
         return remote_ip
 
     def scheme(self, request) -> str:
@@ -172,6 +188,3 @@ class AccessPolicy:
         if headers.get("Sec-Fetch-Site", "").lower() == "cross-site" and origin not in self.cors_origins:
             return "Sec-Fetch-Site cross-site"
         return None
-
-    def csrf_token(self, session: str) -> str:
-        return hmac.new(self.cookie_secret, b"csrf:" + session.encode(), hashlib.sha256).hexdigest()

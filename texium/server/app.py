@@ -123,7 +123,6 @@ def make_app(context: AppContext) -> tornado.web.Application:
         log_function=_log_request,
         compress_response=True,
         # The route-table test builds the application without a context.
-        cookie_secret=context.access.cookie_secret if context else None,
         texium_cors=context.access.cors_origins if context else (),
         texium_access=context.access if context else None,  # the scheme browsers use (HSTS)
         texium_hsts_seconds=context.hsts_seconds if context else 0,

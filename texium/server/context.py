@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +18,7 @@ from texium.core.records.audit import AuditLog
 from texium.core.records.executions import ExecutionHistory
 from texium.core.records.job_records import JobRecords
 from texium.core.records.servers import ServerService
+from texium.core.records.sessions import Sessions
 from texium.core.records.users import UserService
 from texium.core.registry import JobRegistry
 from texium.core.scheduler_manager import SchedulerManager
@@ -167,7 +167,7 @@ def build_context(settings: dict[str, Any]) -> AppContext:
         registry=registry,
         executor=ThreadPoolExecutor(settings["DATASTORE_THREADS"], thread_name_prefix="texium-io"),
         max_body_bytes=settings["MAX_BODY_BYTES"],
-        keys=ApiKeys(datastore),
+        keys=ApiKeys(datastore, Sessions(datastore, settings["SESSION_LIFETIME_SECONDS"])),
         access=AccessPolicy(
             required=auth_required(settings["AUTH_MODE"], settings["HTTP_ADDRESS"]),
             listen_address=settings["HTTP_ADDRESS"],
@@ -175,15 +175,9 @@ def build_context(settings: dict[str, Any]) -> AppContext:
             cors_origins=tuple(settings["CORS_ORIGINS"]),
             trusted_proxies=parse_networks(settings["TRUSTED_PROXIES"], "TRUSTED_PROXIES"),
             failures=FailureLimiter(settings["AUTH_FAILURES_PER_MINUTE"]),
-            # Every node on one store shares the secret key, so a session works on any of them.
-            cookie_secret=hashlib.sha256(b"texium session cookies:" + _as_bytes(secret_key)).digest(),
             metrics_public=metrics_public(settings["METRICS_PUBLIC"], settings["HTTP_ADDRESS"]),
             https_hosts=https_hosts(settings["PUBLIC_URL"]),
         ),
         metrics=metrics,
         hsts_seconds=settings["HSTS_SECONDS"],
     )
-
-
-def _as_bytes(key) -> bytes:
-    return key if isinstance(key, bytes) else str(key).encode()

@@ -128,6 +128,8 @@ INDEXES: dict[str, tuple[Index, ...]] = {
     ),
     "system_metrics": (Index(("created_at",)),),
     "api_keys": (Index(("key_hash",), unique=True), Index(("user_id", "created_at"))),
+    # The dashboard's sessions: found by token, ended by key, by user, or when they expire.
+    "sessions": (Index(("token_hash",), unique=True), Index(("key_id",)), Index(("user_id",)), Index(("expires_at",))),
     "reports": (Index(("created_at",)),),
 }
 

@@ -1,5 +1,8 @@
 """API keys: who a request is. A key is shown once; the store keeps only its SHA-256.
 
+The dashboard signs in with a key and then holds a session (texium.core.records.sessions)
+tied to that key: revoking the key, or every key of a deleted user, ends its sessions.
+
 Keys are 256 random bits, so a plain hash is enough (no slow KDF is needed against guessing,
 and a lookup by hash is one indexed read). `last_used_at` is written at most once a minute per
 key, so authenticating costs no write on the hot path.
@@ -13,6 +16,7 @@ from datetime import timedelta
 
 from texium.core.datastore.base import Datastore
 from texium.core.errors import NotFound
+from texium.core.records.sessions import Sessions
 from texium.core.timeutil import utcnow
 from texium.core.validation import request_schema, require_id, validate_body
 
@@ -32,9 +36,10 @@ def new_key() -> str:
 
 
 class ApiKeys:
-    def __init__(self, datastore: Datastore):
+    def __init__(self, datastore: Datastore, sessions: Sessions):
         self._ds = datastore
         self._keys = datastore.collection(COLLECTION)
+        self.sessions = sessions
 
     def _user(self, user_id: str) -> dict:
         user = self._ds.users.get(require_id(user_id, "user_id"))
@@ -67,18 +72,27 @@ class ApiKeys:
         require_id(key_id, "key_id")
         if not self._keys.delete_many({"_id": key_id, "user_id": user_id}):
             raise NotFound("API key not found")
+        self.sessions.end_for_key(key_id)
 
     def revoke_all(self, user_id: str) -> int:
-        return self._keys.delete_many({"user_id": user_id})
+        revoked = self._keys.delete_many({"user_id": user_id})
+        self.sessions.end_for_user(user_id)
+        return revoked
 
     def authenticate(self, key: str) -> dict | None:
         """The user the key belongs to, or None (unknown, revoked, or its user is gone)."""
         found = self.key_and_user(key)
         return None if found is None else found[1]
 
-    def sign_in(self, body: dict) -> tuple[str, dict] | None:
-        """The dashboard's sign-in body checked, then as key_and_user()."""
-        return self.key_and_user(validate_body(body, SESSION_CREATE)["key"])
+    def sign_in(self, body: dict) -> tuple[str, dict, dict] | None:
+        """The dashboard's sign-in: (the new session's token, the session, its user), or None
+        when the key is not valid."""
+        found = self.key_and_user(validate_body(body, SESSION_CREATE)["key"])
+        if found is None:
+            return None
+        key_id, user = found
+        token, session = self.sessions.open(key_id, user["_id"])
+        return token, session, user
 
     def key_and_user(self, key: str) -> tuple[str, dict] | None:
         """(the key's id, its user), or None."""
@@ -95,11 +109,18 @@ class ApiKeys:
             self._keys.update_many({"_id": found["_id"]}, {"last_used_at": now})
         return found["_id"], user
 
-    def user_of_key(self, key_id: str) -> dict | None:
-        """The user of a key by its id (the dashboard's session names the key it signed in with,
-        so revoking the key ends the session)."""
-        found = self._keys.get(key_id)
-        return None if found is None else self._ds.users.get(found["user_id"])
+    def session_and_user(self, token: str) -> tuple[dict, dict] | None:
+        """(the live session of a cookie's token, its user), or None. The key it was opened
+        with must still exist: a revocation that raced the sign-in still ends it."""
+        session = self.sessions.find(token)
+        if session is None:
+            return None
+        key = self._keys.get(session["key_id"])
+        user = None if key is None else self._ds.users.get(key["user_id"])
+        if user is None:
+            self.sessions.end(token)
+            return None
+        return session, user
 
     def has_admin_key(self) -> bool:
         admins = {user["_id"] for user in self._ds.users.find({"role": "admin"})}

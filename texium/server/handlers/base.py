@@ -19,6 +19,7 @@ from tornado.ioloop import IOLoop
 
 from texium.core.errors import TexiumError, ValidationError
 from texium.core.jsontext import dumps
+from texium.core.records.sessions import same_token
 from texium.core.timeutil import parse_iso
 from texium.server.access import UNSAFE_METHODS
 from texium.server.transport import set_transport_headers
@@ -83,6 +84,7 @@ class ApiHandler(tornado.web.RequestHandler):
         self.user: dict | None = None  # the authenticated user, None when nobody signed in
         self.by_key = False  # authenticated by an API key (not by the dashboard's cookie)
         self.client = ""
+        self.session: dict | None = None  # the dashboard's session, when the cookie authenticated
 
     def set_default_headers(self) -> None:
         set_transport_headers(self)
@@ -126,20 +128,22 @@ class ApiHandler(tornado.web.RequestHandler):
                 400, reason=f"Host {self.request.host_name[:100]!r} is not served here (see ALLOWED_HOSTS)"
             )
         self.client = access.client_address(self.request.remote_ip or "", self.request.headers)
-        session = await self._authenticate()
+        await self._authenticate()
         if self.request.method in UNSAFE_METHODS and not self.by_key:
             why = access.cross_site(self.request.headers, access.own_origin(self.request))
             if why:
                 raise tornado.web.HTTPError(403, reason=f"Cross-site request refused ({why}); send an API key")
-            if session is not None and self.request.headers.get("X-CSRF-Token") != access.csrf_token(session):
+            if self.session is not None and not same_token(
+                self.request.headers.get("X-CSRF-Token"), self.session["csrf_token"]
+            ):
                 raise tornado.web.HTTPError(403, reason="Missing or wrong X-CSRF-Token for this session")
         if self.user is None and access.required and not self.public:
             raise tornado.web.HTTPError(401, reason="Authentication required: send Authorization: Bearer <API key>")
         if self.admin_only:
             self.require_admin()
 
-    async def _authenticate(self) -> str | None:
-        """Sets self.user from a key or the session cookie; returns the session id if by cookie."""
+    async def _authenticate(self) -> None:
+        """Sets self.user from a key, or self.user and self.session from the session cookie."""
         headers = self.request.headers
         key = headers.get("X-API-Key") or ""
         authorization = headers.get("Authorization", "")
@@ -148,32 +152,32 @@ class ApiHandler(tornado.web.RequestHandler):
         if key:
             self.user = await self.vouch(self.read, self.context.keys.authenticate, key)
             self.by_key = True
-            return None
+            return
         # Without required keys everyone is admin: a session cookie adds nothing (and no CSRF).
-        session = self.get_signed_cookie(SESSION_COOKIE, max_age_days=31) if self.context.access.required else None
-        if session:
-            session = session.decode("ascii", "replace")
-            self.user = await self.read(self.context.keys.user_of_key, session)
-            if self.user is None:
-                self.clear_cookie(SESSION_COOKIE)
-                return None
-            return session
-        return None
+        token = self.get_cookie(SESSION_COOKIE) if self.context.access.required else None
+        if token:
+            found = await self.read(self.context.keys.session_and_user, token)
+            if found is None:  # signed out, revoked or expired: the browser may forget it too
+                self.clear_cookie(SESSION_COOKIE, path="/")
+                return
+            self.session, self.user = found
 
     async def vouch(self, run: Callable, lookup: Callable, *args: Any) -> Any:
-        """What `lookup` finds for a presented key, under the per-client limit on failures:
-        429 while this client is blocked; a miss is counted, logged without the key, and 401."""
+        """What `lookup` finds for a presented key. The key is looked up first: a valid one is
+        never refused, whatever others sent from the same address (NAT, a shared proxy). A miss
+        is counted against the client, logged without the key, and answers 401, or 429 while
+        the client is over the limit on failures."""
+        found = await run(lookup, *args)
+        if found is not None:
+            return found
         access = self.context.access
         wait = access.failures.blocked_for(self.client)
         if wait:
             self.retry_after = int(wait) + 1
             raise tornado.web.HTTPError(429, reason="Too many failed authentications; try again later")
-        found = await run(lookup, *args)
-        if found is None:
-            access.failures.failed(self.client)
-            log.warning("Failed authentication from %s: unknown or revoked API key", self.client)
-            raise tornado.web.HTTPError(401, reason="Invalid or revoked API key")
-        return found
+        access.failures.failed(self.client)
+        log.warning("Failed authentication from %s: unknown or revoked API key", self.client)
+        raise tornado.web.HTTPError(401, reason="Invalid or revoked API key")
 
     @property
     def is_admin(self) -> bool:

@@ -47,33 +47,23 @@ class OpenApiHandler(ApiHandler):
         self.finish(_description_json())
 
 
+# No inline script or style: the page carries the dashboard's Content-Security-Policy (no
+# framing either, so another site cannot trick a click on Execute), and static/docs/docs.js
+# starts Swagger UI.
 _PAGE = """<!DOCTYPE html>
 <html lang="en">
 <head>
   <meta charset="utf-8">
   <meta name="viewport" content="width=device-width, initial-scale=1">
   <title>Texium API documentation</title>
+  <link rel="icon" href="{assets}/app/favicon.svg" type="image/svg+xml">
   <link rel="stylesheet" href="{css}">
-  <style>body {{ margin: 0; }}</style>
+  <link rel="stylesheet" href="{assets}/docs/docs.css">
 </head>
 <body>
   <div id="swagger-ui"></div>
   <script src="{js}"></script>
-  <script>
-    window.addEventListener("load", function () {{
-      window.ui = SwaggerUIBundle({{
-        url: "{spec}",
-        dom_id: "#swagger-ui",
-        deepLinking: true,
-        tryItOutEnabled: true,
-        displayRequestDuration: true,
-        docExpansion: "list",
-        defaultModelsExpandDepth: 0,
-        presets: [SwaggerUIBundle.presets.apis],
-        layout: "BaseLayout"
-      }});
-    }});
-  </script>
+  <script src="{assets}/docs/docs.js"></script>
 </body>
 </html>
 """
@@ -91,9 +81,11 @@ class DocsHandler(ApiHandler):
         page = _PAGE.format(
             css=self._static("swagger-ui.css"),
             js=self._static("swagger-ui-bundle.js"),
-            spec="/openapi.json",
+            assets=f"/ui/{asset_version(self.settings['static_path'])}",
         )
+        set_security_headers(self)
         self.set_header("Content-Type", "text/html; charset=UTF-8")
+        self.set_header("Cache-Control", "no-cache")
         self.finish(page)
 
 
