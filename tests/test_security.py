@@ -249,6 +249,17 @@ def test_the_dashboard_session_is_a_strict_cookie_and_needs_the_csrf_token(secur
     assert call(browser, "GET", "/api/scheduler/jobs").status_code == 401
 
 
+def test_answers_carrying_a_new_key_or_a_csrf_token_are_never_cached(secured):
+    server = secured["server"]
+    created = call(secured["admin"], "POST", f"/api/users/{secured['user_id']}/api-keys", json={"label": "cache"})
+    assert created.status_code == 201 and created.headers.get("Cache-Control") == "no-store"
+    browser = client(server)
+    signed_in = call(browser, "POST", "/api/auth/session", json={"key": created.json()["key"]})
+    assert signed_in.json()["csrf_token"] and signed_in.headers.get("Cache-Control") == "no-store"
+    again = call(browser, "GET", "/api/auth/session")
+    assert again.json()["csrf_token"] and again.headers.get("Cache-Control") == "no-store"
+
+
 # --------------------------------------------------------------------------- start-up decisions
 def test_the_first_start_that_needs_keys_creates_an_admin_key_once(tmp_path):
     server = ServerProcess("sqlite", tmp_path / "data", env=ON).start()

@@ -74,6 +74,8 @@ SESSION_COOKIE = "texium_session"
 class ApiHandler(tornado.web.RequestHandler):
     public = False  # served without a key when keys are required (health, documentation, sign-in)
     admin_only = False  # only admins, whatever the resource
+    # Answers that can carry a new API key or a CSRF token: no browser or proxy may keep them.
+    carries_secrets = False
 
     def initialize(self, context) -> None:
         self.context = context
@@ -86,6 +88,8 @@ class ApiHandler(tornado.web.RequestHandler):
     def set_default_headers(self) -> None:
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Referrer-Policy", "no-referrer")
+        if self.carries_secrets:
+            self.set_header("Cache-Control", "no-store")
         origin = self.request.headers.get("Origin")
         if origin and origin in self.settings.get("texium_cors", ()):  # CORS only for CORS_ORIGINS
             self.set_header("Access-Control-Allow-Origin", origin)
