@@ -128,6 +128,38 @@ def test_public_pages_and_health_need_no_key(secured):
         assert call(anonymous, "GET", path).status_code == 200, path
 
 
+def test_health_shows_status_and_message_to_all_and_its_details_to_admins_only(secured):
+    """A failed alert's target (a Slack-style hook keeps its secret in the path), the job's name,
+    host and pid are details: anonymous callers and `user`s get status, message and timestamp."""
+    token = "T0000/B0000/pathSecretToken"
+    notify = {"webhook": f"http://127.0.0.1:{free_port()}/services/{token}", "events": ["failure"]}
+    admin = secured["admin"]
+    admin_id = next(u["_id"] for u in call(admin, "GET", "/api/users/").json()["data"] if u["role"] == "admin")
+    job = {
+        "user_id": admin_id,
+        "job_class_string": "tests.sample_jobs.slow.SlowJob",
+        "name": "leaky-alert-job",
+        "minute": "0",
+        "hour": "3",
+        "pub_kwargs": {"seconds": 0, "fail": True},
+        "notify": notify,
+    }
+    job_id = call(admin, "POST", "/api/scheduler/jobs", json=job).json()["job_id"]
+    assert call(admin, "POST", f"/api/scheduler/jobs/{job_id}/run").status_code == 200
+    deadline = time.monotonic() + 15
+    while not call(admin, "GET", "/api/scheduler/health").json()["alerts"]["last_failure"]:
+        assert time.monotonic() < deadline, "the alert did not fail"
+        time.sleep(0.1)
+    full = call(admin, "GET", "/api/scheduler/health").json()
+    assert full["node"]["pid"] and "leaky-alert-job" in full["alerts"]["last_failure"]
+    for caller in (client(secured["server"]), secured["user"]):
+        answer = call(caller, "GET", "/api/scheduler/health")
+        assert answer.status_code == 200 and set(answer.json()) == {"status", "message", "timestamp"}, answer.text
+        assert answer.json()["status"] == "healthy"
+        for leak in (token, "leaky-alert-job", "127.0.0.1"):
+            assert leak not in answer.text, leak
+
+
 def test_an_admin_key_reaches_everything(secured):
     admin = secured["admin"]
     for method, path in PROTECTED:

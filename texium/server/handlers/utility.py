@@ -25,11 +25,15 @@ class StatsHandler(ApiHandler):
 
 
 class HealthHandler(ApiHandler):
-    public = True  # load balancers and monitors ask without a key
+    """Status, message and timestamp for everyone (load balancers and monitors ask without a
+    key); the details (this node's host and pid, the last failed alert with its target) only
+    for admins, which on a loopback-only server without keys is every caller."""
+
+    public = True
 
     async def get(self) -> None:
         problems = await self.blocking(self.context.scheduler.health)
-        details = self.context.scheduler.health_details()
+        details = self.context.scheduler.health_details() if self.is_admin else {}
         if problems:
             self.reply({"status": "unhealthy", "message": "; ".join(problems), "timestamp": utcnow(), **details}, 503)
         else:
