@@ -1,8 +1,9 @@
 """A job runs on behalf of its owner: what its arguments reach must be the owner's to use.
 
 Against real servers requiring keys: a `user`'s health check may not name another user's server
-(and cannot tell such an id from an unknown one), and a `user`'s report covers their own jobs.
-Admins' jobs may do all of it.
+(and cannot tell such an id from an unknown one), a `user`'s report covers their own jobs, and a
+`user`'s mail goes only to EMAIL_ALLOWED_DOMAINS, within EMAIL_MAX_PER_HOUR. Admins' jobs may
+do all of it.
 """
 
 from __future__ import annotations
@@ -166,3 +167,60 @@ def test_a_users_report_covers_only_their_own_jobs(tenants):
     assert "oz-private-echo" not in {j["job_name"] for j in by_execution[report["_id"]]["jobs"]}
     assert by_execution[report["_id"]]["covers_user_id"] == t.ids["uma"]
     assert by_execution[everything["_id"]]["covers_user_id"] is None
+
+
+# --------------------------------------------------------------------------- mail
+MAIL = "jobs.email.EmailNotificationJob"
+
+
+def test_a_users_mail_goes_only_to_allowed_domains_and_within_the_hourly_limit(tenants, mailbox):
+    t, (handler, _) = tenants, mailbox
+    refused = t.create_job("uma", MAIL, ["victim@elsewhere.net"], message="click here")
+    assert refused.status_code == 400 and "EMAIL_ALLOWED_DOMAINS" in refused.json()["detail"], refused.text
+    assert t.create_job("admin", MAIL, ["victim@elsewhere.net"], owner="uma", message="x").status_code == 400
+    job_id = t.job_id("uma", MAIL, ["ops@EXAMPLE.org"], message="nightly done")
+    moved = call(t.keys["uma"], "PUT", f"/api/scheduler/jobs/{job_id}", json={"pub_args": ["a@elsewhere.net"]})
+    assert moved.status_code == 400
+
+    before = len(handler.messages)
+    runs = [t.run("uma", job_id) for _ in range(3)]
+    assert [r["status"] for r in runs] == ["completed", "completed", "failed"], runs
+    assert "EMAIL_MAX_PER_HOUR" in runs[2]["error"]
+    assert len(handler.messages) == before + 2
+
+    # An admin's job sends anywhere, without the limit.
+    admins = t.job_id("admin", MAIL, ["someone@elsewhere.net"], message="from the admin")
+    assert [t.run("admin", admins)["status"] for _ in range(3)] == ["completed"] * 3
+    assert handler.messages[-1]["rcpt_tos"] == ["someone@elsewhere.net"]
+
+
+def test_mail_rules_follow_the_owner_s_role_when_the_job_runs(tenants, mailbox):
+    t, (handler, _) = tenants, mailbox
+    user = {"name": "Carl", "email": f"carl-{new_id()}@example.com", "role": "admin"}
+    carl = call(t.admin, "POST", "/api/users/", json=user).json()["user_id"]
+    body = {"user_id": carl, "job_class_string": MAIL, "name": "to anyone", "pub_args": ["x@elsewhere.net"]}
+    created = call(t.admin, "POST", "/api/scheduler/jobs", json={**body, "pub_kwargs": {"message": "m"}, **YEARLY})
+    assert created.status_code == 201, created.text
+    assert call(t.admin, "PUT", f"/api/users/{carl}", json={"role": "user"}).status_code == 200
+    before = len(handler.messages)
+    run = t.run("admin", created.json()["job_id"])
+    assert run["status"] == "failed" and "EMAIL_ALLOWED_DOMAINS" in run["error"], run
+    assert len(handler.messages) == before
+
+
+def test_without_allowed_domains_only_admins_jobs_send_mail(start_server, tmp_path):
+    t = Tenants(start_server("sqlite", tmp_path / "data", env=ON))
+    refused = t.create_job("uma", MAIL, ["ops@example.com"], message="hello")
+    assert refused.status_code == 400, refused.text
+    assert "only an admin's jobs may send mail" in refused.json()["detail"]
+    assert t.create_job("admin", MAIL, ["ops@example.com"], message="hello").status_code == 201
+
+
+def test_email_allowed_domains_must_be_domain_names():
+    from texium.config import ConfigError, load_settings
+
+    found = load_settings(environ={"TEXIUM_EMAIL_ALLOWED_DOMAINS": "example.com, mail.example.org"}, cwd="/")
+    assert found["EMAIL_ALLOWED_DOMAINS"] == ["example.com", "mail.example.org"]
+    for bad in ("@example.com", "ops@example.com", "exa mple.com", '["example.com", 3]'):
+        with pytest.raises(ConfigError, match="EMAIL_ALLOWED_DOMAINS"):
+            load_settings(environ={"TEXIUM_EMAIL_ALLOWED_DOMAINS": bad}, cwd="/")
