@@ -28,6 +28,8 @@ THREAD_POOL_SIZE = 8
 # SMTP_USERNAME = "texium"
 # SMTP_PASSWORD = "..."          # better: TEXIUM_SMTP_PASSWORD in the environment
 # SMTP_FROM = "texium@example.com"
+# EMAIL_ALLOWED_DOMAINS = ["example.com"]  # users' EmailNotificationJob jobs send only there
+# EMAIL_MAX_PER_HOUR = 20                  # ... and at most this many messages an hour each
 
 # Packages with your own job classes (JobBase subclasses), e.g. "mycompany.texium_jobs"
 # JOB_CLASS_PACKAGES = ["mycompany.texium_jobs"]

@@ -190,3 +190,21 @@ def server_doc(datastore, **fields) -> str:
     }
     doc.update(fields)
     return datastore.servers.insert(doc)
+
+
+def admin_owner(datastore) -> str:
+    """An admin user written straight into the store, as the owner of jobs run in-process: a job
+    runs on behalf of its owner, and only an admin's may use every user's records."""
+    from texium.core.datastore import new_id
+    from texium.core.timeutil import utcnow
+
+    now = utcnow()
+    return datastore.users.insert(
+        {
+            "name": "Admin",
+            "email": f"admin-{new_id()}@example.com",
+            "role": "admin",
+            "created_at": now,
+            "updated_at": now,
+        }
+    )

@@ -14,6 +14,7 @@ from datetime import timedelta
 
 import pytest
 
+from tests.jobs_fixtures import admin_owner
 from tests.server_process import PROVIDERS
 from texium.core import figures
 from texium.core.datastore import new_id, open_datastore
@@ -40,7 +41,7 @@ def run_job(ds, tmp_path, cls, **kwargs) -> str:
         execution_id=new_id(),
         job_id=new_id(),
         job_name=cls.__name__,
-        user_id=new_id(),
+        user_id=admin_owner(ds),
         datastore=ds,
         config={"DATA_DIR": str(tmp_path / "data")},
         hooks={},
@@ -215,7 +216,7 @@ class Api:
     def seed(self, owner) -> tuple[str, str]:
         """Two completed runs of an echo job and one failed health check: 66.67 % success."""
         echo = self.job(owner, "jobs.echo.EchoJob")
-        broken = self.job(owner, "jobs.server.ServerHealthCheckJob", ["0123456789abcdef01234567"])
+        broken = self.job(owner, "jobs.server.ServerHealthCheckJob")  # no server_id: fails when run
         self.run(echo, "completed")
         self.run(echo, "completed")
         self.run(broken, "failed")
@@ -225,7 +226,7 @@ class Api:
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_stats_and_report_agree_through_the_api(start_server, provider):
     api = Api(start_server(provider).api)
-    owner, admin = api.api.create_user(), api.api.create_user()
+    owner, admin = api.api.create_user(), api.api.create_user(role="admin")  # an admin's report covers all
     echo, broken = api.seed(owner)
     mine = api.stats(owner)
     assert mine["total_executions"] == 3 == api.counters(owner)
@@ -242,7 +243,7 @@ def test_stats_and_report_agree_through_the_api(start_server, provider):
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_job_counters_equal_the_stats_after_a_cleanup_through_the_api(start_server, provider):
     api = Api(start_server(provider).api)
-    owner, admin = api.api.create_user(), api.api.create_user()
+    owner, admin = api.api.create_user(), api.api.create_user(role="admin")  # an admin's report covers all
     echo, broken = api.seed(owner)
     assert api.stats(owner)["total_executions"] == 3 == api.counters(owner)
     time.sleep(1.5)

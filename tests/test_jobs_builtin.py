@@ -28,7 +28,7 @@ import psutil
 import pytest
 from cryptography.fernet import Fernet
 
-from tests.jobs_fixtures import closed_port, http_server, listening_port, server_doc, smtp_server
+from tests.jobs_fixtures import admin_owner, closed_port, http_server, listening_port, server_doc, smtp_server
 from tests.test_users_api import INVALID_EMAILS, VALID_EMAILS
 from texium.core.datastore import new_id, open_datastore
 from texium.core.timeutil import parse_iso, utcnow
@@ -89,6 +89,7 @@ class Runner:
         self.datastore = datastore
         self.config = config
         self.hooks = hooks or {}
+        self.owner = None  # the jobs' owner (admin_owner() for jobs that read others' records)
         self.written: list[str] = []
         self.context = None
 
@@ -98,7 +99,7 @@ class Runner:
             execution_id=new_id(),
             job_id=new_id(),
             job_name=f"test {cls.__name__}",
-            user_id=new_id(),
+            user_id=self.owner or new_id(),
             datastore=self.datastore,
             config=self.config,
             hooks=self.hooks,
@@ -155,6 +156,7 @@ def test_meta_info_describes_the_job(cls):
 def test_health_check_running_then_stopped(run_any):
     """On both providers: the check writes status, last_checked_at and the nested last_check."""
     run = run_any
+    run.owner = admin_owner(run.datastore)
     ds = run.datastore
     with http_server([200]) as web, listening_port() as (port, close):
         sid = server_doc(ds, port=port, instance_url=web.url + "/health")
@@ -184,6 +186,7 @@ def test_health_check_running_then_stopped(run_any):
 
 
 def test_health_check_closed_port_and_http_500(run):
+    run.owner = admin_owner(run.datastore)
     ds = run.datastore
     sid = server_doc(ds, port=closed_port(), status="running")
     out = run(ServerHealthCheckJob, sid, timeout=2)
@@ -201,10 +204,11 @@ def test_health_check_closed_port_and_http_500(run):
 
 
 def test_health_check_bad_arguments(run):
+    run.owner = admin_owner(run.datastore)
     unknown = new_id()
-    with pytest.raises(JobError, match=f"unknown server id '{unknown}'"):
+    with pytest.raises(JobError, match=f"no server '{unknown}' that the job's owner may check"):
         run(ServerHealthCheckJob, unknown)
-    with pytest.raises(JobError, match="unknown server id"):
+    with pytest.raises(JobError, match="no server 'not-an-id' that the job's owner may check"):
         run(ServerHealthCheckJob, "not-an-id")
     with pytest.raises(JobError, match="server_id is required"):
         run(ServerHealthCheckJob)
@@ -559,6 +563,7 @@ def test_metrics_sample_is_stored(run_any):
 
 
 def test_report_numbers_files_and_cleanup(run_any, config, monkeypatch):
+    run_any.owner = admin_owner(run_any.datastore)  # an admin's report covers every user's jobs
     monkeypatch.setattr(report_module, "PAGE_SIZE", 2)  # read executions in pages of two
     ds = run_any.datastore
     a, b = new_id(), new_id()

@@ -15,7 +15,7 @@ import uuid
 import psutil
 import pytest
 
-from tests.jobs_fixtures import http_server, listening_port, server_doc
+from tests.jobs_fixtures import admin_owner, http_server, listening_port, server_doc
 from tests.server_process import wait_for
 from texium.core.datastore import new_id, open_datastore
 from texium.jobs import custom as custom_module
@@ -68,7 +68,7 @@ def context(store, config, sink=None, **fields) -> JobContext:
         execution_id=new_id(),
         job_id=new_id(),
         job_name="cancel test",
-        user_id=new_id(),
+        user_id=admin_owner(store),
         datastore=store,
         config=config,
         write=sink or Sink(),

@@ -23,6 +23,7 @@ from cryptography.x509.oid import NameOID
 from tests.jobs_fixtures import (
     RecordingSMTPHandler,
     _PortZeroController,
+    admin_owner,
     closed_port,
     http_server,
     listening_port,
@@ -60,7 +61,7 @@ def run(store, tmp_path):
             execution_id=new_id(),
             job_id=new_id(),
             job_name=f"test {cls.__name__}",
-            user_id=new_id(),
+            user_id=admin_owner(store),
             datastore=store,
             config=call.config,
         )

@@ -5,7 +5,6 @@ the "auto" decision itself is tested on 0.0.0.0 inside a network namespace of it
 """
 
 import os
-import re
 import socket
 import stat
 import subprocess
@@ -21,9 +20,8 @@ ON = {"TEXIUM_AUTH_MODE": "on", "TEXIUM_AUTH_FAILURES_PER_MINUTE": "1000", **SAM
 
 
 def admin_key(server: ServerProcess) -> str:
-    match = re.search(r"^(tx_[A-Za-z0-9_-]+)$", server.log(), re.M)
-    assert match, server.log()
-    return match.group(1)
+    """The first admin key, from the 0600 file the first start writes (never from the log)."""
+    return (server.data_dir / "admin-api-key").read_text().strip()
 
 
 def client(server: ServerProcess, key: str | None = None) -> requests.Session:
@@ -128,6 +126,38 @@ def test_public_pages_and_health_need_no_key(secured):
     anonymous = client(secured["server"])
     for path in ("/api/scheduler/health", "/openapi.json", "/docs", "/"):
         assert call(anonymous, "GET", path).status_code == 200, path
+
+
+def test_health_shows_status_and_message_to_all_and_its_details_to_admins_only(secured):
+    """A failed alert's target (a Slack-style hook keeps its secret in the path), the job's name,
+    host and pid are details: anonymous callers and `user`s get status, message and timestamp."""
+    token = "T0000/B0000/pathSecretToken"
+    notify = {"webhook": f"http://127.0.0.1:{free_port()}/services/{token}", "events": ["failure"]}
+    admin = secured["admin"]
+    admin_id = next(u["_id"] for u in call(admin, "GET", "/api/users/").json()["data"] if u["role"] == "admin")
+    job = {
+        "user_id": admin_id,
+        "job_class_string": "tests.sample_jobs.slow.SlowJob",
+        "name": "leaky-alert-job",
+        "minute": "0",
+        "hour": "3",
+        "pub_kwargs": {"seconds": 0, "fail": True},
+        "notify": notify,
+    }
+    job_id = call(admin, "POST", "/api/scheduler/jobs", json=job).json()["job_id"]
+    assert call(admin, "POST", f"/api/scheduler/jobs/{job_id}/run").status_code == 200
+    deadline = time.monotonic() + 15
+    while not call(admin, "GET", "/api/scheduler/health").json()["alerts"]["last_failure"]:
+        assert time.monotonic() < deadline, "the alert did not fail"
+        time.sleep(0.1)
+    full = call(admin, "GET", "/api/scheduler/health").json()
+    assert full["node"]["pid"] and "leaky-alert-job" in full["alerts"]["last_failure"]
+    for caller in (client(secured["server"]), secured["user"]):
+        answer = call(caller, "GET", "/api/scheduler/health")
+        assert answer.status_code == 200 and set(answer.json()) == {"status", "message", "timestamp"}, answer.text
+        assert answer.json()["status"] == "healthy"
+        for leak in (token, "leaky-alert-job", "127.0.0.1"):
+            assert leak not in answer.text, leak
 
 
 def test_an_admin_key_reaches_everything(secured):
@@ -303,14 +333,26 @@ def test_the_dashboard_session_is_a_strict_cookie_and_needs_the_csrf_token(secur
     assert call(browser, "GET", "/api/scheduler/jobs").status_code == 401
 
 
+def test_answers_carrying_a_new_key_or_a_csrf_token_are_never_cached(secured):
+    server = secured["server"]
+    created = call(secured["admin"], "POST", f"/api/users/{secured['user_id']}/api-keys", json={"label": "cache"})
+    assert created.status_code == 201 and created.headers.get("Cache-Control") == "no-store"
+    browser = client(server)
+    signed_in = call(browser, "POST", "/api/auth/session", json={"key": created.json()["key"]})
+    assert signed_in.json()["csrf_token"] and signed_in.headers.get("Cache-Control") == "no-store"
+    again = call(browser, "GET", "/api/auth/session")
+    assert again.json()["csrf_token"] and again.headers.get("Cache-Control") == "no-store"
+
+
 # --------------------------------------------------------------------------- start-up decisions
 def test_the_first_start_that_needs_keys_creates_an_admin_key_once(tmp_path):
     server = ServerProcess("sqlite", tmp_path / "data", env=ON).start()
     try:
         key = admin_key(server)
         path = tmp_path / "data" / "admin-api-key"
-        assert path.read_text().strip() == key and stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert key.startswith("tx_") and stat.S_IMODE(path.stat().st_mode) == 0o600
         assert call(client(server, key), "GET", "/api/users/").json()["data"][0]["role"] == "admin"
+        assert key not in server.log() and str(path) in server.log()  # the log names the file, never the key
     finally:
         server.stop()
     again = ServerProcess("sqlite", tmp_path / "data", env=ON).start()
@@ -350,7 +392,7 @@ for _ in range(200):
         requests.get(url + "/api/scheduler/health", timeout=1); break
     except requests.ConnectionError:
         time.sleep(0.05)
-key = re.search(r"^(tx_\\S+)$", open({str(tmp_path / "server.log")!r}).read(), re.M).group(1)
+key = open({str(tmp_path / "data" / "admin-api-key")!r}).read().strip()
 authorized = requests.get(url + "/api/users/", headers={{"Authorization": "Bearer " + key}})
 print(requests.get(url + "/api/users/").status_code, authorized.status_code)
 server.terminate(); server.wait(30)

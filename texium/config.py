@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ INT_RANGES = {
     "MISFIRE_GRACE_TIME": (1, 10**9),  # 0 would make every firing late, so nothing would run
     "SHUTDOWN_GRACE_SECONDS": (0, 86400),
     "SMTP_TIMEOUT": (1, 3600),
+    "EMAIL_MAX_PER_HOUR": (0, 10**6),
     "AUTH_FAILURES_PER_MINUTE": (1, 100000),
     "DEFAULT_JOB_TIMEOUT": (0, 7 * 86400),
     "MAX_CONNECTIONS": (1, 10**6),
@@ -52,6 +54,7 @@ SECONDS_RANGES = {
     "SESSION_LIFETIME_SECONDS": (1, 366 * 86400),
 }
 AUTH_MODES = ("auto", "on", "off")
+DOMAIN = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # Settings that must be true or false (text from .env / the environment is coerced before).
 BOOLEANS = ("SMTP_ALLOW_PLAINTEXT_LOGIN", "OUTBOUND_DENY_PRIVATE", "METRICS_PUBLIC")
@@ -156,6 +159,9 @@ def validate(settings: dict[str, Any]) -> None:
         parse_networks(settings["OUTBOUND_ALLOW"], "OUTBOUND_ALLOW")
     except ValueError as exc:
         raise ConfigError(f"Invalid setting {exc}") from None
+    domains = settings["EMAIL_ALLOWED_DOMAINS"]
+    if not isinstance(domains, (list, tuple)) or not all(isinstance(d, str) and DOMAIN.match(d) for d in domains):
+        raise ConfigError("Invalid setting EMAIL_ALLOWED_DOMAINS: must be a list of domain names (example.com)")
 
 
 def load_settings(

@@ -76,6 +76,10 @@ SMTP_STARTTLS = False
 SMTP_ALLOW_PLAINTEXT_LOGIN = False
 SMTP_FROM = "texium@localhost"
 SMTP_TIMEOUT = 30
+# EmailNotificationJob jobs owned by a `user` (not an admin) send only to these recipient domains
+# (exact names; empty = only admins' jobs send mail), at most EMAIL_MAX_PER_HOUR an hour per owner.
+EMAIL_ALLOWED_DOMAINS = []  # e.g. ["example.com"]; env: comma-separated
+EMAIL_MAX_PER_HOUR = 20  # 0 = no limit
 
 # Outbound connections of the webhook and health-check jobs. Refused by default, checked on the
 # resolved address at connect time: loopback (127.0.0.0/8, ::1), link-local (169.254.0.0/16, so

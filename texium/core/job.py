@@ -15,6 +15,11 @@ on it instead of sleeping) and return or raise soon after. Python cannot kill a 
 outside, so a job that ignores the flag is recorded `timeout` / `cancelled` anyway after a grace
 period and its thread is left to finish in the background, its result discarded (counted in
 health as a lingering thread). Raise `JobTimeout` when the job's own time limit runs out.
+
+Owners: a job runs on behalf of its owner (`context.user_id`), who may be a `user`. A class whose
+arguments name other records (a server) or reach other people (mail) says what its owner may
+use in `check_owner`; the scheduler calls it when a job is created or changed (a refusal is a
+400) and the runner before every run (the owner's role or records may have changed since).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from texium.core.datastore.base import Datastore
+from texium.core.datastore.base import Datastore, is_valid_id
 
 
 class JobError(Exception):
@@ -59,6 +64,15 @@ class JobContext:
     # The run's time limit in seconds (the job's timeout_seconds or DEFAULT_JOB_TIMEOUT); None: none.
     timeout_seconds: float | None = None
 
+    def owner_is_admin(self) -> bool:
+        """Whether the job's owner is an admin now (read from the store: roles change)."""
+        owner = self.datastore.users.get(self.user_id) if is_valid_id(self.user_id) else None
+        return owner is not None and owner.get("role") == "admin"
+
+    def owner_may_use(self, record: Mapping[str, Any] | None) -> bool:
+        """Whether the job's owner may use `record` (a server): it is theirs, or they are an admin."""
+        return record is not None and (record.get("user_id") == self.user_id or self.owner_is_admin())
+
 
 class JobBase:
     """Subclass and implement `run`; describe arguments in `meta_info`."""
@@ -84,6 +98,11 @@ class JobBase:
     def write(self, text: str) -> None:
         """Append a line to the execution's output."""
         self.context.write(text if text.endswith("\n") else text + "\n")
+
+    def check_owner(self, *args: Any, **kwargs: Any) -> None:
+        """Raise JobError when the job's owner may not use these arguments (another user's
+        server, mail to a domain they may not send to). Arguments of the wrong shape are left
+        to `run` to refuse. By default an owner may use any arguments."""
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from texium.core import figures
 from texium.core.datastore.base import Datastore
 from texium.core.errors import Conflict, NotFound, ValidationError
+from texium.core.job import JobError
 from texium.core.jsontext import Raw
 from texium.core.metrics import Metrics
 from texium.core.records.audit import AuditLog
@@ -330,6 +331,13 @@ class SchedulerManager:
             self._ds.jobs.delete(job_id)
             raise ValidationError(f"Invalid field user_id: no user with id {user_id}")
 
+    def _check_owner(self, job: dict) -> None:
+        """The job's owner may use its arguments (JobBase.check_owner), else a 400 saying why."""
+        try:
+            self._dispatcher.runner.check_owner(job)
+        except (JobError, secret_args.SecretsUnavailable) as exc:
+            raise ValidationError(f"Invalid field pub_args: {exc}") from None
+
     def create(self, body: dict, actor: str) -> tuple[str, str]:
         schedule = _schedule(body)
         doc = validate_body(body, JOB_CREATE)
@@ -353,6 +361,7 @@ class SchedulerManager:
         sealed, _, _ = self._seal(doc)
         doc.update(sealed)
         doc[secret_args.FIELD] = doc.pop(secret_args.FIELD)  # the last member (see HIDDEN)
+        self._check_owner(doc)
         with self._ds.batch():  # one commit for the job and its audit entry
             doc["_id"] = self._ds.jobs.insert(doc)
             self._owner_still_there(doc["_id"], doc["user_id"])
@@ -401,6 +410,8 @@ class SchedulerManager:
         fields = {**changes, "schedule_error": None}
         if sealed:  # set last: a document without it gets it as its last member
             fields[secret_args.FIELD] = sealed[secret_args.FIELD]
+        if any(k in changes for k in ("job_class_string", "user_id", *ARGUMENT_FIELDS)):
+            self._check_owner({**doc, **fields})
         return fields, summary
 
     def _write_job(self, job_id: str, edit, event: str, actor: str) -> dict:

@@ -1,5 +1,8 @@
 """ReportGenerationJob: execution statistics for the last day / week / month.
 
+A report covers every user's jobs only when the job's owner is an admin; a `user`'s report
+covers their own jobs (GET /api/scheduler/reports is admin-only for the same reason).
+
 The report is stored in the `reports` collection and written as JSON (the whole report) and
 CSV (one row per job) into REPORT_DIR.
 """
@@ -119,8 +122,9 @@ class ReportGenerationJob(JobBase):
                 "Covers executions created in the period ending now: per job the runs (skipped and missed "
                 "occurrences are counted apart), completed, failed, success rate (completed / runs that ended, "
                 "as in GET /api/scheduler/stats), average and maximum duration, and the failures with their "
-                "error line. Stored in the reports collection (GET /api/scheduler/reports) and written as JSON "
-                "and CSV into REPORT_DIR."
+                "error line. A job owned by an admin reports on every user's jobs, one owned by a user on that "
+                "user's jobs only (covers_user_id). Stored in the reports collection (GET /api/scheduler/reports) "
+                "and written as JSON and CSV into REPORT_DIR."
             ),
         }
 
@@ -143,6 +147,9 @@ class ReportGenerationJob(JobBase):
         failures_total = 0
         totals = _new_stats(None, None, None)
         flt = {"created_at": {"$gte": period_start, "$lt": period_end}}
+        covers_user_id = None if self.context.owner_is_admin() else self.context.user_id
+        if covers_user_id is not None:  # names and figures of others' jobs are not a user's to read
+            flt["user_id"] = covers_user_id
         offset = 0
         while True:
             if self.context.cancelled.is_set():  # between pages: nothing is written yet
@@ -207,6 +214,7 @@ class ReportGenerationJob(JobBase):
             "failures_listed": len(failures),
             "json_path": json_path,
             "csv_path": csv_path,
+            "covers_user_id": covers_user_id,  # None: every user's jobs
             "user_id": self.context.user_id,
             "job_id": self.context.job_id,
             "execution_id": self.context.execution_id,
@@ -247,6 +255,7 @@ class ReportGenerationJob(JobBase):
         avg = "n/a" if summary["avg_duration_ms"] is None else f"{summary['avg_duration_ms']:.0f} ms"
         lines = [
             f"{report['title']} {report['period_start']} .. {report['period_end']} (report {report_id})",
+            "Jobs of every user" if covers_user_id is None else f"Jobs of user {covers_user_id} (the job's owner)",
             f"{summary['executions']} executions of {len(jobs)} jobs: {summary['completed']} completed, "
             f"{summary['failed']} failed, {summary['abandoned']} abandoned; {summary['skipped']} skipped and "
             f"{summary['missed']} missed (not run); "

@@ -45,11 +45,12 @@ class ServerHealthCheckJob(JobBase):
                 "'running' when the port accepts connections and the instance URL (if any) answers "
                 "with a status below 500; otherwise 'stopped'. Updates the server's status, "
                 "last_checked_at and last_check {reachable, latency_ms, http_status, error, checked_at}. "
-                "An unreachable server is a completed check with status 'stopped'; an unknown "
-                "server id fails the execution. Loopback, link-local (169.254.169.254), multicast, "
-                "unspecified and reserved addresses are refused (checked on the resolved address; settings "
-                "OUTBOUND_ALLOW, OUTBOUND_DENY_PRIVATE): such a target fails the execution and the server "
-                "is left unchanged."
+                "An unreachable server is a completed check with status 'stopped'. The job's owner must own "
+                "the server or be an admin: another user's server is refused as an unknown id is, when the "
+                "job is created or changed (400) and when it runs (failed). Loopback, link-local "
+                "(169.254.169.254), multicast, unspecified and reserved addresses are refused (checked on the "
+                "resolved address; settings OUTBOUND_ALLOW, OUTBOUND_DENY_PRIVATE): such a target fails the "
+                "execution and the server is left unchanged."
             ),
         }
 
@@ -62,10 +63,8 @@ class ServerHealthCheckJob(JobBase):
             "timeout", kwargs.get("timeout", DEFAULT_TIMEOUT), minimum=0, exclusive_minimum=True, maximum=300
         )
 
+        server = self._server(server_id)
         servers = self.context.datastore.servers
-        server = servers.get(server_id) if is_valid_id(server_id) else None
-        if server is None:
-            raise JobError(f"unknown server id {server_id!r}")
         name = server.get("name") or server_id
 
         host, port, url = self._target(server, self.context.hooks.get("server_instance_url"))
@@ -123,7 +122,19 @@ class ServerHealthCheckJob(JobBase):
             head += f": {error}"
         return "\n".join([head, *lines])
 
+    def check_owner(self, *args, **kwargs) -> None:
+        if args and isinstance(args[0], str):
+            self._server(args[0].strip())
+
     # ------------------------------------------------------------------ helpers
+
+    def _server(self, server_id: str) -> dict:
+        """The server, if the job's owner may check it. Another user's server gets the answer an
+        unknown id gets: ids are guessable, and a different one would confirm a guess."""
+        server = self.context.datastore.servers.get(server_id) if is_valid_id(server_id) else None
+        if not self.context.owner_may_use(server):
+            raise JobError(f"server_id: no server {server_id[:40]!r} that the job's owner may check")
+        return server
 
     @staticmethod
     def _target(server: dict, reveal=None) -> tuple[str | None, int | None, str | None]:

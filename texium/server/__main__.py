@@ -69,18 +69,19 @@ def check_exposure(settings: dict) -> None:
 
 
 def announce_admin_key(context, data_dir: str) -> None:
-    """First start that requires keys with none for an admin: create one, show it once, keep it
-    in a 0600 file for the operator."""
+    """First start that requires keys with none for an admin: create one and keep it in a 0600
+    file for the operator. Only the file's path is printed: standard output is the service's
+    log under systemd or docker, readable by more people than the file."""
     if not context.access.required or context.keys.has_admin_key():
         return
     admin, key = context.keys.bootstrap_admin()
-    path = os.path.join(data_dir, "admin-api-key")
+    path = os.path.abspath(os.path.join(data_dir, "admin-api-key"))
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as handle:
         handle.write(key + "\n")
     os.chmod(path, 0o600)
-    print(f"Admin API key for {admin['name']} (shown once; also in {path}, mode 0600):\n{key}", flush=True)
-    log.warning("Created the first admin API key (user %s); it was printed once and written to %s", admin["_id"], path)
+    print(f"Admin API key for {admin['name']} written to {path} (mode 0600; read it from there)", flush=True)
+    log.warning("Created the first admin API key (user %s) in %s", admin["_id"], path)
 
 
 class SafeFormatter(logging.Formatter):

@@ -187,26 +187,21 @@ class JobRunner:
         try:
             secrets = secret_args.decrypt(job.get(secret_args.FIELD), self.secrets)
             run.hidden = secret_args.searched_values(secrets)
-            pub_args, pub_kwargs = secret_args.reveal(job.get("pub_args", []), job.get("pub_kwargs", {}), secrets)
-            job_class = self._registry.resolve(job.get("job_class_string", ""))
-            context = JobContext(
+            instance, pub_args, pub_kwargs = self._instance(
+                job,
+                secrets,
                 execution_id=record["_id"],
-                job_id=job["_id"],
-                job_name=job.get("name", ""),
-                user_id=job.get("user_id"),
-                datastore=self._ds,
-                config=self._config,
-                hooks=self._hooks,
                 write=output.write,
                 processes=self._processes,
                 cancelled=run.cancelled,
                 timeout_seconds=run.timeout,
             )
             if run.hidden:
-                context.logger = _MaskedLogger(context.logger, run.hidden)
+                instance.context.logger = _MaskedLogger(instance.context.logger, run.hidden)
+            instance.check_owner(*pub_args, **pub_kwargs)
             self._stdout.capture(output.write)
             try:
-                result = job_class(context).run(*pub_args, **pub_kwargs)
+                result = instance.run(*pub_args, **pub_kwargs)
             finally:
                 self._stdout.capture(None)
             output.write(_render(result))
@@ -217,6 +212,31 @@ class JobRunner:
         except Exception as exc:
             return "failed", f"{type(exc).__name__}: {exc}\n" + "".join(traceback.format_exception(exc))
         return "completed", ""
+
+    def check_owner(self, job: dict) -> None:
+        """Raise JobError when the owner of `job` (a document as it would be stored, secret
+        arguments sealed) may not use its arguments: JobBase.check_owner, as before a run."""
+        secrets = secret_args.decrypt(job.get(secret_args.FIELD), self.secrets)
+        instance, pub_args, pub_kwargs = self._instance(job, secrets, execution_id="")
+        instance.check_owner(*pub_args, **pub_kwargs)
+
+    def _instance(self, job: dict, secrets: dict, execution_id: str, **context: Any) -> tuple[Any, list, dict]:
+        """The job class of `job` made for one execution, and the arguments it receives."""
+        pub_args, pub_kwargs = secret_args.reveal(job.get("pub_args", []), job.get("pub_kwargs", {}), secrets)
+        job_class = self._registry.resolve(job.get("job_class_string", ""))
+        instance = job_class(
+            JobContext(
+                execution_id=execution_id,
+                job_id=job.get("_id"),
+                job_name=job.get("name", ""),
+                user_id=job.get("user_id"),
+                datastore=self._ds,
+                config=self._config,
+                hooks=self._hooks,
+                **context,
+            )
+        )
+        return instance, pub_args, pub_kwargs
 
     def final_fields(self, run: Run, status: str, error: str, stop_grace: float, gave_up: bool) -> dict:
         """The record's fields for how the run ended (a stop request decides the status)."""

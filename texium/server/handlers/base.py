@@ -76,6 +76,8 @@ SESSION_COOKIE = "texium_session"
 class ApiHandler(tornado.web.RequestHandler):
     public = False  # served without a key when keys are required (health, documentation, sign-in)
     admin_only = False  # only admins, whatever the resource
+    # Answers that can carry a new API key or a CSRF token: no browser or proxy may keep them.
+    carries_secrets = False
 
     def initialize(self, context) -> None:
         self.context = context
@@ -90,6 +92,8 @@ class ApiHandler(tornado.web.RequestHandler):
         set_transport_headers(self)
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Referrer-Policy", "no-referrer")
+        if self.carries_secrets:
+            self.set_header("Cache-Control", "no-store")
         origin = self.request.headers.get("Origin")
         if origin and origin in self.settings.get("texium_cors", ()):  # CORS only for CORS_ORIGINS
             self.set_header("Access-Control-Allow-Origin", origin)

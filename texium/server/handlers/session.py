@@ -14,6 +14,7 @@ from texium.server.handlers.base import SESSION_COOKIE, ApiHandler
 
 class SessionHandler(ApiHandler):
     public = True
+    carries_secrets = True  # the CSRF token
 
     def _signed_in(self) -> dict:
         user = self.user

@@ -46,6 +46,8 @@ class UserHandler(SelfOrAdmin):
 
 
 class ApiKeysHandler(SelfOrAdmin):
+    carries_secrets = True  # a new key, in the answer that creates it
+
     async def get(self, user_id: str) -> None:
         self.self_or_admin(user_id)
         keys = await self.blocking(self.context.keys.list, user_id)

@@ -25,7 +25,11 @@ class StatsHandler(ApiHandler):
 
 
 class HealthHandler(ApiHandler):
-    public = True  # load balancers and monitors ask without a key
+    """Status, message and timestamp for everyone (load balancers and monitors ask without a
+    key); the details (this node's host and pid, the last failed alert with its target) only
+    for admins, which on a loopback-only server without keys is every caller."""
+
+    public = True
 
     async def get(self) -> None:
         problems = await self.blocking(self.context.scheduler.health)
@@ -34,8 +38,9 @@ class HealthHandler(ApiHandler):
         if warnings and not problems:
             message += "; warning: " + "; ".join(warnings)
         body = {"status": "unhealthy" if problems else "healthy", "message": message, "timestamp": utcnow()}
-        details = self.context.scheduler.health_details()
-        self.reply({**body, "warnings": warnings, **details}, 503 if problems else 200)
+        if self.is_admin:  # the details name nodes, hosts and alert targets
+            body.update(warnings=warnings, **self.context.scheduler.health_details())
+        self.reply(body, 503 if problems else 200)
 
 
 class NodesHandler(ApiHandler):
