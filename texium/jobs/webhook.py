@@ -25,6 +25,7 @@ class WebhookJob(JobBase):
     """Job to send webhook notifications"""
 
     secret_arguments = ("secret", "headers.*")  # stored encrypted, shown as "***"
+    secret_destination = "args.0"  # "***" keeps them only while the URL's scheme, host and port stay
 
     @classmethod
     def meta_info(cls) -> dict:
