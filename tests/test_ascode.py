@@ -13,6 +13,7 @@ import sys
 
 import yaml
 
+from tests.jobs_fixtures import http_server
 from tests.server_process import REPO, free_port
 
 AUTH_ON = {"TEXIUM_AUTH_MODE": "on", "TEXIUM_AUTH_FAILURES_PER_MINUTE": "1000"}
@@ -247,11 +248,13 @@ def test_a_server_that_requires_keys(start_server, tmp_path):
 
     refused = texium("export", "--url", url)
     assert refused.returncode == 1 and refused.stdout == ""
-    assert "401: Authentication required" in refused.stderr and "--key" in refused.stderr
-    wrong = texium("export", "--url", url, "--key", "tx_not-a-key")
+    assert "401: Authentication required" in refused.stderr and "TEXIUM_API_KEY or --key-file" in refused.stderr
+    wrong = texium("export", "--url", url, env={"TEXIUM_API_KEY": "tx_not-a-key"})
     assert wrong.returncode == 1 and "401" in wrong.stderr
 
-    document = export(url, "--key", key)
+    key_file = tmp_path / "key"
+    key_file.write_text(key + "\n")
+    document = export(url, "--key-file", str(key_file))
     assert [u["role"] for u in document["users"]] == ["admin"]  # the first admin, created at start
     via_env = texium("export", env={"TEXIUM_URL": url, "TEXIUM_API_KEY": key})
     assert via_env.returncode == 0 and json.loads(via_env.stdout) == document
@@ -265,11 +268,11 @@ def test_a_server_that_requires_keys(start_server, tmp_path):
     path = tmp_path / "schedule.yml"
     path.write_text(yaml.safe_dump(document))
     assert texium("import", str(path), "--url", url, "--apply").returncode == 1
-    applied = texium("import", str(path), "--url", url, "--key", key, "--apply", "--delete")
+    applied = texium("import", str(path), "--url", url, "--key-file", str(key_file), "--apply", "--delete")
     assert applied.returncode == 0, applied.stderr
     assert f"= user {admin_email}: kept: the user of this API key" in applied.stdout
     assert "Done: 2 change(s) made." in applied.stdout
-    assert export(url, "--key", key)["jobs"][0]["minute"] == "0"
+    assert export(url, "--key-file", str(key_file))["jobs"][0]["minute"] == "0"
 
     # A `user` key sees only itself; what it may not do is refused with the server's detail.
     uma = next(
@@ -279,14 +282,44 @@ def test_a_server_that_requires_keys(start_server, tmp_path):
     )
     response = server.api.post(f"/api/users/{uma['_id']}/api-keys", json={}, headers={"Authorization": f"Bearer {key}"})
     uma_key = response.json()["key"]
-    mine = export(url, "--key", uma_key)
+    uma_file = tmp_path / "uma-key"
+    uma_file.write_text(uma_key)
+    mine = export(url, "--key-file", str(uma_file))
     assert [u["email"] for u in mine["users"]] == ["uma@example.com"] and len(mine["jobs"]) == 1
     mine["users"].append({"name": "Eve", "email": "eve@example.com", "role": "admin"})
     path.write_text(yaml.safe_dump(mine))
-    forbidden = texium("import", str(path), "--url", url, "--key", uma_key, "--apply")
+    forbidden = texium("import", str(path), "--url", url, "--apply", env={"TEXIUM_API_KEY": uma_key})
     assert forbidden.returncode == 1
     assert "create user eve@example.com: POST /api/users/ answered 403:" in forbidden.stderr
     assert "0 of 1 changes were made before it" in forbidden.stderr
+
+
+def test_the_key_stays_out_of_ps_and_is_never_sent_to_another_host(start_server, tmp_path):
+    """A key in the arguments is in `ps` for every user of the machine: it is read from the
+    environment or a file (--key works, with a warning). A redirect to another scheme, host or
+    port is refused before the key goes there (urllib would resend Authorization)."""
+    server = start_server("sqlite", tmp_path / "data", env=AUTH_ON)
+    url, key_file = server.api.base_url, tmp_path / "data" / "admin-api-key"
+    key = key_file.read_text().strip()
+
+    by_file = texium("export", "--url", url, "--key-file", str(key_file))
+    assert by_file.returncode == 0 and by_file.stderr == "", by_file.stderr
+    by_env_file = texium("export", env={"TEXIUM_URL": url, "TEXIUM_API_KEY_FILE": str(key_file)})
+    assert by_env_file.returncode == 0 and by_env_file.stdout == by_file.stdout
+    flagged = texium("export", "--url", url, "--key", key)
+    assert flagged.returncode == 0 and flagged.stdout == by_file.stdout
+    assert flagged.stderr.startswith("texium: warning: --key shows the key to every user of this machine (ps)")
+    missing = texium("export", "--url", url, "--key-file", str(tmp_path / "nope"))
+    assert missing.returncode == 2 and f"cannot read the API key file {tmp_path / 'nope'}" in missing.stderr
+
+    with http_server([200]) as elsewhere:
+        with http_server([302], extra_headers={"Location": elsewhere.url + "/api/users/"}) as redirector:
+            for command in (("export",), ("import", "-")):
+                result = texium(*command, "--url", redirector.url, "--key-file", str(key_file), stdin="texium: 1\n")
+                assert result.returncode == 1, result.stderr
+                assert f"redirected (HTTP 302) to {elsewhere.url}; texium follows no redirect" in result.stderr
+        assert elsewhere.requests == []
+        assert redirector.requests[0]["headers"]["Authorization"] == f"Bearer {key}"
 
 
 def test_bad_files_arguments_and_secrets_fail_with_one_line(start_server, tmp_path):

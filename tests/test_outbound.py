@@ -2,19 +2,30 @@
 
 By default the webhook and the health check refuse loopback, link-local (the cloud metadata
 address), multicast, unspecified and reserved addresses in every spelling, checked on the
-resolved address at connect time; OUTBOUND_ALLOW allows networks, OUTBOUND_DENY_PRIVATE refuses
-private ranges too. The peers here are real: loopback HTTP(S) and SMTP servers.
+resolved address at connect time, and always the cloud metadata services and the machine's own
+addresses; OUTBOUND_ALLOW allows networks, OUTBOUND_DENY_PRIVATE refuses private ranges too. The
+peers here are real: loopback HTTP(S) and SMTP servers, and addresses put on the loopback interface
+of a network namespace of the test's own.
 """
 
 from __future__ import annotations
 
 import contextlib
+import http.server
 import ipaddress
+import json
+import os
+import shlex
 import socket
 import ssl
+import subprocess
+import sys
+import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -30,9 +41,18 @@ from tests.jobs_fixtures import (
     server_doc,
     smtp_server,
 )
+from tests.server_process import REPO, ServerProcess, wait_for
 from texium.config import ConfigError, load_settings
 from texium.core.datastore import new_id, open_datastore
-from texium.core.security.outbound import OutboundPolicy, OutboundRefused, http_request, parse_networks
+from texium.core.security.local_addresses import read_machine_addresses
+from texium.core.security.outbound import (
+    METADATA,
+    OWN,
+    OutboundPolicy,
+    OutboundRefused,
+    http_request,
+    parse_networks,
+)
 from texium.jobs.base import JobContext, JobError
 from texium.jobs.email import EmailNotificationJob
 from texium.jobs.server import ServerHealthCheckJob
@@ -137,6 +157,29 @@ def test_private_ranges_are_allowed_unless_denied():
     assert OutboundPolicy.from_settings("10.0.0.0/8", deny_private=True).refusal("10.1.2.3") is None
     for address in ("93.184.216.34", "2606:4700::1111"):  # public addresses: always allowed
         assert default.refusal(address) is None and strict.refusal(address) is None
+
+
+@pytest.mark.parametrize("address", ["fd00:ec2::254", "100.100.100.200", "192.0.0.192", "168.63.129.16"])
+def test_cloud_metadata_addresses_are_refused_even_where_private_ones_are_allowed(address):
+    """AWS over IPv6, Alibaba, Oracle and Azure: none of them is link-local, and 192.0.0.192 and
+    168.63.129.16 even count as public, so neither rule caught them."""
+    for policy in (OutboundPolicy(), OutboundPolicy(deny_private=True)):
+        assert policy.refusal(address) == METADATA, (address, policy)
+    assert OutboundPolicy().refusal(f"::ffff:{address}" if "." in address else address) == METADATA
+    assert OutboundPolicy.from_settings([address]).refusal(address) is None  # named in OUTBOUND_ALLOW
+
+
+def test_the_machine_s_own_addresses_are_refused_unless_allowed():
+    own = {ipaddress.ip_address("10.9.9.9"), ipaddress.ip_address("fd12::9")}
+    policy = OutboundPolicy(own_addresses=lambda: own)
+    for address in ("10.9.9.9", "::ffff:10.9.9.9", "fd12::9"):
+        assert policy.refusal(address) == OWN, address
+    assert policy.refusal("10.9.9.8") is None
+    allowed = OutboundPolicy(parse_networks("10.9.9.0/24"), own_addresses=lambda: own)
+    assert allowed.refusal("10.9.9.9") is None
+    assert OutboundPolicy().refusal("127.0.0.1") == "a loopback address"  # the rule it had, named as before
+    # Read from the interfaces: loopback is always among them.
+    assert {ipaddress.ip_address("127.0.0.1")} <= read_machine_addresses()
 
 
 def test_allow_list_parsing():
@@ -459,6 +502,116 @@ def test_a_refused_target_is_a_failed_execution_naming_the_rule(start_server, tm
         f"POST http://2130706433:{web.server_address[1]}/ refused: 2130706433 resolves to 127.0.0.1, "
         "a loopback address (set OUTBOUND_ALLOW to allow it)"
     )
+
+
+# Inside a network namespace of its own (nothing is exposed, nothing real is reached), these are
+# put on the loopback interface: the metadata addresses, an address of the machine (10.77.0.1)
+# and one that OUTBOUND_ALLOW names (10.77.0.2). One receiver answers on all of them.
+NAMESPACE_ADDRESSES = ("100.100.100.200", "192.0.0.192", "168.63.129.16", "fd00:ec2::254", "10.77.0.1", "10.77.0.2")
+INTERNAL_REPLY = "internal-service-page-4f7c"
+ENDED = ("completed", "failed", "timeout", "cancelled")
+
+
+class _DualStackReceiver(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+    daemon_threads = True
+
+    def server_bind(self):
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+
+class _Answer(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = INTERNAL_REPLY.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def webhooks_inside_the_namespace(data_dir: str) -> None:
+    """Run by test_a_user_s_webhook_reaches_no_metadata_service_and_not_this_machine in the namespace:
+    prints {host: {owner role: [status, output + error]}} as JSON."""
+    receiver = _DualStackReceiver(("::", 0), _Answer)
+    threading.Thread(target=receiver.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    port = receiver.server_address[1]
+    env = {"TEXIUM_AUTH_MODE": "on", "TEXIUM_AUTH_FAILURES_PER_MINUTE": "1000", "TEXIUM_OUTBOUND_ALLOW": "10.77.0.2"}
+    server = ServerProcess("sqlite", Path(data_dir), env=env).start()
+    try:
+        admin = requests.Session()
+        admin.headers["Authorization"] = "Bearer " + (Path(data_dir) / "admin-api-key").read_text().strip()
+        base = server.api.base_url
+
+        def owner(role: str) -> tuple[str, requests.Session]:
+            body = {"name": role, "email": f"{role}@example.org", "role": role}
+            user_id = admin.post(base + "/api/users/", json=body).json()["user_id"]
+            session = requests.Session()
+            key = admin.post(f"{base}/api/users/{user_id}/api-keys", json={"label": role}).json()["key"]
+            session.headers["Authorization"] = f"Bearer {key}"
+            return user_id, session
+
+        owners = {"user": owner("user"), "admin": owner("admin")}
+        results: dict = {}
+        for address in NAMESPACE_ADDRESSES:
+            host = f"[{address}]" if ":" in address else address
+            for role, (user_id, session) in owners.items():
+                job = {
+                    "user_id": user_id,
+                    "job_class_string": "jobs.webhook.WebhookJob",
+                    "name": f"hook {address}",
+                    "pub_args": [f"http://{host}:{port}/latest/meta-data/"],
+                    "pub_kwargs": {"retries": 0, "timeout": 3},
+                    "is_enabled": False,
+                }
+                created = session.post(base + "/api/scheduler/jobs", json=job)
+                assert created.status_code == 201, created.text
+                started = session.post(f"{base}/api/scheduler/jobs/{created.json()['job_id']}/run").json()
+                url = f"{base}/api/scheduler/executions/{started['execution_id']}"
+                seen = wait_for(lambda: (e := session.get(url).json()["data"])["status"] in ENDED and e, 20)  # noqa: B023
+                results.setdefault(address, {})[role] = [seen["status"], f"{seen['output']}\n{seen['error']}"]
+        print(json.dumps(results))
+    finally:
+        server.stop()
+        receiver.shutdown()
+
+
+def test_a_user_s_webhook_reaches_no_metadata_service_and_not_this_machine(tmp_path):
+    """Real addresses on a real interface, a real server and receiver: the metadata services and
+    the machine's own address are refused for every owner; a private address that OUTBOUND_ALLOW
+    names is reached, and its reply is in the output of an admin's job only."""
+    setup = ["ip link set lo up"] + [
+        f"ip {'-6 ' if ':' in address else ''}addr add {address}/{128 if ':' in address else 32} dev lo"
+        for address in NAMESPACE_ADDRESSES
+    ]
+    code = f"from tests.test_outbound import webhooks_inside_the_namespace as w; w({str(tmp_path / 'data')!r})"
+    result = subprocess.run(
+        ["unshare", "--net", "sh", "-ec", " && ".join([*setup, f"{sys.executable} -c {shlex.quote(code)}"])],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    results = json.loads(result.stdout.strip().splitlines()[-1])
+    for address in NAMESPACE_ADDRESSES[:4]:
+        for role in ("user", "admin"):
+            status, text = results[address][role]
+            assert status == "failed" and f"{address} is a cloud metadata address" in text, (address, role, text)
+            assert INTERNAL_REPLY not in text
+    for role in ("user", "admin"):
+        status, text = results["10.77.0.1"][role]
+        assert status == "failed" and "10.77.0.1 is an address of this machine" in text, (role, text)
+    user_status, user_text = results["10.77.0.2"]["user"]
+    admin_status, admin_text = results["10.77.0.2"]["admin"]
+    assert user_status == admin_status == "completed", results["10.77.0.2"]
+    assert INTERNAL_REPLY not in user_text and "(not shown: the reply came from a private address" in user_text
+    assert f"Response: {INTERNAL_REPLY}" in admin_text
 
 
 # --------------------------------------------------------------------------- SMTP login

@@ -15,6 +15,7 @@ import tracemalloc
 
 import pytest
 
+from tests.server_process import REPO
 from texium.core.datastore import new_id, open_datastore
 from texium.jobs import backup as backup_module
 from texium.jobs.backup import MAX_ARCHIVE_BYTES, MAX_LINE_BYTES, DataBackupJob, encode_doc
@@ -178,3 +179,83 @@ def test_backup_refuses_a_document_a_restore_would_refuse(tmp_path, monkeypatch)
     finally:
         store.close()
     assert [n for n in os.listdir(data / "backups") if not n.startswith(".")] == []
+
+
+# --------------------------------------------------------------------------- crafted backups
+
+
+def _restore_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "texium.restore", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("TEXIUM_")}, "PYTHONPATH": str(REPO)},
+    )
+
+
+def _documents(data_dir, name: str) -> list[dict]:
+    ds = open_datastore(None, "texium_test", str(data_dir))
+    try:
+        return ds.collection(name).find({}) if name in ds.collection_names() else []
+    finally:
+        ds.close()
+
+
+USER = {"_id": ID, "name": "Planted", "email": "planted@example.org", "role": "admin"}
+
+
+@pytest.mark.parametrize(
+    "late_file, late_lines, message",
+    [
+        ("zz bad!", [encode_doc({"_id": new_id()})], "'zz bad!' is not a collection name Texium writes"),
+        ("zz_deep", [b'{"a": ' * 5000 + b"1" + b"}" * 5000], "zz_deep.jsonl.gz line 1: nested deeper than 100"),
+        (
+            "zz_lists",
+            [encode_doc({"_id": new_id()}), '{"a": ' + "[" * 101 + "]" * 101 + "}"],
+            "line 2: field a[0][0][0][0][0][0][0]: nested deeper than 100",
+        ),
+        (
+            "zz_regex",
+            [encode_doc({"_id": new_id()}), '{"name": {"$regex": "^a", "$options": ""}}'],
+            "zz_regex.jsonl.gz line 2: field name: a Regex value, which Texium never stores",
+        ),
+        (
+            "zz_dollar",
+            ['{"tags": [{"$where": "1"}]}'],
+            "line 1: field tags[0]: the key '$where' may not start with '$'",
+        ),
+    ],
+)
+def test_a_crafted_backup_is_refused_in_one_line_before_anything_is_written(tmp_path, late_file, late_lines, message):
+    """The users file comes first and is fine; what is wrong comes later. Nothing may be written."""
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    _write_gz(backup / "users.jsonl.gz", [(encode_doc(USER) + "\n").encode()])
+    _write_gz(
+        backup / f"{late_file}.jsonl.gz",
+        [(line if isinstance(line, bytes) else line.encode()) + b"\n" for line in late_lines],
+    )
+    result = _restore_cli(str(backup), "--data-dir", str(tmp_path / "target"))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+    assert message in result.stderr, result.stderr
+    assert _documents(tmp_path / "target", "users") == []
+
+
+def test_api_keys_in_a_backup_are_restored_only_when_asked_for(tmp_path):
+    """A key planted in a backup would let whoever wrote the file in as an admin."""
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    key_doc = {"_id": new_id(), "user_id": ID, "label": "planted", "key_hash": "ab" * 32}
+    _write_gz(backup / "users.jsonl.gz", [(encode_doc(USER) + "\n").encode()])
+    _write_gz(backup / "api_keys.jsonl.gz", [(encode_doc(key_doc) + "\n").encode()])
+
+    result = _restore_cli(str(backup), "--data-dir", str(tmp_path / "target"))
+    assert result.returncode == 0, result.stderr
+    assert "api_keys: 1 left out (API keys; --with-api-keys restores them)" in result.stdout
+    assert _documents(tmp_path / "target", "api_keys") == [] and len(_documents(tmp_path / "target", "users")) == 1
+
+    result = _restore_cli(str(backup), "--data-dir", str(tmp_path / "target"), "--with-api-keys")
+    assert result.returncode == 0, result.stderr
+    assert [doc["label"] for doc in _documents(tmp_path / "target", "api_keys")] == ["planted"]

@@ -353,6 +353,63 @@ def test_webhook_secret_header_and_url_password_are_masked_and_sent(env):
     assert_hidden(everything, URL_PASSWORD, "hmac-s3cret-key", "key-0a1b2c3d")
 
 
+def test_webhook_secrets_are_bound_to_the_scheme_host_and_port_they_were_given_for(env):
+    """Whoever may edit a webhook job cannot point it at their own host and keep "***": the stored
+    HMAC secret and headers would be sent there in clear."""
+    with http_server((200,)) as hook:
+        port = hook.server_address[1]
+        job_id = env.create(
+            WEBHOOK,
+            [f"http://127.0.0.1:{port}/texium"],
+            {"secret": "hmac-s3cret-key", "headers": {"Authorization": BEARER}, "retries": 0},
+        )
+        stored = env.secrets_of(job_id)
+        kwargs = env.shown(job_id)["pub_kwargs"]
+        assert kwargs == {"secret": "***", "headers": {"Authorization": "***"}, "retries": 0}
+
+        for elsewhere in (
+            f"http://attacker.example:{port}/texium",  # host
+            f"http://127.0.0.1:{port + 1}/texium",  # port
+            f"https://127.0.0.1:{port}/texium",  # scheme
+            "http://127.0.0.1/texium",  # the default port is another port
+        ):
+            with pytest.raises(ValidationError) as refused:
+                env.manager.update(job_id, {"pub_args": [elsewhere], "pub_kwargs": kwargs}, "tester")
+            message = str(refused.value)
+            assert "enter the secret again" in message and "pub_args[0]" in message, message
+            assert message.startswith("Invalid field pub_kwargs.secret") or "headers.Authorization" in message
+            with pytest.raises(ValidationError, match="enter the secret again"):  # a header alone: the same
+                env.manager.update(
+                    job_id, {"pub_args": [elsewhere], "pub_kwargs": {"headers": {"Authorization": "***"}}}, "tester"
+                )
+            assert env.secrets_of(job_id) == stored and env.shown(job_id)["pub_args"] == [
+                f"http://127.0.0.1:{port}/texium"
+            ]
+
+        # Changing the class is changing where the secrets go, too.
+        with pytest.raises(ValidationError, match="enter the secret again"):
+            env.manager.update(job_id, {"job_class_string": "jobs.echo.EchoJob"}, "tester")
+
+        # The same destination (another path, the host spelled in capitals) keeps them.
+        env.manager.update(job_id, {"pub_args": [f"HTTP://127.0.0.1:{port}/other"], "pub_kwargs": kwargs}, "tester")
+        assert env.secrets_of(job_id) == stored
+        execution = env.run(job_id)
+        assert execution["status"] == "completed", execution
+        request = hook.requests[-1]
+        assert request["path"] == "/other" and request["headers"]["Authorization"] == BEARER
+
+    # A new destination with the secrets entered again is fine.
+    new_kwargs = {"secret": "new-hmac-key", "headers": {"Authorization": "***"}, "retries": 0}
+    with pytest.raises(ValidationError, match=r"headers\.Authorization.*enter the secret again"):
+        env.manager.update(job_id, {"pub_args": ["https://hooks.example.org/x"], "pub_kwargs": new_kwargs}, "tester")
+    new_kwargs["headers"] = {"Authorization": "Bearer new"}
+    env.manager.update(job_id, {"pub_args": ["https://hooks.example.org/x"], "pub_kwargs": new_kwargs}, "tester")
+    assert env.secrets_of(job_id) == {
+        ("pub_kwargs", "secret"): "new-hmac-key",
+        ("pub_kwargs", "headers", "Authorization"): "Bearer new",
+    }
+
+
 # --------------------------------------------------------------------------- jobs stored before
 
 
@@ -529,8 +586,11 @@ async def test_the_api_serves_masks_and_keeps_secrets(http_client, base_url):
     assert code == 200, text
     code, text = await call(f"/api/scheduler/jobs/{job_id}", "PUT", {"pub_kwargs": {"secret": "***", "x": "***"}})
     assert code == 200, text  # x is not secret: a plain "***"
-    code, text = await call(f"/api/scheduler/jobs/{job_id}", "PUT", {"pub_args": ["http://hook:***@evil.example/"]})
-    assert code == 400 and "same scheme, user, host and port" in text
+    evil = ["http://hook:***@evil.example/"]
+    code, text = await call(f"/api/scheduler/jobs/{job_id}", "PUT", {"pub_args": evil})
+    assert code == 400 and "enter the secret again" in json.loads(text)["detail"]  # the stored HMAC secret
+    code, text = await call(f"/api/scheduler/jobs/{job_id}", "PUT", {"pub_args": evil, "pub_kwargs": {"secret": "s2"}})
+    assert code == 400 and "same scheme, user, host and port" in text  # the URL's password
     served = ""
     for path in (
         f"/api/scheduler/jobs/{job_id}",

@@ -102,6 +102,49 @@ class ApiError(CliError):
 # ---- the HTTP client -----------------------------------------------------------------------
 
 
+def read_key_file(path: str) -> str:
+    """The API key in `path` (its first line), e.g. DATA_DIR/admin-api-key: a key given this way
+    never shows in `ps` the way a --key argument does."""
+    try:
+        with open(os.path.expanduser(path), encoding="utf-8") as file:
+            key = file.readline().strip()
+    except (OSError, UnicodeError) as exc:
+        raise CliError(f"cannot read the API key file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if not key:
+        raise CliError(f"the API key file {path} is empty")
+    return key
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(scheme)
+
+
+class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect of a GET to the same scheme, host and port only. urllib would resend the
+    Authorization header wherever the answer points (the API key with it), and turn a redirected
+    POST into a GET without its body."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        method = req.get_method()
+        if method in ("GET", "HEAD") and _origin(newurl) == _origin(req.full_url):
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
+        fp.close()
+        scheme, host, port = _origin(newurl)
+        where = f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+        path = urllib.parse.urlsplit(req.full_url).path
+        raise CliError(
+            f"{method} {path} was redirected (HTTP {code}) to {where}; texium follows no redirect to another "
+            "scheme, host or port, nor of a change, so the API key is never sent elsewhere: give --url the "
+            "address the server answers at",
+            1,
+        )
+
+
+_OPENER = urllib.request.build_opener(_SameOriginRedirects)
+
+
 class Client:
     """JSON requests to one Texium server with the standard library (urllib)."""
 
@@ -130,13 +173,13 @@ class Client:
             headers["X-Texium-User"] = self.actor
         request = urllib.request.Request(target, data=data, headers=headers, method=method)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with _OPENER.open(request, timeout=self.timeout) as response:
                 raw = response.read()
         except urllib.error.HTTPError as exc:
             detail = _detail(exc)
             hint = ""
             if exc.code == 401 and not self.key:
-                hint = " (give an API key with --key or TEXIUM_API_KEY)"
+                hint = " (give an API key with TEXIUM_API_KEY or --key-file)"
             raise ApiError(method, path, exc.code, detail, hint) from None
         except urllib.error.URLError as exc:
             raise CliError(f"cannot reach {self.url}: {exc.reason}", 1) from None

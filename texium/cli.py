@@ -3,8 +3,10 @@
     texium export [--format json|yaml] [-o FILE]
     texium import FILE [--apply] [--delete] [--skip-unrestorable]
 
-Both take --url (default $TEXIUM_URL, else http://127.0.0.1:8000) and --key (default
-$TEXIUM_API_KEY; sent as `Authorization: Bearer`, needed when the server requires keys).
+Both take --url (default $TEXIUM_URL, else http://127.0.0.1:8000) and an API key (sent as
+`Authorization: Bearer`, needed when the server requires keys) from $TEXIUM_API_KEY, or a file
+named by --key-file or $TEXIUM_API_KEY_FILE. --key still works but warns: every user of the
+machine sees a command's arguments (ps, /proc/PID/cmdline).
 `import` prints its plan and changes nothing without --apply. Exit codes: 0 done, 1 the server
 failed or refused, 2 a bad file or bad arguments. See texium/ascode.py for the document.
 """
@@ -34,10 +36,17 @@ def _parser() -> argparse.ArgumentParser:
         help=f"the Texium server (default: $TEXIUM_URL, else {DEFAULT_URL})",
     )
     common.add_argument(
+        "--key-file",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="read the API key (sent as Authorization: Bearer; needed when the server requires keys) from FILE "
+        "(default: $TEXIUM_API_KEY, else the file $TEXIUM_API_KEY_FILE names)",
+    )
+    common.add_argument(
         "--key",
         default=argparse.SUPPRESS,
-        help="an API key, sent as Authorization: Bearer (default: $TEXIUM_API_KEY); needed when the server "
-        "requires keys",
+        help="the API key itself: discouraged, every user of this machine sees it in ps; use TEXIUM_API_KEY "
+        "or --key-file",
     )
     common.add_argument(
         "--timeout", type=float, default=argparse.SUPPRESS, help="seconds to wait for each answer (default 30)"
@@ -90,11 +99,33 @@ def _actor() -> str:
         return "texium import"
 
 
+def _key(args: argparse.Namespace) -> str | None:
+    """--key, --key-file, $TEXIUM_API_KEY, $TEXIUM_API_KEY_FILE: the first given."""
+    from texium.ascode import CliError, read_key_file
+
+    flag, key_file = getattr(args, "key", None), getattr(args, "key_file", None)
+    if flag and key_file:
+        raise CliError("give --key or --key-file, not both")
+    if flag:
+        print(
+            "texium: warning: --key shows the key to every user of this machine (ps); use TEXIUM_API_KEY or --key-file",
+            file=sys.stderr,
+        )
+        return flag
+    if key_file:
+        return read_key_file(key_file)
+    if os.environ.get("TEXIUM_API_KEY"):
+        return os.environ["TEXIUM_API_KEY"]
+    if os.environ.get("TEXIUM_API_KEY_FILE"):
+        return read_key_file(os.environ["TEXIUM_API_KEY_FILE"])
+    return None
+
+
 def _client(args: argparse.Namespace):
     from texium.ascode import Client
 
     url = getattr(args, "url", None) or os.environ.get("TEXIUM_URL") or DEFAULT_URL
-    key = getattr(args, "key", None) or os.environ.get("TEXIUM_API_KEY") or None
+    key = _key(args)
     timeout = getattr(args, "timeout", 30.0)
     if not timeout > 0:
         from texium.ascode import CliError

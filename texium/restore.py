@@ -12,6 +12,14 @@ Limits (a backup may come from elsewhere): one line (one document) at most MAX_L
 while streaming (--max-bytes changes it), and manifest.json at most MAX_MANIFEST_BYTES (1 MiB).
 Files are read line by line with a bounded read, so an over-long line is refused after at most
 MAX_LINE_BYTES of it were decompressed, never read whole.
+
+Everything is checked before anything is written: the collection names, and every document
+(an object, a 24-hex `_id`, at most MAX_DEPTH levels deep, no key starting with '$' or holding a
+NUL, and only the values Texium stores: text, numbers that fit 64 bits, booleans, null, times,
+lists and objects; a `$regex`, binary or code value is refused). A backup is still trusted input:
+whatever it holds becomes the server's data. API keys are credentials, so they are restored only
+with --with-api-keys (a key planted in a backup would let its writer in); without it the
+`api_keys` collection is left out and said so.
 """
 
 from __future__ import annotations
@@ -23,8 +31,10 @@ import json
 import os
 import sys
 import zlib
+from datetime import datetime
+from typing import Any
 
-from texium.core.datastore.base import is_valid_id
+from texium.core.datastore.base import check_collection_name, is_valid_id
 from texium.core.errors import DuplicateKeyError
 from texium.jobs.backup import (
     FILE_SUFFIX,
@@ -37,9 +47,41 @@ from texium.jobs.backup import (
     list_backups,
 )
 
+# Nesting MongoDB itself refuses beyond; Texium's own documents stay far below it.
+MAX_DEPTH = 100
+# Collections of credentials: restored only when asked for (--with-api-keys).
+CREDENTIALS = ("api_keys",)
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+
 
 class RestoreError(Exception):
     """The backup cannot be restored; the message says why."""
+
+
+def _check_value(value: Any, path: str = "", depth: int = 0) -> None:
+    """ValueError unless `value` is something every store holds and Texium writes (see above);
+    the message names the field (its first levels)."""
+    where = f"field {path}: " if path else ""
+    if depth > MAX_DEPTH:
+        raise ValueError(f"{where}nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str) or key.startswith("$") or "\x00" in key:
+                raise ValueError(f"{where}the key {str(key)[:40]!r} may not start with '$' or hold a NUL")
+            _check_value(item, f"{path}.{key[:40]}".lstrip(".") if depth < 8 else path, depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_value(item, f"{path}[{index}]" if depth < 8 else path, depth + 1)
+    elif isinstance(value, bool) or value is None or isinstance(value, (str, datetime)):
+        return
+    elif isinstance(value, int):
+        if not _INT64[0] <= value <= _INT64[1]:
+            raise ValueError(f"{where}the number {str(value)[:30]} does not fit 64 bits")
+    elif isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"{where}{value} is not a number a store can hold")
+    else:
+        raise ValueError(f"{where}a {type(value).__name__} value, which Texium never stores")
 
 
 def _size(n: int) -> str:
@@ -151,26 +193,41 @@ def _read_docs(path: str, budget: _Budget):
             raise RestoreError(f"{name} line {number}: not UTF-8 text") from None
         try:
             doc = decode_doc(line)
-        except ValueError as exc:
-            raise RestoreError(f"{name} line {number}: not extended JSON ({exc})") from None
+        except RecursionError:
+            raise RestoreError(f"{name} line {number}: nested deeper than {MAX_DEPTH} levels") from None
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise RestoreError(f"{name} line {number}: not extended JSON ({str(exc)[:200]})") from None
         del line, raw
         if not isinstance(doc, dict):
             raise RestoreError(f"{name} line {number}: not a document")
         if "_id" in doc and not is_valid_id(doc["_id"]):
-            raise RestoreError(f"{name} line {number}: _id {doc['_id']!r} is not a 24-hex id")
+            raise RestoreError(f"{name} line {number}: _id {str(doc['_id'])[:40]!r} is not a 24-hex id")
+        try:
+            _check_value(doc)
+        except ValueError as exc:
+            raise RestoreError(f"{name} line {number}: {exc}") from None
         yield doc
 
 
-def restore_backup(datastore, path: str, drop: bool = False, max_bytes: int = MAX_ARCHIVE_BYTES) -> dict:
+def restore_backup(
+    datastore, path: str, drop: bool = False, max_bytes: int = MAX_ARCHIVE_BYTES, with_api_keys: bool = False
+) -> dict:
     """Restore the backup at `path` into `datastore`.
 
-    Returns {collection: {"inserted": n, "skipped": n}}; `skipped` counts documents whose `_id`
+    Returns {collection: {"inserted": n, "skipped": n}}, plus {"left_out": n} for a credentials
+    collection left out (`with_api_keys` restores it); `skipped` counts documents whose `_id`
     (or a unique field) already exists. With `drop`, each restored collection is emptied first.
-    Raises RestoreError when the backup is unreadable, a checksum does not match, a line is over
+    Raises RestoreError, before anything is written, when the backup is unreadable, a checksum
+    does not match, a collection name or a document is not one Texium writes, a line is over
     MAX_LINE_BYTES or the files together are over `max_bytes` uncompressed.
     """
     plan = _plan(path)
     budget = _Budget(max_bytes)
+    for name, _, _ in plan:
+        try:
+            check_collection_name(name)
+        except ValueError:
+            raise RestoreError(f"{str(name)[:80]!r} is not a collection name Texium writes: nothing restored") from None
     for _, file_path, expected in plan:
         if not os.path.isfile(file_path):
             raise RestoreError(f"missing file {file_path}")
@@ -183,6 +240,9 @@ def restore_backup(datastore, path: str, drop: bool = False, max_bytes: int = MA
     budget = _Budget(max_bytes)  # the files are read again: the limits hold on this pass too
     counts: dict[str, dict[str, int]] = {}
     for name, file_path, _ in plan:
+        if name in CREDENTIALS and not with_api_keys:
+            counts[name] = {"inserted": 0, "skipped": 0, "left_out": sum(1 for _ in _read_docs(file_path, budget))}
+            continue
         collection = datastore.collection(name)
         if drop:
             collection.delete_many({})
@@ -228,6 +288,11 @@ def main(argv: list[str] | None = None) -> int:
         "--drop", action="store_true", help="empty each restored collection first (otherwise existing ids are skipped)"
     )
     parser.add_argument(
+        "--with-api-keys",
+        action="store_true",
+        help="also restore API keys (left out otherwise: a key planted in a backup would let its writer in)",
+    )
+    parser.add_argument(
         "--max-bytes",
         type=_positive_int,
         default=MAX_ARCHIVE_BYTES,
@@ -258,7 +323,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"texium-restore: cannot open {where}: {exc}", file=sys.stderr)
         return 2
     try:
-        counts = restore_backup(datastore, ns.path, drop=ns.drop, max_bytes=ns.max_bytes)
+        counts = restore_backup(
+            datastore, ns.path, drop=ns.drop, max_bytes=ns.max_bytes, with_api_keys=ns.with_api_keys
+        )
     except RestoreError as exc:
         print(f"texium-restore: {exc}", file=sys.stderr)
         return 1
@@ -266,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
         datastore.close()
     print(f"Restored into {where}{' (collections emptied first)' if ns.drop else ''}:")
     for name, c in counts.items():
+        if "left_out" in c:
+            print(f"  {name}: {c['left_out']} left out (API keys; --with-api-keys restores them)")
+            continue
         print(f"  {name}: {c['inserted']} inserted, {c['skipped']} skipped (already present)")
     print(f"Total: {sum(c['inserted'] for c in counts.values())} documents inserted")
     return 0

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from texium.core.errors import ValidationError
 from texium.core.job import JobBase
-from texium.core.security.secret_args import parse_declaration
+from texium.core.security.secret_args import parse_declaration, parse_destination
 
 log = logging.getLogger("texium.registry")
 BUILTIN_PACKAGE = "texium.jobs"
@@ -40,6 +40,8 @@ class JobClass:
     cls: type[JobBase]
     # The class's `secret_arguments` read as patterns (texium.core.security.secret_args).
     secrets: tuple[tuple[str, ...], ...] = ()
+    # Its `secret_destination`: the argument holding the URL the secrets are sent to, or None.
+    destination: tuple[str, ...] | None = None
 
     def describe(self) -> dict:
         meta = self.cls.meta_info()
@@ -81,7 +83,8 @@ class JobRegistry:
         name = BUILTIN_PREFIX + path[len(BUILTIN_PACKAGE) + 1 :] if path.startswith(BUILTIN_PACKAGE + ".") else path
         # A declaration that cannot be read stops the server: guessing would store secrets in clear.
         secrets = parse_declaration(getattr(cls, "secret_arguments", ()), path)
-        self._classes[name] = JobClass(name, cls, secrets)
+        destination = parse_destination(getattr(cls, "secret_destination", None), path)
+        self._classes[name] = JobClass(name, cls, secrets, destination)
 
     def available(self) -> list[dict]:
         return [job_class.describe() for job_class in self._classes.values()]
@@ -105,13 +108,22 @@ class JobRegistry:
     def resolve(self, class_string: str) -> type[JobBase]:
         return self._classes[self.canonical(class_string)].cls
 
-    def secret_arguments(self, class_string: str) -> tuple[tuple[str, ...], ...]:
-        """The secret arguments the class declares (`secret_arguments`), as patterns; none for a
-        class that is not (or no longer) available."""
+    def _known(self, class_string: str) -> JobClass | None:
         job_class = self._classes.get(class_string)
         if job_class is None:
             try:
                 job_class = self._classes[self.canonical(class_string)]
             except ValidationError:
-                return ()
-        return job_class.secrets
+                return None
+        return job_class
+
+    def secret_arguments(self, class_string: str) -> tuple[tuple[str, ...], ...]:
+        """The secret arguments the class declares (`secret_arguments`), as patterns; none for a
+        class that is not (or no longer) available."""
+        job_class = self._known(class_string)
+        return job_class.secrets if job_class else ()
+
+    def secret_destination(self, class_string: str) -> tuple[str, ...] | None:
+        """The argument holding the URL the class sends its secrets to (`secret_destination`)."""
+        job_class = self._known(class_string)
+        return job_class.destination if job_class else None

@@ -255,9 +255,12 @@ class SchedulerManager:
         return list_page(self._ds.jobs, owned_by(self._ds, user_id), limit, offset, hidden=HIDDEN)
 
     # -- secret arguments --------------------------------------------------------------
-    def _seal(self, job: dict, previous_token: str | None = None) -> tuple[dict, dict, dict]:
+    def _seal(self, job: dict, previous: dict | None = None) -> tuple[dict, dict, dict]:
         """(masked pub_args and pub_kwargs plus FIELD, the secrets before, the secrets after) for
-        `job` (a document with the new values). "***" where a value was stored keeps it."""
+        `job` (a document with the new values; `previous` the document as stored). "***" where a
+        value was stored keeps it, while the secrets' destination stays the same."""
+        previous_token = (previous or {}).get(secret_args.FIELD)
+        moved = self._destination_moved(previous, job) if previous_token else None
         try:
             before = secret_args.decrypt(previous_token, self._secrets)
         except secret_args.SecretsUnavailable:
@@ -265,7 +268,7 @@ class SchedulerManager:
         declared = self._registry.secret_arguments(job.get("job_class_string", ""))
         try:
             pub_args, pub_kwargs, after = secret_args.seal(
-                job.get("pub_args") or [], job.get("pub_kwargs") or {}, declared, before
+                job.get("pub_args") or [], job.get("pub_kwargs") or {}, declared, before, moved
             )
         except ValidationError:
             if before is None and previous_token:
@@ -279,6 +282,18 @@ class SchedulerManager:
         else:
             token = secret_args.encrypt(after, self._secrets)
         return {"pub_args": pub_args, "pub_kwargs": pub_kwargs, secret_args.FIELD: token}, before or {}, after
+
+    def _destination_moved(self, previous: dict, job: dict) -> str | None:
+        """The argument naming where the secrets go, when its scheme, host or port changed from
+        `previous` to `job` (each read with its own class's `secret_destination`); else None."""
+        sides = []
+        for doc in (previous, job):
+            pattern = self._registry.secret_destination(doc.get("job_class_string", ""))
+            sides.append((pattern, secret_args.destination(doc.get("pub_args"), doc.get("pub_kwargs"), pattern)))
+        (old_pattern, old), (new_pattern, new) = sides
+        if old == new:
+            return None
+        return secret_args.show_pattern(new_pattern or old_pattern)
 
     def _masked(self, doc: dict) -> dict:
         """The arguments of a document stored without FIELD as they are shown once sealed."""
@@ -399,7 +414,7 @@ class SchedulerManager:
         secret_notes: list[str] = []
         sealed: dict = {}
         if secret_args.FIELD not in doc or any(k in changes for k in ("job_class_string", *ARGUMENT_FIELDS)):
-            sealed, before, after = self._seal({**doc, **changes}, doc.get(secret_args.FIELD))
+            sealed, before, after = self._seal({**doc, **changes}, doc)
             changes.update({k: sealed[k] for k in ARGUMENT_FIELDS if k in changes or sealed[k] != doc.get(k)})
             secret_notes = secret_args.changes(before, after)
         shown = doc if secret_args.FIELD in doc else {**doc, **self._masked(doc)}  # the old values, masked

@@ -7,7 +7,7 @@ import json
 import re
 import time
 
-from texium.core.security.outbound import SIGNATURE_HEADER, OutboundRefused, http_request, sign
+from texium.core.security.outbound import SIGNATURE_HEADER, HTTPAnswer, OutboundRefused, http_request, is_public, sign
 from texium.core.timeutil import to_iso, utcnow
 from texium.jobs import _util
 from texium.jobs.base import JobBase, JobError
@@ -21,6 +21,7 @@ MAX_BACKOFF = 60.0
 # worker for this long at most, not retries x timeout (21 x 600 s).
 DEFAULT_TOTAL_TIMEOUT = 300.0
 MAX_TOTAL_TIMEOUT = 3600.0
+PRIVATE_REPLY = "(not shown: the reply came from a private address; such replies are shown on admins' jobs only)"
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _RESERVED_HEADERS = {"content-length", "host", "transfer-encoding", SIGNATURE_HEADER.lower()}
 
@@ -29,6 +30,7 @@ class WebhookJob(JobBase):
     """Job to send webhook notifications"""
 
     secret_arguments = ("secret", "headers.*")  # stored encrypted, shown as "***"
+    secret_destination = "args.0"  # "***" keeps them only while the URL's scheme, host and port stay
 
     @classmethod
     def meta_info(cls) -> dict:
@@ -97,7 +99,9 @@ class WebhookJob(JobBase):
                 '"execution_id", "timestamp"}. A 2xx answer succeeds; 4xx fails at once; 5xx and connection '
                 "errors are retried with exponential backoff, then fail. Redirects are not followed. "
                 "Loopback, link-local (169.254.169.254), multicast, unspecified and reserved addresses are "
-                "refused, checked on the resolved address (settings OUTBOUND_ALLOW, OUTBOUND_DENY_PRIVATE)."
+                "refused, and so are cloud metadata services and this machine's own addresses, checked on the "
+                "resolved address (settings OUTBOUND_ALLOW, OUTBOUND_DENY_PRIVATE). The reply of a private "
+                "address is shown on admins' jobs only."
             ),
         }
 
@@ -170,7 +174,7 @@ class WebhookJob(JobBase):
                 answer = http_request(
                     policy, "POST", url, body=body, headers=request_headers, timeout=allowed, read_limit=4096
                 )
-                status, reason, excerpt = answer.status, answer.reason, _excerpt(answer.body)
+                status, reason, excerpt = answer.status, answer.reason, self._reply(answer)
             except OutboundRefused as exc:
                 raise JobError(f"POST {shown} {exc}") from None
             except TimeoutError:
@@ -214,6 +218,15 @@ class WebhookJob(JobBase):
                 if self.context.cancelled.wait(delay):  # a sleep that ends when the run must stop
                     raise JobError(f"POST {shown} cancelled before attempt {attempt + 1}: " + "; ".join(log))
         raise JobError(f"POST {shown} failed after {attempts} attempt(s): " + "; ".join(log))
+
+    def _reply(self, answer: HTTPAnswer) -> str:
+        """The start of the reply for the output. A private address's reply is shown on admins'
+        jobs only: it may be an internal service's page that the job's owner could not see."""
+        if not answer.body:
+            return ""
+        if answer.peer is None or is_public(answer.peer) or _util.owner_is_admin(self.context):
+            return _excerpt(answer.body)
+        return PRIVATE_REPLY
 
 
 def _excerpt(raw: bytes, limit: int = 300) -> str:

@@ -9,9 +9,16 @@ Refused by default, whatever the spelling of the address (127.1, 2130706433, 0x7
 * multicast: 224.0.0.0/4, ff00::/8
 * reserved: 240.0.0.0/4, 255.255.255.255, the reserved IPv6 blocks (IPv4-compatible, NAT64 ...)
 
+Refused always, private or not:
+
+* cloud metadata services outside the link-local range: fd00:ec2::254 (AWS over IPv6),
+  100.100.100.200 (Alibaba), 192.0.0.192 (Oracle), 168.63.129.16 (Azure);
+* the machine's own addresses, on every interface (local_addresses): a call to one reaches
+  services listening here, as loopback would.
+
 IPv4-mapped IPv6 addresses are judged as the IPv4 address they map. Private ranges (10/8,
 172.16/12, 192.168/16, fc00::/7 ...) stay allowed unless `deny_private`, which refuses every
-address that is not public. Networks in `allow` are always allowed.
+address that is not public. Networks in `allow` are always allowed, whatever the rules above.
 
 The rule is checked on the resolved address at connect time: the policy resolves the name
 itself, checks every address, and connects to a checked address (never to the name again), so
@@ -32,10 +39,12 @@ import http.client
 import ipaddress
 import socket
 import ssl
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
+
+from texium.core.security.local_addresses import machine_addresses
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -43,7 +52,19 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 ALLOW_SETTING = "OUTBOUND_ALLOW"
 DENY_PRIVATE_SETTING = "OUTBOUND_DENY_PRIVATE"
 PRIVATE = "a private address"  # the rule OUTBOUND_DENY_PRIVATE adds
+METADATA = "a cloud metadata address"
+OWN = "an address of this machine"
 _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+# Metadata services that the link-local rule (169.254.169.254, fe80::/10) does not cover.
+METADATA_NETWORKS = tuple(
+    ipaddress.ip_network(network)
+    for network in (
+        "fd00:ec2::254/128",  # AWS instance metadata over IPv6
+        "100.100.100.200/32",  # Alibaba Cloud
+        "192.0.0.192/32",  # Oracle Cloud
+        "168.63.129.16/32",  # Azure wire server (instance provisioning, health, DNS)
+    )
+)
 
 
 class OutboundRefused(Exception):
@@ -122,6 +143,8 @@ class OutboundPolicy:
 
     allow: tuple[Network, ...] = ()
     deny_private: bool = False
+    # The machine's own addresses, asked at each check (they change); a test gives its own.
+    own_addresses: Callable[[], Collection[IPAddress]] = field(default=machine_addresses, compare=False)
 
     @classmethod
     def from_settings(cls, allow: Any = None, deny_private: bool = False) -> OutboundPolicy:
@@ -140,7 +163,12 @@ class OutboundPolicy:
         ip = as_address(ip)
         if self.allowed_by_list(ip):
             return None
+        judged = _judged(ip)
         rule = special_class(ip)
+        if rule is None and any(judged in network for network in METADATA_NETWORKS):
+            rule = METADATA
+        if rule is None and (ip in (own := self.own_addresses()) or judged in own):
+            rule = OWN
         if rule is None and self.deny_private and not is_public(ip):
             rule = PRIVATE
         return rule

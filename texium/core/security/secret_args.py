@@ -17,6 +17,12 @@ The job document keeps the masked arguments (what every response, list and audit
 and, in FIELD, the real values: Fernet ciphertext of a JSON list of [path, value] pairs ("" when
 there are none). On update a value sent back as "***" (a URL whose password is `***`) keeps the
 stored one; a new value replaces it; a key left out is gone.
+
+A class that sends its secrets somewhere names the argument holding that URL in
+`secret_destination` (the webhook: "args.0"). A secret is bound to the destination it was given
+for: once the URL's scheme, host or port changes (or the class names another destination), "***"
+no longer keeps it and the secret must be entered again, so whoever may edit a job cannot point
+it at their own host and receive the stored token.
 """
 
 from __future__ import annotations
@@ -67,6 +73,15 @@ def parse_declaration(declared: Any, owner: str = "job class") -> tuple[tuple[st
         else:
             patterns.append(("pub_kwargs", *segments))
     return tuple(patterns)
+
+
+def parse_destination(declared: Any, owner: str = "job class") -> tuple[str, ...] | None:
+    """`secret_destination` as a pattern, or None; ValueError when it is not one argument path."""
+    if declared is None:
+        return None
+    if not isinstance(declared, str):
+        raise ValueError(f"{owner}.secret_destination must be one argument path like 'args.0'")
+    return parse_declaration(declared, owner)[0]
 
 
 def show(path: Path) -> str:
@@ -136,6 +151,31 @@ def _under(path: Path, others: Iterable[Path]) -> bool:
     return any(path[: len(other)] == other for other in others)
 
 
+# -- where the secrets go --------------------------------------------------------------------
+def destination(pub_args: list, pub_kwargs: dict, pattern: tuple[str, ...] | None) -> str | None:
+    """scheme://host:port of the URL at `pattern` (what a secret is bound to), or None when the class
+    names no destination. A missing or malformed URL is compared as it is."""
+    if pattern is None:
+        return None
+    root = {"pub_args": list(pub_args or []), "pub_kwargs": dict(pub_kwargs or {})}
+    paths = _declared_paths(root, [pattern])
+    value = _get(root, paths[0]) if paths else None
+    if not isinstance(value, str):
+        return json.dumps(value, sort_keys=True, default=str)
+    try:
+        parts = urlsplit(value.strip())
+        scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+        port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    except ValueError:
+        return value
+    return f"{scheme}://{host}:{port}"
+
+
+def show_pattern(pattern: tuple[str, ...]) -> str:
+    """A declared path as messages show it: pub_args[0], pub_kwargs.url."""
+    return show(tuple(int(s) if s.isdigit() else s for s in pattern))
+
+
 # -- URL credentials -------------------------------------------------------------------------
 def _url_parts(value: Any) -> tuple[str, str, str, str] | None:
     """(before user info, user, password, after '@') of an http(s) URL with a password; else None."""
@@ -194,16 +234,27 @@ def restore_url(sent: str, stored: str, where: str) -> str:
 
 # -- sealing and revealing -------------------------------------------------------------------
 def seal(
-    pub_args: list, pub_kwargs: dict, declared: Iterable[tuple[str, ...]], previous: Secrets | None = None
+    pub_args: list,
+    pub_kwargs: dict,
+    declared: Iterable[tuple[str, ...]],
+    previous: Secrets | None = None,
+    moved: str | None = None,
 ) -> tuple[list, dict, Secrets]:
     """(masked pub_args, masked pub_kwargs, path -> real value). `previous` are the values stored
     before an update: "***" (or a URL with password ***) where one of them was keeps it, and
-    stays secret. A "***" that stands for nothing stored is refused (ValidationError)."""
+    stays secret. A "***" that stands for nothing stored is refused (ValidationError), and so is
+    one whose destination changed: `moved` names the argument whose scheme, host or port did."""
     root = {"pub_args": copy.deepcopy(list(pub_args)), "pub_kwargs": copy.deepcopy(dict(pub_kwargs))}
     kept: list[Path] = []  # kept values stay secret whatever the class declares now
     for path, real in (previous or {}).items():
         sent = _get(root, path)
         if sent == MASK:
+            if moved is not None:
+                raise ValidationError(
+                    f"Invalid field {show(path)}: *** stands for the stored secret, which is kept only for the "
+                    f"destination it was given for; the scheme, host or port of {moved} changed, so enter the "
+                    "secret again"
+                )
             _set(root, path, real)
         elif has_masked_password(sent) and isinstance(real, str):
             _set(root, path, restore_url(sent, real, show(path)))
