@@ -253,7 +253,7 @@ def test_api_keys_in_a_backup_are_restored_only_when_asked_for(tmp_path):
 
     result = _restore_cli(str(backup), "--data-dir", str(tmp_path / "target"))
     assert result.returncode == 0, result.stderr
-    assert "api_keys: 1 left out (API keys; --with-api-keys restores them)" in result.stdout
+    assert "api_keys: 1 left out (credentials; --with-api-keys restores them)" in result.stdout
     assert _documents(tmp_path / "target", "api_keys") == [] and len(_documents(tmp_path / "target", "users")) == 1
 
     result = _restore_cli(str(backup), "--data-dir", str(tmp_path / "target"), "--with-api-keys")

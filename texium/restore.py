@@ -50,7 +50,7 @@ from texium.jobs.backup import (
 # Nesting MongoDB itself refuses beyond; Texium's own documents stay far below it.
 MAX_DEPTH = 100
 # Collections of credentials: restored only when asked for (--with-api-keys).
-CREDENTIALS = ("api_keys",)
+CREDENTIALS = ("api_keys", "sessions")
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 
 
@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Restored into {where}{' (collections emptied first)' if ns.drop else ''}:")
     for name, c in counts.items():
         if "left_out" in c:
-            print(f"  {name}: {c['left_out']} left out (API keys; --with-api-keys restores them)")
+            print(f"  {name}: {c['left_out']} left out (credentials; --with-api-keys restores them)")
             continue
         print(f"  {name}: {c['inserted']} inserted, {c['skipped']} skipped (already present)")
     print(f"Total: {sum(c['inserted'] for c in counts.values())} documents inserted")

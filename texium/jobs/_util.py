@@ -13,9 +13,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from texium.core.datastore.base import is_valid_id
 from texium.core.security.outbound import OutboundPolicy, redact_url  # noqa: F401 (the jobs call it from here)
-from texium.jobs.base import JobContext, JobError
+from texium.jobs.base import JobError
 
 # --------------------------------------------------------------------------- arguments
 
@@ -146,14 +145,6 @@ def outbound_policy(config: Mapping[str, Any]) -> OutboundPolicy:
         return OutboundPolicy.from_settings(setting(config, "OUTBOUND_ALLOW"), deny_private)
     except ValueError as exc:
         raise JobError(f"invalid setting {exc}") from None
-
-
-def owner_is_admin(context: JobContext) -> bool:
-    """Whether the job's owner is an admin: some things a run learns are for admins' eyes only."""
-    if not is_valid_id(context.user_id):
-        return False
-    owner = context.datastore.users.get(context.user_id)
-    return bool(owner) and owner.get("role") == "admin"
 
 
 # --------------------------------------------------------------------------- formatting

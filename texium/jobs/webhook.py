@@ -224,7 +224,7 @@ class WebhookJob(JobBase):
         jobs only: it may be an internal service's page that the job's owner could not see."""
         if not answer.body:
             return ""
-        if answer.peer is None or is_public(answer.peer) or _util.owner_is_admin(self.context):
+        if answer.peer is None or is_public(answer.peer) or self.context.owner_is_admin():
             return _excerpt(answer.body)
         return PRIVATE_REPLY
 
