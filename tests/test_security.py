@@ -2,6 +2,26 @@
 
 AUTH_MODE=on gives a loopback server the behaviour of one listening on a public address;
 the "auto" decision itself is tested on 0.0.0.0 inside a network namespace of its own.
+
+The matrix of issue 20 (a company network), item by item; the cases that need a peer of their
+own live beside it:
+ 1. connection and file-handle limits ........ tests/test_connections.py
+ 2. TLS, HSTS, a trusted proxy, nginx ........ tests/test_tls.py
+ 3. webhook secrets bound to their host ...... tests/test_secrets.py
+ 4. health details for admins only ........... here (test_health_shows_status_and_message...)
+ 5. health checks of one's own servers ....... tests/test_owner_arguments.py
+ 6. reports over one's own jobs .............. tests/test_owner_arguments.py
+ 7. metadata and own addresses refused ....... tests/test_outbound.py
+ 8. one user cannot take every worker ........ tests/test_worker_limits.py, webhook total_timeout
+                                               in tests/test_jobs_builtin.py
+ 9. failed-key limit, proxy client address ... here
+10. /docs cannot be framed ................... tests/test_docs_browser.py
+11. stored, revocable sessions ............... tests/test_sessions.py
+12. mail only to allowed domains, rate ....... tests/test_owner_arguments.py
+13. export/import key and redirects .......... tests/test_ascode.py
+14. first admin key only in its file ......... here
+15. crafted backups refused whole ............ tests/test_restore_limits.py
+16. no-store on keys and CSRF tokens ......... here
 """
 
 import os
