@@ -60,6 +60,8 @@ JOB_FIELDS = (
     "timeout_seconds",
     "retries",
     "max_instances",
+    "overlap_policy",
+    "max_queued",
     "retry_delay_seconds",
     "retry_backoff",
     "notify",

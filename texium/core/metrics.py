@@ -90,7 +90,8 @@ class Metrics:
         self.skipped = Counter(
             "texium_skipped_occurrences_total",
             "Scheduled occurrences this node skipped, by job class and reason "
-            "(max_instances: the previous run was still going; paused, disabled, deleted: before the run started).",
+            "(max_instances: the previous run was still going; queue_full, queue_one: the overlap policy; "
+            "paused, disabled, deleted: before the run started).",
             ["job_class", "reason"],
             registry=registry,
         )
@@ -194,10 +195,10 @@ class Metrics:
         if status is not None:
             self.executions.labels(job_class, status).inc()
 
-    def run_skipped(self, job_class: str | None, reason: str) -> None:
+    def run_skipped(self, job_class: str | None, reason: str, count: int = 1) -> None:
         job_class = job_class or UNKNOWN
-        self.executions.labels(job_class, "skipped").inc()
-        self.skipped.labels(job_class, reason).inc()
+        self.executions.labels(job_class, "skipped").inc(count)
+        self.skipped.labels(job_class, reason).inc(count)
 
     def run_abandoned(self, job_class: str | None) -> None:
         self.executions.labels(job_class or UNKNOWN, "abandoned").inc()

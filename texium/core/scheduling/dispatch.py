@@ -292,11 +292,14 @@ class Dispatcher(BaseExecutor):
         """Why a scheduled occurrence must not run now (empty: it may)."""
         if entry.trigger != SCHEDULE:
             return ""
-        newer = [
-            other.due
-            for other in self._by_job.get(entry.run.record["job_id"], ())
-            if other.trigger == SCHEDULE and entry.due < other.due <= now
-        ]
+        if (entry.run.job.get("overlap_policy") or "skip") in QUEUEING:
+            newer = []  # queued on purpose: the policy, not coalescing, says which of them run
+        else:
+            newer = [
+                other.due
+                for other in self._by_job.get(entry.run.record["job_id"], ())
+                if other.trigger == SCHEDULE and entry.due < other.due <= now
+            ]
         if newer:
             return f"a newer occurrence ({to_iso(max(newer))}) was due before this one could start; only it runs"
         late = now - entry.due
@@ -371,6 +374,8 @@ class Dispatcher(BaseExecutor):
             with self._cond:
                 self._runs.pop(entry.run.id, None)
                 self._worker_freed(entry.run.record.get("user_id"))
+            if outcome == "overlap":
+                outcome = self._overlap(entry)
             if outcome == "retry":
                 self._requeue(entry, STORE_RETRY_SECONDS)
             elif outcome == "wait":
@@ -402,12 +407,9 @@ class Dispatcher(BaseExecutor):
         """started | wait (a slot) | dropped (ended, or lost to someone who decided first)."""
         run, record = entry.run, entry.run.record
         if outcome == "busy":
-            if entry.trigger != SCHEDULE:  # a person or a retry asked for it: it waits its turn
-                return "wait"
-            limit = self._limit(run.job)
-            error = f"Skipped: the previous run of this job was still in progress (at most {limit} running at once)"
-            self._end_unstarted(run, "skipped", "max_instances", error)
-            return "dropped"
+            # A person or a retry asked for it: it waits its turn; an occurrence follows the
+            # job's overlap policy (decided after the batch, outside its transaction).
+            return "wait" if entry.trigger != SCHEDULE else "overlap"
         if outcome == "retry":
             return "retry"  # the store failed before this one was decided
         if outcome != "started":
@@ -417,6 +419,68 @@ class Dispatcher(BaseExecutor):
         lag = started_at - record["scheduled_at"] if entry.trigger == SCHEDULE else None
         self.metrics.run_started(record.get("job_class_string"), lag)
         return "started"
+
+    def _overlap(self, entry: _Entry) -> str:
+        """An occurrence due while the job is at its limit, by the job's `overlap_policy`:
+        skip it (the default), queue it (`queue_all`, at most `max_queued` waiting; `queue_one`,
+        only the newest waits), or `replace` the running runs (asked to stop; it waits for the
+        slot). Returns "wait" or "dropped"."""
+        run, record = entry.run, entry.run.record
+        policy = run.job.get("overlap_policy") or "skip"
+        limit = self._limit(run.job)
+        if policy not in QUEUEING:
+            error = f"Skipped: the previous run of this job was still in progress (at most {limit} running at once)"
+            self._end_unstarted(run, "skipped", "max_instances", error)
+            return "dropped"
+        if record.get("waiting"):
+            return "wait"  # already in the queue: only the first refusal decides
+        try:
+            if policy == "queue_all" and self._waiting(record["job_id"]) >= int(run.job.get("max_queued") or 1):
+                error = f"Skipped: {run.job.get('max_queued') or 1} occurrences of this job were already queued"
+                self._end_unstarted(run, "skipped", "queue_full", error)
+                return "dropped"
+            if policy == "queue_one":
+                self._skip_older_waiting(record)
+            if policy == "replace":
+                self._replace_running(record)
+        except Exception as exc:  # the store: decide again at the next try
+            log.warning("Execution %s: overlap policy not applied yet (%s)", run.id, getattr(exc, "detail", exc))
+            return "retry"
+        record["waiting"] = QUEUEING[policy].format(limit=limit)
+        self._recorder.write(
+            Write("executions", {**held(record), "status": "scheduled"}, {"waiting": record["waiting"]})
+        )
+        return "wait"
+
+    def _waiting(self, job_id: str) -> int:
+        return self._ds.executions.count({"job_id": job_id, "status": "scheduled", "waiting": {"$ne": None}})
+
+    def _skip_older_waiting(self, record: dict) -> None:
+        """queue_one: the job's older queued occurrences end `skipped`, whoever holds them (their
+        holder's start is then refused)."""
+        older = {
+            "job_id": record["job_id"],
+            "status": "scheduled",
+            "trigger": SCHEDULE,
+            "waiting": {"$ne": None},
+            "scheduled_at": {"$lt": record["scheduled_at"]},
+        }
+        error = f"Skipped: a newer occurrence ({to_iso(record['scheduled_at'])}) took its place in the queue"
+        with self._ds.batch():
+            moved = self._ds.executions.update_many(
+                older, {"status": "skipped", "error": error, "completed_at": utcnow()}
+            )
+            if moved:
+                self._ds.jobs.update_many({"_id": record["job_id"]}, {}, inc={"total_executions": -moved})
+        if moved:
+            self.metrics.run_skipped(record.get("job_class_string"), "queue_one", moved)
+
+    def _replace_running(self, record: dict) -> None:
+        """replace: ask the job's running runs (on any node) to stop; this one takes the slot."""
+        by = f"the overlap policy replace: the occurrence due {to_iso(record['scheduled_at'])} replaces it"
+        for running in self._ds.executions.find({"job_id": record["job_id"], "status": "running"}, limit=100):
+            if not self.stop(running["_id"], "cancelled", by):  # not here: its holder's watchdog reads it
+                self.claims.request_cancel(running["_id"], by)
 
     def _end_unstarted(self, run: Run, status: str, reason: str, error: str) -> None:
         """A held record that must not start ends now (through the recorder: conditional)."""
@@ -625,4 +689,11 @@ def _fires_at(job: dict, due: datetime) -> bool:
         return False
 
 
-RETRY_TRIGGERS = (SCHEDULE, RETRY)  # the records a pause or a disable ends (a run-now still runs)
+RETRY_TRIGGERS = (SCHEDULE, RETRY)
+# The overlap policies that keep an occurrence waiting for the job's slot, and why it waits.
+QUEUEING = {
+    "queue_all": "queued: the job was at its limit ({limit} running at once); it runs when a run ends",
+    "queue_one": "queued: the job was at its limit ({limit} running at once); it runs when a run ends "
+    "unless a newer occurrence takes its place",
+    "replace": "replacing: the job's running run was asked to stop; this one runs when it has",
+}  # the records a pause or a disable ends (a run-now still runs)

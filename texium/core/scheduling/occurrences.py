@@ -77,6 +77,7 @@ def new_record(
         "next_attempt_id": None,
         "cancel_requested_at": None,
         "cancelled_by": None,
+        "waiting": None,  # why a queued occurrence waits (the job's overlap policy)
         **extra,
         # Last, so the embedded store can hand out the document without it by slicing text.
         "occurrence_key": occurrence_key or f"manual:{execution_id}",
