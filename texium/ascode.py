@@ -60,6 +60,7 @@ JOB_FIELDS = (
     "timeout_seconds",
     "retries",
     "max_instances",
+    "jitter_seconds",
     "retry_delay_seconds",
     "retry_backoff",
     "notify",
