@@ -215,7 +215,8 @@ def resolve(fields: Mapping, seed: str | None) -> dict:
 
 def hashed(fields: Mapping, seed: str | None) -> dict:
     """Only the fields that use `H`, each with the plain text it took for `seed`."""
-    return {name: resolved for name, resolved in resolve(fields, seed).items() if "H" in str(fields.get(name, ""))}
+    resolved = resolve(fields, seed)
+    return {name: resolved[name] for name in CRON_FIELDS if resolved[name] != _as_text(name, fields[name])}
 
 
 def _dom_extra(item: str) -> tuple[int, int | None] | None:
