@@ -62,6 +62,7 @@ JOB_FIELDS = (
     "max_instances",
     "overlap_policy",
     "max_queued",
+    "jitter_seconds",
     "retry_delay_seconds",
     "retry_backoff",
     "notify",

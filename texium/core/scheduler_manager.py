@@ -11,7 +11,7 @@ import logging
 from datetime import datetime, timedelta
 
 from texium.core import figures
-from texium.core.datastore.base import Datastore
+from texium.core.datastore.base import Datastore, new_id
 from texium.core.errors import Conflict, NotFound, ValidationError
 from texium.core.job import JobError
 from texium.core.jsontext import Raw
@@ -23,11 +23,12 @@ from texium.core.records.users import owned_by
 from texium.core.registry import JobRegistry
 from texium.core.scheduling import cron
 from texium.core.scheduling.dispatch import RETRY_TRIGGERS, Dispatcher
-from texium.core.scheduling.jobstore import DocumentJobStore, schedule_for
+from texium.core.scheduling.jobstore import DocumentJobStore, job_schedule, schedule_for
 from texium.core.scheduling.nodes import NodeRegistry
 from texium.core.scheduling.occurrences import RUN_NOW
 from texium.core.scheduling.recorder import Recorder
 from texium.core.scheduling.scheduler import TexiumScheduler
+from texium.core.scheduling.spread import EXAMPLE_SEED
 from texium.core.scheduling.watchdog import Watchdog
 from texium.core.security import secret_args
 from texium.core.security.secrets import SecretBox
@@ -358,7 +359,8 @@ class SchedulerManager:
         doc = validate_body(body, JOB_CREATE)
         doc["job_class_string"] = self._registry.canonical(doc["job_class_string"])
         doc["notify"] = clean_notify(doc["notify"])
-        doc.update(cron.normalize(schedule, self._timezone))
+        doc["_id"] = new_id()  # before the schedule: `H` and jitter are derived from it
+        doc.update(cron.normalize(schedule, self._timezone, doc["_id"]))
         self._check_user(doc["user_id"])
         now = utcnow()
         doc.update(
@@ -378,7 +380,7 @@ class SchedulerManager:
         doc[secret_args.FIELD] = doc.pop(secret_args.FIELD)  # the last member (see HIDDEN)
         self._check_owner(doc)
         with self._ds.batch():  # one commit for the job and its audit entry
-            doc["_id"] = self._ds.jobs.insert(doc)
+            self._ds.jobs.insert(doc)
             self._owner_still_there(doc["_id"], doc["user_id"])
             self._audit.record(
                 doc, "created", actor, f"Created {doc['job_class_string']} job, next run {to_iso(doc['next_run_time'])}"
@@ -408,7 +410,9 @@ class SchedulerManager:
             current = {k: doc.get(k, cron.DEFAULTS.get(k)) for k in cron.CRON_FIELDS}
             changes.update(
                 cron.normalize(
-                    {**current, **schedule}, schedule.get("timezone") or doc.get("timezone") or self._timezone
+                    {**current, **schedule},
+                    schedule.get("timezone") or doc.get("timezone") or self._timezone,
+                    doc["_id"],
                 )
             )
         secret_notes: list[str] = []
@@ -531,12 +535,20 @@ class SchedulerManager:
         return ended
 
     # -- utilities ---------------------------------------------------------------------
-    def preview(self, fields: dict, count: int) -> dict:
+    def preview(self, fields: dict, count: int, job_id: str | None = None, jitter_seconds: int = 0) -> dict:
+        """The next times of cron fields as a job with `job_id` and `jitter_seconds` runs them.
+        Without a job id, `H` and jitter take the values of EXAMPLE_SEED (the answer says so):
+        a job's own values are a pure function of its id, so they reveal nothing of it."""
+        seed = EXAMPLE_SEED if job_id is None else require_id(job_id, "job_id")
         spec = cron.normalize(
-            {k: v for k, v in fields.items() if k != "timezone"}, fields.get("timezone") or self._timezone
+            {k: v for k, v in fields.items() if k != "timezone"}, fields.get("timezone") or self._timezone, seed
         )
+        schedule = job_schedule(spec, seed, jitter_seconds)
         return {
-            "description": cron.describe(spec),
+            "description": cron.describe(cron.resolve(spec, seed)),
             "timezone": spec["timezone"],
-            "next_run_times": cron.next_fire_times(spec, count, utcnow()),
+            "next_run_times": cron.next_fire_times(spec, count, utcnow(), schedule),
+            "hash_seed": seed,
+            "hashed": cron.hashed(spec, seed),
+            "jitter_seconds": jitter_seconds,
         }

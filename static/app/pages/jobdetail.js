@@ -21,6 +21,7 @@ export function JobDetailPage({ route }) {
     const preview = api.get("/api/scheduler/cron/preview", {
       second: job.second, minute: job.minute, hour: job.hour, day_of_month: job.day_of_month,
       month: job.month, day_of_week: job.day_of_week, week: job.week, timezone: job.timezone, count: 5,
+      job_id: id, jitter_seconds: job.jitter_seconds || 0,
     }, { quiet: true }).catch((error) => ({ error }));
     const [executions, audit, users, durations, previewResult] = await Promise.all([
       api.get("/api/scheduler/executions", { job_id: id, limit: PAGE, offset }, quiet),

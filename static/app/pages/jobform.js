@@ -227,7 +227,7 @@ function JobForm({ data, editing }) {
           ${ZONES.map((z) => html`<option key=${z} value=${z}>${z}</option>`)}
         </select>`}
       <//>
-      <${CronPreview} form=${form} setFieldError=${(field, message) => setErrors((errs) => ({ ...errs, [field]: message }))} />
+      <${CronPreview} form=${form} jobId=${editing ? data.job._id : null} jitter=${editing ? data.job.jitter_seconds || 0 : 0} setFieldError=${(field, message) => setErrors((errs) => ({ ...errs, [field]: message }))} />
     </fieldset>
 
     <fieldset><legend>Arguments</legend>
@@ -306,8 +306,10 @@ function ClassNotes({ jobClass, onExample }) {
   </div>`;
 }
 
-function CronPreview({ form, setFieldError }) {
-  const fields = Object.fromEntries([...CRON.map(([key]) => [key, form[key]]), ["timezone", form.timezone]]);
+function CronPreview({ form, jobId, jitter, setFieldError }) {
+  // H and jitter take the job's own values once it has an id (a new job: an example's, said below).
+  const fields = Object.fromEntries([...CRON.map(([key]) => [key, form[key]]), ["timezone", form.timezone],
+    ...(jobId ? [["job_id", jobId]] : []), ...(jitter ? [["jitter_seconds", jitter]] : [])]);
   const wanted = useDebounced(fields, 200);
   const [preview, setPreview] = useState({ loading: true });
   useEffect(() => {
@@ -339,6 +341,8 @@ function CronPreview({ form, setFieldError }) {
   return html`<div class=${`preview ${preview.loading ? "stale" : ""}`} aria-live="polite" data-testid="cron-preview">
     <p class="preview-text"><strong data-testid="cron-description">${description}</strong></p>
     <p class="muted small">Next runs, in ${timezone}:</p>
+    ${preview.result.hash_seed === "example" && Object.keys(preview.result.hashed).length
+      ? html`<p class="muted small" data-testid="cron-hash-note">H is shown with an example's values; the job gets its own when it is saved.</p>` : null}
     ${times.length
       ? html`<ol class="next-runs" aria-label="Next 5 runs" data-testid="cron-next-runs">${times.map((t) => html`<li key=${t} title=${`${formatLocal(t)} in your time zone · ${utcText(t)}`}>${formatInZone(t, timezone)}</li>`)}</ol>`
       : html`<p class="warn">This schedule never fires again.</p>`}

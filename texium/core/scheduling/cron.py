@@ -14,6 +14,12 @@ The API speaks Unix cron (README "Cron fields"):
 - When day_of_month and day_of_week are both restricted (neither starts with '*'), a day matches
   if EITHER matches (Vixie cron); otherwise both must match.
 - A schedule that can never fire (day_of_month 31 in month 2) is refused by normalize().
+- `H` (Jenkins): an item `H`, `H/n`, `H(a-b)` or `H(a-b)/n` stands for a value hashed from a seed
+  (the job's id) and the field's name (spread.stable_hash): `H` one value of the field's range
+  (day_of_month 1-28, week 1-52, day_of_week 0-6, so every month and year has it), `H(a-b)` one
+  of a..b, `H/n` and `H(a-b)/n` every n-th from a hashed start below n. It is resolved into plain
+  cron text (`H/15` -> `7-59/15`) before the schedule is built; `H/n` then counts as a `*` field
+  (as `*/n` would) for the day rule below and for daylight saving.
 
 Daylight saving: the search walks wall-clock time in the job's zone and resolves each change.
 A schedule is "fixed" when none of second, minute, hour starts with '*' (cron's own test).
@@ -43,6 +49,7 @@ from zoneinfo import ZoneInfo
 from apscheduler.triggers.base import BaseTrigger
 
 from texium.core.errors import ValidationError
+from texium.core.scheduling.spread import stable_hash
 
 CRON_FIELDS = ("second", "minute", "hour", "day_of_month", "month", "day_of_week", "week")
 DEFAULTS = {name: "*" for name in CRON_FIELDS} | {"second": "0"}
@@ -81,6 +88,18 @@ _ITEM = re.compile(
     r"(?:(?P<star>\*)|(?P<first>[0-9]+|[a-z]+)(?:-(?P<last>[0-9]+|[a-z]+))?)(?:/(?P<step>[0-9]+))?",
     re.IGNORECASE,
 )
+_HASH_ITEM = re.compile(r"H(?:\((?P<first>[0-9A-Za-z]+)-(?P<last>[0-9A-Za-z]+)\))?(?:/(?P<step>[0-9]+))?")
+_HASH_FORMS = "H takes the forms H, H/n, H(a-b) and H(a-b)/n"
+# field -> the range a bare `H` or `H/n` picks from: days and weeks every month and year has
+_HASH_RANGES = {
+    "second": (0, 59),
+    "minute": (0, 59),
+    "hour": (0, 23),
+    "day_of_month": (1, 28),
+    "month": (1, 12),
+    "day_of_week": (0, 6),
+    "week": (1, 52),
+}
 _DOM_EXTRA = re.compile(r"(?P<nth>1st|2nd|3rd|4th|5th|last)(?: +(?P<day>sun|mon|tue|wed|thu|fri|sat))?", re.IGNORECASE)
 _NTH = {"1st": 1, "2nd": 2, "3rd": 3, "4th": 4, "5th": 5, "last": -1}
 
@@ -116,17 +135,30 @@ def _number(name: str, word: str, value: str) -> int:
 
 def _expand(name: str, item: str, value: str) -> range:
     """One list item -> the numbers it selects, bounds checked."""
-    low, high, most, hint = _LIMITS[name]
+    low, high, _, hint = _LIMITS[name]
     match = _ITEM.fullmatch(item)
     if not match:
         raise _invalid(name, value, hint)
     star, first, last, step = match.group("star", "first", "last", "step")
+    if star:
+        return range(low, (6 if name == "day_of_week" else high) + 1, _step(name, step, value))
+    a, b, n = _bounds(name, first, last, step, value)
+    return range(a, b + 1, n)
+
+
+def _step(name: str, step: str | None, value: str) -> int:
+    most = _LIMITS[name][2]
     n = 1 if step is None else int(step)
     if not 1 <= n <= most:  # cron takes any step; past one cycle it can only mislead
         raise _invalid(name, value, f"step must be 1-{most}")
+    return n
+
+
+def _bounds(name: str, first: str, last: str | None, step: str | None, value: str) -> tuple[int, int, int]:
+    """(a, b, n) of an item's range and step, checked against the field's limits."""
+    low, high, _, hint = _LIMITS[name]
+    n = _step(name, step, value)
     top = 6 if name == "day_of_week" else high  # 7 is only an alias of Sunday
-    if star:
-        return range(low, top + 1, n)
     a = _number(name, first, value)
     if name == "day_of_week" and last is None and step is not None:
         a %= 7  # '7/2' starts on Sunday, like 'sun/2'
@@ -140,7 +172,51 @@ def _expand(name: str, item: str, value: str) -> range:
         raise _invalid(name, value, hint)
     if a > b:
         raise _invalid(name, value, "range runs backwards")
-    return range(a, b + 1, n)
+    return a, b, n
+
+
+@lru_cache(maxsize=4096)
+def _resolve_hash(name: str, value: str, seed: str | None) -> str:
+    """A stripped field with its `H` items replaced by the plain items they stand for."""
+    if "H" not in value:
+        return value
+    items = []
+    for item in (part.strip() for part in value.split(",")):
+        match = _HASH_ITEM.fullmatch(item)
+        if match is None:
+            if item.startswith("H"):
+                raise _invalid(name, value, _HASH_FORMS)
+            items.append(item)
+            continue
+        first, last, step = match.group("first", "last", "step")
+        if first is None:
+            (a, b), n = _HASH_RANGES[name], _step(name, step, value)
+        else:
+            a, b, n = _bounds(name, first, last, step, value)
+        if seed is None:
+            raise _invalid(name, value, "H needs the job's id to take a value")
+        number = stable_hash(str(seed), name)
+        if step is None:
+            items.append(str(a + number % (b - a + 1)))
+        else:
+            items.append(f"{a + number % min(n, b - a + 1)}-{b}/{n}")
+    return ",".join(items)
+
+
+def _loose(value: str) -> bool:
+    """A field that counts as unrestricted for the day rule and daylight saving: `*...`, `H/n`."""
+    return value.startswith("*") or value.startswith("H/")
+
+
+def resolve(fields: Mapping, seed: str | None) -> dict:
+    """`fields` (as normalize() returns them) with every `H` replaced by the value `seed` gives."""
+    return {**fields, **{name: _resolve_hash(name, _as_text(name, fields[name]), seed) for name in CRON_FIELDS}}
+
+
+def hashed(fields: Mapping, seed: str | None) -> dict:
+    """Only the fields that use `H`, each with the plain text it took for `seed`."""
+    resolved = resolve(fields, seed)
+    return {name: resolved[name] for name in CRON_FIELDS if resolved[name] != _as_text(name, fields[name])}
 
 
 def _dom_extra(item: str) -> tuple[int, int | None] | None:
@@ -177,30 +253,31 @@ def _as_text(name: str, value) -> str:
     return value.strip()
 
 
-def _check_field(name: str, value) -> str:
+def _check_field(name: str, value, seed: str | None = None) -> str:
     text = _as_text(name, value)
     if not text:
         raise _invalid(name, text, "must not be empty")
     if len(text) > MAX_FIELD_LENGTH:  # the message quotes only the start of such a value
         raise _invalid(name, text[:40] + "...", f"at most {MAX_FIELD_LENGTH} characters")
-    _parse(name, text)
+    _parse(name, _resolve_hash(name, text, seed))
     return text
 
 
-def normalize(fields: Mapping, timezone_name: str) -> dict:
+def normalize(fields: Mapping, timezone_name: str, seed: str | None = None) -> dict:
     """Complete, validated schedule: the 7 fields as stripped strings plus "timezone".
 
     Missing fields take DEFAULTS; a missing or null "timezone" takes `timezone_name`.
     Keys that are not cron fields are ignored, so a whole job document can be passed.
+    `H` is kept as written and checked with the values `seed` (the job's id) gives it.
     Raises ValidationError naming the field and the bad value, or saying it never fires.
     """
     if not isinstance(fields, Mapping):
         raise ValidationError("Cron fields must be an object")
-    result = {name: _check_field(name, fields.get(name, DEFAULTS[name])) for name in CRON_FIELDS}
+    result = {name: _check_field(name, fields.get(name, DEFAULTS[name]), seed) for name in CRON_FIELDS}
     tz_name = fields.get("timezone")
     tz_name = timezone_name if tz_name is None else tz_name
     result["timezone"] = tz_name.strip() if isinstance(tz_name, str) else tz_name
-    schedule_for(result)  # checks the zone, and refuses schedules that never fire
+    schedule_for(result, seed)  # checks the zone, and refuses schedules that never fire
     return result
 
 
@@ -253,9 +330,10 @@ def _utc(moment: datetime) -> datetime:
 
 class CronSchedule:
     """A parsed schedule: sorted value lists, the zone, and a cache of matching days per month.
-    Build it through schedule_for(), which caches it; `next_after` is the one search."""
+    Build it through schedule_for(), which caches it; `next_after` is the one search. `loose`
+    names fields that count as `*` although their text does not start with it (`H/n`)."""
 
-    def __init__(self, key: tuple):
+    def __init__(self, key: tuple, loose: tuple = ()):
         self.fields = dict(zip((*CRON_FIELDS, "timezone"), key))
         self.zone_name = key[-1]
         self.zone = _zone(self.zone_name)
@@ -266,7 +344,7 @@ class CronSchedule:
         self.month_set = frozenset(self.months)
         (self.doms, self.dom_extras), self.dows = values["day_of_month"], values["day_of_week"][0]
         self.weeks = None if self.fields["week"] == "*" else values["week"][0]
-        starred = {name: self.fields[name].startswith("*") for name in CRON_FIELDS}
+        starred = {name: name in loose or self.fields[name].startswith("*") for name in CRON_FIELDS}
         self.either = not starred["day_of_month"] and not starred["day_of_week"]
         self.fixed = not (starred["second"] or starred["minute"] or starred["hour"])
         self._month_days: dict[int, tuple] = {}
@@ -434,26 +512,30 @@ class CronSchedule:
 
 
 @lru_cache(maxsize=1024)
-def _schedule(key: tuple) -> CronSchedule:
-    return CronSchedule(key)
+def _schedule(key: tuple, loose: tuple) -> CronSchedule:
+    return CronSchedule(key, loose)
 
 
-def schedule_for(fields: Mapping) -> CronSchedule:
-    """The built schedule for cron fields (missing ones take DEFAULTS), cached by their normalized
-    text, so firing never rebuilds one. Raises ValidationError like normalize()."""
-    key = tuple(_as_text(name, fields.get(name, DEFAULTS[name])) for name in CRON_FIELDS)
+def schedule_for(fields: Mapping, seed: str | None = None) -> CronSchedule:
+    """The built schedule for cron fields (missing ones take DEFAULTS, `H` the values `seed`
+    gives), cached by their resolved text, so firing never rebuilds one. Raises
+    ValidationError like normalize()."""
+    texts = [(name, _as_text(name, fields.get(name, DEFAULTS[name]))) for name in CRON_FIELDS]
     tz_name = fields.get("timezone")
     if not isinstance(tz_name, str):
         raise ValidationError(f"Invalid timezone: {tz_name!r}")
-    return _schedule((*key, tz_name.strip()))
+    key = tuple(_resolve_hash(name, text, seed) for name, text in texts)
+    loose = tuple(name for name, text in texts if _loose(text))
+    return _schedule((*key, tz_name.strip()), loose)
 
 
 class UnixCronTrigger(BaseTrigger):
-    """The APScheduler trigger build_trigger returns: a thin face on a cached CronSchedule."""
+    """The APScheduler trigger build_trigger returns: a thin face on a cached CronSchedule (or
+    on a job's JitteredSchedule around one)."""
 
     __slots__ = ("fields", "schedule")
 
-    def __init__(self, schedule: CronSchedule):
+    def __init__(self, schedule):
         self.schedule = schedule
         self.fields = dict(schedule.fields)
 
@@ -486,12 +568,13 @@ def build_trigger(fields: Mapping) -> BaseTrigger:
     return UnixCronTrigger(schedule_for(fields))
 
 
-def next_fire_times(fields: dict, count: int, now: datetime) -> list[datetime]:
-    """The next `count` fire times strictly after `now` (naive means UTC), as aware UTC datetimes.
-    `now` is passed in so callers and tests control the clock."""
+def next_fire_times(fields: dict, count: int, now: datetime, schedule=None) -> list[datetime]:
+    """The next `count` fire times strictly after `now` (naive means UTC), as aware UTC datetimes,
+    of `schedule` (by default the one `fields` build). `now` is passed in so callers and tests
+    control the clock."""
     if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_COUNT:
         raise ValidationError(f"Invalid count: {count!r} (must be 0-{MAX_COUNT})")
-    schedule, times, moment = schedule_for(fields), [], now
+    schedule, times, moment = schedule or schedule_for(fields), [], now
     while len(times) < count and (moment := schedule.next_after(moment)) is not None:
         times.append(moment)
     return times

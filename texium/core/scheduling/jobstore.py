@@ -17,6 +17,7 @@ from apscheduler.jobstores.base import BaseJobStore
 
 from texium.core.datastore.base import Collection
 from texium.core.scheduling import cron
+from texium.core.scheduling.spread import JitteredSchedule
 
 EXECUTOR_ALIAS = "default"
 SCHEDULED = {"next_run_time": {"$ne": None}}
@@ -30,9 +31,18 @@ def _fields(doc: dict) -> dict:
     return {name: doc.get(name, cron.DEFAULTS.get(name)) for name in (*cron.CRON_FIELDS, "timezone")}
 
 
+def job_schedule(fields: dict, job_id: str | None, jitter_seconds: int | None):
+    """The times a job with these cron fields, id and jitter fires at: `H` resolved from the id,
+    each occurrence delayed by its jitter. The one schedule the planner, the dispatcher, the
+    job's next_run_time, the forecast and the preview all use, so they agree on every time."""
+    schedule = cron.schedule_for(fields, job_id)
+    return JitteredSchedule(schedule, str(job_id), jitter_seconds) if jitter_seconds else schedule
+
+
 def schedule_for(doc: dict):
-    """The job's cron schedule (cached by its fields); ValidationError if it cannot be built."""
-    return cron.schedule_for(_fields(doc))
+    """The job's schedule (the cron part cached by its fields); ValidationError if it cannot be
+    built."""
+    return job_schedule(_fields(doc), doc.get("_id"), doc.get("jitter_seconds"))
 
 
 class DocumentJobStore(BaseJobStore):
@@ -53,7 +63,7 @@ class DocumentJobStore(BaseJobStore):
     # -- APScheduler's view (scheduler.get_jobs(), lookups) ---------------------------
     def _job(self, doc: dict) -> Job | None:
         try:
-            trigger = cron.build_trigger(_fields(doc))
+            trigger = cron.UnixCronTrigger(schedule_for(doc))
         except Exception:
             return None  # the pass unschedules it and says why (schedule_error)
         job = Job.__new__(Job)

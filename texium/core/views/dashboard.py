@@ -48,7 +48,7 @@ def describe(doc: dict) -> str | None:
     """The job's schedule in plain English (as the cron preview says it), None if it is broken."""
     try:
         fields = {name: str(doc.get(name, cron.DEFAULTS[name])) for name in cron.CRON_FIELDS}
-        return cron.describe({**fields, "timezone": doc.get("timezone") or "UTC"})
+        return cron.describe(cron.resolve({**fields, "timezone": doc.get("timezone") or "UTC"}, doc.get("_id")))
     except Exception:
         return None
 

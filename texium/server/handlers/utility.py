@@ -3,6 +3,7 @@
 import tornado.web
 
 from texium.core.scheduling import cron
+from texium.core.scheduling.spread import MAX_JITTER_SECONDS
 from texium.core.timeutil import utcnow
 from texium.server.handlers.base import ApiHandler
 
@@ -55,7 +56,8 @@ class CronPreviewHandler(ApiHandler):
     async def get(self) -> None:
         fields = {name: self.query(name) for name in (*cron.CRON_FIELDS, "timezone")}
         count = self.query_int("count", 5, 1, 100)
+        jitter = self.query_int("jitter_seconds", 0, 0, MAX_JITTER_SECONDS)
         given = {k: v for k, v in fields.items() if v is not None}
         # Searching a schedule is CPU work (bounded, but milliseconds for rare ones): off the IOLoop.
-        preview = await self.blocking(self.context.scheduler.preview, given, count)
+        preview = await self.blocking(self.context.scheduler.preview, given, count, self.query("job_id"), jitter)
         self.success("Cron preview generated successfully", **preview)
