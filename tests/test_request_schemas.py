@@ -219,6 +219,7 @@ def test_every_request_body_schema_is_compiled_and_used_by_a_service():
         servers.SERVER_UPDATE,
         scheduler_manager.JOB_CREATE,
         scheduler_manager.JOB_UPDATE,
+        scheduler_manager.PAUSE,
         apikeys.KEY_CREATE,
         apikeys.SESSION_CREATE,
     }

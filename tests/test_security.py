@@ -131,6 +131,8 @@ PROTECTED = [
     ("GET", "/api/scheduler/job-summaries"),
     ("GET", "/api/scheduler/activity"),
     ("GET", "/metrics"),
+    ("POST", "/api/scheduler/pause-all"),
+    ("POST", "/api/scheduler/resume-all"),
 ]
 
 
@@ -248,6 +250,17 @@ def test_a_user_cannot_create_or_run_admin_only_job_classes(secured):
         for job in call(user, "GET", "/api/scheduler/available-jobs").json()["jobs"]
     }
     assert classes["jobs.custom.CustomScriptJob"] is True and classes["jobs.echo.EchoJob"] is False
+
+
+def test_only_an_admin_may_pause_or_resume_every_job(secured):
+    for path in ("/api/scheduler/pause-all", "/api/scheduler/resume-all"):
+        refused = call(secured["user"], "POST", path, json={"note": "mine now"})
+        assert refused.status_code == 403, refused.text
+    health = call(secured["admin"], "GET", "/api/scheduler/health").json()
+    assert health["maintenance"] is None and "maintenance" not in health["message"]
+    on = call(secured["admin"], "POST", "/api/scheduler/pause-all", json={"note": "window"}).json()["maintenance"]
+    assert "Administrator" in on["paused_by"] and on["pause_note"] == "window"
+    assert call(secured["admin"], "POST", "/api/scheduler/resume-all").json()["maintenance"]["is_paused"] is False
 
 
 def test_the_audit_actor_is_the_key_s_user_not_a_header(secured):

@@ -23,16 +23,17 @@ from texium.core.records.users import owned_by
 from texium.core.registry import JobRegistry
 from texium.core.scheduling import cron
 from texium.core.scheduling.dispatch import RETRY_TRIGGERS, Dispatcher
-from texium.core.scheduling.jobstore import DocumentJobStore, job_schedule, schedule_for
+from texium.core.scheduling.jobstore import DocumentJobStore, job_schedule, next_run_for
 from texium.core.scheduling.nodes import NodeRegistry
 from texium.core.scheduling.occurrences import RUN_NOW
+from texium.core.scheduling.pausing import Pauses, describe_pause, pause_fields, resume_fields
 from texium.core.scheduling.recorder import Recorder
 from texium.core.scheduling.scheduler import TexiumScheduler
 from texium.core.scheduling.spread import EXAMPLE_SEED
 from texium.core.scheduling.watchdog import Watchdog
 from texium.core.security import secret_args
 from texium.core.security.secrets import SecretBox
-from texium.core.timeutil import to_iso, utcnow
+from texium.core.timeutil import parse_iso, to_iso, utcnow
 from texium.core.validation import FORMATS, request_schema, require_id, validate_body
 
 log = logging.getLogger("texium.scheduler")
@@ -40,6 +41,7 @@ SCHEDULE_FIELDS = (*cron.CRON_FIELDS, "timezone")
 # The fields (cron fields included), their types, limits and defaults: components/schemas in
 # texium/openapi.yaml. Whether the cron fields parse is cron.normalize's to say.
 JOB_CREATE, JOB_UPDATE = request_schema("JobCreate"), request_schema("JobUpdate")
+PAUSE = request_schema("Pause")  # a job's pause, and the maintenance switch: {note, until}
 # Never served. Written as the document's last member, so the embedded store can cut it off the
 # stored text instead of parsing it (an update re-sets it in place).
 HIDDEN = (secret_args.FIELD,)
@@ -84,6 +86,17 @@ def clean_notify(notify: dict | None) -> dict | None:
     return {"email": list(dict.fromkeys(emails)), "webhook": webhook, "events": notify["events"]}
 
 
+def pause_request(body: dict | None) -> tuple[str | None, datetime | None]:
+    """(note, until) of a pause's body (empty: a pause without either); `until` must be ahead."""
+    fields = validate_body(body or {}, PAUSE, partial=True)
+    until = fields.get("until")
+    if until is not None:
+        until = parse_iso(until)
+        if until <= utcnow():
+            raise ValidationError(f"Invalid field until: {to_iso(until)} is not in the future")
+    return fields.get("note") or None, until
+
+
 class SchedulerManager:
     def __init__(
         self,
@@ -101,8 +114,10 @@ class SchedulerManager:
         metrics: Metrics | None = None,
         busy_warning_seconds: float = 60.0,
         busy_unhealthy_seconds: float = 300.0,
+        pauses: Pauses | None = None,
     ):
         self._ds = datastore
+        self.pauses = pauses if pauses is not None else Pauses(datastore, audit.record)
         # Every worker busy while a due run waits this long: a health warning, then a problem (503).
         self._busy_warning, self._busy_unhealthy = busy_warning_seconds, busy_unhealthy_seconds
         # Encrypts secret job arguments; by default the runner's, which decrypts them for runs.
@@ -127,6 +142,7 @@ class SchedulerManager:
             poll_seconds=poll_seconds,
             retry_seconds=retry_seconds,
             metrics=metrics if metrics is not None else dispatcher.metrics,
+            pauses=self.pauses,
         )
 
     # -- life cycle --------------------------------------------------------------------
@@ -331,9 +347,7 @@ class SchedulerManager:
 
     # -- changing ----------------------------------------------------------------------
     def _next_run(self, doc: dict, now: datetime) -> datetime | None:
-        if not doc.get("is_enabled", True) or doc.get("is_paused"):
-            return None
-        return schedule_for(doc).next_after(now)
+        return next_run_for(doc, now)
 
     def _check_user(self, user_id: str) -> None:
         if self._ds.users.get(user_id) is None:
@@ -373,6 +387,7 @@ class SchedulerManager:
             alert_state=None,
             claimed_by=None,
             last_claim=None,
+            **dict.fromkeys(("pause_note", "paused_until", "paused_at", "paused_by", "resumed_at")),
         )
         doc["next_run_time"] = self._next_run(doc, now)
         sealed, _, _ = self._seal(doc)
@@ -471,21 +486,36 @@ class SchedulerManager:
                 self._dispatcher.metrics.run_skipped(job.get("job_class_string"), what)
         self._dispatcher.forget_job(job["_id"])
 
-    def _set_paused(self, job_id: str, paused: bool, actor: str) -> None:
-        event = "paused" if paused else "resumed"
-        updated = self._write_job(
-            job_id,
-            lambda doc: ({"is_paused": paused}, lambda job: f"Job {event}, next run {to_iso(job['next_run_time'])}"),
-            event,
-            actor,
-        )
-        self._after_write(updated)
+    def pause(self, job_id: str, actor: str, body: dict | None = None) -> None:
+        """Pause the job, with an optional `note` and `until` (when it resumes by itself)."""
+        note, until = pause_request(body)
 
-    def pause(self, job_id: str, actor: str) -> None:
-        self._set_paused(job_id, True, actor)
+        def edit(doc: dict):
+            fields = pause_fields(note, until, actor, utcnow())
+            return fields, f"Job {describe_pause(fields)}"
+
+        self._after_write(self._write_job(job_id, edit, "paused", actor))
 
     def resume(self, job_id: str, actor: str) -> None:
-        self._set_paused(job_id, False, actor)
+        def edit(doc: dict):
+            return resume_fields(utcnow()), lambda job: f"Job resumed, next run {to_iso(job['next_run_time'])}"
+
+        self._after_write(self._write_job(job_id, edit, "resumed", actor))
+
+    # -- maintenance: every job paused at once -----------------------------------------
+    def maintenance(self) -> dict | None:
+        """The maintenance switch while it is on (who, since when, why, until when)."""
+        return self.pauses.maintenance()
+
+    def pause_all(self, actor: str, body: dict | None = None) -> dict:
+        note, until = pause_request(body)
+        return self.pauses.set_maintenance(True, note, until, actor)
+
+    def resume_all(self, actor: str) -> dict:
+        switch = self.pauses.set_maintenance(False, None, None, actor)
+        if self._scheduler.running:
+            self._scheduler.wakeup()
+        return switch
 
     def delete(self, job_id: str, actor: str) -> None:
         doc = self.get(job_id)
@@ -505,6 +535,9 @@ class SchedulerManager:
 
     def run_now(self, job_id: str, actor: str) -> str:
         doc = self.get(job_id)
+        switch = self.maintenance()
+        if switch is not None:
+            raise Conflict(f"Maintenance is on (every job {describe_pause(switch)}): nothing runs until resume-all")
         with self._ds.batch():  # one commit for the execution and its audit entry
             execution_id = self._dispatcher.run_now(doc)
             self._audit.record(doc, "run_now", actor, f"Run now requested: execution {execution_id}")

@@ -27,6 +27,7 @@ import functools
 import json
 import re
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -86,8 +87,19 @@ def _http_url(value: str) -> str:
     return value
 
 
+def _date_time(value: str) -> str:
+    """An ISO 8601 time with its offset (a time without one would be read in no one's zone)."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an ISO 8601 time (e.g. 2026-12-24T08:00:00+01:00)") from None
+    if moment.tzinfo is None:
+        raise ValueError(f"{value!r} has no offset (add Z or +01:00)")
+    return value
+
+
 # format -> check of a string value: returns it (maybe normalised) or raises ValueError(what is wrong)
-FORMATS: dict[str, Callable[[str], str]] = {"email": _email, "http-url": _http_url}
+FORMATS: dict[str, Callable[[str], str]] = {"email": _email, "http-url": _http_url, "date-time": _date_time}
 
 
 def _nullable(check: Callable[[str], str]) -> Callable[[Any], Any]:

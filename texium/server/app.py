@@ -49,6 +49,8 @@ ROUTES = [
     (rf"/api/scheduler/jobs/{ID}/resume", jobs.JobResumeHandler),
     (rf"/api/scheduler/jobs/{ID}/run", jobs.JobRunHandler),
     (rf"/api/scheduler/users/{ID}/jobs", jobs.UserJobsHandler),
+    (r"/api/scheduler/pause-all", jobs.PauseAllHandler),
+    (r"/api/scheduler/resume-all", jobs.ResumeAllHandler),
     (r"/api/scheduler/executions", executions.ExecutionsHandler),
     (rf"/api/scheduler/executions/{ID}", executions.ExecutionHandler),
     (rf"/api/scheduler/executions/{ID}/cancel", executions.ExecutionCancelHandler),

@@ -25,6 +25,7 @@ from texium.core.scheduler_manager import SchedulerManager
 from texium.core.scheduling.claims import Claims
 from texium.core.scheduling.dispatch import Dispatcher, runs_per_user
 from texium.core.scheduling.nodes import NodeIdentity, NodeRegistry
+from texium.core.scheduling.pausing import Pauses
 from texium.core.scheduling.processes import ProcessRegistry
 from texium.core.scheduling.recorder import Recorder
 from texium.core.scheduling.runner import JobRunner
@@ -89,6 +90,7 @@ def build_context(settings: dict[str, Any]) -> AppContext:
     servers = ServerService(datastore, secrets)
     servers.seal_stored_urls()  # records saved before instance_url passwords were sealed
     audit = AuditLog(datastore)
+    pauses = Pauses(datastore, audit.record)
     identity = NodeIdentity()
     nodes = NodeRegistry(
         datastore,
@@ -108,6 +110,7 @@ def build_context(settings: dict[str, Any]) -> AppContext:
         recorder.execution,
         metrics,
         keep=lambda job_id, fields: recorder.job(job_id, fields=fields),
+        pauses=pauses,
     )
     processes = ProcessRegistry(os.path.join(settings["DATA_DIR"], "run", "processes"), node_id=identity.hostname)
     runner = JobRunner(
@@ -152,6 +155,7 @@ def build_context(settings: dict[str, Any]) -> AppContext:
         metrics=metrics,
         busy_warning_seconds=settings["BUSY_WARNING_SECONDS"],
         busy_unhealthy_seconds=settings["BUSY_UNHEALTHY_SECONDS"],
+        pauses=pauses,
     )
     if settings["METRICS_PUBLIC"] and not metrics_public(True, settings["HTTP_ADDRESS"]):
         log.warning(

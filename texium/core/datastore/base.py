@@ -75,7 +75,7 @@ def is_valid_id(value: Any) -> bool:
     return isinstance(value, str) and bool(_OBJECT_ID.match(value))
 
 
-TIME_FIELD_NAMES = frozenset({"last_seen", "missed_until"})  # times whose names do not end in _at/_time
+TIME_FIELD_NAMES = frozenset({"last_seen", "missed_until", "paused_until"})  # times whose names do not end in _at/_time
 
 
 def is_time_field(name: str) -> bool:
@@ -106,6 +106,7 @@ INDEXES: dict[str, tuple[Index, ...]] = {
         Index(("is_enabled",), boolean=True),  # stats: enabled and paused jobs without a scan
         Index(("is_paused",), boolean=True),
         Index(("claimed_by",)),  # the last claims of a node that died, to complete them
+        Index(("paused_until",)),  # pauses that end by themselves, the earliest first
     ),
     "scheduler_executions": (
         Index(("occurrence_key",), unique=True),
@@ -121,6 +122,8 @@ INDEXES: dict[str, tuple[Index, ...]] = {
     # Per-job concurrency slots: one document per run holding one (key "<job id>#<n>").
     "scheduler_slots": (Index(("key",), unique=True), Index(("execution_id",))),
     "scheduler_nodes": (Index(("last_seen",)),),
+    # Switches every node reads on its pass, one document each (key "maintenance").
+    "scheduler_state": (Index(("key",), unique=True),),
     "scheduler_audit_logs": (
         Index(("created_at",)),
         Index(("job_id", "created_at")),
@@ -334,6 +337,10 @@ class Datastore(ABC):
     @property
     def slots(self) -> Collection:
         return self.collection("scheduler_slots")
+
+    @property
+    def state(self) -> Collection:
+        return self.collection("scheduler_state")
 
     # A batch() that fails leaves nothing written (one transaction), so it can be retried whole.
     atomic_batches = False

@@ -49,7 +49,14 @@ from texium.core.timeutil import as_utc, to_iso, utcnow
 log = logging.getLogger("texium.alerts")
 
 EVENTS = ("failure", "recovery", "timeout", "missed")
-TITLES = {"failure": "Job failing", "recovery": "Job recovered", "timeout": "Run timed out", "missed": "Runs missed"}
+PAUSED = "paused"  # the job paused itself (pause_after_failures): sent to every channel, whatever `events` says
+TITLES = {
+    "failure": "Job failing",
+    "recovery": "Job recovered",
+    "timeout": "Run timed out",
+    "missed": "Runs missed",
+    PAUSED: "Job paused itself",
+}
 TIMEOUT = 10.0  # seconds per delivery attempt
 ERROR_LINES, ERROR_CHARS = 20, 4000  # how much of the execution's error an alert carries
 MAX_QUEUED = 10_000  # observations waiting; more are dropped (with a warning) rather than grow without end
@@ -87,8 +94,12 @@ class Alerts:
         attempts: int = 3,
         backoff: float = 1.0,
         keep: Callable[[str, dict], None] | None = None,
+        pauses: Any = None,
     ):
         self._ds = datastore
+        # The firing core's pause rules (scheduling.pausing.Pauses): a failed run may pause its
+        # job (pause_after_failures), which this thread then announces. None: no such rule.
+        self._pauses = pauses
         # Writes the state of a job that notifies no one (the recorder's merged job changes: no
         # read, no write of its own; the newest outcome a node saw wins). None: _keep does it.
         self._keep_state = keep
@@ -119,7 +130,8 @@ class Alerts:
             job_id = job.get("_id") or execution.get("job_id")
             if self._closed or not job_id or execution.get("status") not in _MOVING:
                 return  # a status that moves no state (cancelled, skipped, ...) costs no store read
-            if not job.get("notify") and self._keep_state is not None:
+            counts = self._counts_failures(job, execution)
+            if not job.get("notify") and self._keep_state is not None and not counts:
                 at, execution_id = _seen(execution)
                 state = transition("ok", execution["status"])[0]
                 if job.get("alert_state") != state:  # as read when the run started: a healthy job costs nothing
@@ -128,9 +140,18 @@ class Alerts:
             if self._queue.qsize() >= MAX_QUEUED:
                 log.warning("Alerts: %d observations queued; dropped the one of job %s", MAX_QUEUED, job_id)
                 return
-            self._queue.put_nowait((job_id, bool(job.get("notify")), dict(execution), _seen(execution)))
+            self._queue.put_nowait((job_id, bool(job.get("notify")), dict(execution), _seen(execution), counts))
         except Exception:
             log.exception("Alerts: cannot queue an observation of job %s", job_id)
+
+    def _counts_failures(self, job: Mapping[str, Any], execution: dict) -> bool:
+        """Whether this outcome may pause its job: a failure of a job with pause_after_failures
+        (as read when its run started; the rule reads the job again)."""
+        return (
+            self._pauses is not None
+            and bool(job.get("pause_after_failures"))
+            and execution.get("status") in ("failed", "timeout")
+        )
 
     def stats(self) -> dict:
         """For the health endpoint."""
@@ -162,21 +183,47 @@ class Alerts:
             except Exception:  # a bug here must not end alerting for every later run
                 log.exception("Alerts: observation of job %s failed", item[0])
 
-    def _handle(self, job_id: str, notifies: bool, execution: dict, seen: tuple[datetime, str]) -> None:
+    def _handle(
+        self, job_id: str, notifies: bool, execution: dict, seen: tuple[datetime, str], counts: bool = False
+    ) -> None:
         status = execution.get("status")
         try:
             if not notifies:  # nothing to send: keep the state without reading the job
                 self._keep(job_id, transition(None, status)[0], seen)
-                return
-            job, event = self._move(job_id, status, seen)
+                job, event = None, None
+            else:
+                job, event = self._move(job_id, status, seen)
         except Exception as exc:
             log.warning("Alerts: store error for job %s, observation dropped: %s", job_id, _one_line(str(exc)))
             return
-        if job is None:
-            return
+        results = []
+        if job is not None:
+            notify = job.get("notify") or {}
+            if event is not None and event in (notify.get("events") or ()):
+                results += self._send(job, event, execution)
+        if counts:
+            results += self._pause_after_failure(job_id, execution)
+        if results:
+            try:
+                self._record(execution["_id"], {"alerts": results})
+            except Exception as exc:
+                log.warning("Alerts: cannot record the alerts of execution %s: %s", execution.get("_id"), exc)
+
+    def _pause_after_failure(self, job_id: str, execution: dict) -> list[dict]:
+        """The job's failure streak may pause it; the node whose pause applied announces it."""
+        try:
+            paused = self._pauses.pause_after_failure(job_id)
+        except Exception as exc:
+            log.warning("Alerts: cannot apply pause_after_failures to job %s: %s", job_id, _one_line(str(exc)))
+            return []
+        if paused is None or not paused.get("notify"):
+            return []
+        why = f"{paused['pause_note']}; the last one: {execution.get('error') or execution.get('status')}"
+        return self._send(paused, PAUSED, {**execution, "error": why})
+
+    def _send(self, job: dict, event: str, execution: dict) -> list[dict]:
+        """Deliver `event` to every channel of the job's notify; what became of each."""
         notify = job.get("notify") or {}
-        if event is None or event not in (notify.get("events") or ()):
-            return
         results = []
         recipients = [a for a in notify.get("email") or () if a]
         if recipients:
@@ -186,11 +233,7 @@ class Alerts:
         url = notify.get("webhook")
         if url:
             results.append(self._deliver(job, event, "webhook", redact_url(url), self._webhook, url, execution))
-        if results:
-            try:
-                self._record(execution["_id"], {"alerts": results})
-            except Exception as exc:
-                log.warning("Alerts: cannot record the alerts of execution %s: %s", execution.get("_id"), exc)
+        return results
 
     def _move(self, job_id: str, status: Any, seen: tuple[datetime, str]) -> tuple[dict | None, str | None]:
         """Apply an outcome to the job's fresh state, in order: (the job as read, the event to send),

@@ -10,7 +10,8 @@ visible, so:
   job due behind it (the workers were busy), is recorded `missed` instead of running stale;
 - the jobs are read again (one query for the batch the free workers can take) just before
   the start: a paused, disabled or deleted job, or a schedule edited so the occurrence no
-  longer belongs to it, ends the record `skipped` and the job body never starts;
+  longer belongs to it, ends the record `skipped` and the job body never starts; so does
+  maintenance (the switch is read in the same batch; a run-now then ends `cancelled`);
 - the start itself is one conditional write per run, all of a batch in one transaction
   (claims.py): `scheduled -> running` on (holder, generation), only while the job is under its
   limit of runs at once on every node; losing it means someone else decided first.
@@ -43,6 +44,7 @@ from texium.core.metrics import Metrics
 from texium.core.scheduling.claims import Claims, held
 from texium.core.scheduling.jobstore import schedule_for
 from texium.core.scheduling.occurrences import RETRY, RUN_NOW, SCHEDULE, new_record, trigger_of
+from texium.core.scheduling.pausing import describe_pause, maintenance_of
 from texium.core.scheduling.recorder import Recorder, Write
 from texium.core.scheduling.runner import JobRunner, Run
 from texium.core.timeutil import to_iso, utcnow
@@ -349,9 +351,10 @@ class Dispatcher(BaseExecutor):
         try:
             jobs = self._jobs_of(entries)
             with self._ds.batch():
+                switch = maintenance_of(self._ds)  # read in the starts' own batch: none starts after it was set
                 ready = []
                 for entry in entries:
-                    refused = self._refused(entry, jobs)
+                    refused = self._refused(entry, jobs, switch)
                     if refused:
                         outcomes[id(entry)] = refused
                     else:
@@ -390,13 +393,13 @@ class Dispatcher(BaseExecutor):
     def _limit(self, job: dict) -> int:
         return int(job.get("max_instances") or self._max_instances)
 
-    def _refused(self, entry: _Entry, jobs: dict[str, dict]) -> str:
+    def _refused(self, entry: _Entry, jobs: dict[str, dict], switch: dict | None = None) -> str:
         """ "closing" or "dropped" (ended here, never to start); "" when it may start."""
         if self.closing:
             return "closing"
         run = entry.run
         job = jobs.get(run.record["job_id"])
-        refusal = self._refusal(entry, job)
+        refusal = self._refusal(entry, job) or _maintenance_refusal(entry, switch)
         if refusal is not None:
             self._end_unstarted(run, *refusal)
             return "dropped"
@@ -679,6 +682,17 @@ class Dispatcher(BaseExecutor):
                 f"; killed {len(killed)} script process groups" if killed else "",
             )
         return len(unfinished) + lingering
+
+
+def _maintenance_refusal(entry: _Entry, switch: dict | None) -> tuple[str, str, str] | None:
+    """While maintenance is on nothing starts: an occurrence or a retry is skipped, a run-now
+    (accepted before maintenance began) cancelled."""
+    if switch is None:
+        return None
+    why = f"maintenance is on (every job {describe_pause(switch)})"
+    if entry.trigger == RUN_NOW:
+        return "cancelled", "maintenance", f"Cancelled: {why} before this run started"
+    return "skipped", "maintenance", f"Skipped: {why}"
 
 
 def _fires_at(job: dict, due: datetime) -> bool:

@@ -45,6 +45,14 @@ def schedule_for(doc: dict):
     return job_schedule(_fields(doc), doc.get("_id"), doc.get("jitter_seconds"))
 
 
+def next_run_for(doc: dict, now: datetime) -> datetime | None:
+    """The job's next run after `now`: none while it is paused or disabled (ValidationError
+    if its schedule cannot be built)."""
+    if not doc.get("is_enabled", True) or doc.get("is_paused"):
+        return None
+    return schedule_for(doc).next_after(now)
+
+
 class DocumentJobStore(BaseJobStore):
     def __init__(self, jobs: Collection):
         super().__init__()

@@ -13,11 +13,12 @@ transaction and coalesces late firings without a trace. Each pass:
 3. claims the plans in one short batch (claims.py): advances each job's `next_run_time` by
    compare-and-set, writing the plan on it, then inserts its records, held by this node, and
    queues them at once (a pass whose compare-and-set lost makes nothing);
-4. claims the records nobody holds (pending retries, runs handed back by a stopped or dead
+4. resumes the jobs whose pause ended (pausing.py), and ends maintenance at its end;
+5. claims the records nobody holds (pending retries, runs handed back by a stopped or dead
    node) due before its next look, and queues them (they start at their time, never before);
-5. sleeps until the next run time less the lead, but never longer than `poll_seconds`; after a
-   store error it tries again after `retry_seconds` and says so in health. The thread never
-   dies: whatever a pass raises ends the pass, not the thread.
+6. sleeps until the next run time less the lead (or the next end of a pause), but never
+   longer than `poll_seconds`; after a store error it tries again after `retry_seconds` and
+   says so in health. The thread never dies: whatever a pass raises ends the pass, not the thread.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from texium.core.metrics import Metrics
 from texium.core.scheduling.claims import Claims
 from texium.core.scheduling.dispatch import Dispatcher
 from texium.core.scheduling.jobstore import DocumentJobStore
+from texium.core.scheduling.pausing import Pauses
 from texium.core.scheduling.planner import Plan, Planner
 from texium.core.timeutil import to_iso, utcnow
 
@@ -69,6 +71,7 @@ class TexiumScheduler(BackgroundScheduler):
         retry_seconds: float = 1.0,
         lead_seconds: float = 0.25,
         metrics: Metrics | None = None,
+        pauses: Pauses | None = None,
     ):
         super().__init__(
             timezone="UTC",
@@ -90,12 +93,14 @@ class TexiumScheduler(BackgroundScheduler):
         self._planned_wakeup: datetime | None = None  # when the thread will look again by itself
         self._metrics = metrics if metrics is not None else Metrics()
         self._unfinished: list[tuple[dict, dict]] = []  # (job, claim) advanced but not yet made
+        self._pauses = pauses
 
     def _process_jobs(self):
         if self.state == STATE_PAUSED:
             return None
         clock, now = time.monotonic(), utcnow()
         try:
+            resume_at = self._pauses.resume_due(now) if self._pauses is not None else None
             # What nobody holds (handed back, retries) was asked for before what is due now: queue
             # it first, or a past-due occurrence could take the job's slot ahead of it.
             with self._metrics.store_call("scheduler_unheld"):
@@ -112,6 +117,8 @@ class TexiumScheduler(BackgroundScheduler):
             if next_time is not None:
                 self._lead_now = self._lead_for(next_time)
                 wait = min(wait, max(0.0, (next_time - utcnow()).total_seconds() - self._lead_now.total_seconds()))
+            if resume_at is not None:
+                wait = min(wait, max(0.0, (resume_at - utcnow()).total_seconds()))
         except Exception as exc:  # the store failed (or a bug): retry soon, never sleep for good
             self._store_failed(exc)
             wait = self._retry

@@ -220,6 +220,10 @@ class ApiHandler(tornado.web.RequestHandler):
         if self._received <= self.context.max_body_bytes:
             self._chunks.append(chunk)
 
+    def optional_json_body(self) -> dict:
+        """json_body(), or {} when no body was sent (operations whose body is optional)."""
+        return self.json_body() if b"".join(self._chunks).strip() else {}
+
     def json_body(self) -> dict:
         if self._received > self.context.max_body_bytes:
             raise tornado.web.HTTPError(413, reason=f"Request body larger than {self.context.max_body_bytes} bytes")

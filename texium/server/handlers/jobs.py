@@ -1,4 +1,4 @@
-"""/api/scheduler/jobs — create, list, read, update, delete, pause, resume, run now.
+"""/api/scheduler/jobs — create, list, read, update, delete, pause, resume, run now; pause-all.
 
 A `user` sees and changes only their own jobs (others' ids answer 404) and may not create,
 change or run admin-only job classes (403).
@@ -64,7 +64,8 @@ class JobPauseHandler(JobAccess):
     async def patch(self, job_id: str) -> None:
         if self.scope is not None:
             await self.own_job(job_id, change=True)
-        await self.blocking(self.context.scheduler.pause, job_id, self.actor)
+        body = self.optional_json_body()
+        await self.blocking(self.context.scheduler.pause, job_id, self.actor, body)
         self.success("Job paused successfully", job_id=job_id)
 
 
@@ -74,6 +75,25 @@ class JobResumeHandler(JobAccess):
             await self.own_job(job_id, change=True)
         await self.blocking(self.context.scheduler.resume, job_id, self.actor)
         self.success("Job resumed successfully", job_id=job_id)
+
+
+class PauseAllHandler(ApiHandler):
+    """Maintenance: every job paused at once, on every node (admin only)."""
+
+    admin_only = True
+
+    async def post(self) -> None:
+        body = self.optional_json_body()
+        switch = await self.blocking(self.context.scheduler.pause_all, self.actor, body)
+        self.success("All jobs paused", maintenance=switch)
+
+
+class ResumeAllHandler(ApiHandler):
+    admin_only = True
+
+    async def post(self) -> None:
+        switch = await self.blocking(self.context.scheduler.resume_all, self.actor)
+        self.success("All jobs resumed", maintenance=switch)
 
 
 class JobRunHandler(JobAccess):

@@ -3,6 +3,7 @@
 import tornado.web
 
 from texium.core.scheduling import cron
+from texium.core.scheduling.pausing import describe_pause
 from texium.core.scheduling.spread import MAX_JITTER_SECONDS
 from texium.core.timeutil import utcnow
 from texium.server.handlers.base import ApiHandler
@@ -35,12 +36,15 @@ class HealthHandler(ApiHandler):
     async def get(self) -> None:
         problems = await self.blocking(self.context.scheduler.health)
         warnings = self.context.scheduler.health_warnings()
+        switch = await self.blocking(self.context.scheduler.maintenance)
         message = "; ".join(problems) or "Scheduler is running"
+        if switch is not None:  # intended, so no problem: said in words, healthy still
+            message += f"; maintenance: every job {describe_pause(switch)}"
         if warnings and not problems:
             message += "; warning: " + "; ".join(warnings)
         body = {"status": "unhealthy" if problems else "healthy", "message": message, "timestamp": utcnow()}
         if self.is_admin:  # the details name nodes, hosts and alert targets
-            body.update(warnings=warnings, **self.context.scheduler.health_details())
+            body.update(warnings=warnings, maintenance=switch, **self.context.scheduler.health_details())
         self.reply(body, 503 if problems else 200)
 
 
