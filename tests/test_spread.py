@@ -151,7 +151,9 @@ def test_jitter_is_the_same_on_two_nodes_and_within_range(start_server, tmp_path
     assert at(job(nodes[1].api, job_id)["next_run_time"]) == times[0]
     # Without jitter (the same job id) the times are the nominal ones.
     plain = [at(t) for t in preview(api, job_id, count=20, **fields)["next_run_times"]]
-    assert plain == [t - d for t, d in zip(times, delays)]
+    nominal = [t - d for t, d in zip(times, delays)]
+    # (a nominal time may have passed while its delayed one is still ahead: then plain starts later)
+    assert plain[0] in nominal[:2] and plain[:10] == [n for n in nominal if n >= plain[0]][:10]
 
 
 def test_a_jittered_job_fires_at_its_jittered_second(start_server, tmp_path):
