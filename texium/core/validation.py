@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import jsonschema_rs
+from dateutil import parser as _dateparser
 from email_validator import EmailNotValidError, validate_email
 
 from texium.core import contract
@@ -86,8 +87,19 @@ def _http_url(value: str) -> str:
     return value
 
 
+def _date_time(value: str) -> str:
+    """An ISO 8601 time with an explicit offset (a time without one would be read in some zone)."""
+    try:
+        parsed = _dateparser.isoparse(value)
+    except (ValueError, OverflowError):
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise ValueError("must be an ISO 8601 time with an offset, e.g. 2026-03-01T09:00:00+00:00")
+    return value
+
+
 # format -> check of a string value: returns it (maybe normalised) or raises ValueError(what is wrong)
-FORMATS: dict[str, Callable[[str], str]] = {"email": _email, "http-url": _http_url}
+FORMATS: dict[str, Callable[[str], str]] = {"email": _email, "http-url": _http_url, "date-time": _date_time}
 
 
 def _nullable(check: Callable[[str], str]) -> Callable[[Any], Any]:

@@ -41,10 +41,10 @@ from texium.core.errors import ServiceUnavailable
 from texium.core.figures import NOT_RUN
 from texium.core.metrics import Metrics
 from texium.core.scheduling.claims import Claims, held
-from texium.core.scheduling.jobstore import schedule_for
 from texium.core.scheduling.occurrences import RETRY, RUN_NOW, SCHEDULE, new_record, trigger_of
 from texium.core.scheduling.recorder import Recorder, Write
 from texium.core.scheduling.runner import JobRunner, Run
+from texium.core.scheduling.windows import JobTimes
 from texium.core.timeutil import to_iso, utcnow
 
 log = logging.getLogger("texium.dispatch")
@@ -468,7 +468,7 @@ class Dispatcher(BaseExecutor):
             return "skipped", "deleted", "Skipped: the job was deleted before this run started"
         if entry.trigger == RUN_NOW:
             return None  # run now works for paused jobs too
-        if job.get("is_paused") or not job.get("is_enabled", True):
+        if job.get("is_paused") or not (job.get("is_enabled", True) or _last_of_max_runs(job, entry)):
             what = "paused" if job.get("is_paused") else "disabled"
             return "skipped", what, f"Skipped: the job was {what} before this run started"
         if entry.trigger == SCHEDULE and not _fires_at(job, entry.due):
@@ -618,11 +618,24 @@ class Dispatcher(BaseExecutor):
 
 
 def _fires_at(job: dict, due: datetime) -> bool:
-    """Whether the job's schedule, as stored now, still has an occurrence at `due`."""
+    """Whether the job's schedule, as stored now (window and run_at included), still has an
+    occurrence at `due`."""
     try:
-        return schedule_for(job).next_after(due - timedelta(microseconds=1)) == due
+        return JobTimes(job).fires_at(due)
     except Exception:
         return False
+
+
+def _last_of_max_runs(job: dict, entry) -> bool:
+    """A scheduled occurrence the job claimed before it disabled itself at its `max_runs`: it
+    still runs (it is one of those runs)."""
+    last = job.get("final_run_at")
+    return (
+        entry.trigger == SCHEDULE
+        and bool(job.get("disabled_reason"))
+        and isinstance(last, datetime)
+        and entry.due <= last
+    )
 
 
 RETRY_TRIGGERS = (SCHEDULE, RETRY)  # the records a pause or a disable ends (a run-now still runs)

@@ -220,10 +220,14 @@ class ApiHandler(tornado.web.RequestHandler):
         if self._received <= self.context.max_body_bytes:
             self._chunks.append(chunk)
 
-    def json_body(self) -> dict:
+    def raw_body(self) -> bytes:
+        """The request body as sent; 413 beyond MAX_BODY_BYTES."""
         if self._received > self.context.max_body_bytes:
             raise tornado.web.HTTPError(413, reason=f"Request body larger than {self.context.max_body_bytes} bytes")
-        raw = b"".join(self._chunks)
+        return b"".join(self._chunks)
+
+    def json_body(self) -> dict:
+        raw = self.raw_body()
         if not raw.strip():
             raise ValidationError("Request body must be a JSON object")
         try:
