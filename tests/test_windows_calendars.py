@@ -169,7 +169,12 @@ def test_calendar_crud_validation_and_ownership(api):
     # a `user`'s job may not exclude someone else's calendar
     refused = api.post(
         "/api/scheduler/jobs",
-        json={"user_id": other, "job_class_string": "jobs.echo.EchoJob", "name": "x", "exclude_calendars": [calendar_id]},
+        json={
+            "user_id": other,
+            "job_class_string": "jobs.echo.EchoJob",
+            "name": "x",
+            "exclude_calendars": [calendar_id],
+        },
     )
     assert refused.status_code == 400 and "exclude_calendars[0]" in refused.json()["detail"]
     # 409 while a job excludes it, naming the job
@@ -184,7 +189,9 @@ def test_calendar_crud_validation_and_ownership(api):
 
 
 def ics(*events: str) -> bytes:
-    return ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//texium tests//EN\r\n" + "".join(events) + "END:VCALENDAR\r\n").encode()
+    return (
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//texium tests//EN\r\n" + "".join(events) + "END:VCALENDAR\r\n"
+    ).encode()
 
 
 def event(uid: str, start: datetime, end: datetime, summary: str, rrule: str = "") -> str:

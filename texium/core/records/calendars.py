@@ -144,7 +144,7 @@ class CalendarService:
             raise ValidationError(f"Invalid field user_id: no user with id {user_id}")
 
     def create(self, body: dict) -> tuple[str, str]:
-        doc = self._clean(validate_body(body, CALENDAR_CREATE))
+        doc = self._clean({"timezone": None, **validate_body(body, CALENDAR_CREATE)})
         self._require_user(doc["user_id"])
         doc["holidays"] = []
         doc["created_at"] = doc["updated_at"] = utcnow()

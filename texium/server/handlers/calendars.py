@@ -50,8 +50,7 @@ class CalendarHandler(CalendarAccess):
 
 class CalendarIcsHandler(CalendarAccess):
     async def post(self, calendar_id: str) -> None:
-        if self.scope is not None:
-            await self.own_calendar(calendar_id)
+        await self.own_calendar(calendar_id)  # a bad or unknown id first: 400 / 404
         media_type = (self.request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if media_type != ICS_TYPE:
             raise tornado.web.HTTPError(415, reason=f"Send the iCalendar file with Content-Type: {ICS_TYPE}")
