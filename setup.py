@@ -29,6 +29,8 @@ setup(
         "email-validator>=2.1",  # one e-mail address check for users and EmailNotificationJob
         "prometheus-client>=0.20",  # GET /metrics: the Prometheus text format, histograms, its own registry
         "jsonschema-rs>=0.60,<1",  # request bodies checked against openapi.yaml: ~0.6 us a body, pure-Python ~75 us
+        "icalendar>=6",  # calendars: RFC 5545 iCalendar files parsed by a maintained library
+        "recurring-ical-events>=3",  # ... and their RRULE/RDATE/EXDATE recurrences expanded into holidays
     ],
     extras_require={
         "test": [

@@ -191,9 +191,9 @@ def test_a_pass_plans_outside_the_write_transaction(tmp_path, monkeypatch):
         planned_in_transaction = []
         plan = node.scheduler._planner.plan
 
-        def watching(doc, now):
+        def watching(doc, now, *blackouts):
             planned_in_transaction.append(getattr(datastore._local, "batch", False))
-            return plan(doc, now)
+            return plan(doc, now, *blackouts)
 
         monkeypatch.setattr(node.scheduler._planner, "plan", watching)
         node.claim(utcnow() + timedelta(seconds=2))

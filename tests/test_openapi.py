@@ -28,7 +28,7 @@ from tests.server_process import PROVIDERS
 
 ROOT = Path(__file__).resolve().parents[1]
 HTTP_METHODS = ("get", "post", "put", "delete", "patch", "head", "options")
-ERROR_STATUSES = {"400", "401", "403", "404", "409", "413", "429", "503"}
+ERROR_STATUSES = {"400", "401", "403", "404", "409", "413", "415", "429", "503"}
 
 
 def load_yaml() -> dict:

@@ -27,7 +27,7 @@ import pytest
 
 from texium.core import contract, scheduler_manager
 from texium.core.errors import ValidationError
-from texium.core.records import apikeys, servers, users
+from texium.core.records import apikeys, calendars, servers, users
 from texium.core.scheduling import cron
 from texium.core.validation import FORMATS, request_schema, validate_body
 
@@ -53,6 +53,11 @@ def parameters(path: str, op: dict) -> list[dict]:
             param = described["components"]["parameters"][param["$ref"].rsplit("/", 1)[1]]
         params.append({**param, "schema": contract.resolve(param.get("schema", {}))})
     return params
+
+
+def takes_json(op: dict) -> bool:
+    """Whether the operation's request body is JSON (an iCalendar import is not)."""
+    return "application/json" in op.get("requestBody", {}).get("content", {})
 
 
 def example_body(op: dict) -> dict:
@@ -100,8 +105,25 @@ def breakers(prop: dict, keyword: str, examples: list, in_query: bool = False) -
         return [("pattern", next(v for v in ("x", "not matching", "ftp://x") if not re.search(limit, v)))]
     if keyword in ("additionalProperties", "required", "properties"):
         return _object_breakers(prop, keyword, examples)
+    if keyword in ("maxItems", "uniqueItems", "items"):
+        return _array_breakers(prop, keyword, examples)
     if keyword == "format":
         return [(f"format-{limit}", INVALID_FORMAT_EXAMPLES[limit])] if limit in INVALID_FORMAT_EXAMPLES else None
+    return None
+
+
+def _array_breakers(prop: dict, keyword: str, examples: list) -> list[tuple[str, Any]] | None:
+    """A list field (a job's `exclude_calendars`, a calendar's `periods`): grown from a valid
+    item (an example's, or distinct ids), broken in just this keyword."""
+    items = [e[0] for e in examples if isinstance(e, list) and e and not violated(prop, e)]
+    makers = [lambda n: [f"{i:024x}" for i in range(n)], *[lambda n, item=item: [item] * n for item in items]]
+    tries = {"maxItems": lambda make: make(prop.get("maxItems", 0) + 1), "uniqueItems": lambda make: make(1) * 2}
+    tries["items"] = lambda make: [1]
+    for make in makers:
+        value = tries[keyword](make)
+        broken = {error.schema_path[0] for error in jsonschema.Draft202012Validator(prop).iter_errors(value)}
+        if broken == {keyword}:
+            return [(keyword, value)]
     return None
 
 
@@ -129,7 +151,7 @@ def _types(prop: dict) -> list[str]:
 # every value the request-body examples give a field, as valid starting points
 EXAMPLE_VALUES: dict[str, list] = {}
 for _, _, _op in contract.operations():
-    if "requestBody" in _op:
+    if takes_json(_op):
         for _field, _value in example_body(_op).items():
             EXAMPLE_VALUES.setdefault(_field, []).append(_value)
 
@@ -204,7 +226,7 @@ def test_cases_break_just_their_constraint():
             assert broken == set(), case_id
         elif keyword == "type":
             assert "type" in broken and broken <= {"type", "enum"}, (case_id, broken)
-        elif keyword == "properties":  # a member of an object field has the wrong type
+        elif keyword in ("properties", "items"):  # a member of an object or list field has the wrong type
             assert broken == {"type"}, (case_id, broken)
         else:
             assert broken == {keyword}, (case_id, broken)
@@ -222,6 +244,8 @@ def test_every_request_body_schema_is_compiled_and_used_by_a_service():
         scheduler_manager.PAUSE,
         apikeys.KEY_CREATE,
         apikeys.SESSION_CREATE,
+        calendars.CALENDAR_CREATE,
+        calendars.CALENDAR_UPDATE,
     }
     assert {schema.name for schema in used} == set(contract.request_body_schemas())
     with pytest.raises(KeyError, match="not the request body"):
@@ -330,14 +354,22 @@ def test_contract_resolve_refuses_a_contradiction():
 # --------------------------------------------------------------------------- 2. a live server
 @pytest.fixture(scope="module")
 def world(server):
-    """Objects the cases need on this server: an owner, a server, a job; and the example bodies."""
+    """Objects the cases need on this server: an owner, a server, a job, a calendar; and the example bodies."""
     api = server.api
     owner = api.create_user()
     server_id = api.post("/api/servers/create", json={"user_id": owner, "name": "s", "hostname": "h"}).json()
     job_id = api.create_job(owner, minute="0", hour="3")
     assert api.patch(f"/api/scheduler/jobs/{job_id}/pause").status_code == 200  # the updates below never run it
     key = api.post(f"/api/users/{owner}/api-keys", json={"label": "sign-in example"}).json()["key"]
-    return {"api": api, "user_id": owner, "server_id": server_id["server_id"], "job_id": job_id, "key": key}
+    calendar_id = api.post("/api/scheduler/calendars", json={"user_id": owner, "name": "c"}).json()["calendar_id"]
+    return {
+        "api": api,
+        "user_id": owner,
+        "server_id": server_id["server_id"],
+        "job_id": job_id,
+        "key": key,
+        "calendar_id": calendar_id,
+    }
 
 
 def fixed(body: dict, world: dict) -> dict:
@@ -365,7 +397,7 @@ def names(detail: str, field: str) -> bool:
     return re.search(rf"(?<![\w]){re.escape(field)}(?![\w])", detail) is not None
 
 
-@pytest.mark.parametrize("op_id", [op_id for op_id, (_, _, op) in operation_ids().items() if "requestBody" in op])
+@pytest.mark.parametrize("op_id", [op_id for op_id, (_, _, op) in operation_ids().items() if takes_json(op)])
 def test_the_examples_are_accepted(world, op_id):
     """The bodies the cases start from are valid, so each 400 below is owed to the one change."""
     path, method, op = operation_ids()[op_id]
@@ -380,7 +412,7 @@ def test_the_examples_are_accepted(world, op_id):
 def test_each_constraint_is_enforced(world, case_id, op_id, where, field, label, value):
     path, method, op = operation_ids()[op_id]
     api, target, query = world["api"], url(path, world), None
-    body = fixed(example_body(op), world) if "requestBody" in op else None  # valid but for the one change
+    body = fixed(example_body(op), world) if takes_json(op) else None  # valid but for the one change
     if where == "body":
         if label == "required":
             body.pop(field)

@@ -249,6 +249,7 @@ def test_stats_per_user(api, owner):
         "skipped_executions": 0,
         "missed_executions": 0,
         "ended_executions": 1,
+        "excluded_executions": 0,
         "success_rate": 100.0,
     }
     assert get_job(api, job_id)["total_executions"] == body["stats"]["total_executions"]

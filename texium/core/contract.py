@@ -65,7 +65,7 @@ def operations() -> Iterator[tuple[str, str, dict]]:
 def request_body_schema_name(operation: dict) -> str | None:
     """The components/schemas name of an operation's JSON request body, None if it takes none."""
     body = operation.get("requestBody")
-    if body is None:
+    if body is None or "application/json" not in body["content"]:  # e.g. an iCalendar file
         return None
     ref = body["content"]["application/json"]["schema"].get("$ref", "")
     if not ref.startswith(SCHEMAS_REF):

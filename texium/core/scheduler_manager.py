@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from texium.core import figures
 from texium.core.datastore.base import Datastore, new_id
@@ -17,13 +18,14 @@ from texium.core.job import JobError
 from texium.core.jsontext import Raw
 from texium.core.metrics import Metrics
 from texium.core.records.audit import AuditLog
+from texium.core.records.calendars import jobs_using
 from texium.core.records.executions import find_execution
 from texium.core.records.listing import Page, list_page
 from texium.core.records.users import owned_by
 from texium.core.registry import JobRegistry
 from texium.core.scheduling import cron
 from texium.core.scheduling.dispatch import RETRY_TRIGGERS, Dispatcher
-from texium.core.scheduling.jobstore import DocumentJobStore, job_schedule, next_run_for
+from texium.core.scheduling.jobstore import DocumentJobStore, job_schedule
 from texium.core.scheduling.nodes import NodeRegistry
 from texium.core.scheduling.occurrences import RUN_NOW
 from texium.core.scheduling.pausing import Pauses, describe_pause, pause_fields, resume_fields
@@ -31,6 +33,7 @@ from texium.core.scheduling.recorder import Recorder
 from texium.core.scheduling.scheduler import TexiumScheduler
 from texium.core.scheduling.spread import EXAMPLE_SEED
 from texium.core.scheduling.watchdog import Watchdog
+from texium.core.scheduling.windows import CalendarReader, JobTimes
 from texium.core.security import secret_args
 from texium.core.security.secrets import SecretBox
 from texium.core.timeutil import parse_iso, to_iso, utcnow
@@ -46,6 +49,9 @@ PAUSE = request_schema("Pause")  # a job's pause, and the maintenance switch: {n
 # stored text instead of parsing it (an update re-sets it in place).
 HIDDEN = (secret_args.FIELD,)
 ARGUMENT_FIELDS = ("pub_args", "pub_kwargs")
+WINDOW_FIELDS = ("start_at", "end_at", "run_at")  # ISO 8601 texts in a body, stored as times
+# What the scheduler keeps on a job for max_runs; a user's enable or a new max_runs starts again.
+MAX_RUNS_STATE = {"run_count": 0, "disabled_reason": None, "final_run_at": None}
 
 
 def busy_words(pool_size: int, waited: float) -> str:
@@ -143,7 +149,9 @@ class SchedulerManager:
             retry_seconds=retry_seconds,
             metrics=metrics if metrics is not None else dispatcher.metrics,
             pauses=self.pauses,
+            on_job_event=lambda job, event, description: audit.record(job, event, "scheduler", description),
         )
+        self._calendars = CalendarReader(datastore)
 
     # -- life cycle --------------------------------------------------------------------
     def start(self) -> list[dict]:
@@ -347,7 +355,53 @@ class SchedulerManager:
 
     # -- changing ----------------------------------------------------------------------
     def _next_run(self, doc: dict, now: datetime) -> datetime | None:
-        return next_run_for(doc, now)
+        if not doc.get("is_enabled", True) or doc.get("is_paused"):
+            return None
+        return JobTimes(doc, self._calendars.blackouts_of(doc)).next_after(now)
+
+    def _window(self, doc: dict, changes: dict, now: datetime, schedule: dict) -> None:
+        """The window fields of `changes` (over `doc`, as stored) as times, checked: end after
+        start; a one-off `run_at` in the future and with no cron fields of its own (its cron
+        fields are made from it, so descriptions and previews show it). `schedule`: the cron
+        fields and time zone the request gave."""
+        cron_given = any(name in schedule for name in cron.CRON_FIELDS)
+        for name in WINDOW_FIELDS:
+            if isinstance(changes.get(name), str):
+                changes[name] = parse_iso(changes[name])
+        merged = {**doc, **changes}
+        start, end = merged.get("start_at"), merged.get("end_at")
+        if isinstance(start, datetime) and isinstance(end, datetime) and end <= start:
+            raise ValidationError("Invalid field end_at: must be after start_at")
+        run_at = changes.get("run_at")
+        if run_at is None:
+            if merged.get("run_at") is not None and cron_given:
+                raise ValidationError(
+                    "Invalid field run_at: a one-off job has no cron fields (set run_at to null to give it a schedule)"
+                )
+            return
+        if cron_given:
+            raise ValidationError("Invalid field run_at: give either run_at or cron fields, not both")
+        run_at = changes["run_at"] = run_at.replace(microsecond=0)
+        if run_at <= now:
+            raise ValidationError(f"Invalid field run_at: {to_iso(run_at)} is not in the future")
+        zone = changes.get("timezone") or doc.get("timezone") or self._timezone
+        local = run_at.astimezone(ZoneInfo(cron.normalize({}, zone)["timezone"]))
+        moment = {"second": local.second, "minute": local.minute, "hour": local.hour}
+        moment.update(day_of_month=local.day, month=local.month, day_of_week="*", week="*")
+        changes.update(cron.normalize({k: str(v) for k, v in moment.items()}, zone))
+
+    def _check_calendars(self, doc: dict) -> None:
+        """Every calendar the job excludes exists and its owner may use it (theirs, or any for an admin)."""
+        ids = doc.get("exclude_calendars") or []
+        if not ids:
+            return
+        found = {c["_id"]: c for c in self._ds.calendars.find({"_id": {"$in": list(ids)}})}
+        owner = self._ds.users.get(doc.get("user_id") or "")
+        admin = owner is not None and owner.get("role") == "admin"
+        for index, calendar_id in enumerate(ids):
+            calendar = found.get(calendar_id)
+            if calendar is None or not (admin or calendar.get("user_id") == doc.get("user_id")):
+                raise ValidationError(f"Invalid field exclude_calendars[{index}]: no calendar with id {calendar_id}")
 
     def _check_user(self, user_id: str) -> None:
         if self._ds.users.get(user_id) is None:
@@ -375,9 +429,13 @@ class SchedulerManager:
         doc["notify"] = clean_notify(doc["notify"])
         doc["_id"] = new_id()  # before the schedule: `H` and jitter are derived from it
         doc.update(cron.normalize(schedule, self._timezone, doc["_id"]))
-        self._check_user(doc["user_id"])
         now = utcnow()
+        self._window({}, doc, now, schedule)
+        self._check_user(doc["user_id"])
+        self._check_calendars(doc)
         doc.update(
+            **MAX_RUNS_STATE,
+            excluded_runs=0,
             is_paused=False,
             created_at=now,
             updated_at=now,
@@ -421,7 +479,12 @@ class SchedulerManager:
 
     def _edit(self, doc: dict, changes: dict, schedule: dict) -> tuple[dict, str]:
         """The fields an update writes over `doc` (as stored now), and its audit summary."""
-        if schedule:
+        self._window(doc, changes, utcnow(), schedule)
+        if "exclude_calendars" in changes or "user_id" in changes:
+            self._check_calendars({**doc, **changes})
+        if "max_runs" in changes or (changes.get("is_enabled") is not None and doc.get("disabled_reason")):
+            changes.update({k: v for k, v in MAX_RUNS_STATE.items() if doc.get(k) != v})
+        if schedule and "run_at" not in changes:
             current = {k: doc.get(k, cron.DEFAULTS.get(k)) for k in cron.CRON_FIELDS}
             changes.update(
                 cron.normalize(
@@ -532,6 +595,24 @@ class SchedulerManager:
                 self.delete(doc["_id"], actor)
             except NotFound:
                 pass
+
+    def calendar_changed(self, calendar_id: str, actor: str) -> None:
+        """A calendar changed: the jobs that exclude it get their next run time again (an
+        occurrence a new blackout covers is also left out by the pass when it comes due)."""
+        for doc in jobs_using(self._ds, calendar_id):
+            try:
+                updated = self._write_job(
+                    doc["_id"],
+                    lambda _: (
+                        {},
+                        lambda job: f"Calendar {calendar_id} changed: next run {to_iso(job['next_run_time'])}",
+                    ),
+                    "updated",
+                    actor,
+                )
+            except NotFound:
+                continue
+            self._wake(updated["next_run_time"])
 
     def run_now(self, job_id: str, actor: str) -> str:
         doc = self.get(job_id)

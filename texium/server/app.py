@@ -10,6 +10,7 @@ import tornado.web
 
 from texium.server.context import AppContext
 from texium.server.handlers import (
+    calendars,
     dashboard,
     docs,
     executions,
@@ -51,6 +52,9 @@ ROUTES = [
     (rf"/api/scheduler/users/{ID}/jobs", jobs.UserJobsHandler),
     (r"/api/scheduler/pause-all", jobs.PauseAllHandler),
     (r"/api/scheduler/resume-all", jobs.ResumeAllHandler),
+    (r"/api/scheduler/calendars", calendars.CalendarsHandler),
+    (rf"/api/scheduler/calendars/{ID}", calendars.CalendarHandler),
+    (rf"/api/scheduler/calendars/{ID}/ics", calendars.CalendarIcsHandler),
     (r"/api/scheduler/executions", executions.ExecutionsHandler),
     (rf"/api/scheduler/executions/{ID}", executions.ExecutionHandler),
     (rf"/api/scheduler/executions/{ID}/cancel", executions.ExecutionCancelHandler),

@@ -15,6 +15,7 @@ from texium.core.events.alerts import Alerts
 from texium.core.metrics import Metrics
 from texium.core.records.apikeys import ApiKeys
 from texium.core.records.audit import AuditLog
+from texium.core.records.calendars import CalendarService
 from texium.core.records.executions import ExecutionHistory
 from texium.core.records.job_records import JobRecords
 from texium.core.records.servers import ServerService
@@ -70,6 +71,7 @@ class AppContext:
     keys: ApiKeys
     access: AccessPolicy
     metrics: Metrics
+    calendars: CalendarService | None = None
     hsts_seconds: int = 0
 
     def close(self, grace_seconds: float) -> int:
@@ -185,5 +187,6 @@ def build_context(settings: dict[str, Any]) -> AppContext:
             https_hosts=https_hosts(settings["PUBLIC_URL"]),
         ),
         metrics=metrics,
+        calendars=CalendarService(datastore, settings["TIMEZONE"], on_changed=scheduler.calendar_changed),
         hsts_seconds=settings["HSTS_SECONDS"],
     )

@@ -107,7 +107,9 @@ INDEXES: dict[str, tuple[Index, ...]] = {
         Index(("is_paused",), boolean=True),
         Index(("claimed_by",)),  # the last claims of a node that died, to complete them
         Index(("paused_until",)),  # pauses that end by themselves, the earliest first
+        Index(("excluded_runs",)),  # stats: the jobs that had occurrences excluded by a calendar
     ),
+    "scheduler_calendars": (Index(("user_id", "created_at")), Index(("created_at",))),
     "scheduler_executions": (
         Index(("occurrence_key",), unique=True),
         Index(("created_at",)),
@@ -321,6 +323,10 @@ class Datastore(ABC):
     @property
     def jobs(self) -> Collection:
         return self.collection("scheduler_jobs")
+
+    @property
+    def calendars(self) -> Collection:
+        return self.collection("scheduler_calendars")
 
     @property
     def executions(self) -> Collection:

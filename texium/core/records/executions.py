@@ -88,4 +88,7 @@ class ExecutionHistory:
             "enabled_jobs": jobs.count({**job_scope, "is_enabled": True}),
             "paused_jobs": jobs.count({**job_scope, "is_paused": True}),
             **figures.compute(figures.count_tally(self._ds.executions, scope)),
+            "excluded_executions": sum(
+                int(job.get("excluded_runs") or 0) for job in jobs.find({**job_scope, "excluded_runs": {"$gt": 0}})
+            ),
         }

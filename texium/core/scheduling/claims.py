@@ -56,7 +56,8 @@ class Claims:
         fields = dict(plan.advance)
         if claim is not None:
             fields.update(last_claim=claim, claimed_by=self.identity.node_id)
-        if not self._ds.jobs.update_many(unchanged, fields):
+        inc = {"excluded_runs": plan.excluded} if plan.excluded else None
+        if not self._ds.jobs.update_many(unchanged, fields, inc=inc):
             return None
         if claim is None:
             return []

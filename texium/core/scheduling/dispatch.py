@@ -42,11 +42,11 @@ from texium.core.errors import ServiceUnavailable
 from texium.core.figures import NOT_RUN
 from texium.core.metrics import Metrics
 from texium.core.scheduling.claims import Claims, held
-from texium.core.scheduling.jobstore import schedule_for
 from texium.core.scheduling.occurrences import RETRY, RUN_NOW, SCHEDULE, new_record, trigger_of
 from texium.core.scheduling.pausing import describe_pause, maintenance_of
 from texium.core.scheduling.recorder import Recorder, Write
 from texium.core.scheduling.runner import JobRunner, Run
+from texium.core.scheduling.windows import JobTimes
 from texium.core.timeutil import to_iso, utcnow
 
 log = logging.getLogger("texium.dispatch")
@@ -535,7 +535,7 @@ class Dispatcher(BaseExecutor):
             return "skipped", "deleted", "Skipped: the job was deleted before this run started"
         if entry.trigger == RUN_NOW:
             return None  # run now works for paused jobs too
-        if job.get("is_paused") or not job.get("is_enabled", True):
+        if job.get("is_paused") or not (job.get("is_enabled", True) or _last_of_max_runs(job, entry)):
             what = "paused" if job.get("is_paused") else "disabled"
             return "skipped", what, f"Skipped: the job was {what} before this run started"
         if entry.trigger == SCHEDULE and not _fires_at(job, entry.due):
@@ -696,18 +696,31 @@ def _maintenance_refusal(entry: _Entry, switch: dict | None) -> tuple[str, str, 
 
 
 def _fires_at(job: dict, due: datetime) -> bool:
-    """Whether the job's schedule, as stored now, still has an occurrence at `due`."""
+    """Whether the job's schedule, as stored now (window and run_at included), still has an
+    occurrence at `due`."""
     try:
-        return schedule_for(job).next_after(due - timedelta(microseconds=1)) == due
+        return JobTimes(job).fires_at(due)
     except Exception:
         return False
 
 
-RETRY_TRIGGERS = (SCHEDULE, RETRY)
+def _last_of_max_runs(job: dict, entry) -> bool:
+    """A scheduled occurrence the job claimed before it disabled itself at its `max_runs`: it
+    still runs (it is one of those runs)."""
+    last = job.get("final_run_at")
+    return (
+        entry.trigger == SCHEDULE
+        and bool(job.get("disabled_reason"))
+        and isinstance(last, datetime)
+        and entry.due <= last
+    )
+
+
+RETRY_TRIGGERS = (SCHEDULE, RETRY)  # the records a pause or a disable ends (a run-now still runs)
 # The overlap policies that keep an occurrence waiting for the job's slot, and why it waits.
 QUEUEING = {
     "queue_all": "queued: the job was at its limit ({limit} running at once); it runs when a run ends",
     "queue_one": "queued: the job was at its limit ({limit} running at once); it runs when a run ends "
     "unless a newer occurrence takes its place",
     "replace": "replacing: the job's running run was asked to stop; this one runs when it has",
-}  # the records a pause or a disable ends (a run-now still runs)
+}

@@ -12,8 +12,8 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from texium.core.scheduling.jobstore import schedule_for
 from texium.core.scheduling.occurrences import SCHEDULE, missed_key, new_record, run_key
+from texium.core.scheduling.windows import NO_BLACKOUTS, TICK, Blackouts, JobTimes, last_fire_at_or_before
 from texium.core.timeutil import to_iso
 
 log = logging.getLogger("texium.scheduler")
@@ -22,24 +22,6 @@ MISSED_COUNT_LIMIT = 10_000  # occurrences counted one by one in a missed record
 
 def _seconds(delta: timedelta) -> float:
     return round(delta.total_seconds(), 3)
-
-
-def last_fire_at_or_before(schedule, floor: datetime, now: datetime) -> datetime:
-    """The last fire time in (floor, now], or `floor` if there is none; looks back from `now` in
-    growing windows so a long outage of a frequent job costs a few steps, not millions."""
-    span = 1.0
-    while True:
-        probe = max(floor, now - timedelta(seconds=span))
-        fire = schedule.next_after(probe)
-        if fire is not None and fire <= now:
-            while True:
-                following = schedule.next_after(fire)
-                if following is None or following > now:
-                    return fire
-                fire = following
-        if probe == floor:
-            return floor
-        span *= 16
 
 
 @dataclass
@@ -52,6 +34,8 @@ class Plan:
     runs: list[datetime] = field(default_factory=list)  # occurrences to hold and run (at most one)
     missed: dict | None = None  # {first, last, count, exact, latest, at}: the occurrences missed
     advance: dict = field(default_factory=dict)  # the job's new fields, set by compare-and-set
+    excluded: int = 0  # occurrences passed over as inside a blackout (added to the job's excluded_runs)
+    events: list[tuple[str, str]] = field(default_factory=list)  # (audit event, description) once claimed
 
     def claim(self) -> dict | None:
         if not self.runs and not self.missed:
@@ -64,30 +48,39 @@ class Planner:
     def __init__(self, misfire_grace_time: float):
         self._grace = timedelta(seconds=misfire_grace_time)
 
-    def plan(self, doc: dict, now: datetime) -> Plan:
-        """`doc` is due by the pass's horizon; `now` is the pass's clock."""
+    def plan(self, doc: dict, now: datetime, blackouts: Blackouts = NO_BLACKOUTS) -> Plan:
+        """`doc` is due by the pass's horizon; `now` is the pass's clock; `blackouts` those of
+        the calendars the job excludes (their occurrences are neither run nor missed)."""
         first = doc.get("next_run_time")
         try:
-            schedule = schedule_for(doc)
+            times = JobTimes(doc, blackouts)
         except Exception as exc:
             reason = getattr(exc, "detail", None) or str(exc)
             log.error("Job %s (%s) cannot be scheduled and stops firing: %s", doc["_id"], doc.get("name"), reason)
             return Plan(doc, advance={"next_run_time": None, "schedule_error": reason})
         if not isinstance(first, datetime):  # edited by hand: start again from now
             log.warning("Job %s: next_run_time %r is not a time; it is recomputed", doc["_id"], first)
-            return Plan(doc, advance={"next_run_time": schedule.next_after(now)})
+            return Plan(doc, advance={"next_run_time": times.next_after(now)})
         if first > now:  # due within the lead time: its one occurrence, held before it is due
-            return Plan(doc, runs=[first], advance={"next_run_time": schedule.next_after(first)})
-        after = schedule.fire_times_between(first, now, MISSED_COUNT_LIMIT + 1)
-        following = schedule.next_after(after[-1]) if len(after) == MISSED_COUNT_LIMIT + 1 else None
-        exact = following is None or following > now
+            plan = Plan(doc)
+            if times.excluded_by(first) is None and times.fires_at(first):
+                plan.runs.append(first)
+                return self._limited(plan, times, first)
+            return self._limited(plan, times, first - TICK)  # a calendar or window changed since
+        after = times.raw_between(first, now, MISSED_COUNT_LIMIT + 1)
+        following = times.raw_between(after[-1], now, 1) if len(after) == MISSED_COUNT_LIMIT + 1 else []
+        exact = not following
+        due = [first, *after] if times.fires_at(first) else after
         if exact:
-            times = [first, *after]
-            latest, missed = times[-1], times[:-1]
+            kept = [t for t in due if times.excluded_by(t) is None]
+            plan = Plan(doc, excluded=len(due) - len(kept))
+            if not kept:
+                return self._limited(plan, times, now)
+            latest, missed = kept[-1], kept[:-1]
         else:  # a long outage: count no further, but find the latest and the one before it
-            latest = last_fire_at_or_before(schedule, after[-1], now)
-            missed = [first, last_fire_at_or_before(schedule, first, latest - timedelta(microseconds=1))]
-        plan = Plan(doc, advance={"next_run_time": schedule.next_after(now)})
+            plan = Plan(doc)
+            latest = last_fire_at_or_before(times.cron, after[-1], now) if times.cron else after[-1]
+            missed = [first, last_fire_at_or_before(times.cron, first, latest - TICK)] if times.cron else [first]
         if now - latest <= self._grace:
             plan.runs.append(latest)
         else:
@@ -96,6 +89,26 @@ class Planner:
             count = len(missed) if exact else MISSED_COUNT_LIMIT
             plan.missed = {"first": missed[0], "last": missed[-1], "count": count, "exact": exact}
             plan.missed.update(latest=latest, at=now)
+        return self._limited(plan, times, now)
+
+    @staticmethod
+    def _limited(plan: Plan, times: JobTimes, after: datetime) -> Plan:
+        """The plan's next run time after `after`, with the occurrences skipped as excluded
+        counted, and `max_runs`: the claim of the job's last run disables it, saying why."""
+        following, excluded = times.next_counting(after)
+        plan.excluded += excluded
+        plan.advance["next_run_time"] = following
+        doc = plan.job
+        if plan.runs:
+            done = int(doc.get("run_count") or 0) + len(plan.runs)
+            plan.advance["run_count"] = done
+            limit = doc.get("max_runs")
+            if isinstance(limit, int) and done >= limit:
+                reason = f"max_runs reached: {done} run{'s' if done != 1 else ''} of at most {limit}"
+                plan.advance.update(
+                    next_run_time=None, is_enabled=False, disabled_reason=reason, final_run_at=plan.runs[-1]
+                )
+                plan.events.append(("disabled", f"Job disabled by the scheduler: {reason}"))
         return plan
 
 

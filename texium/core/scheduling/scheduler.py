@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -40,6 +41,7 @@ from texium.core.scheduling.dispatch import Dispatcher
 from texium.core.scheduling.jobstore import DocumentJobStore
 from texium.core.scheduling.pausing import Pauses
 from texium.core.scheduling.planner import Plan, Planner
+from texium.core.scheduling.windows import NO_BLACKOUTS, CalendarReader
 from texium.core.timeutil import to_iso, utcnow
 
 log = logging.getLogger("texium.scheduler")
@@ -72,7 +74,10 @@ class TexiumScheduler(BackgroundScheduler):
         lead_seconds: float = 0.25,
         metrics: Metrics | None = None,
         pauses: Pauses | None = None,
+        on_job_event: Callable[[dict, str, str], None] | None = None,
     ):
+        """`on_job_event(job, event, description)` records what the pass did to a job by itself
+        (the audit log: a job that disabled itself after its `max_runs`)."""
         super().__init__(
             timezone="UTC",
             jobstores={"default": store},
@@ -84,6 +89,8 @@ class TexiumScheduler(BackgroundScheduler):
         self._dispatcher = dispatcher
         self._claims = claims
         self._planner = Planner(misfire_grace_time)
+        self._calendars = CalendarReader(datastore)
+        self._on_job_event = on_job_event
         self._poll = poll_seconds
         self._retry = retry_seconds
         self._lead = timedelta(seconds=lead_seconds)  # claim at least this long before a run is due
@@ -160,9 +167,10 @@ class TexiumScheduler(BackgroundScheduler):
         if not docs and not self._unfinished:
             return []
         plans = []
+        blackouts = self._calendars.blackouts_for(docs) if docs else {}
         for doc in docs:
             try:
-                plans.append(self._planner.plan(doc, now))
+                plans.append(self._planner.plan(doc, now, blackouts.get(doc["_id"], NO_BLACKOUTS)))
             except Exception as exc:  # a document no pass can read must not stall the others
                 log.exception("Job %s cannot be planned and stops firing", doc.get("_id"))
                 plans.append(Plan(doc, advance={"next_run_time": None, "schedule_error": str(exc)}))
@@ -173,7 +181,11 @@ class TexiumScheduler(BackgroundScheduler):
                 made += self._finish_unfinished()
                 for plan in plans:
                     try:
-                        made += self._claims.claim_plan(plan, self._dispatcher.put, self._unfinished) or []
+                        claimed = self._claims.claim_plan(plan, self._dispatcher.put, self._unfinished)
+                        made += claimed or []
+                        if claimed is not None and self._on_job_event is not None:
+                            for event, description in plan.events:
+                                self._on_job_event(plan.job, event, description)
                     except DatastoreUnavailable:
                         raise
                     except Exception:

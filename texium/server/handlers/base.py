@@ -224,10 +224,14 @@ class ApiHandler(tornado.web.RequestHandler):
         """json_body(), or {} when no body was sent (operations whose body is optional)."""
         return self.json_body() if b"".join(self._chunks).strip() else {}
 
-    def json_body(self) -> dict:
+    def raw_body(self) -> bytes:
+        """The request body as sent; 413 beyond MAX_BODY_BYTES."""
         if self._received > self.context.max_body_bytes:
             raise tornado.web.HTTPError(413, reason=f"Request body larger than {self.context.max_body_bytes} bytes")
-        raw = b"".join(self._chunks)
+        return b"".join(self._chunks)
+
+    def json_body(self) -> dict:
+        raw = self.raw_body()
         if not raw.strip():
             raise ValidationError("Request body must be a JSON object")
         try:
