@@ -231,7 +231,7 @@ def test_a_store_outage_shows_in_store_errors_and_overdue_seconds(tmp_path, monk
         time.sleep(2.5)
         during = samples(context.metrics.exposition().decode())
         # the pass's first call fails, and the pass with it (a later call never runs)
-        assert total(during, "texium_store_errors_total", operation="scheduler_unheld") >= 1
+        assert total(during, "texium_store_errors_total", operation="scheduler_pauses") >= 1
         assert total(during, "texium_scheduler_overdue_seconds") > 1  # nothing fires while the store is down
         down["now"] = False
         recovered = wait_for(

@@ -107,7 +107,10 @@ class TexiumScheduler(BackgroundScheduler):
             return None
         clock, now = time.monotonic(), utcnow()
         try:
-            resume_at = self._pauses.resume_due(now) if self._pauses is not None else None
+            resume_at = None
+            if self._pauses is not None:
+                with self._metrics.store_call("scheduler_pauses"):
+                    resume_at = self._pauses.resume_due(now)
             # What nobody holds (handed back, retries) was asked for before what is due now: queue
             # it first, or a past-due occurrence could take the job's slot ahead of it.
             with self._metrics.store_call("scheduler_unheld"):

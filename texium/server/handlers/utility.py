@@ -36,7 +36,10 @@ class HealthHandler(ApiHandler):
     async def get(self) -> None:
         problems = await self.blocking(self.context.scheduler.health)
         warnings = self.context.scheduler.health_warnings()
-        switch = await self.blocking(self.context.scheduler.maintenance)
+        try:
+            switch = await self.blocking(self.context.scheduler.maintenance)
+        except Exception:  # the store is not answering: health() says so, and health must answer
+            switch = None
         message = "; ".join(problems) or "Scheduler is running"
         if switch is not None:  # intended, so no problem: said in words, healthy still
             message += f"; maintenance: every job {describe_pause(switch)}"
