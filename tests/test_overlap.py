@@ -34,7 +34,8 @@ def starts_late(record: dict) -> float:
 
 @pytest.fixture
 def api(start_server, tmp_path):
-    return start_server("sqlite", tmp_path / "data", env=SAMPLE_JOBS).api
+    # a short shutdown grace: the server stops with a long run still going (not waiting 30 s for it)
+    return start_server("sqlite", tmp_path / "data", env={**SAMPLE_JOBS, "TEXIUM_SHUTDOWN_GRACE_SECONDS": "1"}).api
 
 
 def test_skip_is_the_default(api):

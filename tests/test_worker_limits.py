@@ -6,6 +6,8 @@ threads; an admin's run-now stayed `scheduled` and health said healthy."""
 from tests.server_process import SAMPLE_JOBS, wait_for
 from tests.test_lifecycle import SLOW, start_run
 
+QUICK_STOP = {"TEXIUM_SHUTDOWN_GRACE_SECONDS": "1"}  # the servers stop with runs still going
+
 
 def status(api, execution_id):
     return api.get(f"/api/scheduler/executions/{execution_id}").json()["data"]["status"]
@@ -13,7 +15,9 @@ def status(api, execution_id):
 
 def test_one_users_runs_leave_a_worker_for_the_others(start_server, tmp_path):
     """Four workers, so one user's runs may hold three (the default: three quarters)."""
-    server = start_server("sqlite", tmp_path / "data", env={**SAMPLE_JOBS, "TEXIUM_THREAD_POOL_SIZE": "4"})
+    server = start_server(
+        "sqlite", tmp_path / "data", env={**SAMPLE_JOBS, **QUICK_STOP, "TEXIUM_THREAD_POOL_SIZE": "4"}
+    )
     api = server.api
     hog = api.create_user(name="Hog")
     hog_jobs = [api.create_job(hog, job_class_string=SLOW, pub_kwargs={"seconds": 4}) for _ in range(4)]
@@ -32,6 +36,7 @@ def test_one_users_runs_leave_a_worker_for_the_others(start_server, tmp_path):
 def test_health_warns_then_fails_while_a_due_run_waits_for_a_worker(start_server, tmp_path):
     env = {
         **SAMPLE_JOBS,
+        **QUICK_STOP,
         "TEXIUM_THREAD_POOL_SIZE": "1",
         "TEXIUM_BUSY_WARNING_SECONDS": "0.5",
         "TEXIUM_BUSY_UNHEALTHY_SECONDS": "2",
