@@ -28,7 +28,14 @@ Who moves a record, and how:
 - **dispatch** (`dispatch.py`, one queue per node, APScheduler's executor): holds every record
   this node claimed until it is due and a worker is free; coalesces stale occurrences; at start
   re-reads the jobs and moves `scheduled -> running` only while the job is under its limit
-  (counted by SQLite in the start's statement; a slot document on MongoDB).
+  (counted by SQLite in the start's statement; a slot document on MongoDB), and while the
+  maintenance switch is off (else `skipped`). An occurrence refused for the limit follows the
+  job's `overlap_policy`: `skipped`, or it stays `scheduled` with `waiting` set (conditional on
+  holder and generation) and tries again when a slot frees. `queue_one` moves the job's older
+  waiting records `scheduled -> skipped` whoever holds them (conditional on `scheduled`: if
+  their holder started one first, the write misses it; if the write wins, that start fails);
+  `replace` asks the running ones to stop, as a cancel does. A user's runs hold at most
+  `max_runs_per_user` workers; the rest wait in memory, still `scheduled` and held.
 - **runner** (`runner.py`): runs the job body; **watchdog** (`watchdog.py`): timeouts, cancel
   requests from other nodes, output so far.
 - **recorder** (`recorder.py`): writes ends in batches, each conditional on the holder and
