@@ -1,5 +1,6 @@
 """The dashboard's screens for run policies (issue 21) in a real headless Chromium: the job
-form's policy inputs, the policies in words on the job page and a queued run's reason.
+form's policy inputs, the policies in words on the job page, a queued run's reason, the pause
+dialog (note and resume time) and the maintenance banner with Pause all / Resume all.
 
 One live server and one browser serve the module (the browser's zone is Europe/Berlin).
 """
@@ -164,3 +165,54 @@ def test_a_queued_run_shows_why_it_waits(clean, server, owner):
         for run in server.api.get("/api/scheduler/executions", params={"job_id": job_id}).json()["data"]:
             if run["status"] in ("scheduled", "running"):
                 server.api.post(f"/api/scheduler/executions/{run['_id']}/cancel")
+
+
+# --------------------------------------------------------------------------- pausing
+def test_pause_asks_for_a_note_and_a_resume_time(clean, server, owner):
+    job_id = server.api.create_job(owner, name="Vendor sync", **YEARLY)
+    page = clean.page
+    clean.open(f"/jobs/{job_id}")
+    role(page, "Pause").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("Note (optional)").fill("Vendor API down")
+    dialog.get_by_label("Resume at (optional, Europe/Berlin time)").fill("2031-12-24T08:00")
+    role(dialog, "Pause").click()
+    expect()(page.get_by_test_id("pause-note")).to_contain_text("Vendor API down")
+    expect()(page.get_by_test_id("pause-resumes")).to_contain_text("resumes at")
+    expect()(page.get_by_test_id("pause-resumes")).to_contain_text("2031")
+    job = server.api.get(f"/api/scheduler/jobs/{job_id}").json()["data"]
+    assert job["is_paused"] and job["pause_note"] == "Vendor API down"
+    assert utc(job["paused_until"]) == utc("2031-12-24T07:00:00+00:00")
+    role(page, "Resume").click()
+    expect()(page.get_by_test_id("pause-note")).to_have_count(0)
+    # Cancel in the dialog pauses nothing.
+    role(page, "Pause").click()
+    role(page.get_by_role("dialog"), "Cancel").click()
+    expect()(role(page, "Pause")).to_be_visible()
+    assert server.api.get(f"/api/scheduler/jobs/{job_id}").json()["data"]["is_paused"] is False
+
+
+def test_maintenance_shows_a_banner_on_every_page_and_admins_switch_it(clean, server):
+    page = clean.page
+    clean.open("/jobs")
+    expect()(page.get_by_test_id("maintenance-banner")).to_have_count(0)
+    role(page, "Pause all…").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("Note (optional)").fill("Database upgrade")
+    dialog.get_by_label("Resume at (optional, Europe/Berlin time)").fill("2031-01-02T06:00")
+    role(dialog, "Pause all").click()
+    banner = page.get_by_test_id("maintenance-banner")
+    expect()(banner).to_contain_text("Database upgrade")
+    expect()(banner).to_contain_text("2031")  # until
+    health = server.api.get("/api/scheduler/health").json()
+    assert health["maintenance"]["pause_note"] == "Database upgrade"
+    assert utc(health["maintenance"]["paused_until"]) == utc("2031-01-02T05:00:00+00:00")
+    clean.go("/executions")
+    expect()(banner).to_contain_text("Database upgrade")
+    clean.go("/audit")
+    expect()(banner).to_be_visible()
+    role(banner, "Resume all").click()
+    expect()(banner).to_have_count(0)
+    assert server.api.get("/api/scheduler/health").json()["maintenance"] is None
+    clean.go("/")
+    expect()(role(page, "Pause all…")).to_be_visible()

@@ -11,6 +11,7 @@ import { ExecutionsPage, ExecutionPage } from "./pages/executions.js";
 import { UsersPage, UserFormPage } from "./pages/users.js";
 import { ServersPage, ServerFormPage } from "./pages/servers.js";
 import { AuditPage } from "./pages/audit.js";
+import { MaintenanceBanner } from "./maintenance.js";
 
 const NAV = [
   ["Overview", "/", (s) => s.length === 0],
@@ -137,6 +138,7 @@ function Shell({ auth, onSignOut }) {
       ${auth.required && auth.user && html`<span class="signed-in">${auth.user.name}</span>
         <button type="button" class="link" onClick=${onSignOut}>Sign out</button>`}
     </header>
+    <${MaintenanceBanner} />
     <main id="main" tabindex="-1"><${Page} key=${pageKey} route=${route} /></main>
     <${Toasts} />
     <${Dialogs} />
