@@ -1,6 +1,7 @@
 """The dashboard's screens for run policies (issue 21) in a real headless Chromium: the job
 form's policy inputs, the policies in words on the job page, a queued run's reason, the pause
-dialog (note and resume time) and the maintenance banner with Pause all / Resume all.
+dialog (note and resume time), the maintenance banner with Pause all / Resume all, and the
+Calendars page (periods, recurring rules, an .ics import, a refused delete).
 
 One live server and one browser serve the module (the browser's zone is Europe/Berlin).
 """
@@ -19,6 +20,18 @@ skip_without_chromium()
 
 POLITE = "tests.sample_jobs.operations.PoliteJob"  # waits, and stops at once when told to
 YEARLY = {"minute": "0", "hour": "0", "day_of_month": "1", "month": "1"}  # never fires during a test
+ICS = """BEGIN:VCALENDAR
+VERSION:2.0
+PRODID:-//Texium tests//EN
+BEGIN:VEVENT
+UID:xmas@texium.test
+DTSTAMP:20260101T000000Z
+DTSTART;VALUE=DATE:20301225
+DTEND;VALUE=DATE:20301226
+SUMMARY:Christmas
+END:VEVENT
+END:VCALENDAR
+"""
 
 
 @pytest.fixture(scope="module")
@@ -209,10 +222,63 @@ def test_maintenance_shows_a_banner_on_every_page_and_admins_switch_it(clean, se
     assert utc(health["maintenance"]["paused_until"]) == utc("2031-01-02T05:00:00+00:00")
     clean.go("/executions")
     expect()(banner).to_contain_text("Database upgrade")
-    clean.go("/audit")
+    clean.go("/calendars")
     expect()(banner).to_be_visible()
     role(banner, "Resume all").click()
     expect()(banner).to_have_count(0)
     assert server.api.get("/api/scheduler/health").json()["maintenance"] is None
     clean.go("/")
     expect()(role(page, "Pause all…")).to_be_visible()
+
+
+# --------------------------------------------------------------------------- calendars
+def test_calendars_page_creates_imports_shows_users_and_explains_a_refused_delete(clean, server, owner, tmp_path):
+    page = clean.page
+    clean.open("/calendars")
+    role(page, "New calendar").click()
+    expect()(page.locator("main h1")).to_have_text("New calendar")
+    page.get_by_label("Name", exact=True).fill("Change freeze")
+    page.get_by_label("Owner").select_option(label="Ada Lovelace (ada@example.com)")
+    page.get_by_label("Time zone").select_option("Europe/Berlin")
+    role(page, "Add period").click()
+    page.get_by_label("Period 1 start").fill("2030-12-20T00:00")
+    page.get_by_label("Period 1 end").fill("2030-12-10T00:00")  # before its start: the 400 shows at period 1
+    role(page, "Add rule").click()
+    page.get_by_label("Rule 1 hour").fill("3")
+    page.get_by_label("Rule 1 duration (seconds)").fill("7200")
+    role(page, "Save").click()
+    expect()(page.locator("#period-0-start-error")).to_contain_text("periods[0].end")
+    page.get_by_label("Period 1 end").fill("2031-01-04T00:00")
+    role(page, "Save").click()
+    expect()(page.locator("main h1")).to_have_text("Calendars")
+
+    calendar = next(
+        c for c in server.api.get("/api/scheduler/calendars").json()["data"] if c["name"] == "Change freeze"
+    )
+    assert calendar["timezone"] == "Europe/Berlin"
+    assert utc(calendar["periods"][0]["start"]) == utc("2030-12-19T23:00:00+00:00")
+    assert calendar["recurring"][0]["hour"] == "3" and calendar["recurring"][0]["duration_seconds"] == 7200
+    row = page.locator(f'tr[data-calendar-id="{calendar["_id"]}"]')
+    expect()(row.get_by_test_id("calendar-counts")).to_contain_text("1 period, 1 recurring rule, 0 holidays")
+
+    ics = tmp_path / "holidays.ics"
+    ics.write_text(ICS)
+    row.get_by_label("Import an iCalendar file into Change freeze").set_input_files(str(ics))
+    expect()(row.get_by_test_id("calendar-counts")).to_contain_text("1 holiday")
+
+    # Edit keeps what is stored and saves a change.
+    role(row, "Edit").click()
+    expect()(page.get_by_label("Period 1 start")).to_have_value("2030-12-20T00:00")
+    page.get_by_label("Name", exact=True).fill("Year-end freeze")
+    role(page, "Save").click()
+    row = page.locator(f'tr[data-calendar-id="{calendar["_id"]}"]')
+    expect()(row).to_contain_text("Year-end freeze")
+
+    server.api.create_job(owner, name="Frozen report", **YEARLY, exclude_calendars=[calendar["_id"]])
+    clean.go("/")
+    clean.go("/calendars")
+    expect()(row.get_by_test_id("calendar-used-by")).to_contain_text("Frozen report")
+    role(row, "Delete").click()
+    role(page.get_by_role("dialog"), "Delete").click()
+    expect()(page.get_by_test_id("calendar-problem")).to_contain_text("still excluded by 1 job(s): 'Frozen report'")
+    assert server.api.get(f"/api/scheduler/calendars/{calendar['_id']}").status_code == 200

@@ -65,13 +65,17 @@ export async function signOut() {
   signedIn = null;
 }
 
-export async function request(method, path, { query, body, quiet = false } = {}) {
+/** `body` is sent as JSON; `text` as it is, with `contentType` (an iCalendar file). */
+export async function request(method, path, { query, body, text: rawText, contentType, quiet = false } = {}) {
   const headers = { Accept: "application/json", ...extraHeaders };
   if (csrfToken && UNSAFE.has(method)) headers["X-CSRF-Token"] = csrfToken;
   const init = { method, headers, credentials: "same-origin", cache: "no-store" };
   if (body !== undefined) {
     headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
+  } else if (rawText !== undefined) {
+    headers["Content-Type"] = contentType;
+    init.body = rawText;
   }
   let response;
   try {
