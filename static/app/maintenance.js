@@ -6,23 +6,15 @@ import { askPause } from "./pages/jobactions.js";
 import { Time, toast } from "./ui.js";
 
 const POLL_MS = 10_000;
-const MARK = "; maintenance: every job ";
 let current = { on: false };
 const listeners = new Set();
 let timer = null;
 
-/** The switch from a health answer: structured for admins (`maintenance`), else the words of
- * its message (health says "...; maintenance: every job paused since ... by ...: note"). */
+/** The switch from a health answer (its `maintenance`, given to every caller). */
 function fromHealth(body) {
-  if (!body) return current;
-  if (body.maintenance !== undefined) {
-    const m = body.maintenance;
-    return m ? { on: true, note: m.pause_note, since: m.paused_at, until: m.paused_until, by: m.paused_by } : { on: false };
-  }
-  const message = body.message || "";
-  const at = message.indexOf(MARK);
-  if (at < 0) return { on: false };
-  return { on: true, words: message.slice(at + MARK.length).split("; warning:")[0] };
+  if (!body || body.maintenance === undefined) return current;
+  const m = body.maintenance;
+  return m ? { on: true, note: m.pause_note, since: m.paused_at, until: m.paused_until, by: m.paused_by } : { on: false };
 }
 
 function publish(next) {
@@ -96,9 +88,7 @@ export function MaintenanceButton() {
 export function MaintenanceBanner() {
   const state = useMaintenance();
   if (!state.on) return null;
-  const details = state.words
-    ? html`every job ${state.words}`
-    : html`every job paused since <${Time} value=${state.since} />${state.by ? ` by ${state.by}` : ""}${
+  const details = html`every job paused since <${Time} value=${state.since} />${state.by ? ` by ${state.by}` : ""}${
       state.until ? html`, until <${Time} value=${state.until} />` : ""}${state.note ? html`: <q>${state.note}</q>` : ""}`;
   return html`<div class="maintenance-banner" role="status" data-testid="maintenance-banner">
     <strong>Maintenance:</strong> <span>${details}. Nothing fires meanwhile.</span>

@@ -46,8 +46,9 @@ class HealthHandler(ApiHandler):
         if warnings and not problems:
             message += "; warning: " + "; ".join(warnings)
         body = {"status": "unhealthy" if problems else "healthy", "message": message, "timestamp": utcnow()}
+        body["maintenance"] = switch  # the message says it to everyone already: here for the banner
         if self.is_admin:  # the details name nodes, hosts and alert targets
-            body.update(warnings=warnings, maintenance=switch, **self.context.scheduler.health_details())
+            body.update(warnings=warnings, **self.context.scheduler.health_details())
         self.reply(body, 503 if problems else 200)
 
 
