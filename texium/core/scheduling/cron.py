@@ -593,16 +593,12 @@ class CronSchedule:
         Offset changes are looked for a day at a time near start and end and by weekly samples
         in between (a zone changes its offset months apart)."""
         first, last = _utc(start), _utc(end)
-        days, day = set(), (first - _EPOCH).days
-        stop = (last - _EPOCH).days
-        while day <= stop:
-            if (
-                day + 7 > stop
-                or _offset(self.zone, _EPOCH + timedelta(days=day)) != _offset(self.zone, _EPOCH + timedelta(days=day + 7))
-                or day == (first - _EPOCH).days
-            ):
+        first_day, stop = (first - _EPOCH).days, (last - _EPOCH).days
+        offset_on = lambda day: _offset(self.zone, _EPOCH + timedelta(days=day))  # noqa: E731
+        days = set()
+        for day in range(first_day, stop + 1, 7):
+            if day + 7 > stop or offset_on(day) != offset_on(day + 7):
                 days.update(range(day, min(day + 8, stop + 1)))
-            day += 7
         found = []
         for at, before, after in sorted({c for d in days for c in _changes_on(self.zone_name, d)}):
             if after > before and self.spring_forward == "skip":
