@@ -29,6 +29,7 @@ from texium.core.scheduling.jobstore import DocumentJobStore, job_schedule
 from texium.core.scheduling.nodes import NodeRegistry
 from texium.core.scheduling.occurrences import RUN_NOW
 from texium.core.scheduling.pausing import Pauses, describe_pause, pause_fields, resume_fields
+from texium.core.scheduling.preview import job_preview
 from texium.core.scheduling.recorder import Recorder
 from texium.core.scheduling.scheduler import TexiumScheduler
 from texium.core.scheduling.spread import EXAMPLE_SEED
@@ -658,6 +659,15 @@ class SchedulerManager:
         return ended
 
     # -- utilities ---------------------------------------------------------------------
+    def job_preview(self, job_id: str, count: int) -> dict:
+        """The job's next `count` runs with every rule applied (texium.core.scheduling.preview)."""
+        doc = self.get(job_id)
+        try:
+            times = JobTimes(doc, self._calendars.blackouts_of(doc))
+        except ValidationError as exc:  # a schedule that cannot be built: said, not a 500
+            return job_preview({**doc, "schedule_error": exc.detail}, None, count, utcnow())
+        return job_preview(doc, times, count, utcnow())
+
     def preview(
         self,
         fields: dict,
