@@ -124,6 +124,7 @@ PROTECTED = [
     ("GET", "/api/scheduler/stats"),
     ("GET", "/api/scheduler/available-jobs"),
     ("GET", "/api/scheduler/cron/preview"),
+    ("GET", "/api/scheduler/jobs/0123456789abcdef01234567/preview"),
     ("GET", "/api/scheduler/nodes"),
     ("GET", "/api/scheduler/reports"),
     ("GET", "/api/scheduler/metrics/system"),
@@ -202,7 +203,15 @@ def test_a_user_sees_only_their_own_and_cannot_manage_users(secured):
     listed = call(user, "GET", "/api/scheduler/jobs").json()
     assert [job["_id"] for job in listed["data"]] == [mine]
     assert call(user, "GET", f"/api/scheduler/jobs/{mine}").status_code == 200
-    for method, suffix in (("GET", ""), ("PUT", ""), ("DELETE", ""), ("PATCH", "/pause"), ("POST", "/run")):
+    assert call(user, "GET", f"/api/scheduler/jobs/{mine}/preview").status_code == 200
+    for method, suffix in (
+        ("GET", ""),
+        ("GET", "/preview"),
+        ("PUT", ""),
+        ("DELETE", ""),
+        ("PATCH", "/pause"),
+        ("POST", "/run"),
+    ):
         body = {"json": {"name": "x"}} if method == "PUT" else {}
         assert call(user, method, f"/api/scheduler/jobs/{theirs}{suffix}", **body).status_code == 404, method
     assert call(user, "GET", f"/api/scheduler/users/{secured['other_id']}/jobs").status_code == 404

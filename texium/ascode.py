@@ -63,6 +63,7 @@ JOB_FIELDS = (
     "overlap_policy",
     "max_queued",
     "jitter_seconds",
+    "dst_policy",
     "retry_delay_seconds",
     "retry_backoff",
     "notify",
