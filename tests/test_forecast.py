@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from texium.core.scheduling import cron
+from texium.core.scheduling.windows import Blackouts, JobTimes
 from texium.core.views.dashboard import error_summary
-from texium.core.views.forecast import BUDGET, MAX_HOURS, forecast, per_job_limit
+from texium.core.views.forecast import MAX_HOURS, forecast, spread_suggestion
 
 NOW = datetime(2026, 3, 2, 10, 17, 5, tzinfo=UTC)  # a Monday
 START = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -22,27 +23,26 @@ def job(job_id: str, **fields) -> dict:
 
 
 # --------------------------------------------------------------------------- pure
-def test_counts_fire_times_per_hour_from_the_start_of_this_hour():
+def test_counts_runs_per_hour_from_now_on():
     hourly = job("hourly", minute="0")
     quarterly = job("quarterly", minute="*/15")
     result = forecast([hourly, quarterly], 24, NOW)
     assert result["start"] == START and result["end"] == START + timedelta(hours=24)
     assert len(result["buckets"]) == 24
-    assert result["buckets"][0] == {"start": START, "runs": 5, "jobs": 2}  # 10:00 counts although it is 10:17
-    assert all(b["runs"] == 5 and b["jobs"] == 2 for b in result["buckets"])
-    assert result["total_runs"] == 24 * 5
-    assert [(j["job_id"], j["runs"], j["capped"]) for j in result["jobs"]] == [
-        ("quarterly", 96, False),
-        ("hourly", 24, False),
-    ]
-    assert result["jobs"][1]["first_run"] == START
+    first = result["buckets"][0]
+    assert (first["start"], first["runs"], first["jobs"]) == (START, 2, 1)  # 10:30, 10:45: 10:00 and 10:15 are past
+    assert all(b["runs"] == 5 and b["jobs"] == 2 for b in result["buckets"][1:])
+    assert result["total_runs"] == 2 + 23 * 5
+    assert [(j["job_id"], j["runs"]) for j in result["jobs"]] == [("quarterly", 94), ("hourly", 23)]
+    assert result["jobs"][1]["first_run"] == START + timedelta(hours=1)
 
 
 def test_a_pile_up_shows_in_its_hour():
     jobs = [job(f"nightly-{i}", minute=str(i % 5), hour="2") for i in range(40)]
     result = forecast(jobs, 48, NOW)
     busiest = max(result["buckets"], key=lambda b: b["runs"])
-    assert busiest == {"start": datetime(2026, 3, 3, 2, 0, tzinfo=UTC), "runs": 40, "jobs": 40}
+    assert (busiest["start"], busiest["runs"], busiest["jobs"]) == (datetime(2026, 3, 3, 2, 0, tzinfo=UTC), 40, 40)
+    assert busiest["busiest_minute"]["starts"] == 8  # eight jobs at each of 02:00 .. 02:04
     assert sum(1 for b in result["buckets"] if b["runs"]) == 2  # 02:00 on the 3rd and on the 4th
 
 
@@ -58,16 +58,84 @@ def test_only_enabled_unpaused_jobs_count_and_time_zones_are_honoured():
     assert hits == [datetime(2026, 3, 3, 0, 0, tzinfo=UTC)]
 
 
-def test_the_cost_is_bounded_and_a_capped_job_says_so():
+def test_nothing_is_capped_an_every_minute_job_weighs_sixty_an_hour():
+    every_minute = job("minutely", minute="*")
     every_second = job("busy", second="*")
-    result = forecast([every_second], MAX_HOURS, NOW)
-    limit = per_job_limit(MAX_HOURS, 1)
-    assert limit == 60 * MAX_HOURS  # one per minute of the window
-    assert result["jobs"][0]["runs"] == limit and result["jobs"][0]["capped"] is True
-    assert result["capped_jobs"] == 1 and result["per_job_limit"] == limit
-    # Many jobs share the budget, but each still gets at least one run per hour of the window.
-    assert per_job_limit(24, 10_000) == 24
-    assert per_job_limit(168, 500) * 500 <= BUDGET
+    result = forecast([every_minute, every_second], MAX_HOURS, NOW)
+    whole_hours = result["buckets"][1:]
+    assert all(b["runs"] == 60 + 3600 for b in whole_hours)
+    runs = {j["job_id"]: j["runs"] for j in result["jobs"]}
+    assert runs["minutely"] == 42 + 60 * (MAX_HOURS - 1)  # 10:18 .. 10:59, then every hour
+    assert runs["busy"] == 54 + 42 * 60 + 3600 * (MAX_HOURS - 1)  # from 10:17:06 on
+
+
+def test_window_max_runs_run_at_and_jitter_follow_the_planner():
+    window = job("window", minute="0", start_at=START + timedelta(hours=3), end_at=START + timedelta(hours=5))
+    limited = job("limited", minute="*/10", max_runs=5, run_count=2)
+    once = job("once", run_at=START + timedelta(hours=2, minutes=7))
+    jittered = job("jittered", minute="0", jitter_seconds=600)
+    result = forecast([window, limited, once, jittered], 24, NOW)
+    runs = {j["job_id"]: j for j in result["jobs"]}
+    assert runs["window"]["runs"] == 3 and runs["window"]["first_run"] == START + timedelta(hours=3)
+    assert runs["limited"]["runs"] == 3  # 5 at most, 2 already ran
+    assert runs["once"]["runs"] == 1 and runs["once"]["first_run"] == START + timedelta(hours=2, minutes=7)
+    expected = JobTimes(jittered).raw_between(NOW, START + timedelta(hours=24) - timedelta(microseconds=1), 100)
+    assert runs["jittered"]["runs"] == len(expected) and runs["jittered"]["first_run"] == expected[0]
+    assert expected[0] != START + timedelta(hours=1)  # delayed, by the planner's own jitter
+
+
+def test_blackouts_are_excluded_not_counted_as_runs():
+    calendar = {
+        "_id": "cal",
+        "name": "Night freeze",
+        "periods": [{"start": "2026-03-02T20:00:00+00:00", "end": "2026-03-02T23:00:00+00:00"}],
+    }
+    quarterly = job("quarterly", minute="*/15", exclude_calendars=["cal"])
+    result = forecast([quarterly], 24, NOW, {"quarterly": Blackouts([calendar])})
+    by_hour = {b["start"].hour: b for b in result["buckets"]}
+    assert [(by_hour[h]["runs"], by_hour[h]["excluded"]) for h in (19, 20, 21, 22, 23)] == [
+        (4, 0),
+        (0, 4),
+        (0, 4),
+        (0, 4),
+        (4, 0),
+    ]
+    (only,) = result["jobs"]
+    assert only["excluded"] == 12 and only["excluded_by"] == ["Night freeze"]
+    assert result["total_excluded"] == 12 and result["total_runs"] == 2 + 20 * 4
+
+
+def test_twelve_jobs_at_minute_zero_are_a_peak_with_h_suggestions():
+    crowd = [job(f"{i:024x}", minute="0") for i in range(11)] + [job(f"{99:024x}", minute="0-29/10")]
+    calm = job("calm", minute="*/15")
+    result = forecast([*crowd, calm], 6, NOW, peak_threshold=10)
+    assert result["peak_threshold"] == 10
+    first, *later = result["buckets"]
+    assert not first["peak"] and first["busiest_minute"]["starts"] == 1  # 10:00 is past: 10:20, 10:30, 10:45 remain
+    assert all(b["peak"] and b["busiest_minute"]["starts"] == 13 for b in later)  # twelve at hh:00, and calm
+    assert [p["start"] for p in result["peaks"]] == [b["start"] for b in later]
+    peak = result["peaks"][0]
+    assert peak["minute"] == START + timedelta(hours=1) and peak["starts"] == 13
+    suggested = {s["job_id"]: s["suggested"]["minute"] for s in peak["suggestions"]}
+    assert peak["jobs"] == 13 and len(suggested) == 13
+    assert suggested[f"{0:024x}"] == "H" and suggested[f"{99:024x}"] == "H(0-29)/10" and suggested["calm"] == "H/15"
+    for suggestion in peak["suggestions"]:
+        assert suggestion["schedule"]["minute"] != suggestion["suggested"]["minute"]
+        assert {k: v for k, v in suggestion["suggested"].items() if k != "minute"} == {
+            k: v for k, v in suggestion["schedule"].items() if k != "minute"
+        }
+        cron.normalize(suggestion["suggested"], "UTC", suggestion["job_id"])  # a valid schedule for that job
+    # Applied, the suggestions spread the crowd: no peak is left.
+    spread = [job(s["job_id"], **s["suggested"]) for s in peak["suggestions"]]
+    assert not [b for b in forecast(spread, 6, NOW, peak_threshold=10)["buckets"] if b["peak"]]
+    assert forecast([*crowd, calm], 6, NOW, peak_threshold=13)["peaks"] == []  # more than 13 makes a peak
+
+
+def test_no_suggestion_for_a_minute_without_an_h_form():
+    assert spread_suggestion(job("a", minute="*")) is None
+    assert spread_suggestion(job("b", minute="0,30")) is None
+    assert spread_suggestion(job("c", minute="H")) is None
+    assert spread_suggestion(job("d", minute="5"))["minute"] == "H"
 
 
 def test_a_broken_schedule_is_reported_not_raised():
@@ -81,6 +149,8 @@ def test_a_broken_schedule_is_reported_not_raised():
 def test_hours_out_of_range_are_refused(hours):
     with pytest.raises(ValueError):
         forecast([], hours, NOW)
+    with pytest.raises(ValueError):
+        forecast([], 1, NOW, peak_threshold=0)
 
 
 def test_error_summary_is_one_useful_line():
@@ -108,7 +178,7 @@ def test_forecast_endpoint_counts_a_new_job(api):
     body = response.json()
     assert body["status"] == "success" and body["hours"] == 6 and len(body["buckets"]) == 6
     mine = next(j for j in body["jobs"] if j["job_id"] == job_id)
-    assert mine["runs"] == 12 and mine["capped"] is False
+    assert mine["runs"] in (11, 12)  # every half hour for 6 h, less one if this hour's :00 or :30 is past
     assert all(j["job_id"] != paused for j in body["jobs"])
     assert body["total_runs"] == sum(b["runs"] for b in body["buckets"])
     assert api.get("/api/scheduler/forecast").json()["hours"] == 168  # the default: a week
@@ -150,3 +220,21 @@ def test_activity_counts_executions_per_bucket_by_status(api):
     for params in ({"bucket": "week"}, {"timezone": "Nowhere/Else"}):
         response = api.get("/api/scheduler/activity", params=params)
         assert response.status_code == 400 and "detail" in response.json()
+
+
+def test_forecast_endpoint_excludes_a_calendars_blackout_and_validates_peak_threshold(api):
+    user = api.create_user()
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    period = {"start": (hour + timedelta(hours=2)).isoformat(), "end": (hour + timedelta(hours=4)).isoformat()}
+    calendar = api.post("/api/scheduler/calendars", json={"user_id": user, "name": "Freeze", "periods": [period]})
+    assert calendar.status_code == 201, calendar.text
+    job_id = api.create_job(user, name="frozen", minute="*/10", exclude_calendars=[calendar.json()["calendar_id"]])
+    body = api.get("/api/scheduler/forecast", params={"hours": 6, "user_id": user}).json()
+    excluded = [b["excluded"] for b in body["buckets"][1:]]  # other tests' jobs share this server
+    assert excluded == [0, 6, 6, 0, 0], excluded
+    (mine,) = [j for j in body["jobs"] if j["job_id"] == job_id]
+    assert mine["excluded"] == 12 and mine["excluded_by"] == ["Freeze"]
+    assert 18 <= mine["runs"] <= 24  # hours 1, 4, 5 and what is left of this one
+    for bad in ("0", "abc", "100001"):
+        response = api.get("/api/scheduler/forecast", params={"peak_threshold": bad})
+        assert response.status_code == 400 and "peak_threshold" in response.json()["detail"]

@@ -37,6 +37,18 @@ def _seconds(value: float | timedelta) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
+def _unless_failing(read: Callable[[], float]) -> Callable[[], float]:
+    """A gauge reading the store: NaN while the store fails, so the scrape still answers."""
+
+    def reading() -> float:
+        try:
+            return float(read())
+        except Exception:
+            return float("nan")
+
+    return reading
+
+
 class _WithoutCreated:
     """The registry's families without the `*_created` samples prometheus_client adds to every
     counter and histogram series: in the text format Prometheus stores them as series of their
@@ -159,6 +171,18 @@ class Metrics:
             "the stop request); each holds a worker.",
             registry=registry,
         )
+        self.queued = Gauge(
+            "texium_queued_occurrences",
+            "Occurrences waiting for a slot of their job under its overlap policy (queue_one, queue_all), "
+            "on every node of the store (read from the store at scrape time; NaN while it cannot be read).",
+            registry=registry,
+        )
+        self.excluded = Gauge(
+            "texium_excluded_occurrences",
+            "Occurrences not run because they fell inside a blackout of a calendar their job excludes, "
+            "summed over every job of the store (read at scrape time; NaN while the store cannot be read).",
+            registry=registry,
+        )
         if version:
             Info("texium_build", "Texium's version.", registry=registry).info({"version": version})
         self._next_due: datetime | None = None
@@ -170,11 +194,15 @@ class Metrics:
         nodes_alive: Callable[[], float],
         pending_records: Callable[[], float],
         lingering: Callable[[], float] = lambda: 0,
+        queued: Callable[[], float] = lambda: 0,
+        excluded: Callable[[], float] = lambda: 0,
     ) -> None:
         """Gauges read at scrape time from the components that know them."""
         self.nodes_alive.set_function(nodes_alive)
         self.pending_records.set_function(pending_records)
         self.lingering.set_function(lingering)
+        self.queued.set_function(_unless_failing(queued))
+        self.excluded.set_function(_unless_failing(excluded))
 
     def exposition(self) -> bytes:
         """Everything, in the Prometheus text format."""

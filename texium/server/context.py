@@ -23,6 +23,7 @@ from texium.core.records.sessions import Sessions
 from texium.core.records.users import UserService
 from texium.core.registry import JobRegistry
 from texium.core.scheduler_manager import SchedulerManager
+from texium.core.scheduling.backlog import Backlog
 from texium.core.scheduling.claims import Claims
 from texium.core.scheduling.dispatch import Dispatcher, runs_per_user
 from texium.core.scheduling.nodes import NodeIdentity, NodeRegistry
@@ -138,10 +139,13 @@ def build_context(settings: dict[str, Any]) -> AppContext:
         processes=processes,
         max_runs_per_user=settings["MAX_RUNS_PER_USER"] or runs_per_user(settings["THREAD_POOL_SIZE"]),
     )
+    backlog = Backlog(datastore)
     metrics.watch(
         nodes_alive=lambda: nodes.peers_alive + 1,
         pending_records=lambda: recorder.pending,
         lingering=lambda: dispatcher.lingering,
+        queued=backlog.queued,
+        excluded=backlog.excluded,
     )
     scheduler = SchedulerManager(
         datastore,

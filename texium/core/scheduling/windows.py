@@ -88,6 +88,25 @@ class Blackouts:
                 found = (fire + duration, name)
         return found
 
+    def spans_between(self, start: datetime, end: datetime) -> list[tuple[datetime, datetime, str]]:
+        """The blackouts that overlap [start, end), as disjoint (from, until, calendar name)
+        spans in order: a moment m is excluded iff from <= m < until for one of them, as in
+        covering(). Lets a forecast test many moments with one bisect each."""
+        found = [tuple(span) for span in self._spans if span[0] < end and span[1] > start]
+        for schedule, duration, name in self.recurring:
+            limit = EXCLUDED_COUNT_LIMIT * 10
+            found += [
+                (fire, fire + duration, name) for fire in schedule.fire_times_between(start - duration, end, limit)
+            ]
+        found.sort(key=lambda span: span[0])
+        merged: list[tuple[datetime, datetime, str]] = []
+        for begin, until, name in found:
+            if merged and begin <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], until), merged[-1][2])
+            else:
+                merged.append((begin, until, name))
+        return merged
+
 
 NO_BLACKOUTS = Blackouts()
 

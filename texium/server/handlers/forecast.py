@@ -1,19 +1,16 @@
-"""GET /api/scheduler/forecast: scheduled runs per hour for the coming hours (the heatmap)."""
+"""GET /api/scheduler/forecast: runs per hour for the coming hours, exclusions and peaks (the heatmap)."""
 
 from texium.core.timeutil import utcnow
-from texium.core.views.forecast import MAX_HOURS, forecast
+from texium.core.views.forecast import DEFAULT_PEAK_THRESHOLD, MAX_HOURS, MAX_PEAK_THRESHOLD, Forecasts
 from texium.server.handlers.base import ApiHandler
 
 
 class ForecastHandler(ApiHandler):
     async def get(self) -> None:
         hours = self.query_int("hours", 168, 1, MAX_HOURS)
-        jobs = self.context.datastore.jobs
+        threshold = self.query_int("peak_threshold", DEFAULT_PEAK_THRESHOLD, 1, MAX_PEAK_THRESHOLD)
         scope = {} if self.scope is None else {"user_id": self.scope}
-
-        def compute() -> dict:  # reads the jobs and searches their schedules: off the IOLoop
-            docs = jobs.find({"is_enabled": True, **scope}, sort=[("created_at", 1)])
-            return forecast(docs, hours, utcnow())
-
-        result = await self.blocking(compute)
+        forecasts = Forecasts(self.context.datastore)
+        # reads the jobs and their calendars and searches their schedules: off the IOLoop
+        result = await self.blocking(lambda: forecasts.compute(scope, hours, utcnow(), threshold))
         self.success("Forecast computed successfully", **result)
