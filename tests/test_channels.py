@@ -279,3 +279,24 @@ def test_a_receiver_that_hangs_delays_neither_another_channel_nor_firing(local, 
     finally:
         hanging.shutdown()
         hanging.server_close()
+
+
+def test_alert_channels_default_serves_jobs_whose_notify_names_no_channel(start_server, receiver, tmp_path):
+    server = start_server(env={**LOCAL, "TEXIUM_ALERT_CHANNELS": "default-oncall"})
+    api = server.api
+    owner = api.create_user()
+    channel_id = create(api, owner, kind="discord", name="default-oncall", url=f"{receiver.url}/api/webhooks/9/x")
+    job_id = api.create_job(
+        owner,
+        job_class_string=FLAKY,
+        minute="0",
+        hour="3",
+        pub_args=[str(tmp_path / "runs")],
+        pub_kwargs={"failures": 9},
+    )
+    failed = api.post(f"/api/scheduler/jobs/{job_id}/run").json()["execution_id"]
+    assert api.wait_execution(failed)["status"] == "failed"
+    embed = json.loads(sent(receiver, 1)[0]["body"])["embeds"][0]
+    assert embed["title"] == "Job failing: Echo" and embed["url"].endswith(f"/#/executions/{failed}")
+    deliveries = api.get(f"/api/scheduler/channels/{channel_id}/deliveries").json()["data"]
+    assert [(d["event"], d["job_id"], d["ok"]) for d in deliveries] == [("failure", job_id, True)]
