@@ -6,6 +6,8 @@ field; a receiver that hangs delays neither another channel nor firing."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import http.server
 import json
 import threading
@@ -13,7 +15,7 @@ import time
 
 import pytest
 
-from tests.jobs_fixtures import http_server
+from tests.jobs_fixtures import http_server, smtp_server
 from tests.server_process import SAMPLE_JOBS, wait_for
 
 FLAKY = "tests.sample_jobs.operations.FlakyJob"
@@ -113,8 +115,9 @@ def test_each_kind_speaks_its_vendor_s_payload(local, receiver):
             assert headers["authorization"] == f"GenieKey {GENIE_KEY}"
             payload = json.loads(body)
             assert payload["message"] and payload["alias"].startswith("texium-")
-        elif kind == "webhook":
-            assert headers["x-texium-signature"].startswith("sha256=") and json.loads(body)["event"] == "test"
+        elif kind == "webhook":  # signed with the channel's own secret, like WebhookJob
+            expected = hmac.new(b"signing-secret", body, hashlib.sha256).hexdigest()
+            assert headers["x-texium-signature"] == f"sha256={expected}" and json.loads(body)["event"] == "test"
         deliveries = api.get(f"/api/scheduler/channels/{channel_id}/deliveries").json()
         assert deliveries["total"] == 1 and deliveries["data"][0]["ok"] is True
     for secret in (ROUTING_KEY, GENIE_KEY, BOT_TOKEN, "slacksecret", "teamssecret", "discordsecret", "tk_ntfytoken"):
@@ -191,6 +194,10 @@ def test_secrets_are_masked_and_bound_to_their_destination(local, receiver):
     assert api.post(f"/api/scheduler/channels/{slack}/test").json()["delivery"]["ok"]
     assert json.loads(receiver.requests[-2]["body"])["routing_key"] == ROUTING_KEY
     assert receiver.requests[-1]["path"] == "/services/T/B/slacksecret"
+    # the test button is not a spam tap: one test per channel in 10 s
+    again = api.post(f"/api/scheduler/channels/{slack}/test")
+    assert again.status_code == 429 and set(again.json()) == {"detail"}, again.text
+    assert len(receiver.requests) == 2
 
 
 @pytest.mark.parametrize(
@@ -300,3 +307,19 @@ def test_alert_channels_default_serves_jobs_whose_notify_names_no_channel(start_
     assert embed["title"] == "Job failing: Echo" and embed["url"].endswith(f"/#/executions/{failed}")
     deliveries = api.get(f"/api/scheduler/channels/{channel_id}/deliveries").json()["data"]
     assert [(d["event"], d["job_id"], d["ok"]) for d in deliveries] == [("failure", job_id, True)]
+
+
+def test_an_email_channel_mails_its_recipients_or_by_default_its_owner(start_server):
+    with smtp_server() as (handler, port):
+        env = {"TEXIUM_SMTP_HOST": "127.0.0.1", "TEXIUM_SMTP_PORT": str(port), "TEXIUM_SMTP_FROM": "tx@example.org"}
+        api = start_server(env=env).api
+        owner = api.create_user(email="owner@example.com")
+        listed = create(api, owner, kind="email", recipients=["ops@example.com", "ops@example.com"])
+        default = create(api, owner, kind="email", name="mine")
+        assert api.get(f"/api/scheduler/channels/{listed}").json()["data"]["recipients"] == ["ops@example.com"]
+        assert api.get(f"/api/scheduler/channels/{default}").json()["data"]["recipients"] == ["owner@example.com"]
+        for channel_id in (listed, default):
+            delivery = api.post(f"/api/scheduler/channels/{channel_id}/test").json()["delivery"]
+            assert delivery["ok"] is True and delivery["status_code"] is None, delivery
+    assert [m["rcpt_tos"] for m in handler.messages] == [["ops@example.com"], ["owner@example.com"]]
+    assert b"Subject: [Texium] Test message" in handler.messages[0]["content"]

@@ -46,7 +46,7 @@ def facts(job: dict, event: str, execution: dict) -> list[tuple[str, str]]:
     """(label, value) pairs every message shows."""
     duration = execution.get("duration_ms")
     return [
-        ("Job", f"{job.get('name')} (id {job.get('_id')})"),
+        ("Job", f"{job.get('name')} (id {job.get('_id')})" if job.get("_id") else str(job.get("name"))),
         ("Event", event),
         ("Status", str(execution.get("status"))),
         ("Attempt", str(execution.get("attempt"))),

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 from texium.core.datastore.base import Datastore, is_valid_id
-from texium.core.errors import Conflict, NotFound, ValidationError
+from texium.core.errors import Conflict, NotFound, TooManyRequests, ValidationError
 from texium.core.records.listing import NEWEST_FIRST, Page, list_page
 from texium.core.records.users import owned_by
 from texium.core.security.secret_args import MASK, has_url_password
@@ -30,6 +31,9 @@ log = logging.getLogger("texium.channels")
 # The fields, their types, limits and defaults: components/schemas in texium/openapi.yaml.
 CHANNEL_CREATE, CHANNEL_UPDATE = request_schema("ChannelCreate"), request_schema("ChannelUpdate")
 SECRET_FIELD = "secret_encrypted"
+# A channel's test messages are this far apart at least (read from its deliveries, so on every
+# node): the button cannot turn the server's SMTP login or a vendor's rate limit into a spam tap.
+TEST_INTERVAL_SECONDS = 10
 URL_IS_SECRET = frozenset({"slack", "teams", "discord"})  # the webhook URL's path is the credential
 # kind -> (fields it needs, fields it may also have); any other setting is a 400 naming it.
 FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -224,7 +228,12 @@ class ChannelService:
         """Send a test message now; the delivery record."""
         if self._send_test is None:
             raise NotFound("Channel tests are not available")
-        return self._send_test(self.stored(channel_id))
+        channel = self.stored(channel_id)
+        recent = {"channel_id": channel_id, "event": "test"}
+        recent["created_at"] = {"$gt": utcnow() - timedelta(seconds=TEST_INTERVAL_SECONDS)}
+        if self._ds.channel_deliveries.count(recent):
+            raise TooManyRequests(f"A test message was sent less than {TEST_INTERVAL_SECONDS} s ago; try again later")
+        return self._send_test(channel)
 
     def deliveries(self, channel_id: str, limit: int, offset: int) -> Page:
         self.stored(channel_id)
