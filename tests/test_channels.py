@@ -323,3 +323,28 @@ def test_an_email_channel_mails_its_recipients_or_by_default_its_owner(start_ser
             assert delivery["ok"] is True and delivery["status_code"] is None, delivery
     assert [m["rcpt_tos"] for m in handler.messages] == [["ops@example.com"], ["owner@example.com"]]
     assert b"Subject: [Texium] Test message" in handler.messages[0]["content"]
+
+
+def test_two_nodes_on_one_store_send_one_channel_alert_per_change(datastore, receiver):
+    """The job's alert state (compare-and-set) decides which node sends; a channel is no exception."""
+    from tests.test_alerts import LOOPBACK, add_execution, add_job, stale
+    from texium.core.events.alerts import Alerts
+    from texium.core.events.channels import Deliveries, Sender
+
+    channel = {"user_id": "0123456789abcdef01234567", "name": "pd", "kind": "pagerduty", "url": receiver.url}
+    channel_id = datastore.channels.insert({**channel, "secret_encrypted": "clear-key-for-this-test"})
+    job_id = add_job(datastore, {"channels": [{"id": channel_id, "events": ["failure", "recovery"]}], "events": []})
+    nodes = []
+    for _ in range(2):
+        deliveries = Deliveries(datastore, Sender({}, LOOPBACK, backoff=0.05), lambda c: c["secret_encrypted"])
+        nodes.append(Alerts(datastore, {}, LOOPBACK, lambda *_: None, channels=deliveries, backoff=0.05))
+    failed, recovered = add_execution(datastore, job_id, "failed"), add_execution(datastore, job_id, "completed")
+    for run in (failed, recovered):
+        for node in nodes:
+            node.observe(stale(datastore, job_id), run)
+        wait_for(lambda run=run: datastore.channel_deliveries.count({"execution_id": run["_id"]}) >= 1)
+    time.sleep(0.5)  # a second node's duplicate, if any, would have arrived by now
+    assert all(node.stop(5) for node in nodes)
+    actions = [json.loads(r["body"])["event_action"] for r in receiver.requests]
+    assert actions == ["trigger", "resolve"]
+    assert {json.loads(r["body"])["routing_key"] for r in receiver.requests} == {"clear-key-for-this-test"}
