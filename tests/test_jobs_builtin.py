@@ -1002,3 +1002,17 @@ def test_script_path_escapes_are_refused(run, scripts, config):
     with pytest.raises(JobError, match="script_name is required"):
         run(CustomScriptJob)
     assert not os.path.exists(escaped)
+
+
+def test_cleanup_deletes_old_channel_deliveries_only_when_asked(run_any):
+    ds = run_any.datastore
+
+    def delivery(days: int) -> str:
+        return ds.channel_deliveries.insert({"channel_id": new_id(), "created_at": utcnow() - timedelta(days)})
+
+    old, new = delivery(40), delivery(1)
+    run_any(DataCleanupJob, days_old=30)  # default: executions only
+    assert ds.channel_deliveries.count() == 2
+    out = run_any(DataCleanupJob, days_old=30, collections=["channel_deliveries"])
+    assert "scheduler_channel_deliveries: 1" in out
+    assert ds.channel_deliveries.get(old) is None and ds.channel_deliveries.get(new) is not None

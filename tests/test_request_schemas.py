@@ -27,7 +27,7 @@ import pytest
 
 from texium.core import contract, scheduler_manager
 from texium.core.errors import ValidationError
-from texium.core.records import apikeys, calendars, servers, users
+from texium.core.records import apikeys, calendars, channels, servers, users
 from texium.core.scheduling import cron
 from texium.core.validation import FORMATS, request_schema, validate_body
 
@@ -246,6 +246,8 @@ def test_every_request_body_schema_is_compiled_and_used_by_a_service():
         apikeys.SESSION_CREATE,
         calendars.CALENDAR_CREATE,
         calendars.CALENDAR_UPDATE,
+        channels.CHANNEL_CREATE,
+        channels.CHANNEL_UPDATE,
     }
     assert {schema.name for schema in used} == set(contract.request_body_schemas())
     with pytest.raises(KeyError, match="not the request body"):
@@ -354,7 +356,8 @@ def test_contract_resolve_refuses_a_contradiction():
 # --------------------------------------------------------------------------- 2. a live server
 @pytest.fixture(scope="module")
 def world(server):
-    """Objects the cases need on this server: an owner, a server, a job, a calendar; and the example bodies."""
+    """Objects the cases need on this server: an owner, a server, a job, a calendar, a channel; the example
+    bodies."""
     api = server.api
     owner = api.create_user()
     server_id = api.post("/api/servers/create", json={"user_id": owner, "name": "s", "hostname": "h"}).json()
@@ -362,6 +365,8 @@ def world(server):
     assert api.patch(f"/api/scheduler/jobs/{job_id}/pause").status_code == 200  # the updates below never run it
     key = api.post(f"/api/users/{owner}/api-keys", json={"label": "sign-in example"}).json()["key"]
     calendar_id = api.post("/api/scheduler/calendars", json={"user_id": owner, "name": "c"}).json()["calendar_id"]
+    channel = {"user_id": owner, "name": "c", "kind": "email", "recipients": ["ops@example.com"]}
+    channel_id = api.post("/api/scheduler/channels", json=channel).json()["channel_id"]
     return {
         "api": api,
         "user_id": owner,
@@ -369,6 +374,7 @@ def world(server):
         "job_id": job_id,
         "key": key,
         "calendar_id": calendar_id,
+        "channel_id": channel_id,
     }
 
 

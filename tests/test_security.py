@@ -131,6 +131,8 @@ PROTECTED = [
     ("GET", "/api/scheduler/forecast"),
     ("GET", "/api/scheduler/job-summaries"),
     ("GET", "/api/scheduler/activity"),
+    ("GET", "/api/scheduler/channels"),
+    ("POST", "/api/scheduler/channels"),
     ("GET", "/metrics"),
     ("POST", "/api/scheduler/pause-all"),
     ("POST", "/api/scheduler/resume-all"),
@@ -267,6 +269,28 @@ def test_a_user_cannot_create_or_run_admin_only_job_classes(secured):
         for job in call(user, "GET", "/api/scheduler/available-jobs").json()["jobs"]
     }
     assert classes["jobs.custom.CustomScriptJob"] is True and classes["jobs.echo.EchoJob"] is False
+
+
+def test_a_user_sees_and_changes_only_their_own_channels_and_never_a_secret(secured):
+    admin, user = secured["admin"], secured["user"]
+    slack = {"kind": "slack", "url": "https://hooks.slack.com/services/T/B/theirsecret"}
+    theirs = call(admin, "POST", "/api/scheduler/channels", json={"user_id": secured["other_id"], "name": "o", **slack})
+    theirs = theirs.json()["channel_id"]
+    pagerduty = {"kind": "pagerduty", "secret": "mine-routing-key"}
+    mine = call(user, "POST", "/api/scheduler/channels", json={"user_id": secured["user_id"], "name": "m", **pagerduty})
+    assert mine.status_code == 201, mine.text
+    mine = mine.json()["channel_id"]
+    listed = call(user, "GET", "/api/scheduler/channels").json()
+    assert [c["_id"] for c in listed["data"]] == [mine] and listed["data"][0]["secret"] == "***"
+    for method, suffix in (("GET", ""), ("PUT", ""), ("PATCH", ""), ("DELETE", ""), ("POST", "/test")):
+        body = {"json": {"name": "x"}} if method in ("PUT", "PATCH") else {}
+        assert call(user, method, f"/api/scheduler/channels/{theirs}{suffix}", **body).status_code == 404, method
+    assert call(user, "GET", f"/api/scheduler/channels/{theirs}/deliveries").status_code == 404
+    stolen = call(user, "POST", "/api/scheduler/channels", json={"user_id": secured["other_id"], "name": "x", **slack})
+    assert stolen.status_code == 400 and "user_id" in stolen.json()["detail"]
+    everything = call(admin, "GET", "/api/scheduler/channels").text
+    assert "theirsecret" not in everything and "mine-routing-key" not in everything
+    assert "theirsecret" not in secured["server"].log() and "mine-routing-key" not in secured["server"].log()
 
 
 def test_only_an_admin_may_pause_or_resume_every_job(secured):

@@ -57,7 +57,7 @@ AUTH_MODES = ("auto", "on", "off")
 DOMAIN = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # Settings that must be true or false (text from .env / the environment is coerced before).
-BOOLEANS = ("SMTP_ALLOW_PLAINTEXT_LOGIN", "OUTBOUND_DENY_PRIVATE", "METRICS_PUBLIC")
+BOOLEANS = ("SMTP_ALLOW_PLAINTEXT_LOGIN", "OUTBOUND_DENY_PRIVATE", "METRICS_PUBLIC", "CHANNEL_HTTPS_ONLY")
 
 
 class ConfigError(Exception):
@@ -145,7 +145,7 @@ def validate(settings: dict[str, Any]) -> None:
         raise ConfigError(
             f"Invalid setting AUTH_MODE: {settings['AUTH_MODE']!r} must be one of {', '.join(AUTH_MODES)}"
         )
-    for name in ("ALLOWED_HOSTS", "CORS_ORIGINS"):
+    for name in ("ALLOWED_HOSTS", "CORS_ORIGINS", "ALERT_CHANNELS"):
         if not isinstance(settings[name], (list, tuple)) or not all(isinstance(v, str) for v in settings[name]):
             raise ConfigError(f"Invalid setting {name}: must be a list of names")
     try:

@@ -61,6 +61,10 @@ STOP_GRACE_SECONDS = 5.0
 # Alerts (a job's `notify`): e-mails go through the SMTP settings below, webhooks follow OUTBOUND_*.
 PUBLIC_URL = ""  # the dashboard's address in alert links; empty = http://HTTP_ADDRESS:HTTP_PORT
 ALERT_WEBHOOK_SECRET = ""  # sign alert webhooks (X-Texium-Signature: sha256=HMAC of the body); empty = unsigned
+# Channels (/api/scheduler/channels, ids or names) that alert for every job whose notify names no
+# channel, on every event; env: comma-separated or a JSON list.
+ALERT_CHANNELS = []
+CHANNEL_HTTPS_ONLY = True  # every URL a channel sends to must be https (off: plain http allowed too)
 
 # Built-in jobs
 BACKUP_DIR = ""  # default DATA_DIR/backups

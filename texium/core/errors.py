@@ -23,6 +23,10 @@ class Conflict(TexiumError):
     status = 409
 
 
+class TooManyRequests(TexiumError):
+    status = 429
+
+
 class DatastoreUnavailable(TexiumError):
     status = 503
 

@@ -95,9 +95,19 @@ def clean_notify(notify: dict | None) -> dict | None:
                 "Invalid field notify.webhook: no password in the URL (it would be stored in clear); "
                 "the server signs alerts with ALERT_WEBHOOK_SECRET instead"
             )
-    if not emails and webhook is None:
-        raise ValidationError("Invalid field notify: give email recipients, a webhook or both (or null for none)")
-    return {"email": list(dict.fromkeys(emails)), "webhook": webhook, "events": notify["events"]}
+    channels = notify.get("channels") or []
+    seen = [entry["id"] for entry in channels]
+    for index, channel_id in enumerate(seen):
+        if channel_id in seen[:index]:
+            raise ValidationError(f"Invalid field notify.channels[{index}].id: {channel_id} is listed twice")
+    if not emails and webhook is None and not channels:
+        raise ValidationError("Invalid field notify: give email recipients, a webhook or channels (or null for none)")
+    if (emails or webhook is not None) and not notify.get("events"):
+        raise ValidationError("Invalid field notify.events: required with email or webhook")
+    clean = {"email": list(dict.fromkeys(emails)), "webhook": webhook, "events": notify.get("events") or []}
+    if channels:
+        clean["channels"] = [{"id": entry["id"], "events": entry["events"]} for entry in channels]
+    return clean
 
 
 def pause_request(body: dict | None) -> tuple[str | None, datetime | None]:
@@ -411,6 +421,20 @@ class SchedulerManager:
             if calendar is None or not (admin or calendar.get("user_id") == doc.get("user_id")):
                 raise ValidationError(f"Invalid field exclude_calendars[{index}]: no calendar with id {calendar_id}")
 
+    def _check_channels(self, doc: dict) -> None:
+        """Every channel the job's notify names exists and its owner may use it (theirs, or any for an admin)."""
+        entries = (doc.get("notify") or {}).get("channels") or []
+        if not entries:
+            return
+        ids = [entry["id"] for entry in entries]
+        found = {c["_id"]: c for c in self._ds.channels.find({"_id": {"$in": ids}})}
+        owner = self._ds.users.get(doc.get("user_id") or "")
+        admin = owner is not None and owner.get("role") == "admin"
+        for index, channel_id in enumerate(ids):
+            channel = found.get(channel_id)
+            if channel is None or not (admin or channel.get("user_id") == doc.get("user_id")):
+                raise ValidationError(f"Invalid field notify.channels[{index}].id: no channel with id {channel_id}")
+
     def _check_user(self, user_id: str) -> None:
         if self._ds.users.get(user_id) is None:
             raise ValidationError(f"Invalid field user_id: no user with id {user_id}")
@@ -442,6 +466,7 @@ class SchedulerManager:
         self._window({}, doc, now, schedule)
         self._check_user(doc["user_id"])
         self._check_calendars(doc)
+        self._check_channels(doc)
         doc.update(
             **MAX_RUNS_STATE,
             excluded_runs=0,
@@ -492,6 +517,8 @@ class SchedulerManager:
         self._window(doc, changes, utcnow(), schedule)
         if "exclude_calendars" in changes or "user_id" in changes:
             self._check_calendars({**doc, **changes})
+        if "notify" in changes or "user_id" in changes:
+            self._check_channels({**doc, **changes})
         if "max_runs" in changes or (changes.get("is_enabled") is not None and doc.get("disabled_reason")):
             changes.update({k: v for k, v in MAX_RUNS_STATE.items() if doc.get(k) != v})
         if schedule and "run_at" not in changes:

@@ -14,8 +14,15 @@ from texium.jobs.base import JobBase, JobError
 DEFAULT_DAYS = 30
 DEFAULT_COLLECTIONS = ["scheduler_executions"]
 # History only. Users, servers and job definitions are never cleaned up.
-CLEANABLE = ("scheduler_executions", "scheduler_audit_logs", "system_metrics", "reports")
+CLEANABLE = (
+    "scheduler_executions",
+    "scheduler_audit_logs",
+    "system_metrics",
+    "reports",
+    "scheduler_channel_deliveries",  # every message sent to an alert channel
+)
 ALIASES = {"executions": "scheduler_executions", "audit_logs": "scheduler_audit_logs", "metrics": "system_metrics"}
+ALIASES["channel_deliveries"] = "scheduler_channel_deliveries"
 PROTECTED = ("users", "servers", "scheduler_jobs", "jobs")
 # An execution in one of these states is still owned by the scheduler.
 ACTIVE_STATUSES = list(figures.ACTIVE)

@@ -11,6 +11,7 @@ import tornado.web
 from texium.server.context import AppContext
 from texium.server.handlers import (
     calendars,
+    channels,
     dashboard,
     docs,
     executions,
@@ -56,6 +57,10 @@ ROUTES = [
     (r"/api/scheduler/calendars", calendars.CalendarsHandler),
     (rf"/api/scheduler/calendars/{ID}", calendars.CalendarHandler),
     (rf"/api/scheduler/calendars/{ID}/ics", calendars.CalendarIcsHandler),
+    (r"/api/scheduler/channels", channels.ChannelsHandler),
+    (rf"/api/scheduler/channels/{ID}", channels.ChannelHandler),
+    (rf"/api/scheduler/channels/{ID}/test", channels.ChannelTestHandler),
+    (rf"/api/scheduler/channels/{ID}/deliveries", channels.ChannelDeliveriesHandler),
     (r"/api/scheduler/executions", executions.ExecutionsHandler),
     (rf"/api/scheduler/executions/{ID}", executions.ExecutionHandler),
     (rf"/api/scheduler/executions/{ID}/cancel", executions.ExecutionCancelHandler),

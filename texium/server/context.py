@@ -12,10 +12,12 @@ from texium import __version__
 from texium.core import caches
 from texium.core.datastore import Datastore, open_datastore
 from texium.core.events.alerts import Alerts
+from texium.core.events.channels import Deliveries, Sender
 from texium.core.metrics import Metrics
 from texium.core.records.apikeys import ApiKeys
 from texium.core.records.audit import AuditLog
 from texium.core.records.calendars import CalendarService
+from texium.core.records.channels import SECRET_FIELD, ChannelService
 from texium.core.records.executions import ExecutionHistory
 from texium.core.records.job_records import JobRecords
 from texium.core.records.servers import ServerService
@@ -73,6 +75,7 @@ class AppContext:
     access: AccessPolicy
     metrics: Metrics
     calendars: CalendarService | None = None
+    channels: ChannelService | None = None
     hsts_seconds: int = 0
 
     def close(self, grace_seconds: float) -> int:
@@ -106,14 +109,24 @@ def build_context(settings: dict[str, Any]) -> AppContext:
     recorder = Recorder(datastore, metrics)
     job_config = {name: settings[name] for name in JOB_SETTINGS}
     public_url = settings["PUBLIC_URL"] or f"http://{settings['HTTP_ADDRESS']}:{settings['HTTP_PORT']}"
+    outbound = OutboundPolicy.from_settings(settings["OUTBOUND_ALLOW"], settings["OUTBOUND_DENY_PRIVATE"])
+    deliveries = Deliveries(
+        datastore,
+        Sender(job_config, outbound, webhook_secret=settings["ALERT_WEBHOOK_SECRET"] or None),
+        lambda channel: secrets.decrypt(channel[SECRET_FIELD]) if channel.get(SECRET_FIELD) else None,
+        link_base=public_url.rstrip("/"),
+        metrics=metrics,
+    )
     alerts = Alerts(
         datastore,
         {**job_config, "PUBLIC_URL": public_url.rstrip("/"), "ALERT_WEBHOOK_SECRET": settings["ALERT_WEBHOOK_SECRET"]},
-        OutboundPolicy.from_settings(settings["OUTBOUND_ALLOW"], settings["OUTBOUND_DENY_PRIVATE"]),
+        outbound,
         recorder.execution,
         metrics,
         keep=lambda job_id, fields: recorder.job(job_id, fields=fields),
         pauses=pauses,
+        channels=deliveries,
+        default_channels=settings["ALERT_CHANNELS"],
     )
     processes = ProcessRegistry(os.path.join(settings["DATA_DIR"], "run", "processes"), node_id=identity.hostname)
     runner = JobRunner(
@@ -192,5 +205,6 @@ def build_context(settings: dict[str, Any]) -> AppContext:
         ),
         metrics=metrics,
         calendars=CalendarService(datastore, settings["TIMEZONE"], on_changed=scheduler.calendar_changed),
+        channels=ChannelService(datastore, secrets, settings["CHANNEL_HTTPS_ONLY"], deliveries.send_test),
         hsts_seconds=settings["HSTS_SECONDS"],
     )

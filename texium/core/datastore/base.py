@@ -110,6 +110,9 @@ INDEXES: dict[str, tuple[Index, ...]] = {
         Index(("excluded_runs",)),  # stats: the jobs that had occurrences excluded by a calendar
     ),
     "scheduler_calendars": (Index(("user_id", "created_at")), Index(("created_at",))),
+    "scheduler_channels": (Index(("user_id", "created_at")), Index(("created_at",)), Index(("name",))),
+    # Every delivery to a channel, newest read first per channel.
+    "scheduler_channel_deliveries": (Index(("channel_id", "created_at")), Index(("created_at",))),
     "scheduler_executions": (
         Index(("occurrence_key",), unique=True),
         Index(("created_at",)),
@@ -327,6 +330,14 @@ class Datastore(ABC):
     @property
     def calendars(self) -> Collection:
         return self.collection("scheduler_calendars")
+
+    @property
+    def channels(self) -> Collection:
+        return self.collection("scheduler_channels")
+
+    @property
+    def channel_deliveries(self) -> Collection:
+        return self.collection("scheduler_channel_deliveries")
 
     @property
     def executions(self) -> Collection:

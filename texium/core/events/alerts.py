@@ -29,11 +29,13 @@ import json
 import logging
 import queue
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from texium.core.datastore.base import Datastore
+from texium.core.datastore.base import Datastore, is_valid_id
+from texium.core.events import messages
+from texium.core.events.channels import Deliveries
 from texium.core.events.mail import MailError, send_message
 from texium.core.metrics import Metrics
 from texium.core.security.outbound import (
@@ -50,15 +52,7 @@ log = logging.getLogger("texium.alerts")
 
 EVENTS = ("failure", "recovery", "timeout", "missed")
 PAUSED = "paused"  # the job paused itself (pause_after_failures): sent to every channel, whatever `events` says
-TITLES = {
-    "failure": "Job failing",
-    "recovery": "Job recovered",
-    "timeout": "Run timed out",
-    "missed": "Runs missed",
-    PAUSED: "Job paused itself",
-}
 TIMEOUT = 10.0  # seconds per delivery attempt
-ERROR_LINES, ERROR_CHARS = 20, 4000  # how much of the execution's error an alert carries
 MAX_QUEUED = 10_000  # observations waiting; more are dropped (with a warning) rather than grow without end
 CAS_TRIES = 10  # compare-and-set attempts on one observation (each lost to another node's change) before giving up
 _MOVES = {  # status -> (new state, its event: sent only when the state was another one)
@@ -95,8 +89,14 @@ class Alerts:
         backoff: float = 1.0,
         keep: Callable[[str, dict], None] | None = None,
         pauses: Any = None,
+        channels: Deliveries | None = None,
+        default_channels: Sequence[str] = (),
     ):
         self._ds = datastore
+        # Channel deliveries (events/channels.py: a queue and worker per channel), and the
+        # channels (ids or names, ALERT_CHANNELS) of jobs whose notify names none.
+        self._channels = channels
+        self._default_channels = tuple(default_channels) if channels is not None else ()
         # The firing core's pause rules (scheduling.pausing.Pauses): a failed run may pause its
         # job (pause_after_failures), which this thread then announces. None: no such rule.
         self._pauses = pauses
@@ -131,7 +131,8 @@ class Alerts:
             if self._closed or not job_id or execution.get("status") not in _MOVING:
                 return  # a status that moves no state (cancelled, skipped, ...) costs no store read
             counts = self._counts_failures(job, execution)
-            if not job.get("notify") and self._keep_state is not None and not counts:
+            notifies = bool(job.get("notify") or self._default_channels)
+            if not notifies and self._keep_state is not None and not counts:
                 at, execution_id = _seen(execution)
                 state = transition("ok", execution["status"])[0]
                 if job.get("alert_state") != state:  # as read when the run started: a healthy job costs nothing
@@ -140,7 +141,7 @@ class Alerts:
             if self._queue.qsize() >= MAX_QUEUED:
                 log.warning("Alerts: %d observations queued; dropped the one of job %s", MAX_QUEUED, job_id)
                 return
-            self._queue.put_nowait((job_id, bool(job.get("notify")), dict(execution), _seen(execution), counts))
+            self._queue.put_nowait((job_id, notifies, dict(execution), _seen(execution), counts))
         except Exception:
             log.exception("Alerts: cannot queue an observation of job %s", job_id)
 
@@ -170,6 +171,8 @@ class Alerts:
         self._queue.put(None)
         self._thread.join(timeout)
         self._abort.set()
+        if self._channels is not None:
+            self._channels.stop()  # queued channel deliveries get one more attempt, no waits
         return not self._thread.is_alive()
 
     # -- the alerts thread -------------------------------------------------------------
@@ -196,44 +199,98 @@ class Alerts:
         except Exception as exc:
             log.warning("Alerts: store error for job %s, observation dropped: %s", job_id, _one_line(str(exc)))
             return
-        results = []
-        if job is not None:
-            notify = job.get("notify") or {}
-            if event is not None and event in (notify.get("events") or ()):
-                results += self._send(job, event, execution)
+        results: list[dict] = []
+        queued: list[tuple[dict, Any]] = []
+        if job is not None and event is not None:
+            self._send(job, event, execution, results, queued)
         if counts:
-            results += self._pause_after_failure(job_id, execution)
-        if results:
-            try:
-                self._record(execution["_id"], {"alerts": results})
-            except Exception as exc:
-                log.warning("Alerts: cannot record the alerts of execution %s: %s", execution.get("_id"), exc)
+            self._pause_after_failure(job_id, execution, results, queued)
+        if queued:  # the channels' workers add theirs; the last one to finish records them all
+            collect = _Collector(len(queued), results, lambda done: self._write_alerts(execution, done))
+            for channel, message in queued:
+                self._channels.enqueue(channel, message, self._reporter(collect, channel))
+        elif results:
+            self._write_alerts(execution, results)
 
-    def _pause_after_failure(self, job_id: str, execution: dict) -> list[dict]:
+    def _write_alerts(self, execution: dict, results: list[dict]) -> None:
+        try:
+            self._record(execution["_id"], {"alerts": results})
+        except Exception as exc:
+            log.warning("Alerts: cannot record the alerts of execution %s: %s", execution.get("_id"), exc)
+
+    def _pause_after_failure(self, job_id: str, execution: dict, results: list, queued: list) -> None:
         """The job's failure streak may pause it; the node whose pause applied announces it."""
         try:
             paused = self._pauses.pause_after_failure(job_id)
         except Exception as exc:
             log.warning("Alerts: cannot apply pause_after_failures to job %s: %s", job_id, _one_line(str(exc)))
-            return []
-        if paused is None or not paused.get("notify"):
-            return []
+            return
+        if paused is None or not (paused.get("notify") or self._default_channels):
+            return
         why = f"{paused['pause_note']}; the last one: {execution.get('error') or execution.get('status')}"
-        return self._send(paused, PAUSED, {**execution, "error": why})
+        self._send(paused, PAUSED, {**execution, "error": why}, results, queued)
 
-    def _send(self, job: dict, event: str, execution: dict) -> list[dict]:
-        """Deliver `event` to every channel of the job's notify; what became of each."""
+    def _send(self, job: dict, event: str, execution: dict, results: list, queued: list) -> None:
+        """Deliver `event` to the job's e-mail and webhook now (their results into `results`) and
+        list the channel deliveries for their own workers in `queued`. `paused` goes everywhere."""
         notify = job.get("notify") or {}
-        results = []
-        recipients = [a for a in notify.get("email") or () if a]
-        if recipients:
-            results.append(
-                self._deliver(job, event, "email", ", ".join(recipients), self._email, recipients, execution)
-            )
-        url = notify.get("webhook")
-        if url:
-            results.append(self._deliver(job, event, "webhook", redact_url(url), self._webhook, url, execution))
-        return results
+        if event == PAUSED or event in (notify.get("events") or ()):
+            recipients = [a for a in notify.get("email") or () if a]
+            if recipients:
+                results.append(
+                    self._deliver(job, event, "email", ", ".join(recipients), self._email, recipients, execution)
+                )
+            url = notify.get("webhook")
+            if url:
+                results.append(self._deliver(job, event, "webhook", redact_url(url), self._webhook, url, execution))
+        if self._channels is not None:
+            channels = self._channels_for(notify, event)
+            if channels:
+                message = self._channels.message(job, event, execution)
+                queued.extend((channel, message) for channel in channels)
+
+    def _channels_for(self, notify: Mapping[str, Any], event: str) -> list[dict]:
+        """The channels that receive `event`: the notify's entries listing it (every one for
+        `paused`), or, when it names none, the ALERT_CHANNELS default (every event)."""
+        entries = notify.get("channels") or []
+        if entries:
+            ids = [e["id"] for e in entries if event == PAUSED or event in (e.get("events") or ())]
+            found = {c["_id"]: c for c in self._ds.channels.find({"_id": {"$in": ids}})} if ids else {}
+            return [found[i] for i in ids if i in found]
+        if not self._default_channels:
+            return []
+        ids = [name for name in self._default_channels if is_valid_id(name)]
+        found = list(self._ds.channels.find({"_id": {"$in": ids}})) if ids else []
+        names = [name for name in self._default_channels if not is_valid_id(name)]
+        if names:
+            found += list(self._ds.channels.find({"name": {"$in": names}}))
+        return list({c["_id"]: c for c in found}.values())
+
+    def _reporter(self, collect: _Collector, channel: dict) -> Callable[[dict], None]:
+        return lambda record: collect.add(self.channel_delivered(record, channel))
+
+    def channel_delivered(self, record: dict, channel: dict) -> dict:
+        """Count a channel's delivery like an e-mail's; its entry for the execution record."""
+        ok = bool(record.get("ok"))
+        with self._lock:
+            if ok:
+                self._sent += 1
+            else:
+                self._failed += 1
+                where = f"{channel.get('kind')} channel {channel.get('name')!r}"
+                self._last_failure = f"{record.get('event')} by {where}: {record.get('error')}"
+                self._last_failure_at = utcnow()
+        return {
+            "event": record.get("event"),
+            "channel": record.get("kind"),
+            "target": channel.get("name"),
+            "channel_id": record.get("channel_id"),
+            "ok": ok,
+            "error": record.get("error") or "",
+            "status_code": record.get("status_code"),
+            "attempt": record.get("attempt"),
+            "at": to_iso(utcnow()),
+        }
 
     def _move(self, job_id: str, status: Any, seen: tuple[datetime, str]) -> tuple[dict | None, str | None]:
         """Apply an outcome to the job's fresh state, in order: (the job as read, the event to send),
@@ -303,8 +360,8 @@ class Alerts:
 
     def _email(self, job: dict, event: str, recipients: list[str], execution: dict) -> str:
         """ "" when sent, else why not. Retried only when the server could not be reached."""
-        subject = " ".join(f"[Texium] {TITLES[event]}: {job.get('name')}".split())[:200]
-        body = self._text(job, event, execution)
+        subject = f"[Texium] {messages.title(job, event)}"
+        body = messages.text(job, event, execution, self._link_base)
         headers = {"X-Texium-Job": str(job.get("name")), "X-Texium-Event": event}
         headers["X-Texium-Execution"] = str(execution.get("_id"))
         attempt = 1
@@ -319,22 +376,7 @@ class Alerts:
 
     def _webhook(self, job: dict, event: str, url: str, execution: dict) -> str:
         """ "" when a 2xx came back, else why not. Connection errors and 5xx are retried."""
-        payload = {
-            "event": event,
-            "job": {"id": job["_id"], "name": job.get("name"), "job_class_string": job.get("job_class_string")},
-            "execution": {
-                "id": execution.get("_id"),
-                "status": execution.get("status"),
-                "attempt": execution.get("attempt"),
-                "scheduled_at": _iso(execution.get("scheduled_at")),
-                "started_at": _iso(execution.get("started_at")),
-                "completed_at": _iso(execution.get("completed_at")),
-                "duration_ms": execution.get("duration_ms"),
-                "error": _error_excerpt(execution.get("error")),
-            },
-            "link": self._link(execution),
-            "timestamp": to_iso(utcnow()),
-        }
+        payload = messages.webhook_payload(job, event, execution, self._link_base)
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8")
         headers = {
             "Content-Type": "application/json",
@@ -368,29 +410,22 @@ class Alerts:
                 return f"{error} (attempt {attempt})"
             attempt += 1
 
-    # -- content -----------------------------------------------------------------------
-    def _link(self, execution: dict) -> str:
-        return f"{self._link_base}/#/executions/{execution.get('_id')}"
 
-    def _text(self, job: dict, event: str, execution: dict) -> str:
-        duration = execution.get("duration_ms")
-        lines = [
-            f"{TITLES[event]}: {job.get('name')}",
-            "",
-            f"Job:        {job.get('name')} (id {job['_id']})",
-            f"Event:      {event}",
-            f"Status:     {execution.get('status')}",
-            f"Attempt:    {execution.get('attempt')}",
-            f"Scheduled:  {_iso(execution.get('scheduled_at')) or '-'}",
-            f"Started:    {_iso(execution.get('started_at')) or '-'}",
-            f"Completed:  {_iso(execution.get('completed_at')) or '-'}",
-            f"Duration:   {'-' if duration is None else f'{duration} ms'}",
-            f"Execution:  {self._link(execution)}",
-        ]
-        error = _error_excerpt(execution.get("error"))
-        if error:
-            lines += ["", f"Error (first {ERROR_LINES} lines):", error]
-        return "\n".join(lines) + "\n"
+class _Collector:
+    """Gathers the channel deliveries of one observation; the last to finish records them all
+    (with the e-mail and webhook results) on the execution, in one write."""
+
+    def __init__(self, expected: int, results: list[dict], done: Callable[[list[dict]], None]):
+        self._expected, self._results, self._done = expected, list(results), done
+        self._lock = threading.Lock()
+
+    def add(self, entry: dict) -> None:
+        with self._lock:
+            self._results.append(entry)
+            self._expected -= 1
+            if self._expected:
+                return
+        self._done(self._results)
 
 
 def _seen(execution: dict) -> tuple[datetime, str]:
@@ -404,16 +439,6 @@ def _seen(execution: dict) -> tuple[datetime, str]:
         at = execution.get("missed_until") or execution.get("scheduled_at") or at
     at = as_utc(at) if isinstance(at, datetime) else utcnow()
     return at.replace(microsecond=at.microsecond // 1000 * 1000), str(execution.get("_id") or "")
-
-
-def _iso(value: Any) -> str | None:
-    return to_iso(value) if isinstance(value, datetime) else value
-
-
-def _error_excerpt(error: Any) -> str:
-    """The first lines of the (already masked) error: enough to triage, bounded in size."""
-    text = "\n".join(str(error or "").splitlines()[:ERROR_LINES])
-    return text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 1] + "…"
 
 
 def _one_line(text: str) -> str:
