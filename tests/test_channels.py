@@ -312,16 +312,24 @@ def test_alert_channels_default_serves_jobs_whose_notify_names_no_channel(start_
 def test_an_email_channel_mails_its_recipients_or_by_default_its_owner(start_server):
     with smtp_server() as (handler, port):
         env = {"TEXIUM_SMTP_HOST": "127.0.0.1", "TEXIUM_SMTP_PORT": str(port), "TEXIUM_SMTP_FROM": "tx@example.org"}
-        api = start_server(env=env).api
-        owner = api.create_user(email="owner@example.com")
+        api = start_server(env=env | {"TEXIUM_EMAIL_ALLOWED_DOMAINS": "example.com"}).api
+        owner = api.create_user(email="owner@example.net")
         listed = create(api, owner, kind="email", recipients=["ops@example.com", "ops@example.com"])
         default = create(api, owner, kind="email", name="mine")
+        # A user's channel mails only their own address and EMAIL_ALLOWED_DOMAINS: no relay for the SMTP login.
+        for way in ("post", "put"):
+            path = "/api/scheduler/channels" + (f"/{listed}" if way == "put" else "")
+            body = {"recipients": ["x@elsewhere.org"]} | ({} if way == "put" else {"user_id": owner, "kind": "email"})
+            refused = getattr(api, way)(path, json={"name": "relay"} | body)
+            assert refused.status_code == 400 and "recipients[0]" in refused.json()["detail"], refused.text
+        admin = api.create_user(email="root@example.org", role="admin")
+        assert create(api, admin, kind="email", name="admin's", recipients=["x@elsewhere.org"])
         assert api.get(f"/api/scheduler/channels/{listed}").json()["data"]["recipients"] == ["ops@example.com"]
-        assert api.get(f"/api/scheduler/channels/{default}").json()["data"]["recipients"] == ["owner@example.com"]
+        assert api.get(f"/api/scheduler/channels/{default}").json()["data"]["recipients"] == ["owner@example.net"]
         for channel_id in (listed, default):
             delivery = api.post(f"/api/scheduler/channels/{channel_id}/test").json()["delivery"]
             assert delivery["ok"] is True and delivery["status_code"] is None, delivery
-    assert [m["rcpt_tos"] for m in handler.messages] == [["ops@example.com"], ["owner@example.com"]]
+    assert [m["rcpt_tos"] for m in handler.messages] == [["ops@example.com"], ["owner@example.net"]]
     assert b"Subject: [Texium] Test message" in handler.messages[0]["content"]
 
 

@@ -205,6 +205,8 @@ def build_context(settings: dict[str, Any]) -> AppContext:
         ),
         metrics=metrics,
         calendars=CalendarService(datastore, settings["TIMEZONE"], on_changed=scheduler.calendar_changed),
-        channels=ChannelService(datastore, secrets, settings["CHANNEL_HTTPS_ONLY"], deliveries.send_test),
+        channels=ChannelService(
+            datastore, secrets, settings["CHANNEL_HTTPS_ONLY"], deliveries.send_test, settings["EMAIL_ALLOWED_DOMAINS"]
+        ),
         hsts_seconds=settings["HSTS_SECONDS"],
     )

@@ -14,7 +14,7 @@ and receive the token.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -92,12 +92,16 @@ class ChannelService:
         secrets: SecretBox,
         https_only: bool = True,
         send_test: Callable[[dict], dict] | None = None,
+        email_domains: Iterable[str] = (),
     ):
         """`https_only`: every URL a channel sends to must be https (CHANNEL_HTTPS_ONLY).
-        `send_test(channel)` delivers a test message now and returns the delivery record."""
+        `send_test(channel)` delivers a test message now and returns the delivery record.
+        `email_domains`: where a non-admin's e-mail channel may send besides the owner's own
+        address (EMAIL_ALLOWED_DOMAINS), so the server's SMTP login is no open relay."""
         self._ds = datastore
         self._secrets = secrets
         self._https_only = https_only
+        self._email_domains = {domain.lower() for domain in email_domains}
         self._send_test = send_test
 
     # -- the rules a schema cannot say -------------------------------------------------
@@ -136,6 +140,20 @@ class ChannelService:
                         f"Invalid field recipients[{index}]: {address!r} is not an email address"
                     ) from None
             doc["recipients"] = list(dict.fromkeys(clean))
+
+    def _check_recipients(self, doc: dict) -> None:
+        """A non-admin owner mails only their own address and the allowed domains."""
+        owner = self._ds.users.get(doc["user_id"]) or {}
+        if owner.get("role") == "admin":
+            return
+        for index, address in enumerate(doc.get("recipients") or ()):
+            domain = address.rpartition("@")[2].lower()
+            if address.lower() != (owner.get("email") or "").lower() and domain not in self._email_domains:
+                allowed = ", ".join(sorted(self._email_domains)) or "none"
+                raise ValidationError(
+                    f"Invalid field recipients[{index}]: the channel's owner may mail only their own address "
+                    f"and the domains of EMAIL_ALLOWED_DOMAINS ({allowed})"
+                )
 
     def _seal(self, changes: dict, kind: str, stored: dict | None) -> None:
         """Encrypt the secret (the URL for Slack, Teams and Discord); keep a stored one sent back
@@ -183,6 +201,7 @@ class ChannelService:
             doc["recipients"] = [owner["email"]]  # the owner's own mailbox, by default
         self._clean_recipients(doc)
         self._check(doc)
+        self._check_recipients(doc)
         self._seal(doc, doc["kind"], None)
         doc["created_at"] = doc["updated_at"] = utcnow()
         return self._ds.channels.insert(doc), doc["name"]
@@ -210,6 +229,8 @@ class ChannelService:
         self._clean_recipients(changes)
         self._seal(changes, stored["kind"], stored)
         self._check({**stored, **changes})
+        if "recipients" in changes or "user_id" in changes:  # not on a rename after the owner's address changed
+            self._check_recipients({**stored, **changes})
         changes["updated_at"] = utcnow()
         if self._ds.channels.update(channel_id, fields=changes) is None:
             raise NotFound("Channel not found")
