@@ -62,6 +62,8 @@ JOB_FIELDS = (
     "max_instances",
     "overlap_policy",
     "max_queued",
+    "catchup_policy",
+    "catchup_window_seconds",
     "jitter_seconds",
     "retry_delay_seconds",
     "retry_backoff",

@@ -6,8 +6,10 @@ pause, delete, cancel, shutdown and burial all look at one place. The dispatcher
 record to a worker only when it is due and a worker is free; until then it stays queued and
 visible, so:
 
-- a scheduled occurrence found past the misfire grace time, or with a newer occurrence of its
-  job due behind it (the workers were busy), is recorded `missed` instead of running stale;
+- a scheduled occurrence found later than its job's catch-up policy allows (catchup.py: the
+  misfire grace time by default), or with a newer occurrence of its job due behind it (the
+  workers were busy; not when the job queues or catches up on purpose), is recorded `missed`
+  instead of running stale;
 - the jobs are read again (one query for the batch the free workers can take) just before
   the start: a paused, disabled or deleted job, or a schedule edited so the occurrence no
   longer belongs to it, ends the record `skipped` and the job body never starts; so does
@@ -41,6 +43,7 @@ from texium.core.datastore.base import Datastore, slot_of
 from texium.core.errors import ServiceUnavailable
 from texium.core.figures import NOT_RUN
 from texium.core.metrics import Metrics
+from texium.core.scheduling.catchup import ALL, NONE, allowed_lateness, describe_window, policy_of
 from texium.core.scheduling.claims import Claims, held
 from texium.core.scheduling.occurrences import RETRY, RUN_NOW, SCHEDULE, new_record, trigger_of
 from texium.core.scheduling.pausing import describe_pause, maintenance_of
@@ -294,8 +297,9 @@ class Dispatcher(BaseExecutor):
         """Why a scheduled occurrence must not run now (empty: it may)."""
         if entry.trigger != SCHEDULE:
             return ""
-        if (entry.run.job.get("overlap_policy") or "skip") in QUEUEING:
-            newer = []  # queued on purpose: the policy, not coalescing, says which of them run
+        job = entry.run.job
+        if (job.get("overlap_policy") or "skip") in QUEUEING or policy_of(job) == ALL:
+            newer = []  # queued or caught up on purpose: the policies, not coalescing, say which run
         else:
             newer = [
                 other.due
@@ -305,8 +309,10 @@ class Dispatcher(BaseExecutor):
         if newer:
             return f"a newer occurrence ({to_iso(max(newer))}) was due before this one could start; only it runs"
         late = now - entry.due
-        if late > self._grace:
-            return f"it could start only {late.total_seconds():.3f} s late, past the misfire grace time"
+        if late > allowed_lateness(job, self._grace, queued=bool(entry.run.record.get("waiting"))):
+            if policy_of(job) == NONE and not entry.run.record.get("waiting"):
+                return f"it could start only {late.total_seconds():.3f} s late and the job's catchup_policy is none"
+            return f"it could start only {late.total_seconds():.3f} s late, past {describe_window(job)}"
         return ""
 
     def _record_missed(self, entry: _Entry, why: str) -> None:

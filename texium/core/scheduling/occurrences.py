@@ -78,6 +78,7 @@ def new_record(
         "cancel_requested_at": None,
         "cancelled_by": None,
         "waiting": None,  # why a queued occurrence waits (the job's overlap policy)
+        "catchup": False,  # an occurrence older than the latest due one, run by catchup_policy all
         **extra,
         # Last, so the embedded store can hand out the document without it by slicing text.
         "occurrence_key": occurrence_key or f"manual:{execution_id}",
