@@ -110,6 +110,7 @@ INDEXES: dict[str, tuple[Index, ...]] = {
         Index(("excluded_runs",)),  # stats: the jobs that had occurrences excluded by a calendar
     ),
     "scheduler_calendars": (Index(("user_id", "created_at")), Index(("created_at",))),
+    "scheduler_backfills": (Index(("status",)),),  # the running ones, every pass
     "scheduler_executions": (
         Index(("occurrence_key",), unique=True),
         Index(("created_at",)),
@@ -120,6 +121,7 @@ INDEXES: dict[str, tuple[Index, ...]] = {
         Index(("job_id", "status")),  # running runs of one job (max instances)
         Index(("node_id", "status")),  # active runs of a node that stopped answering
         Index(("status", "scheduled_at")),  # records no node holds, due first (released, retries)
+        Index(("backfill_id", "status")),  # a backfill's records that have not ended
     ),
     # Per-job concurrency slots: one document per run holding one (key "<job id>#<n>").
     "scheduler_slots": (Index(("key",), unique=True), Index(("execution_id",))),

@@ -17,8 +17,8 @@ visible, so:
 - the start itself is one conditional write per run, all of a batch in one transaction
   (claims.py): `scheduled -> running` on (holder, generation), only while the job is under its
   limit of runs at once on every node; losing it means someone else decided first.
-A scheduled occurrence over its job's limit is `skipped` (the next one comes anyway); a run-now
-or a retry waits its turn in the queue.
+A scheduled occurrence over its job's limit follows the job's overlap policy; a run-now, a
+retry or a backfill run waits its turn in the queue.
 
 A user whose runs hold `max_runs_per_user` of this node's workers waits for one of them to end
 (the entries are set aside, not polled): runs that hang cannot take every worker from the others.
@@ -45,7 +45,7 @@ from texium.core.figures import NOT_RUN
 from texium.core.metrics import Metrics
 from texium.core.scheduling.catchup import ALL, NONE, allowed_lateness, describe_window, policy_of
 from texium.core.scheduling.claims import Claims, held
-from texium.core.scheduling.occurrences import RETRY, RUN_NOW, SCHEDULE, new_record, trigger_of
+from texium.core.scheduling.occurrences import BACKFILL, RETRY, RUN_NOW, SCHEDULE, new_record, trigger_of
 from texium.core.scheduling.pausing import describe_pause, maintenance_of
 from texium.core.scheduling.recorder import Recorder, Write
 from texium.core.scheduling.runner import JobRunner, Run
@@ -366,7 +366,7 @@ class Dispatcher(BaseExecutor):
                     else:
                         ready.append(entry)
                 started_at = utcnow()  # read once the store is ours: no end of a previous run lands after it
-                starts = [(entry.run.record, self._limit(entry.run.job)) for entry in ready]
+                starts = [(entry.run.record, self.limit_of(entry.run.job)) for entry in ready]
                 for entry, outcome in zip(ready, self.claims.start_many(starts, started_at)):
                     outcomes[id(entry)] = self._started(entry, outcome, started_at)
         except Exception as exc:
@@ -396,7 +396,8 @@ class Dispatcher(BaseExecutor):
         ids = sorted({entry.run.record["job_id"] for entry in entries})
         return {job["_id"]: job for job in self._ds.jobs.find({"_id": {"$in": ids}})}
 
-    def _limit(self, job: dict) -> int:
+    def limit_of(self, job: dict) -> int:
+        """The job's runs at once: its `max_instances`, else the server's JOB_MAX_INSTANCES."""
         return int(job.get("max_instances") or self._max_instances)
 
     def _refused(self, entry: _Entry, jobs: dict[str, dict], switch: dict | None = None) -> str:
@@ -427,6 +428,8 @@ class Dispatcher(BaseExecutor):
         self._recorder.job(run.job["_id"], fields={"last_run_time": started_at})
         lag = started_at - record["scheduled_at"] if entry.trigger == SCHEDULE else None
         self.metrics.run_started(record.get("job_class_string"), lag)
+        if entry.trigger == BACKFILL:
+            self.metrics.run_backfilled(record.get("job_class_string"))
         return "started"
 
     def _overlap(self, entry: _Entry) -> str:
@@ -436,7 +439,7 @@ class Dispatcher(BaseExecutor):
         slot). Returns "wait" or "dropped"."""
         run, record = entry.run, entry.run.record
         policy = run.job.get("overlap_policy") or "skip"
-        limit = self._limit(run.job)
+        limit = self.limit_of(run.job)
         if policy not in QUEUEING:
             error = f"Skipped: the previous run of this job was still in progress (at most {limit} running at once)"
             self._end_unstarted(run, "skipped", "max_instances", error)

@@ -13,7 +13,7 @@ from texium.core.datastore.base import new_id
 from texium.core.timeutil import to_iso, utcnow
 
 HIDDEN = ("occurrence_key",)  # never served; the record's last member (see the SQLite provider)
-SCHEDULE, RUN_NOW, RETRY = "schedule", "run_now", "retry"  # the `trigger` of a record
+SCHEDULE, RUN_NOW, RETRY, BACKFILL = "schedule", "run_now", "retry", "backfill"  # the `trigger` of a record
 
 
 def trigger_of(record: dict) -> str:

@@ -156,9 +156,10 @@ class Planner:
 
 def records_of(job: dict, claim: dict, holder) -> list[dict]:
     """The records a claim stands for: the same keys whoever makes them, whenever."""
-    catchup = int(claim.get("catchup") or 0)
+    catchup, trigger = int(claim.get("catchup") or 0), claim.get("trigger") or SCHEDULE
+    extra = {"backfill_id": claim["backfill_id"]} if claim.get("backfill_id") else {}  # see backfill.py
     records = [
-        new_record(job, "scheduled", at, SCHEDULE, holder, run_key(job["_id"], at), catchup=index < catchup)
+        new_record(job, "scheduled", at, trigger, holder, run_key(job["_id"], at), catchup=index < catchup, **extra)
         for index, at in enumerate(map(datetime.fromisoformat, claim.get("runs") or []))
     ]
     missed = claim.get("missed")
