@@ -645,10 +645,13 @@ class SchedulerManager:
         return 202, {"backfill_id": doc["_id"]}
 
     def backfill_status(self, job_id: str, backfill_id: str) -> dict:
-        return self._backfills.status(self._backfills.get(job_id, require_id(backfill_id, "backfill_id")))
+        return self._backfills.status(self._backfill(job_id, backfill_id))
+
+    def _backfill(self, job_id: str, backfill_id: str) -> dict:
+        return self._backfills.get(require_id(job_id, "job_id"), require_id(backfill_id, "backfill_id"))
 
     def cancel_backfill(self, job_id: str, backfill_id: str, actor: str) -> dict:
-        doc = self._backfills.get(job_id, require_id(backfill_id, "backfill_id"))
+        doc = self._backfill(job_id, backfill_id)
         ended = self._backfills.cancel(doc, actor)
         job = {"_id": job_id, "name": None, "user_id": doc.get("user_id")}
         self._audit.record(job, "backfill", actor, f"Backfill {backfill_id} cancelled ({ended} runs not started)")

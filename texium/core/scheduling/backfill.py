@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from texium.core.datastore.base import Datastore, new_id
 from texium.core.errors import Conflict, NotFound, ValidationError
@@ -43,6 +43,7 @@ COLLECTION = "scheduler_backfills"
 BACKFILL_LIMIT = 10_000  # occurrences one backfill may run
 COUNTED_LIMIT = 100_000  # occurrences counted one by one when a span holds too many
 KEYS_PER_QUERY = 500  # run keys looked up in one query (has_record)
+EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=UTC), datetime(3000, 1, 1, tzinfo=UTC)  # what a backfill spans
 SHOWN = ("job_id", "user_id", "status", "total", "max_runs", "created_by")
 
 
@@ -203,5 +204,14 @@ class Backfills:
 
 
 def backfill_request(fields: dict) -> tuple[tuple[datetime, datetime], int | None, bool]:
-    """((from, to), max_runs, dry_run) of a validated body."""
-    return (parse_iso(fields["from"]), parse_iso(fields["to"])), fields.get("max_runs"), bool(fields.get("dry_run"))
+    """((from, to), max_runs, dry_run) of a validated body; times between EARLIEST and LATEST."""
+    span = []
+    for name in ("from", "to"):
+        try:
+            moment = parse_iso(fields[name])
+        except (ValueError, OverflowError):
+            moment = None
+        if moment is None or not EARLIEST <= moment < LATEST:
+            raise ValidationError(f"Invalid field {name}: give a time from {EARLIEST.year} to {LATEST.year - 1}")
+        span.append(moment)
+    return (span[0], span[1]), fields.get("max_runs"), bool(fields.get("dry_run"))
