@@ -12,6 +12,8 @@ import pytest
 
 from tests.server_process import SAMPLE_JOBS, wait_for
 from texium.core.datastore import open_datastore
+from texium.core.scheduling.catchup import CATCHUP_RUN_LIMIT
+from texium.core.scheduling.planner import Planner, records_of
 
 FAST = {**SAMPLE_JOBS, "TEXIUM_SCHEDULER_POLL_SECONDS": "1", "TEXIUM_SHUTDOWN_GRACE_SECONDS": "2"}
 EVERY_SECOND = {"second": "*", "minute": "*"}
@@ -125,3 +127,20 @@ def test_the_catch_up_settings_are_kept_and_shown(api):
     assert (job["catchup_policy"], job["catchup_window_seconds"]) == ("all", 21600)
     assert api.put(f"/api/scheduler/jobs/{job_id}", json={"catchup_policy": "none"}).status_code == 200
     assert api.get(f"/api/scheduler/jobs/{job_id}").json()["data"]["catchup_policy"] == "none"
+
+
+def test_a_long_outage_makes_at_most_1000_catch_up_runs_the_newest_and_one_missed_record():
+    """An every-second job down for three days with a one-day window: the plan (what every node
+    would claim) holds the newest 1,000 occurrences; everything before them is one missed record."""
+    first = datetime(2026, 1, 1, tzinfo=UTC)
+    job = {"_id": "6b1710df82731343c684bb45", **EVERY_SECOND, "hour": "*", "timezone": "UTC", "next_run_time": first}
+    job.update(catchup_policy="all", catchup_window_seconds=86400)
+    now = first + timedelta(days=3)
+    plan = Planner(misfire_grace_time=3600).plan(job, now)
+    assert len(plan.runs) == CATCHUP_RUN_LIMIT and plan.catchup == CATCHUP_RUN_LIMIT - 1
+    assert plan.runs == [now - timedelta(seconds=CATCHUP_RUN_LIMIT - 1 - n) for n in range(CATCHUP_RUN_LIMIT)]
+    made = records_of(job, plan.claim(), None)
+    missed = [r for r in made if r["status"] == "missed"]
+    assert len(missed) == 1 and missed[0]["scheduled_at"] == first
+    assert missed[0]["missed_until"] == plan.runs[0] - timedelta(seconds=1)
+    assert "at most 1000 per pass" in missed[0]["error"]
