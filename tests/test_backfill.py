@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from tests.firing_nodes import Node, make_job
 from tests.server_process import PROVIDERS, SAMPLE_JOBS, wait_for
 
 SLOW = "tests.sample_jobs.slow.SlowJob"
@@ -163,3 +164,35 @@ def test_a_backfill_started_on_a_node_killed_mid_way_is_finished_by_the_other(st
     assert all(r["status"] in ("completed", "abandoned") for r in found), [(r["status"], r["error"]) for r in found]
     pids = {r["pid"] for r in found if r["status"] == "completed"}
     assert b.process.pid in pids, (pids, a.process.pid, b.process.pid)
+
+
+def test_a_claim_whose_claimer_died_before_its_records_is_made_by_another_node(datastore):
+    """The interleaving a kill -9 only sometimes hits: node A advances the cursor and dies
+    before inserting; node B's pass makes A's records (by the same keys, held by nobody, so
+    any pass runs them) and goes on; nothing runs twice, nothing is lost."""
+    a, b = Node(datastore).start(), Node(datastore).start()
+    try:
+        job_id = make_job(a, minute="0", hour="*", day_of_month="*", month="*")
+        status, answer = a.manager.backfill(job_id, {**SPAN, "max_runs": 3}, "tester")
+        assert status == 202
+        backfill_id = answer["backfill_id"]
+        a.manager._backfills._claims.make_records = lambda *args: []  # A dies between its two writes
+        a.manager._backfills.advance(a.dispatcher.put)
+        claimed = datastore.collection("scheduler_backfills").get(backfill_id)
+        assert claimed["cursor"] == 2 and not datastore.executions.find({"backfill_id": backfill_id})
+        b.manager._backfills.advance(b.dispatcher.put)  # makes A's two, unheld, then claims the third
+        unheld = datastore.executions.find({"backfill_id": backfill_id, "node_id": None})
+        assert sorted(r["scheduled_at"].hour for r in unheld) == [0, 1]
+        for _ in range(100):
+            b.scheduler._process_jobs()  # B's whole pass: the records nobody holds, then the backfill
+            if b.manager.backfill_status(job_id, backfill_id)["status"] == "completed":
+                break
+            time.sleep(0.1)
+        done = b.manager.backfill_status(job_id, backfill_id)
+        assert (done["status"], done["total"], done["done"]) == ("completed", 3, 3), done
+        made = datastore.executions.find({"job_id": job_id})
+        assert sorted(r["scheduled_at"].hour for r in made) == [0, 1, 2]
+        assert all(r["status"] == "completed" and r["trigger"] == "backfill" for r in made)
+    finally:
+        a.close()
+        b.close()

@@ -6,15 +6,16 @@ window applied, calendar blackouts left out) and a `cursor`, how many of them we
 Nothing about it lives in one node's memory, so any node continues it. Each pass of every
 node, for each running backfill (advance):
 
-1. makes again the records of its last claim, by run key (idempotent: a record already made
-   stays as it is); held by nobody unless this node wrote the claim, so a claimer that died
-   between its two writes loses nothing and the runs go to whichever pass takes them;
+1. when a record of its last claim is missing (its claimer died or failed between its two
+   writes), makes them again by run key (idempotent: a record already made stays as it is),
+   held by nobody unless this node wrote the claim, so whichever pass takes them runs them;
 2. counts its records that have not ended; all claimed and none left: `completed` (one
    conditional write);
 3. while the job may run (not paused, disabled or deleted; maintenance off), claims the next
    occurrences, up to twice the job's `max_instances` minus those not ended, by compare-and-set
    on `cursor` (writing them as `last_claim`), then inserts their records held by this node,
-   trigger `backfill`, and queues them. Dispatch starts them oldest first, at most
+   trigger `backfill`, and queues them (then reads the backfill again: a cancel that came in
+   between ends them too). Dispatch starts them oldest first, at most
    `max_instances` at once, and never skips them for the overlap policy: like a run-now, a
    backfill run waits for the job's slot.
 
@@ -146,9 +147,7 @@ class Backfills:
         ended = {"status": "cancelled", "completed_at": now, "cancelled_by": actor, "updated_at": now}
         if not self._docs.update_many({"_id": doc["_id"], "status": "running"}, ended):
             raise Conflict(f"Backfill {doc['_id']} ended meanwhile; read it again")
-        error = f"Cancelled by {actor} before it started: its backfill was cancelled"
-        fields = {"status": "cancelled", "completed_at": now, "cancelled_by": actor, "error": error}
-        return self._ds.executions.update_many({"backfill_id": doc["_id"], "status": "scheduled"}, fields)
+        return self._end_unstarted(doc["_id"], actor, now)
 
     # -- the pass ------------------------------------------------------------------------
     def advance(self, on_held: Callable[[dict, dict], None]) -> int:
@@ -176,8 +175,9 @@ class Backfills:
             )
             return 0
         mine = doc.get("claimed_by") == self._claims.identity.node_id
-        if isinstance(doc.get("last_claim"), dict):  # made already, or made now by the same keys
-            self._claims.make_records(job, doc["last_claim"], on_held if mine else None)
+        last = doc.get("last_claim")
+        if isinstance(last, dict) and self._unmade(job["_id"], last):  # a claimer died or failed in between
+            self._claims.make_records(job, last, on_held if mine else None)
         active, cursor = self._active(doc["_id"]), int(doc["cursor"])
         if cursor >= doc["total"]:
             if not active:
@@ -197,7 +197,20 @@ class Backfills:
         moved = {"cursor": cursor + len(runs), "last_claim": claim, "claimed_by": self._claims.identity.node_id}
         if not self._docs.update_many({"_id": doc["_id"], "status": "running", "cursor": cursor}, moved):
             return 0  # another node claimed these first
-        return len(self._claims.make_records(job, claim, on_held))
+        made = self._claims.make_records(job, claim, on_held)
+        now = self._docs.get(doc["_id"]) or {}
+        if now.get("status") == "cancelled":  # cancelled between the claim and the records: end them too
+            self._end_unstarted(doc["_id"], now.get("cancelled_by") or "scheduler", utcnow())
+        return len(made)
+
+    def _unmade(self, job_id: str, claim: dict) -> bool:
+        keys = [run_key(job_id, datetime.fromisoformat(at)) for at in claim.get("runs") or []]
+        return self._ds.executions.count({"occurrence_key": {"$in": keys}}) < len(keys)
+
+    def _end_unstarted(self, backfill_id: str, actor: str, now: datetime) -> int:
+        error = f"Cancelled by {actor} before it started: its backfill was cancelled"
+        fields = {"status": "cancelled", "completed_at": now, "cancelled_by": actor, "error": error}
+        return self._ds.executions.update_many({"backfill_id": backfill_id, "status": "scheduled"}, fields)
 
     def _active(self, backfill_id: str) -> int:
         return self._ds.executions.count({"backfill_id": backfill_id, "status": {"$in": list(ACTIVE)}})
