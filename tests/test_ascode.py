@@ -68,7 +68,17 @@ def seed(api) -> None:
         (ops, "Paused sync", {"hour": "9", "minute": "0", "day_of_week": "mon-fri", "timezone": "America/New_York"}),
         (ada, "Disabled", {"is_enabled": False, "timezone": "Asia/Kolkata", "description": "not yet"}),
         (ada, "Paused and disabled", {"is_enabled": False, "second": "*/30", "timezone": "Australia/Lord_Howe"}),
-        (ada, "Nightly report", {"week": "1-10", "hour": "4", "minute": "15", "timezone": "Europe/Berlin"}),
+        (
+            ada,
+            "Nightly report",
+            {
+                "week": "1-10",
+                "hour": "4",
+                "minute": "15",
+                "timezone": "Europe/Berlin",
+                "dst_policy": {"spring_forward": "skip", "fall_back": "twice"},
+            },
+        ),
         (
             ops,
             "Guarded",
@@ -133,6 +143,8 @@ def test_export_then_import_into_an_empty_data_dir_reproduces_the_schedule(start
     paused = next(j for j in document["jobs"] if j["name"] == "Paused and disabled")
     assert paused["owner"] == "ada@example.com" and paused["is_paused"] is True and paused["is_enabled"] is False
     assert paused["timezone"] == "Australia/Lord_Howe" and paused["second"] == "*/30"
+    berlin = next(j for j in document["jobs"] if j["owner"] == "ada@example.com" and j["name"] == "Nightly report")
+    assert berlin["dst_policy"] == {"spring_forward": "skip", "fall_back": "twice"}
 
     # The plan lists the creates and changes nothing.
     plan = texium("import", str(schedule), "--url", b.api.base_url)

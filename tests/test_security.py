@@ -124,6 +124,7 @@ PROTECTED = [
     ("GET", "/api/scheduler/stats"),
     ("GET", "/api/scheduler/available-jobs"),
     ("GET", "/api/scheduler/cron/preview"),
+    ("GET", "/api/scheduler/jobs/0123456789abcdef01234567/preview"),
     ("GET", "/api/scheduler/nodes"),
     ("GET", "/api/scheduler/reports"),
     ("GET", "/api/scheduler/metrics/system"),
@@ -176,10 +177,18 @@ def test_health_shows_status_and_message_to_all_and_its_details_to_admins_only(s
     assert full["node"]["pid"] and "leaky-alert-job" in full["alerts"]["last_failure"]
     for caller in (client(secured["server"]), secured["user"]):
         answer = call(caller, "GET", "/api/scheduler/health")
-        assert answer.status_code == 200 and set(answer.json()) == {"status", "message", "timestamp"}, answer.text
-        assert answer.json()["status"] == "healthy"
+        assert answer.status_code == 200, answer.text
+        assert set(answer.json()) == {"status", "message", "timestamp", "maintenance"}, answer.text
+        assert answer.json()["status"] == "healthy" and answer.json()["maintenance"] is None
         for leak in (token, "leaky-alert-job", "127.0.0.1"):
             assert leak not in answer.text, leak
+    # The maintenance switch is for everyone to see (the dashboard's banner reads it), as its message says.
+    assert call(admin, "POST", "/api/scheduler/pause-all", json={"note": "db upgrade"}).status_code == 200
+    try:
+        switch = call(secured["user"], "GET", "/api/scheduler/health").json()["maintenance"]
+        assert switch["is_paused"] is True and switch["pause_note"] == "db upgrade", switch
+    finally:
+        assert call(admin, "POST", "/api/scheduler/resume-all").status_code == 200
 
 
 def test_an_admin_key_reaches_everything(secured):
@@ -194,7 +203,15 @@ def test_a_user_sees_only_their_own_and_cannot_manage_users(secured):
     listed = call(user, "GET", "/api/scheduler/jobs").json()
     assert [job["_id"] for job in listed["data"]] == [mine]
     assert call(user, "GET", f"/api/scheduler/jobs/{mine}").status_code == 200
-    for method, suffix in (("GET", ""), ("PUT", ""), ("DELETE", ""), ("PATCH", "/pause"), ("POST", "/run")):
+    assert call(user, "GET", f"/api/scheduler/jobs/{mine}/preview").status_code == 200
+    for method, suffix in (
+        ("GET", ""),
+        ("GET", "/preview"),
+        ("PUT", ""),
+        ("DELETE", ""),
+        ("PATCH", "/pause"),
+        ("POST", "/run"),
+    ):
         body = {"json": {"name": "x"}} if method == "PUT" else {}
         assert call(user, method, f"/api/scheduler/jobs/{theirs}{suffix}", **body).status_code == 404, method
     assert call(user, "GET", f"/api/scheduler/users/{secured['other_id']}/jobs").status_code == 404

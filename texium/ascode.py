@@ -65,6 +65,7 @@ JOB_FIELDS = (
     "catchup_policy",
     "catchup_window_seconds",
     "jitter_seconds",
+    "dst_policy",
     "retry_delay_seconds",
     "retry_backoff",
     "notify",

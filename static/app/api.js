@@ -36,33 +36,46 @@ function withQuery(path, query) {
 
 // The session's CSRF token: requests that change state send it (the cookie alone is not enough).
 let csrfToken = null;
+let signedIn = null; // the last session answer: who may see admin-only controls
+
+/** Whether the admin-only controls apply: an admin is signed in, or the server needs no key. */
+export function isAdmin() {
+  return !!signedIn && (!signedIn.auth_required || (signedIn.user && signedIn.user.role === "admin"));
+}
 const UNSAFE = new Set(["POST", "PUT", "PATCH", "DELETE"]);
 
 /** Who is signed in: {auth_required, user, csrf_token}; throws ApiError 401 when nobody is. */
 export async function currentSession() {
   const session = await request("GET", "/api/auth/session", { quiet: true });
   csrfToken = session.csrf_token || null;
+  signedIn = session;
   return session;
 }
 
 export async function signIn(key) {
   const session = await request("POST", "/api/auth/session", { body: { key }, quiet: true });
   csrfToken = session.csrf_token || null;
+  signedIn = session;
   return session;
 }
 
 export async function signOut() {
   await request("DELETE", "/api/auth/session", { quiet: true });
   csrfToken = null;
+  signedIn = null;
 }
 
-export async function request(method, path, { query, body, quiet = false } = {}) {
+/** `body` is sent as JSON; `text` as it is, with `contentType` (an iCalendar file). */
+export async function request(method, path, { query, body, text: rawText, contentType, quiet = false } = {}) {
   const headers = { Accept: "application/json", ...extraHeaders };
   if (csrfToken && UNSAFE.has(method)) headers["X-CSRF-Token"] = csrfToken;
   const init = { method, headers, credentials: "same-origin", cache: "no-store" };
   if (body !== undefined) {
     headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
+  } else if (rawText !== undefined) {
+    headers["Content-Type"] = contentType;
+    init.body = rawText;
   }
   let response;
   try {

@@ -11,6 +11,8 @@ import { ExecutionsPage, ExecutionPage } from "./pages/executions.js";
 import { UsersPage, UserFormPage } from "./pages/users.js";
 import { ServersPage, ServerFormPage } from "./pages/servers.js";
 import { AuditPage } from "./pages/audit.js";
+import { CalendarFormPage, CalendarsPage } from "./pages/calendars.js";
+import { MaintenanceBanner } from "./maintenance.js";
 
 const NAV = [
   ["Overview", "/", (s) => s.length === 0],
@@ -18,6 +20,7 @@ const NAV = [
   ["Executions", "/executions", (s) => s[0] === "executions"],
   ["Users", "/users", (s) => s[0] === "users"],
   ["Servers", "/servers", (s) => s[0] === "servers"],
+  ["Calendars", "/calendars", (s) => s[0] === "calendars"],
   ["Audit log", "/audit", (s) => s[0] === "audit"],
 ];
 
@@ -39,6 +42,9 @@ function resolve(route) {
     case "servers":
       if (id === "new" || action === "edit") return [ServerFormPage, id === "new" ? "New server" : "Edit server"];
       return [ServersPage, "Servers"];
+    case "calendars":
+      if (id === "new" || action === "edit") return [CalendarFormPage, id === "new" ? "New calendar" : "Edit calendar"];
+      return [CalendarsPage, "Calendars"];
     case "audit":
       return [AuditPage, "Audit log"];
     default:
@@ -137,6 +143,7 @@ function Shell({ auth, onSignOut }) {
       ${auth.required && auth.user && html`<span class="signed-in">${auth.user.name}</span>
         <button type="button" class="link" onClick=${onSignOut}>Sign out</button>`}
     </header>
+    <${MaintenanceBanner} />
     <main id="main" tabindex="-1"><${Page} key=${pageKey} route=${route} /></main>
     <${Toasts} />
     <${Dialogs} />

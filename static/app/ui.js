@@ -112,6 +112,15 @@ export function confirmDialog({ title, message, actions, dismiss = "Cancel" }) {
   });
 }
 
+/** Ask for a few values (a note, a time): resolves to {key: text} on `submit`, or null for
+ * Cancel. `fields`: [{key, label, type ("text", "textarea", "datetime-local"), hint}]. */
+export function formDialog({ title, message, fields, submit }) {
+  return new Promise((resolve) => {
+    dialogState = { title, message, fields, submit, actions: [], resolve };
+    dialogListeners.forEach((l) => l(dialogState));
+  });
+}
+
 function closeDialog(value) {
   const state = dialogState;
   dialogState = null;
@@ -134,7 +143,8 @@ export function Dialogs() {
   }, [state]);
   return html`<dialog ref=${ref} class="dialog" aria-labelledby="dialog-title"
       onCancel=${(e) => { e.preventDefault(); closeDialog(null); }}>
-    ${state
+    ${state && state.fields ? html`<${DialogForm} key=${state.title} state=${state} />` : null}
+    ${state && !state.fields
       ? html`<h2 id="dialog-title">${state.title}</h2>
           <p>${state.message}</p>
           <div class="dialog-actions">
@@ -145,6 +155,24 @@ export function Dialogs() {
           </div>`
       : null}
   </dialog>`;
+}
+
+function DialogForm({ state }) {
+  const [values, setValues] = useState(() => Object.fromEntries(state.fields.map((f) => [f.key, f.value || ""])));
+  const set = (key) => (e) => setValues((v) => ({ ...v, [key]: e.target.value }));
+  return html`<form method="dialog" onSubmit=${(e) => { e.preventDefault(); closeDialog(values); }}>
+    <h2 id="dialog-title">${state.title}</h2>
+    ${state.message ? html`<p>${state.message}</p>` : null}
+    ${state.fields.map((f) => html`<${Field} key=${f.key} id=${`dialog-${f.key}`} label=${f.label} hint=${f.hint}>
+      ${(a) => f.type === "textarea"
+        ? html`<textarea ...${a} rows="2" value=${values[f.key]} onInput=${set(f.key)}></textarea>`
+        : html`<input ...${a} type=${f.type || "text"} value=${values[f.key]} onInput=${set(f.key)} />`}
+    <//>`)}
+    <div class="dialog-actions">
+      <button type="submit" class="primary">${state.submit}</button>
+      <button type="button" onClick=${() => closeDialog(null)}>Cancel</button>
+    </div>
+  </form>`;
 }
 
 export async function copyText(text) {

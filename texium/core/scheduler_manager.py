@@ -30,6 +30,7 @@ from texium.core.scheduling.jobstore import DocumentJobStore, job_schedule
 from texium.core.scheduling.nodes import NodeRegistry
 from texium.core.scheduling.occurrences import RUN_NOW
 from texium.core.scheduling.pausing import Pauses, describe_pause, pause_fields, resume_fields
+from texium.core.scheduling.preview import job_preview
 from texium.core.scheduling.recorder import Recorder
 from texium.core.scheduling.scheduler import TexiumScheduler
 from texium.core.scheduling.spread import EXAMPLE_SEED
@@ -65,6 +66,13 @@ def busy_words(pool_size: int, waited: float) -> str:
 
 def _schedule(body: dict) -> dict:
     return {k: body[k] for k in SCHEDULE_FIELDS if k in body}
+
+
+def dst_policy_of(body: dict) -> None:
+    """Checks a body's `dst_policy` before its schema does, so a bad value is named
+    `dst_policy.<key>`, and keeps only the keys given (null when none is)."""
+    if "dst_policy" in body:
+        body["dst_policy"] = cron.check_dst_policy(body["dst_policy"])
 
 
 def clean_notify(notify: dict | None) -> dict | None:
@@ -428,6 +436,7 @@ class SchedulerManager:
 
     def create(self, body: dict, actor: str) -> tuple[str, str]:
         schedule = _schedule(body)
+        dst_policy_of(body)
         doc = validate_body(body, JOB_CREATE)
         doc["job_class_string"] = self._registry.canonical(doc["job_class_string"])
         doc["notify"] = clean_notify(doc["notify"])
@@ -469,6 +478,7 @@ class SchedulerManager:
         if not body:
             raise ValidationError("No fields to update")
         schedule = _schedule(body)
+        dst_policy_of(body)
         changes = validate_body(body, JOB_UPDATE, partial=True)
         if "job_class_string" in changes:
             changes["job_class_string"] = self._registry.canonical(changes["job_class_string"])
@@ -682,15 +692,33 @@ class SchedulerManager:
         return ended
 
     # -- utilities ---------------------------------------------------------------------
-    def preview(self, fields: dict, count: int, job_id: str | None = None, jitter_seconds: int = 0) -> dict:
-        """The next times of cron fields as a job with `job_id` and `jitter_seconds` runs them.
-        Without a job id, `H` and jitter take the values of EXAMPLE_SEED (the answer says so):
-        a job's own values are a pure function of its id, so they reveal nothing of it."""
+    def job_preview(self, job_id: str, count: int) -> dict:
+        """The job's next `count` runs with every rule applied (texium.core.scheduling.preview)."""
+        doc = self.get(job_id)
+        try:
+            times = JobTimes(doc, self._calendars.blackouts_of(doc))
+        except ValidationError as exc:  # a schedule that cannot be built: said, not a 500
+            return job_preview({**doc, "schedule_error": exc.detail}, None, count, utcnow())
+        return job_preview(doc, times, count, utcnow())
+
+    def preview(
+        self,
+        fields: dict,
+        count: int,
+        job_id: str | None = None,
+        jitter_seconds: int = 0,
+        dst_policy: dict | None = None,
+    ) -> dict:
+        """The next times of cron fields as a job with `job_id`, `jitter_seconds` and
+        `dst_policy` runs them. Without a job id, `H` and jitter take the values of EXAMPLE_SEED
+        (the answer says so): a job's own values are a pure function of its id, so they reveal
+        nothing of it."""
         seed = EXAMPLE_SEED if job_id is None else require_id(job_id, "job_id")
         spec = cron.normalize(
             {k: v for k, v in fields.items() if k != "timezone"}, fields.get("timezone") or self._timezone, seed
         )
-        schedule = job_schedule(spec, seed, jitter_seconds)
+        dst_policy = cron.check_dst_policy(dst_policy)
+        schedule = job_schedule({**spec, "dst_policy": dst_policy}, seed, jitter_seconds)
         return {
             "description": cron.describe(cron.resolve(spec, seed)),
             "timezone": spec["timezone"],
@@ -698,4 +726,5 @@ class SchedulerManager:
             "hash_seed": seed,
             "hashed": cron.hashed(spec, seed),
             "jitter_seconds": jitter_seconds,
+            "dst_policy": getattr(schedule, "base", schedule).dst_policy,
         }

@@ -46,6 +46,7 @@ ROUTES = [
     (rf"/api/servers/{ID}", servers.ServerHandler),
     (r"/api/scheduler/jobs", jobs.JobsHandler),
     (rf"/api/scheduler/jobs/{ID}", jobs.JobHandler),
+    (rf"/api/scheduler/jobs/{ID}/preview", jobs.JobPreviewHandler),
     (rf"/api/scheduler/jobs/{ID}/pause", jobs.JobPauseHandler),
     (rf"/api/scheduler/jobs/{ID}/resume", jobs.JobResumeHandler),
     (rf"/api/scheduler/jobs/{ID}/run", jobs.JobRunHandler),

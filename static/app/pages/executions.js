@@ -3,6 +3,7 @@
 import { html, useEffect, useLayoutEffect, useRef, useState } from "../../vendor/htm/standalone.module.js";
 import { api, listAll } from "../api.js";
 import { Badge, Duration, Empty, Loaded, PageHeader, Pager, Time, confirmDialog, copyText, toast } from "../ui.js";
+import { waitingText } from "../policies.js";
 import { ACTIVE, STATUSES, firstLine, isoToLocalInput, localInputToIso, parseTime, useInterval, useQuery, useResource } from "../util.js";
 
 const PAGE = 50;
@@ -108,7 +109,7 @@ export function ExecutionsPage({ route }) {
             <td><${Time} value=${e.started_at} /></td>
             <td><${Duration} ms=${e.duration_ms} /></td>
             <td>${e.hostname}</td>
-            <td class="clip"><a href=${`#/executions/${e._id}`}>${firstLine(e.error) || firstLine(e.output) || "view"}</a></td>
+            <td class="clip"><a href=${`#/executions/${e._id}`}>${waitingText(e) || firstLine(e.error) || firstLine(e.output) || "view"}</a></td>
           </tr>`)}</tbody>
         </table></div>
         <${Pager} total=${page.total} limit=${PAGE} offset=${offset} onOffset=${(o) => setQuery({ offset: o })} />`}<//>
@@ -162,6 +163,7 @@ export function ExecutionPage({ route }) {
           ${attemptFacts(e, job.data)}
           ${e.cancel_requested_at || e.cancelled_by ? html`<dt>Cancelled</dt><dd data-testid="execution-cancelled">
             ${e.cancelled_by ? html`by <strong>${e.cancelled_by}</strong> ` : null}${e.cancel_requested_at ? html`(asked <${Time} value=${e.cancel_requested_at} />)` : null}</dd>` : null}
+          ${e.waiting ? html`<dt>Queued</dt><dd data-testid="execution-waiting">${e.status === "scheduled" ? e.waiting : `waited (${e.waiting})`}</dd>` : null}
           <dt>Class</dt><dd>${e.job_class_string}</dd>
           <dt>Scheduled</dt><dd><${Time} value=${e.scheduled_at} /></dd>
           <dt>Started</dt><dd><${Time} value=${e.started_at} /></dd>

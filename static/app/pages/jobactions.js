@@ -1,8 +1,8 @@
 // The row actions of a job, shared by the Jobs table and the job's page.
 import { html } from "../../vendor/htm/standalone.module.js";
 import { api } from "../api.js";
-import { confirmDialog, toast } from "../ui.js";
-import { navigate } from "../util.js";
+import { confirmDialog, formDialog, toast } from "../ui.js";
+import { browserZone, localInputToIso, navigate } from "../util.js";
 
 export async function runNow(job) {
   const result = await api.post(`/api/scheduler/jobs/${job._id}/run`, {});
@@ -10,9 +10,31 @@ export async function runNow(job) {
   return result.execution_id;
 }
 
+/** Ask why and until when (both optional): the body of a pause, {note, until}, or null for Cancel. */
+export async function askPause({ title, message, submit }) {
+  const values = await formDialog({
+    title, message, submit,
+    fields: [
+      { key: "note", label: "Note (optional)", type: "textarea", hint: "Why: shown wherever the pause shows." },
+      { key: "until", label: `Resume at (optional, ${browserZone()} time)`, type: "datetime-local",
+        hint: "It resumes by itself then. Empty: until someone resumes it." },
+    ],
+  });
+  if (!values) return null;
+  return { note: values.note.trim() || null, until: localInputToIso(values.until) || null };
+}
+
+/** Pause (asking for a note and a resume time first) or resume; false when the pause was cancelled. */
 export async function setPaused(job, paused) {
-  await api.patch(`/api/scheduler/jobs/${job._id}/${paused ? "pause" : "resume"}`);
+  if (paused) {
+    const body = await askPause({ title: `Pause “${job.name}”?`, message: "It does not run on its schedule while paused; Run now still works.", submit: "Pause" });
+    if (!body) return false;
+    await api.patch(`/api/scheduler/jobs/${job._id}/pause`, { body });
+  } else {
+    await api.patch(`/api/scheduler/jobs/${job._id}/resume`);
+  }
   toast(`“${job.name}” ${paused ? "paused" : "resumed"}`, "success");
+  return true;
 }
 
 export async function deleteJob(job) {

@@ -6,6 +6,7 @@ import { Badge, Duration, Empty, Loaded, PageHeader, Pager, Time } from "../ui.j
 import { ACTIVE, firstLine, formatInZone, formatLocal, formatSeconds, navigate, shortClass, useInterval, useQuery, useResource, utcText } from "../util.js";
 import { AttemptMark, CancelButton } from "./executions.js";
 import { JobActions, jobState } from "./jobactions.js";
+import { pauseWords, policyWords, waitingText } from "../policies.js";
 import { RunStrip } from "./jobs.js";
 
 const PAGE = 20;
@@ -23,14 +24,20 @@ export function JobDetailPage({ route }) {
       month: job.month, day_of_week: job.day_of_week, week: job.week, timezone: job.timezone, count: 5,
       job_id: id, jitter_seconds: job.jitter_seconds || 0,
     }, { quiet: true }).catch((error) => ({ error }));
-    const [executions, audit, users, durations, previewResult] = await Promise.all([
+    const calendars = job.exclude_calendars && job.exclude_calendars.length
+      ? listAll("/api/scheduler/calendars", {}, quiet) : Promise.resolve([]);
+    const [executions, audit, users, durations, previewResult, calendarList] = await Promise.all([
       api.get("/api/scheduler/executions", { job_id: id, limit: PAGE, offset }, quiet),
       api.get("/api/scheduler/audit-logs", { job_id: id, limit: PAGE, offset: auditOffset }, quiet),
       listAll("/api/users/", {}, quiet),
       api.get("/api/scheduler/executions", { job_id: id, limit: 50 }, quiet),
       preview,
+      calendars,
     ]);
-    return { job, executions, audit, owner: users.find((u) => u._id === job.user_id), durations: durations.data, preview: previewResult };
+    return {
+      job, executions, audit, owner: users.find((u) => u._id === job.user_id), durations: durations.data, preview: previewResult,
+      calendarNames: new Map(calendarList.map((c) => [c._id, c.name])),
+    };
   }, [id, offset, auditOffset]);
   const busy = state.data && (state.data.durations.some((e) => ACTIVE.has(e.status)) ||
     state.data.executions.data.some((e) => ACTIVE.has(e.status)));
@@ -43,7 +50,7 @@ export function JobDetailPage({ route }) {
 }
 
 function Detail({ data, reload, offset, auditOffset, setQuery }) {
-  const { job, executions, audit, owner, durations, preview } = data;
+  const { job, executions, audit, owner, durations, preview, calendarNames } = data;
   return html`
     <${PageHeader} title=${job.name}>
       <${JobActions} job=${job} changed=${() => reload(true)} afterDelete=${() => navigate("/jobs")} />
@@ -53,7 +60,10 @@ function Detail({ data, reload, offset, auditOffset, setQuery }) {
       <section class="panel" aria-labelledby="fields-title">
         <h2 id="fields-title">Job</h2>
         <dl class="facts">
-          <dt>State</dt><dd class=${`state-${jobState(job)}`}>${jobState(job)}</dd>
+          <dt>State</dt><dd class=${`state-${jobState(job)}`} data-testid="job-state">${jobState(job)}<${PauseFacts} job=${job} />
+            ${job.disabled_reason ? html`<div class="small">${job.disabled_reason}</div>` : null}</dd>
+          <dt>Policies</dt><dd><ul class="policies" data-testid="job-policies">${policyWords(job, { calendarNames }).map(
+            (p) => html`<li key=${p.name} data-policy=${p.name}>${p.text}</li>`)}</ul></dd>
           <dt>Alert state</dt><dd data-testid="job-alert-state"><${AlertState} job=${job} /></dd>
           <dt>Description</dt><dd>${job.description || html`<span class="muted">none</span>`}</dd>
           <dt>Class</dt><dd title=${job.job_class_string}>${shortClass(job.job_class_string)} <span class="muted">${job.job_class_string}</span></dd>
@@ -95,7 +105,7 @@ function Detail({ data, reload, offset, auditOffset, setQuery }) {
             <td><${Time} value=${e.started_at} /></td>
             <td><${Duration} ms=${e.duration_ms} /></td>
             <td>${e.hostname}</td>
-            <td class="clip"><a href=${`#/executions/${e._id}`}>${firstLine(e.error) || firstLine(e.output) || "view"}</a></td>
+            <td class="clip"><a href=${`#/executions/${e._id}`}>${waitingText(e) || firstLine(e.error) || firstLine(e.output) || "view"}</a></td>
             <td><${CancelButton} key=${e._id} execution=${e} small=${true} changed=${() => reload(true)} /></td>
           </tr>`)}</tbody>
         </table></div>
@@ -111,6 +121,14 @@ function Detail({ data, reload, offset, auditOffset, setQuery }) {
         </table></div>
         <${Pager} total=${audit.total} limit=${PAGE} offset=${auditOffset} onOffset=${(o) => setQuery({ audit_offset: o, offset: offset || "" })} />`}
     </section>`;
+}
+
+/** A paused job's note, who paused it and when it resumes by itself. */
+export function PauseFacts({ job }) {
+  const pause = pauseWords(job);
+  if (!pause) return null;
+  return html`${pause.note ? html`<div class="pause-note" data-testid="pause-note">“${pause.note}”${pause.by ? html` <span class="muted small">(${pause.by})</span>` : null}</div>` : null}
+    ${pause.resumes ? html`<div class="small" data-testid="pause-resumes">${pause.resumes}</div>` : null}`;
 }
 
 /** The job's alert state: ok (also for jobs from before alerts), failing or missed. */

@@ -3,7 +3,7 @@
 import { html, useEffect, useState } from "../../vendor/htm/standalone.module.js";
 import { ApiError, api, listAll } from "../api.js";
 import { ErrorBox, Field, Loaded, Loading, PageHeader, toast } from "../ui.js";
-import { browserZone, fieldOf, formatInZone, formatLocal, navigate, timeZones, useDebounced, useResource, utcText } from "../util.js";
+import { browserZone, fieldOf, formatInZone, formatLocal, isoToLocalInput, localInputToIso, navigate, timeZones, useDebounced, useResource, utcText } from "../util.js";
 
 const CRON = [
   ["second", "Second"],
@@ -28,6 +28,29 @@ const EVENTS = [
   ["timeout", "Timeout", "a run passes its time limit"],
   ["missed", "Missed", "an occurrence could not run in time"],
 ];
+// The run policies' inputs, one line each (a later policy, e.g. catch-up, adds one line):
+// `options` makes a select, `number` a number input ("" sends `empty`), `time` a datetime-local
+// input in the browser's zone; `when(form)` shows it only where it applies (hidden: not sent).
+const POLICIES = [
+  { key: "overlap_policy", label: "When a run is due while the job still runs", empty: "skip", options: [
+    ["skip", "Skip the new run (default)"], ["queue_one", "Queue one run: the newest waits"],
+    ["queue_all", "Queue runs, up to a limit, oldest first"], ["replace", "Replace: cancel the running run, then start"],
+    ["allow", "Allow several at once"]],
+    hint: "Queued runs are kept in the store: they survive restarts and run once across nodes." },
+  { key: "max_queued", label: "Runs that may wait", number: { min: 1, max: 100 }, empty: null,
+    when: (f) => f.overlap_policy === "queue_all", hint: "1–100 (empty: 1); beyond that an occurrence is skipped." },
+  { key: "max_instances", label: "Runs at once", number: { min: 1, max: 100 }, empty: null,
+    when: (f) => f.overlap_policy === "allow", hint: "1–100, over every node. Empty: the server's JOB_MAX_INSTANCES." },
+  { key: "jitter_seconds", label: "Spread starts by up to (seconds)", number: { min: 0, max: 3600 }, empty: 0,
+    hint: "0–3600: each run starts a fixed, job-specific number of seconds later, so jobs written for :00 do not all start together." },
+  { key: "start_at", label: `Not before (${browserZone()} time)`, time: true, hint: "Empty: from now." },
+  { key: "end_at", label: `Not after (${browserZone()} time)`, time: true, hint: "Empty: no end. After “Not before”." },
+  { key: "max_runs", label: "Stop after this many runs", number: { min: 1 }, empty: null,
+    hint: "1 or more: then the job disables itself, saying why. Run now and retries do not count. Empty: no limit." },
+  { key: "pause_after_failures", label: "Pause after failures in a row", number: { min: 1, max: 100 }, empty: null,
+    hint: "1–100: after this many failed runs in a row the job pauses itself and sends its alerts. Empty: never." },
+];
+
 const RUN_DEFAULTS = { timeout_seconds: "", retries: "0", retry_delay_seconds: "60", retry_backoff: "exponential" };
 const NOTIFY_DEFAULTS = { notify_email: "", notify_webhook: "", notify_events: EVENTS.map(([key]) => key) };
 
@@ -35,8 +58,27 @@ function blank(users) {
   return {
     name: "", description: "", job_class_string: "jobs.echo.EchoJob", user_id: users[0]?._id || "",
     ...PRESETS[2][1], timezone: browserZone(), pub_args: "[]", pub_kwargs: "{}", is_enabled: true,
-    ...RUN_DEFAULTS, ...NOTIFY_DEFAULTS,
+    ...RUN_DEFAULTS, ...NOTIFY_DEFAULTS, ...policiesOf({}), once: false, run_at: "", exclude_calendars: [],
   };
+}
+
+/** The policy inputs' texts for a job (or a new one's defaults). */
+function policiesOf(job) {
+  const form = {};
+  for (const p of POLICIES) {
+    const value = job[p.key];
+    if (p.time) form[p.key] = isoToLocalInput(value);
+    else form[p.key] = value === null || value === undefined ? (p.options || p.empty !== null ? String(p.empty) : "") : String(value);
+  }
+  return form;
+}
+
+/** A datetime-local text as the API wants it: the stored value when the text still shows it (an
+ * input holds minutes only), null when empty, the text itself when it is not a time (the 400 names it). */
+function timeOf(text, stored) {
+  if (!text) return null;
+  if (stored && isoToLocalInput(stored) === text) return stored;
+  return localInputToIso(text) || text;
 }
 
 function fromJob(job) {
@@ -50,6 +92,10 @@ function fromJob(job) {
   form.notify_email = notify && notify.email ? notify.email.join("\n") : "";
   form.notify_webhook = (notify && notify.webhook) || "";
   form.notify_events = notify && notify.events && notify.events.length ? [...notify.events] : [...NOTIFY_DEFAULTS.notify_events];
+  Object.assign(form, policiesOf(job));
+  form.once = !!job.run_at;
+  form.run_at = isoToLocalInput(job.run_at);
+  form.exclude_calendars = [...(job.exclude_calendars || [])];
   return form;
 }
 
@@ -101,12 +147,13 @@ export function JobFormPage({ route }) {
   const [, id] = route.segments;
   const editing = id !== "new";
   const [state, reload] = useResource(async () => {
-    const [users, classes, job] = await Promise.all([
+    const [users, classes, job, calendars] = await Promise.all([
       listAll("/api/users/"),
       api.get("/api/scheduler/available-jobs"),
       editing ? api.get(`/api/scheduler/jobs/${id}`) : Promise.resolve(null),
+      listAll("/api/scheduler/calendars"),
     ]);
-    return { users, classes: classes.jobs, job: job ? job.data : null };
+    return { users, classes: classes.jobs, job: job ? job.data : null, calendars };
   }, [id]);
   return html`<section class="page">
     <${PageHeader} title=${editing ? "Edit job" : "New job"} />
@@ -156,8 +203,21 @@ function JobForm({ data, editing }) {
       retry_delay_seconds: numberOf(form.retry_delay_seconds, 60),
       retry_backoff: form.retry_backoff,
       notify,
+      exclude_calendars: form.exclude_calendars,
     };
-    for (const [key] of CRON) body[key] = form[key];
+    const stored = editing ? data.job : {};
+    for (const p of POLICIES) {
+      if (p.when && !p.when(form)) continue; // does not apply: not sent (an edit keeps what is stored)
+      body[p.key] = p.time ? timeOf(form[p.key], stored[p.key]) : p.options ? form[p.key] : numberOf(form[p.key], p.empty);
+    }
+    if (form.once) {
+      // A one-off job has no cron fields (the server makes them from run_at); an unchanged run_at is not sent again.
+      const runAt = timeOf(form.run_at, stored.run_at);
+      if (runAt !== stored.run_at || !editing) body.run_at = runAt;
+    } else {
+      for (const [key] of CRON) body[key] = form[key];
+      if (stored.run_at || !editing) body.run_at = null;
+    }
     setSaving(true);
     setFormError(null);
     try {
@@ -188,6 +248,20 @@ function JobForm({ data, editing }) {
     ${(a) => html`<input ...${a} name=${key} type="number" inputmode="decimal" value=${form[key]} onInput=${set(key)} ...${attrs} />`}
   <//>`;
 
+  const policyInput = (p) => {
+    if (p.options) {
+      return html`<${Field} key=${p.key} id=${`job-${p.key}`} label=${p.label} error=${errors[p.key]} hint=${p.hint}>
+        ${(a) => html`<select ...${a} value=${form[p.key]} onChange=${set(p.key)}>${p.options.map(([value, text]) => html`<option key=${value} value=${value}>${text}</option>`)}</select>`}
+      <//>`;
+    }
+    if (p.time) {
+      return html`<${Field} key=${p.key} id=${`job-${p.key}`} label=${p.label} error=${errors[p.key]} hint=${p.hint}>
+        ${(a) => html`<input ...${a} name=${p.key} type="datetime-local" value=${form[p.key]} onInput=${set(p.key)} />`}
+      <//>`;
+    }
+    return html`<div key=${p.key}>${number(p.key, p.label, { ...p.number, step: 1 }, p.hint)}</div>`;
+  };
+
   return html`<form class="form job-form" onSubmit=${submit} novalidate>
     ${formError ? html`<p class="form-error" role="alert">${formError}</p>` : null}
     <fieldset><legend>Job</legend>
@@ -215,19 +289,44 @@ function JobForm({ data, editing }) {
     </fieldset>
 
     <fieldset><legend>Schedule</legend>
-      <div class="presets" role="group" aria-label="Presets">
+      <div class="field checkbox">
+        <input id="job-once" type="checkbox" checked=${!!form.once} onChange=${set("once")} aria-describedby="job-once-hint" />
+        <label for="job-once">Run once, at a set time (no repeating schedule)</label>
+        <p class="hint" id="job-once-hint">A one-off job fires once and then has no next run.</p>
+      </div>
+      ${form.once ? html`<${Field} id="job-run_at" label=${`Run at (${browserZone()} time)`} error=${errors.run_at} hint="In the future; the job's time zone below is the one its description uses.">
+        ${(a) => html`<input ...${a} type="datetime-local" value=${form.run_at} onInput=${set("run_at")} />`}
+      <//>` : html`<div class="presets" role="group" aria-label="Presets">
         ${PRESETS.map(([label, fields]) => html`<button type="button" key=${label} onClick=${() => { setForm((f) => ({ ...f, ...fields })); setErrors({}); }}>${label}</button>`)}
       </div>
       <div class="cron-grid">
         ${CRON.map(([key, label]) => input(key, label, { attrs: { spellcheck: false, class: "mono" } }))}
-      </div>
+      </div>`}
       <${Field} id="job-timezone" label="Time zone" error=${errors.timezone}>
         ${(a) => html`<select ...${a} value=${form.timezone} onChange=${set("timezone")}>
           ${ZONES.includes(form.timezone) ? null : html`<option value=${form.timezone}>${form.timezone}</option>`}
           ${ZONES.map((z) => html`<option key=${z} value=${z}>${z}</option>`)}
         </select>`}
       <//>
-      <${CronPreview} form=${form} jobId=${editing ? data.job._id : null} jitter=${editing ? data.job.jitter_seconds || 0 : 0} setFieldError=${(field, message) => setErrors((errs) => ({ ...errs, [field]: message }))} />
+      ${form.once ? null : html`<${CronPreview} form=${form} jobId=${editing ? data.job._id : null} jitter=${jitterOf(form.jitter_seconds)} setFieldError=${(field, message) => setErrors((errs) => ({ ...errs, [field]: message }))} />`}
+    </fieldset>
+
+    <fieldset><legend>Run policies</legend>
+      <div class="two">
+        ${POLICIES.filter((p) => !p.when || p.when(form)).map((p) => policyInput(p))}
+        <${Field} id="job-exclude_calendars" label="Skip runs in (calendars)" error=${errors.exclude_calendars}
+            hint=${data.calendars.length ? "Runs inside these calendars' blackouts do not happen. Ctrl/Cmd-click to choose several." : "No calendars yet: create them on the Calendars page."}>
+          ${(a) => html`<select ...${a} multiple size=${Math.min(5, Math.max(2, data.calendars.length))} onChange=${(e) => {
+            const chosen = [...e.target.selectedOptions].map((o) => o.value);
+            setForm((f) => ({ ...f, exclude_calendars: chosen }));
+            setErrors((errs) => ({ ...errs, exclude_calendars: undefined }));
+          }}>
+            ${data.calendars.map((c) => html`<option key=${c._id} value=${c._id} selected=${form.exclude_calendars.includes(c._id)}>${c.name}${
+              c.user_id === form.user_id ? "" : ` (${data.users.find((u) => u._id === c.user_id)?.name || "another user"}'s)`}</option>`)}
+            ${form.exclude_calendars.filter((cid) => !data.calendars.some((c) => c._id === cid)).map((cid) => html`<option key=${cid} value=${cid} selected>${cid} (not visible)</option>`)}
+          </select>`}
+        <//>
+      </div>
     </fieldset>
 
     <fieldset><legend>Arguments</legend>
@@ -291,6 +390,12 @@ function JobForm({ data, editing }) {
       <button type="button" onClick=${() => (history.length > 1 ? history.back() : navigate("/jobs"))}>Cancel</button>
     </div>
   </form>`;
+}
+
+/** The jitter the preview shows: the field's value while it is a valid one, else none. */
+function jitterOf(text) {
+  const value = Number(text);
+  return Number.isInteger(value) && value >= 0 && value <= 3600 ? value : 0;
 }
 
 function ClassNotes({ jobClass, onExample }) {

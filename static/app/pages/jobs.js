@@ -2,6 +2,7 @@
 import { html } from "../../vendor/htm/standalone.module.js";
 import { api, listAll } from "../api.js";
 import { Badge, Empty, Loaded, PageHeader, Time } from "../ui.js";
+import { MaintenanceButton } from "../maintenance.js";
 import { ACTIVE, formatDuration, formatLocal, navigate, shortClass, useInterval, useQuery, useResource } from "../util.js";
 import { JobActions, jobState } from "./jobactions.js";
 
@@ -49,6 +50,7 @@ export function JobsPage({ route }) {
 
   return html`<section class="page">
     <${PageHeader} title="Jobs">
+      <${MaintenanceButton} />
       <button type="button" class="primary" onClick=${() => navigate("/jobs/new")}>New job</button>
     <//>
     <${Loaded} state=${state} reload=${reload}>${(data) => html`<${JobsTable} data=${data} query=${query} setQuery=${setQuery} reload=${reload} />`}<//>

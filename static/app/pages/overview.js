@@ -3,6 +3,7 @@ import { html, useState } from "../../vendor/htm/standalone.module.js";
 import { api, listAll } from "../api.js";
 import { Heatmap, StackedBars } from "../charts.js";
 import { Badge, ErrorBox, Loaded, Loading, PageHeader, Time } from "../ui.js";
+import { MaintenanceButton } from "../maintenance.js";
 import { browserZone, firstLine, navigate, relative, shortClass, useInterval, useResource } from "../util.js";
 
 const hourLabel = new Intl.DateTimeFormat(undefined, { hour: "numeric" });
@@ -48,6 +49,7 @@ export function OverviewPage() {
 
   return html`<section class="page">
     <${PageHeader} title="Overview">
+      <${MaintenanceButton} />
       <button type="button" class="primary" onClick=${() => navigate("/jobs/new")}>New job</button>
     <//>
     <${Loaded} state=${summary} reload=${reload}>${(data) => html`<${Summary} data=${data} />`}<//>

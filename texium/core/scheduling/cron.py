@@ -33,6 +33,10 @@ A schedule is "fixed" when none of second, minute, hour starts with '*' (cron's 
 - Fall back (a fold): a fixed schedule runs once, in the first copy of the repeated time (as
   Debian's cron; croniter 7 runs it twice). A repeating schedule fires in both copies, so every
   hour and every minute keep their rhythm.
+- A job's `dst_policy` overrides these defaults (check_dst_policy): `spring_forward` `shift`,
+  `at_change` (the two rules above, for any schedule) or `skip` (a wall time that does not exist
+  does not run that day); `fall_back` `once` (only the first copy's times; the second copy's are
+  skipped) or `twice` (both copies). It is part of the schedule's cache key.
 Fire times are aware UTC datetimes, strictly increasing. The search assumes, as the tz database
 does, that offsets stay within +-18 h and that a zone does not change offset twice within a UTC
 day and change back. Everything here is pure: no I/O beyond zoneinfo, no settings, no clock.
@@ -55,6 +59,9 @@ CRON_FIELDS = ("second", "minute", "hour", "day_of_month", "month", "day_of_week
 DEFAULTS = {name: "*" for name in CRON_FIELDS} | {"second": "0"}
 MAX_COUNT = 1000  # upper bound for next_fire_times, so a preview cannot spin for long
 MAX_FIELD_LENGTH = 256
+SPRING_FORWARD = ("shift", "at_change", "skip")  # what a wall time in a spring-forward gap does
+FALL_BACK = ("once", "twice")  # in which copies of a repeated wall time a schedule fires
+_DST_CHOICES = {"spring_forward": SPRING_FORWARD, "fall_back": FALL_BACK}
 
 # field -> (lowest, highest, largest step, what to say when a value is out of range)
 _LIMITS = {
@@ -281,6 +288,33 @@ def normalize(fields: Mapping, timezone_name: str, seed: str | None = None) -> d
     return result
 
 
+def check_dst_policy(value) -> dict | None:
+    """A job's `dst_policy` checked: an object with `spring_forward` and/or `fall_back` (each
+    optional; null or missing keeps the default of the schedule's kind). Returns the keys given
+    (None when none is), or raises ValidationError naming `dst_policy.<key>`."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ValidationError("Invalid field dst_policy: must be an object (spring_forward, fall_back) or null")
+    unknown = sorted(str(key) for key in value if key not in _DST_CHOICES)
+    if unknown:
+        raise ValidationError(f"Invalid field dst_policy.{unknown[0]}: unknown (give spring_forward, fall_back)")
+    policy = {}
+    for key, choices in _DST_CHOICES.items():
+        choice = value.get(key)
+        if choice is None:
+            continue
+        if choice not in choices:
+            raise ValidationError(f"Invalid field dst_policy.{key}: must be one of {', '.join(choices)}")
+        policy[key] = choice
+    return policy or None
+
+
+def _dst_key(value) -> tuple:
+    policy = check_dst_policy(value) or {}
+    return policy.get("spring_forward"), policy.get("fall_back")
+
+
 # ---- offsets of a zone ---------------------------------------------------------------------------
 
 
@@ -331,9 +365,10 @@ def _utc(moment: datetime) -> datetime:
 class CronSchedule:
     """A parsed schedule: sorted value lists, the zone, and a cache of matching days per month.
     Build it through schedule_for(), which caches it; `next_after` is the one search. `loose`
-    names fields that count as `*` although their text does not start with it (`H/n`)."""
+    names fields that count as `*` although their text does not start with it (`H/n`); `dst`
+    is the job's (spring_forward, fall_back), None for the default of the schedule's kind."""
 
-    def __init__(self, key: tuple, loose: tuple = ()):
+    def __init__(self, key: tuple, loose: tuple = (), dst: tuple = (None, None)):
         self.fields = dict(zip((*CRON_FIELDS, "timezone"), key))
         self.zone_name = key[-1]
         self.zone = _zone(self.zone_name)
@@ -347,6 +382,9 @@ class CronSchedule:
         starred = {name: name in loose or self.fields[name].startswith("*") for name in CRON_FIELDS}
         self.either = not starred["day_of_month"] and not starred["day_of_week"]
         self.fixed = not (starred["second"] or starred["minute"] or starred["hour"])
+        self.spring_forward = dst[0] or ("at_change" if self.fixed else "shift")
+        self.fall_back = dst[1] or ("once" if self.fixed else "twice")
+        self.dst_policy = {"spring_forward": self.spring_forward, "fall_back": self.fall_back}  # as applied
         self._month_days: dict[int, tuple] = {}
         if not self._fires_ever():
             restricted = ", ".join(
@@ -437,7 +475,9 @@ class CronSchedule:
     def _gap_fire(self, t: datetime, at: datetime, before: timedelta, after: timedelta):
         """The fire time for matching walls that the spring-forward change at `at` skipped."""
         first, end = at + before, at + after  # the skipped walls: first <= wall < end
-        if self.fixed:
+        if self.spring_forward == "skip":
+            return None
+        if self.spring_forward == "at_change":
             wall = self._next_wall(first - _SECOND) if at > t else None
             return at if wall is not None and wall < end else None
         wall = self._next_wall(max(first - _SECOND, t + before))
@@ -450,7 +490,7 @@ class CronSchedule:
         gap = None
         if change is not None:
             at, before = change[0], change[1]
-            if before > offset and self.fixed:  # fold: the repeated walls ran before the change
+            if before > offset and self.fall_back == "once":  # fold: the repeated walls ran before it
                 lo = max(lo, at + before - _SECOND)
             elif before < offset:
                 gap = self._gap_fire(t, at, before, offset)
@@ -510,23 +550,86 @@ class CronSchedule:
             times.append(t)
         return times
 
+    # -- what daylight saving did to a fire time (for the job preview) --------------------------
+    def _matches(self, wall: datetime) -> bool:
+        return self._next_wall(wall - _SECOND) == wall
+
+    def _walls_between(self, first: datetime, end: datetime) -> list[datetime]:
+        """Matching wall times w with first <= w < end (a gap or a fold: at most an hour or so)."""
+        walls, wall = [], self._next_wall(first - _SECOND)
+        while wall is not None and wall < end and len(walls) < MAX_COUNT:
+            walls.append(wall)
+            wall = self._next_wall(wall)
+        return walls
+
+    def dst_effect(self, fire: datetime) -> tuple[str, str] | None:
+        """How a clock change shaped this fire time: (`shifted` | `at_change` | `first copy` |
+        `second copy`, a note in words), or None when no change touched it."""
+        t = _utc(fire)
+        for at, before, after in _near(self.zone_name, (t - _EPOCH).days)[1]:
+            if after > before:  # spring forward: walls at+before .. at+after do not exist
+                skipped = self._walls_between(at + before, at + after)
+                if not skipped or self.spring_forward == "skip":
+                    continue
+                day = f"{(at + before):%Y-%m-%d}"
+                if t == at and self.spring_forward == "at_change":
+                    shown = ", ".join(f"{w:%H:%M:%S}" for w in skipped)
+                    return "at_change", f"{shown} does not exist on {day}: runs at the change ({at + after:%H:%M:%S})"
+                if self.spring_forward == "shift" and (t + before) in skipped:
+                    return "shifted", f"{t + before:%H:%M:%S} does not exist on {day}: runs shifted by the gap"
+            else:  # fall back: walls at+after .. at+before happen twice
+                wall = t + (before if t < at else after)
+                if at + after <= wall < at + before:
+                    copy = "first copy" if t < at else "second copy"
+                    note = f"{wall:%H:%M:%S} happens twice on {wall:%Y-%m-%d}: this run is in the {copy}"
+                    if copy == "first copy" and self.fall_back == "once":
+                        note += " (the second copy is skipped)"
+                    return copy, note
+        return None
+
+    def dst_skipped(self, start: datetime, end: datetime) -> list[tuple[datetime | None, datetime, str]]:
+        """The matching wall times in (start, end] that the job's `dst_policy` does not run:
+        (the instant, or None for a wall time that does not exist; the wall time; a note).
+        Offset changes are looked for a day at a time near start and end and by weekly samples
+        in between (a zone changes its offset months apart)."""
+        first, last = _utc(start), _utc(end)
+        first_day, stop = (first - _EPOCH).days, (last - _EPOCH).days
+        offset_on = lambda day: _offset(self.zone, _EPOCH + timedelta(days=day))  # noqa: E731
+        days = set()
+        for day in range(first_day, stop + 1, 7):
+            if day + 7 > stop or offset_on(day) != offset_on(day + 7):
+                days.update(range(day, min(day + 8, stop + 1)))
+        found = []
+        for at, before, after in sorted({c for d in days for c in _changes_on(self.zone_name, d)}):
+            if after > before and self.spring_forward == "skip":
+                for wall in self._walls_between(at + before, at + after):
+                    if first < at <= last:
+                        found.append((None, wall, f"{wall:%H:%M:%S} does not exist on {wall:%Y-%m-%d}: skipped"))
+            elif after < before and self.fall_back == "once":
+                for wall in self._walls_between(at + after, at + before):
+                    instant = wall - after
+                    if first < instant <= last:
+                        note = f"{wall:%H:%M:%S} happens twice on {wall:%Y-%m-%d}: the second copy is skipped"
+                        found.append((instant.replace(tzinfo=UTC), wall, note))
+        return found
+
 
 @lru_cache(maxsize=1024)
-def _schedule(key: tuple, loose: tuple) -> CronSchedule:
-    return CronSchedule(key, loose)
+def _schedule(key: tuple, loose: tuple, dst: tuple) -> CronSchedule:
+    return CronSchedule(key, loose, dst)
 
 
 def schedule_for(fields: Mapping, seed: str | None = None) -> CronSchedule:
     """The built schedule for cron fields (missing ones take DEFAULTS, `H` the values `seed`
-    gives), cached by their resolved text, so firing never rebuilds one. Raises
-    ValidationError like normalize()."""
+    gives, `dst_policy` the job's daylight-saving rules), cached by their resolved text, so
+    firing never rebuilds one. Raises ValidationError like normalize()."""
     texts = [(name, _as_text(name, fields.get(name, DEFAULTS[name]))) for name in CRON_FIELDS]
     tz_name = fields.get("timezone")
     if not isinstance(tz_name, str):
         raise ValidationError(f"Invalid timezone: {tz_name!r}")
     key = tuple(_resolve_hash(name, text, seed) for name, text in texts)
     loose = tuple(name for name, text in texts if _loose(text))
-    return _schedule((*key, tz_name.strip()), loose)
+    return _schedule((*key, tz_name.strip()), loose, _dst_key(fields.get("dst_policy")))
 
 
 class UnixCronTrigger(BaseTrigger):

@@ -28,7 +28,9 @@ def _never_called() -> None:
 
 
 def _fields(doc: dict) -> dict:
-    return {name: doc.get(name, cron.DEFAULTS.get(name)) for name in (*cron.CRON_FIELDS, "timezone")}
+    """What the job's cron schedule is built from: its cron fields, zone and `dst_policy`."""
+    fields = {name: doc.get(name, cron.DEFAULTS.get(name)) for name in (*cron.CRON_FIELDS, "timezone")}
+    return fields | {"dst_policy": doc.get("dst_policy")}
 
 
 def job_schedule(fields: dict, job_id: str | None, jitter_seconds: int | None):

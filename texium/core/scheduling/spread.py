@@ -69,6 +69,10 @@ class JitteredSchedule:
                 return None
             span *= 16
 
+    def origin(self, delayed: datetime) -> datetime:
+        """The occurrence's own (undelayed) time behind one of this schedule's delayed times."""
+        return self._last_at_or_before(_aware(delayed)) or delayed
+
     def next_after(self, moment: datetime) -> datetime | None:
         """The first delayed time strictly after `moment` (naive = UTC)."""
         if self.jitter <= 0:

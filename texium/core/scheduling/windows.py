@@ -157,6 +157,11 @@ class JobTimes:
         """Whether `moment` is an occurrence inside the window (blackouts not applied)."""
         return self._raw_next(moment - TICK) == moment
 
+    def next_in_window(self, after: datetime) -> datetime | None:
+        """The first occurrence after `after` inside the window, blackouts not applied (the
+        job preview lists excluded ones too)."""
+        return self._raw_next(after)
+
 
 class CalendarReader:
     """Reads the calendars jobs exclude, by id; parses each once per `updated_at`."""

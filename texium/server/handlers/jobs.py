@@ -1,5 +1,5 @@
-"""/api/scheduler/jobs — create, list, read, update, delete, pause, resume, run now, backfill;
-pause-all.
+"""/api/scheduler/jobs — create, list, read, preview, update, delete, pause, resume, run now,
+backfill; pause-all.
 
 A `user` sees and changes only their own jobs (others' ids answer 404) and may not create,
 change or run admin-only job classes (403).
@@ -7,6 +7,7 @@ change or run admin-only job classes (403).
 
 import tornado.web
 
+from texium.core.scheduling.preview import MAX_PREVIEW
 from texium.server.handlers.base import LIST_ALL, ApiHandler
 
 
@@ -59,6 +60,18 @@ class JobHandler(JobAccess):
             await self.own_job(job_id)
         await self.blocking(self.context.scheduler.delete, job_id, self.actor)
         self.success("Job deleted successfully", job_id=job_id)
+
+
+class JobPreviewHandler(JobAccess):
+    """The job's next runs as the scheduler will make them (rights as reading the job)."""
+
+    async def get(self, job_id: str) -> None:
+        if self.scope is not None:
+            await self.own_job(job_id)
+        count = self.query_int("count", 10, 1, MAX_PREVIEW)
+        # Walking schedules and blackouts is CPU work (bounded): off the IOLoop.
+        preview = await self.blocking(self.context.scheduler.job_preview, job_id, count)
+        self.success("Job preview generated successfully", job_id=job_id, **preview)
 
 
 class JobPauseHandler(JobAccess):

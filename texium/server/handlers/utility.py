@@ -46,8 +46,9 @@ class HealthHandler(ApiHandler):
         if warnings and not problems:
             message += "; warning: " + "; ".join(warnings)
         body = {"status": "unhealthy" if problems else "healthy", "message": message, "timestamp": utcnow()}
+        body["maintenance"] = switch  # the message says it to everyone already: here for the banner
         if self.is_admin:  # the details name nodes, hosts and alert targets
-            body.update(warnings=warnings, maintenance=switch, **self.context.scheduler.health_details())
+            body.update(warnings=warnings, **self.context.scheduler.health_details())
         self.reply(body, 503 if problems else 200)
 
 
@@ -65,6 +66,9 @@ class CronPreviewHandler(ApiHandler):
         count = self.query_int("count", 5, 1, 100)
         jitter = self.query_int("jitter_seconds", 0, 0, MAX_JITTER_SECONDS)
         given = {k: v for k, v in fields.items() if v is not None}
+        dst_policy = {key: self.query(key) for key in ("spring_forward", "fall_back")}
         # Searching a schedule is CPU work (bounded, but milliseconds for rare ones): off the IOLoop.
-        preview = await self.blocking(self.context.scheduler.preview, given, count, self.query("job_id"), jitter)
+        preview = await self.blocking(
+            self.context.scheduler.preview, given, count, self.query("job_id"), jitter, dst_policy
+        )
         self.success("Cron preview generated successfully", **preview)
