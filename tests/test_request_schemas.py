@@ -242,6 +242,7 @@ def test_every_request_body_schema_is_compiled_and_used_by_a_service():
         scheduler_manager.JOB_CREATE,
         scheduler_manager.JOB_UPDATE,
         scheduler_manager.PAUSE,
+        scheduler_manager.BACKFILL,
         apikeys.KEY_CREATE,
         apikeys.SESSION_CREATE,
         calendars.CALENDAR_CREATE,

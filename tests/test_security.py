@@ -234,6 +234,29 @@ def test_a_user_sees_only_their_own_and_cannot_manage_users(secured):
     assert stats["total_jobs"] == 1
 
 
+def test_backfill_rights_are_run_now_rights(secured):
+    """Issue 21: a user backfills only their own jobs (others' answer 404, as unknown ones do)
+    and never an admin-only class (403); without a key, 401."""
+    user, admin, mine, theirs = secured["user"], secured["admin"], secured["mine"], secured["theirs"]
+    span = {"from": "2026-01-10T00:00:00+00:00", "to": "2026-01-11T00:00:00+00:00"}
+    listed = call(user, "POST", f"/api/scheduler/jobs/{mine}/backfill", json={**span, "dry_run": True})
+    assert listed.json()["count"] == 1  # the job fires at 03:00
+    assert call(user, "POST", f"/api/scheduler/jobs/{theirs}/backfill", json=span).status_code == 404
+    nothing = {"from": "2026-01-10T04:00:00+00:00", "to": "2026-01-10T05:00:00+00:00"}  # runs nothing
+    started = call(admin, "POST", f"/api/scheduler/jobs/{theirs}/backfill", json=nothing)
+    assert started.status_code == 202, started.text
+    path = f"/api/scheduler/jobs/{theirs}/backfills/{started.json()['backfill_id']}"
+    assert call(admin, "GET", path).status_code == 200
+    assert call(user, "GET", path).status_code == 404 and call(user, "DELETE", path).status_code == 404
+    assert call(client(secured["server"], None), "GET", path).status_code == 401
+    backup = {"job_class_string": "jobs.backup.DataBackupJob", "name": "b", "minute": "0", "hour": "3"}
+    theirs_admin_only = call(admin, "POST", "/api/scheduler/jobs", json={**backup, "user_id": secured["user_id"]})
+    admin_only = theirs_admin_only.json()["job_id"]
+    forbidden = call(user, "POST", f"/api/scheduler/jobs/{admin_only}/backfill", json={**span, "dry_run": True})
+    assert forbidden.status_code == 403, forbidden.text
+    assert call(admin, "DELETE", f"/api/scheduler/jobs/{admin_only}").status_code == 200
+
+
 def test_a_user_cannot_create_or_run_admin_only_job_classes(secured):
     user = secured["user"]
     for class_string in (

@@ -62,6 +62,8 @@ JOB_FIELDS = (
     "max_instances",
     "overlap_policy",
     "max_queued",
+    "catchup_policy",
+    "catchup_window_seconds",
     "jitter_seconds",
     "dst_policy",
     "retry_delay_seconds",

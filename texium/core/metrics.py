@@ -107,6 +107,12 @@ class Metrics:
             ["job_class", "reason"],
             registry=registry,
         )
+        self.backfilled = Counter(
+            "texium_backfilled_runs_total",
+            "Runs of a backfill (POST /api/scheduler/jobs/{id}/backfill) this node started.",
+            ["job_class"],
+            registry=registry,
+        )
         self.pass_duration = Histogram(
             "texium_scheduler_pass_duration_seconds",
             "Completed scheduler passes: read what is due, claim it, dispatch it.",
@@ -227,6 +233,9 @@ class Metrics:
         job_class = job_class or UNKNOWN
         self.executions.labels(job_class, "skipped").inc(count)
         self.skipped.labels(job_class, reason).inc(count)
+
+    def run_backfilled(self, job_class: str | None) -> None:
+        self.backfilled.labels(job_class or UNKNOWN).inc()
 
     def run_abandoned(self, job_class: str | None) -> None:
         self.executions.labels(job_class or UNKNOWN, "abandoned").inc()

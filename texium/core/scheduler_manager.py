@@ -24,6 +24,7 @@ from texium.core.records.listing import Page, list_page
 from texium.core.records.users import owned_by
 from texium.core.registry import JobRegistry
 from texium.core.scheduling import cron
+from texium.core.scheduling.backfill import Backfills, backfill_request
 from texium.core.scheduling.dispatch import RETRY_TRIGGERS, Dispatcher
 from texium.core.scheduling.jobstore import DocumentJobStore, job_schedule
 from texium.core.scheduling.nodes import NodeRegistry
@@ -45,6 +46,7 @@ SCHEDULE_FIELDS = (*cron.CRON_FIELDS, "timezone")
 # The fields (cron fields included), their types, limits and defaults: components/schemas in
 # texium/openapi.yaml. Whether the cron fields parse is cron.normalize's to say.
 JOB_CREATE, JOB_UPDATE = request_schema("JobCreate"), request_schema("JobUpdate")
+BACKFILL = request_schema("Backfill")  # {from, to, dry_run, max_runs}
 PAUSE = request_schema("Pause")  # a job's pause, and the maintenance switch: {note, until}
 # Never served. Written as the document's last member, so the embedded store can cut it off the
 # stored text instead of parsing it (an update re-sets it in place).
@@ -157,6 +159,7 @@ class SchedulerManager:
         self._poll = poll_seconds
         self._store = DocumentJobStore(datastore.jobs)
         self._watchdog = Watchdog(datastore, dispatcher, recorder, dispatcher.processes)
+        self._backfills = Backfills(datastore, dispatcher.claims, dispatcher.limit_of)
         self._scheduler = TexiumScheduler(
             datastore,
             self._store,
@@ -168,6 +171,7 @@ class SchedulerManager:
             metrics=metrics if metrics is not None else dispatcher.metrics,
             pauses=self.pauses,
             on_job_event=lambda job, event, description: audit.record(job, event, "scheduler", description),
+            backfills=self._backfills,
         )
         self._calendars = CalendarReader(datastore)
 
@@ -660,6 +664,35 @@ class SchedulerManager:
             execution_id = self._dispatcher.run_now(doc)
             self._audit.record(doc, "run_now", actor, f"Run now requested: execution {execution_id}")
         return execution_id
+
+    # -- backfills -----------------------------------------------------------------------
+    def backfill(self, job_id: str, body: dict | None, actor: str) -> tuple[int, dict]:
+        """(200, what a dry run would run) or (202, {"backfill_id"}): the job's occurrences
+        between `from` and `to` run by the passes of every node (see backfill.py)."""
+        span, max_runs, dry_run = backfill_request(validate_body(body or {}, BACKFILL))
+        job = self.get(job_id)
+        moments = self._backfills.occurrences(job, *span, max_runs)
+        if dry_run:
+            return 200, self._backfills.dry_run(job, moments)
+        doc = self._backfills.start(job, span, max_runs, moments, actor)
+        between = f"{to_iso(span[0])} to {to_iso(span[1])}"
+        self._audit.record(job, "backfill", actor, f"Backfill {doc['_id']}: {doc['total']} occurrences, {between}")
+        if self._scheduler.running:
+            self._scheduler.wakeup()
+        return 202, {"backfill_id": doc["_id"]}
+
+    def backfill_status(self, job_id: str, backfill_id: str) -> dict:
+        return self._backfills.status(self._backfill(job_id, backfill_id))
+
+    def _backfill(self, job_id: str, backfill_id: str) -> dict:
+        return self._backfills.get(require_id(job_id, "job_id"), require_id(backfill_id, "backfill_id"))
+
+    def cancel_backfill(self, job_id: str, backfill_id: str, actor: str) -> dict:
+        doc = self._backfill(job_id, backfill_id)
+        ended = self._backfills.cancel(doc, actor)
+        job = {"_id": job_id, "name": None, "user_id": doc.get("user_id")}
+        self._audit.record(job, "backfill", actor, f"Backfill {backfill_id} cancelled ({ended} runs not started)")
+        return self.backfill_status(job_id, backfill_id)
 
     def cancel(self, execution_id: str, actor: str, owner: str | None = None) -> bool:
         """Stop a scheduled or running execution, on whichever node has it. True: it is

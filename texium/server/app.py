@@ -51,6 +51,8 @@ ROUTES = [
     (rf"/api/scheduler/jobs/{ID}/pause", jobs.JobPauseHandler),
     (rf"/api/scheduler/jobs/{ID}/resume", jobs.JobResumeHandler),
     (rf"/api/scheduler/jobs/{ID}/run", jobs.JobRunHandler),
+    (rf"/api/scheduler/jobs/{ID}/backfill", jobs.JobBackfillHandler),
+    (rf"/api/scheduler/jobs/{ID}/backfills/{ID}", jobs.BackfillHandler),
     (rf"/api/scheduler/users/{ID}/jobs", jobs.UserJobsHandler),
     (r"/api/scheduler/pause-all", jobs.PauseAllHandler),
     (r"/api/scheduler/resume-all", jobs.ResumeAllHandler),

@@ -113,6 +113,7 @@ INDEXES: dict[str, tuple[Index, ...]] = {
     "scheduler_channels": (Index(("user_id", "created_at")), Index(("created_at",)), Index(("name",))),
     # Every delivery to a channel, newest read first per channel.
     "scheduler_channel_deliveries": (Index(("channel_id", "created_at")), Index(("created_at",))),
+    "scheduler_backfills": (Index(("status",)),),  # the running ones, every pass
     "scheduler_executions": (
         Index(("occurrence_key",), unique=True),
         Index(("created_at",)),
@@ -123,6 +124,7 @@ INDEXES: dict[str, tuple[Index, ...]] = {
         Index(("job_id", "status")),  # running runs of one job (max instances)
         Index(("node_id", "status")),  # active runs of a node that stopped answering
         Index(("status", "scheduled_at")),  # records no node holds, due first (released, retries)
+        Index(("backfill_id", "status")),  # a backfill's records that have not ended
     ),
     # Per-job concurrency slots: one document per run holding one (key "<job id>#<n>").
     "scheduler_slots": (Index(("key",), unique=True), Index(("execution_id",))),

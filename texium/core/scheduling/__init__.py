@@ -19,14 +19,19 @@ longer holds did not happen, and its writer knows it (the store says 0 matched).
 
 Who moves a record, and how:
 - **scheduler** (the pass, `scheduler.py`): plans outside any write transaction
-  (`planner.py`), then claims (`claims.py`): advances the job's `next_run_time` by
-  compare-and-set, writing the claim on the job (`last_claim`, `claimed_by`), and only then
-  inserts the records, holder = itself. A pass that loses the compare-and-set inserts nothing,
-  so nothing is ever taken back; a store error between the two writes is finished by this
-  node's next pass, a death between them by the sweep (any node makes the claim's records, by
-  the same keys). It also claims the records nobody holds (pending retries, handed-back runs).
+  (`planner.py`), then claims (`claims.py`): advances the job's `next_run_time` by compare-
+  and-set, writing the claim on the job (`last_claim`, `claimed_by`), and only then inserts
+  the records, holder = itself. A plan holds one occurrence, or with the job's
+  `catchup_policy: all` every late one inside its catch-up window (catchup.py). A pass that
+  loses the compare-and-set inserts nothing, so nothing is ever taken back; a store error
+  between the two writes is finished by this node's next pass, a death between them by the
+  sweep (any node makes the claim's records, by the same keys). It also claims the records
+  nobody holds (pending retries, handed-back runs), and advances the running backfills
+  (`backfill.py`): the next occurrences of each by compare-and-set on its cursor, then their
+  records by run key, the same way.
 - **dispatch** (`dispatch.py`, one queue per node, APScheduler's executor): holds every record
-  this node claimed until it is due and a worker is free; coalesces stale occurrences; at start
+  this node claimed until it is due and a worker is free; coalesces stale occurrences (not
+  those of a job that catches up `all`) and misses those past the job's catch-up window; at start
   re-reads the jobs and moves `scheduled -> running` only while the job is under its limit
   (counted by SQLite in the start's statement; a slot document on MongoDB), and while the
   maintenance switch is off (else `skipped`). An occurrence refused for the limit follows the

@@ -6,8 +6,10 @@ pause, delete, cancel, shutdown and burial all look at one place. The dispatcher
 record to a worker only when it is due and a worker is free; until then it stays queued and
 visible, so:
 
-- a scheduled occurrence found past the misfire grace time, or with a newer occurrence of its
-  job due behind it (the workers were busy), is recorded `missed` instead of running stale;
+- a scheduled occurrence found later than its job's catch-up policy allows (catchup.py: the
+  misfire grace time by default), or with a newer occurrence of its job due behind it (the
+  workers were busy; not when the job queues or catches up on purpose), is recorded `missed`
+  instead of running stale;
 - the jobs are read again (one query for the batch the free workers can take) just before
   the start: a paused, disabled or deleted job, or a schedule edited so the occurrence no
   longer belongs to it, ends the record `skipped` and the job body never starts; so does
@@ -15,8 +17,8 @@ visible, so:
 - the start itself is one conditional write per run, all of a batch in one transaction
   (claims.py): `scheduled -> running` on (holder, generation), only while the job is under its
   limit of runs at once on every node; losing it means someone else decided first.
-A scheduled occurrence over its job's limit is `skipped` (the next one comes anyway); a run-now
-or a retry waits its turn in the queue.
+A scheduled occurrence over its job's limit follows the job's overlap policy; a run-now, a
+retry or a backfill run waits its turn in the queue.
 
 A user whose runs hold `max_runs_per_user` of this node's workers waits for one of them to end
 (the entries are set aside, not polled): runs that hang cannot take every worker from the others.
@@ -41,8 +43,9 @@ from texium.core.datastore.base import Datastore, slot_of
 from texium.core.errors import ServiceUnavailable
 from texium.core.figures import NOT_RUN
 from texium.core.metrics import Metrics
+from texium.core.scheduling.catchup import ALL, NONE, allowed_lateness, describe_window, policy_of
 from texium.core.scheduling.claims import Claims, held
-from texium.core.scheduling.occurrences import RETRY, RUN_NOW, SCHEDULE, new_record, trigger_of
+from texium.core.scheduling.occurrences import BACKFILL, RETRY, RUN_NOW, SCHEDULE, new_record, trigger_of
 from texium.core.scheduling.pausing import describe_pause, maintenance_of
 from texium.core.scheduling.recorder import Recorder, Write
 from texium.core.scheduling.runner import JobRunner, Run
@@ -294,8 +297,9 @@ class Dispatcher(BaseExecutor):
         """Why a scheduled occurrence must not run now (empty: it may)."""
         if entry.trigger != SCHEDULE:
             return ""
-        if (entry.run.job.get("overlap_policy") or "skip") in QUEUEING:
-            newer = []  # queued on purpose: the policy, not coalescing, says which of them run
+        job = entry.run.job
+        if (job.get("overlap_policy") or "skip") in QUEUEING or policy_of(job) == ALL:
+            newer = []  # queued or caught up on purpose: the policies, not coalescing, say which run
         else:
             newer = [
                 other.due
@@ -305,8 +309,10 @@ class Dispatcher(BaseExecutor):
         if newer:
             return f"a newer occurrence ({to_iso(max(newer))}) was due before this one could start; only it runs"
         late = now - entry.due
-        if late > self._grace:
-            return f"it could start only {late.total_seconds():.3f} s late, past the misfire grace time"
+        if late > allowed_lateness(job, self._grace, queued=bool(entry.run.record.get("waiting"))):
+            if policy_of(job) == NONE and not entry.run.record.get("waiting"):
+                return f"it could start only {late.total_seconds():.3f} s late and the job's catchup_policy is none"
+            return f"it could start only {late.total_seconds():.3f} s late, past {describe_window(job)}"
         return ""
 
     def _record_missed(self, entry: _Entry, why: str) -> None:
@@ -360,7 +366,7 @@ class Dispatcher(BaseExecutor):
                     else:
                         ready.append(entry)
                 started_at = utcnow()  # read once the store is ours: no end of a previous run lands after it
-                starts = [(entry.run.record, self._limit(entry.run.job)) for entry in ready]
+                starts = [(entry.run.record, self.limit_of(entry.run.job)) for entry in ready]
                 for entry, outcome in zip(ready, self.claims.start_many(starts, started_at)):
                     outcomes[id(entry)] = self._started(entry, outcome, started_at)
         except Exception as exc:
@@ -390,7 +396,8 @@ class Dispatcher(BaseExecutor):
         ids = sorted({entry.run.record["job_id"] for entry in entries})
         return {job["_id"]: job for job in self._ds.jobs.find({"_id": {"$in": ids}})}
 
-    def _limit(self, job: dict) -> int:
+    def limit_of(self, job: dict) -> int:
+        """The job's runs at once: its `max_instances`, else the server's JOB_MAX_INSTANCES."""
         return int(job.get("max_instances") or self._max_instances)
 
     def _refused(self, entry: _Entry, jobs: dict[str, dict], switch: dict | None = None) -> str:
@@ -421,6 +428,8 @@ class Dispatcher(BaseExecutor):
         self._recorder.job(run.job["_id"], fields={"last_run_time": started_at})
         lag = started_at - record["scheduled_at"] if entry.trigger == SCHEDULE else None
         self.metrics.run_started(record.get("job_class_string"), lag)
+        if entry.trigger == BACKFILL:
+            self.metrics.run_backfilled(record.get("job_class_string"))
         return "started"
 
     def _overlap(self, entry: _Entry) -> str:
@@ -430,7 +439,7 @@ class Dispatcher(BaseExecutor):
         slot). Returns "wait" or "dropped"."""
         run, record = entry.run, entry.run.record
         policy = run.job.get("overlap_policy") or "skip"
-        limit = self._limit(run.job)
+        limit = self.limit_of(run.job)
         if policy not in QUEUEING:
             error = f"Skipped: the previous run of this job was still in progress (at most {limit} running at once)"
             self._end_unstarted(run, "skipped", "max_instances", error)

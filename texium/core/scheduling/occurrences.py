@@ -13,7 +13,7 @@ from texium.core.datastore.base import new_id
 from texium.core.timeutil import to_iso, utcnow
 
 HIDDEN = ("occurrence_key",)  # never served; the record's last member (see the SQLite provider)
-SCHEDULE, RUN_NOW, RETRY = "schedule", "run_now", "retry"  # the `trigger` of a record
+SCHEDULE, RUN_NOW, RETRY, BACKFILL = "schedule", "run_now", "retry", "backfill"  # the `trigger` of a record
 
 
 def trigger_of(record: dict) -> str:
@@ -78,6 +78,7 @@ def new_record(
         "cancel_requested_at": None,
         "cancelled_by": None,
         "waiting": None,  # why a queued occurrence waits (the job's overlap policy)
+        "catchup": False,  # an occurrence older than the latest due one, run by catchup_policy all
         **extra,
         # Last, so the embedded store can hand out the document without it by slicing text.
         "occurrence_key": occurrence_key or f"manual:{execution_id}",

@@ -12,6 +12,16 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from texium.core.scheduling.catchup import (
+    ALL,
+    CATCHUP_RUN_LIMIT,
+    NONE,
+    ON_TIME,
+    allowed_lateness,
+    describe_window,
+    newest,
+    policy_of,
+)
 from texium.core.scheduling.occurrences import SCHEDULE, missed_key, new_record, run_key
 from texium.core.scheduling.windows import NO_BLACKOUTS, TICK, Blackouts, JobTimes, last_fire_at_or_before
 from texium.core.timeutil import to_iso
@@ -31,7 +41,8 @@ class Plan:
     any node can make the same records again."""
 
     job: dict
-    runs: list[datetime] = field(default_factory=list)  # occurrences to hold and run (at most one)
+    runs: list[datetime] = field(default_factory=list)  # occurrences to hold and run, oldest first
+    catchup: int = 0  # how many of the first `runs` are catch-up runs (older than the latest due one)
     missed: dict | None = None  # {first, last, count, exact, latest, at}: the occurrences missed
     advance: dict = field(default_factory=dict)  # the job's new fields, set by compare-and-set
     excluded: int = 0  # occurrences passed over as inside a blackout (added to the job's excluded_runs)
@@ -41,7 +52,10 @@ class Plan:
         if not self.runs and not self.missed:
             return None
         missed = self.missed and {k: to_iso(v) if isinstance(v, datetime) else v for k, v in self.missed.items()}
-        return {"runs": [to_iso(t) for t in self.runs], "missed": missed}
+        claim = {"runs": [to_iso(t) for t in self.runs], "missed": missed}
+        if self.catchup:
+            claim["catchup"] = self.catchup
+        return claim
 
 
 class Planner:
@@ -71,25 +85,49 @@ class Planner:
         following = times.raw_between(after[-1], now, 1) if len(after) == MISSED_COUNT_LIMIT + 1 else []
         exact = not following
         due = [first, *after] if times.fires_at(first) else after
+        policy, lateness = policy_of(doc), allowed_lateness(doc, self._grace)
         if exact:
             kept = [t for t in due if times.excluded_by(t) is None]
             plan = Plan(doc, excluded=len(due) - len(kept))
             if not kept:
                 return self._limited(plan, times, now)
-            latest, missed = kept[-1], kept[:-1]
-        else:  # a long outage: count no further, but find the latest and the one before it
+            latest = kept[-1]
+            late_enough = [t for t in kept if now - t <= lateness]
+            runs = late_enough[-CATCHUP_RUN_LIMIT:] if policy == ALL else late_enough[-1:]
+            missed = kept[: len(kept) - len(runs)]
+        else:  # a long outage: count no further, but find the latest and the ones it needs
             plan = Plan(doc)
             latest = last_fire_at_or_before(times.cron, after[-1], now) if times.cron else after[-1]
-            missed = [first, last_fire_at_or_before(times.cron, first, latest - TICK)] if times.cron else [first]
-        if now - latest <= self._grace:
-            plan.runs.append(latest)
-        else:
-            missed.append(latest)
+            if policy == ALL:
+                floor = max(first - TICK, now - lateness - TICK)
+                inside = newest(times, floor, now, CATCHUP_RUN_LIMIT)
+                runs = [t for t in inside if times.excluded_by(t) is None]
+                plan.excluded += len(inside) - len(runs)
+            else:
+                runs = [latest] if now - latest <= lateness else []
+            before = runs[0] if runs else latest + TICK
+            missed = [first, last_fire_at_or_before(times.cron, first, before - TICK)] if times.cron else [first]
+        plan.runs = runs
+        plan.catchup = max(0, len(runs) - 1)  # the ones `latest` would have recorded missed
         if missed:
             count = len(missed) if exact else MISSED_COUNT_LIMIT
             plan.missed = {"first": missed[0], "last": missed[-1], "count": count, "exact": exact}
-            plan.missed.update(latest=latest, at=now)
+            why = self._why_missed(doc, runs, missed[0], latest, now)
+            plan.missed.update(latest=latest, at=now, ran=len(runs), why=why)
         return self._limited(plan, times, now)
+
+    def _why_missed(self, doc: dict, runs: list[datetime], first: datetime, latest: datetime, now: datetime) -> str:
+        """Why the occurrences of a missed record did not run, in words (kept in the claim)."""
+        policy, window = policy_of(doc), describe_window(doc)
+        if policy == NONE:
+            return f"the job's catchup_policy is none: an occurrence more than {_seconds(ON_TIME)} s late is not run"
+        if not runs:
+            return f"even the latest was {_seconds(now - latest)} s late, past {window}"
+        late = f"the scheduler was {_seconds(now - first)} s late"
+        if policy == ALL:
+            capped = f", at most {CATCHUP_RUN_LIMIT} per pass" if len(runs) == CATCHUP_RUN_LIMIT else ""
+            return f"{late}; catchup_policy all ran the {len(runs)} inside {window}{capped}, from {to_iso(runs[0])}"
+        return f"{late}; only the latest due run ({to_iso(latest)}) ran"
 
     @staticmethod
     def _limited(plan: Plan, times: JobTimes, after: datetime) -> Plan:
@@ -100,9 +138,13 @@ class Planner:
         plan.advance["next_run_time"] = following
         doc = plan.job
         if plan.runs:
+            limit = doc.get("max_runs")
+            left = limit - int(doc.get("run_count") or 0) if isinstance(limit, int) else len(plan.runs)
+            if 0 < left < len(plan.runs):  # catch-up runs beyond max_runs: the oldest are the job's last
+                plan.runs = plan.runs[:left]
+                plan.catchup = min(plan.catchup, left)
             done = int(doc.get("run_count") or 0) + len(plan.runs)
             plan.advance["run_count"] = done
-            limit = doc.get("max_runs")
             if isinstance(limit, int) and done >= limit:
                 reason = f"max_runs reached: {done} run{'s' if done != 1 else ''} of at most {limit}"
                 plan.advance.update(
@@ -114,9 +156,11 @@ class Planner:
 
 def records_of(job: dict, claim: dict, holder) -> list[dict]:
     """The records a claim stands for: the same keys whoever makes them, whenever."""
+    catchup, trigger = int(claim.get("catchup") or 0), claim.get("trigger") or SCHEDULE
+    extra = {"backfill_id": claim["backfill_id"]} if claim.get("backfill_id") else {}  # see backfill.py
     records = [
-        new_record(job, "scheduled", at, SCHEDULE, holder, run_key(job["_id"], at))
-        for at in map(datetime.fromisoformat, claim.get("runs") or [])
+        new_record(job, "scheduled", at, trigger, holder, run_key(job["_id"], at), catchup=index < catchup, **extra)
+        for index, at in enumerate(map(datetime.fromisoformat, claim.get("runs") or []))
     ]
     missed = claim.get("missed")
     if missed:
@@ -130,9 +174,10 @@ def records_of(job: dict, claim: dict, holder) -> list[dict]:
 def _missed_record(job: dict, span: dict, holder) -> dict:
     first, last, latest, now, count = span["first"], span["last"], span["latest"], span["at"], span["count"]
     how_many = f"{count} run{'s' if count != 1 else ''}" if span["exact"] else f"more than {count} runs"
-    if last == latest:
+    why = span.get("why")  # claims written before catch-up policies have none: the latest policy's words
+    if not why and last == latest:
         why = f"even the latest was {_seconds(now - latest)} s late, past the misfire grace time"
-    else:
+    elif not why:
         why = f"the scheduler was {_seconds(now - first)} s late; only the latest due run ({to_iso(latest)}) ran"
     between = to_iso(first) if first == last else f"{to_iso(first)} to {to_iso(last)}"
     return new_record(

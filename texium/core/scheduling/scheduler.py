@@ -14,6 +14,7 @@ transaction and coalesces late firings without a trace. Each pass:
    compare-and-set, writing the plan on it, then inserts its records, held by this node, and
    queues them at once (a pass whose compare-and-set lost makes nothing);
 4. resumes the jobs whose pause ended (pausing.py), and ends maintenance at its end;
+   advances the running backfills (backfill.py: claims their next occurrences);
 5. claims the records nobody holds (pending retries, runs handed back by a stopped or dead
    node) due before its next look, and queues them (they start at their time, never before);
 6. sleeps until the next run time less the lead (or the next end of a pause), but never
@@ -36,6 +37,7 @@ from apscheduler.schedulers.base import STATE_PAUSED
 from texium.core.datastore.base import Datastore
 from texium.core.errors import DatastoreUnavailable
 from texium.core.metrics import Metrics
+from texium.core.scheduling.backfill import Backfills
 from texium.core.scheduling.claims import Claims
 from texium.core.scheduling.dispatch import Dispatcher
 from texium.core.scheduling.jobstore import DocumentJobStore
@@ -75,6 +77,7 @@ class TexiumScheduler(BackgroundScheduler):
         metrics: Metrics | None = None,
         pauses: Pauses | None = None,
         on_job_event: Callable[[dict, str, str], None] | None = None,
+        backfills: Backfills | None = None,
     ):
         """`on_job_event(job, event, description)` records what the pass did to a job by itself
         (the audit log: a job that disabled itself after its `max_runs`)."""
@@ -101,6 +104,7 @@ class TexiumScheduler(BackgroundScheduler):
         self._metrics = metrics if metrics is not None else Metrics()
         self._unfinished: list[tuple[dict, dict]] = []  # (job, claim) advanced but not yet made
         self._pauses = pauses
+        self._backfills = backfills
 
     def _process_jobs(self):
         if self.state == STATE_PAUSED:
@@ -116,6 +120,9 @@ class TexiumScheduler(BackgroundScheduler):
             with self._metrics.store_call("scheduler_unheld"):
                 self._claims.claim_unheld(now + timedelta(seconds=self._poll) + self._lead_now, self._queue_unheld)
             self.claim_due(now, now + self._lead_now)
+            if self._backfills is not None:
+                with self._metrics.store_call("scheduler_backfills"):
+                    self._backfills.advance(self._dispatcher.put)
             with self._metrics.store_call("scheduler_next_run"):
                 next_time = self._store.next_run_time()
             if next_time is not None and not isinstance(next_time, datetime):

@@ -1,4 +1,5 @@
-"""/api/scheduler/jobs — create, list, read, preview, update, delete, pause, resume, run now; pause-all.
+"""/api/scheduler/jobs — create, list, read, preview, update, delete, pause, resume, run now,
+backfill; pause-all.
 
 A `user` sees and changes only their own jobs (others' ids answer 404) and may not create,
 change or run admin-only job classes (403).
@@ -115,6 +116,29 @@ class JobRunHandler(JobAccess):
             await self.own_job(job_id, change=True)
         execution_id = await self.blocking(self.context.scheduler.run_now, job_id, self.actor)
         self.success("Job execution started", execution_id=execution_id)
+
+
+class JobBackfillHandler(JobAccess):
+    async def post(self, job_id: str) -> None:
+        body = self.json_body()
+        if self.scope is not None:
+            await self.own_job(job_id, change=True)
+        status, answer = await self.blocking(self.context.scheduler.backfill, job_id, body, self.actor)
+        self.success("Backfill dry run" if status == 200 else "Backfill started", status, **answer)
+
+
+class BackfillHandler(JobAccess):
+    async def get(self, job_id: str, backfill_id: str) -> None:
+        if self.scope is not None:
+            await self.own_job(job_id)
+        data = await self.read(self.context.scheduler.backfill_status, job_id, backfill_id)
+        self.success("Backfill retrieved successfully", data=data)
+
+    async def delete(self, job_id: str, backfill_id: str) -> None:
+        if self.scope is not None:
+            await self.own_job(job_id, change=True)
+        data = await self.blocking(self.context.scheduler.cancel_backfill, job_id, backfill_id, self.actor)
+        self.success("Backfill cancelled", data=data)
 
 
 class UserJobsHandler(JobAccess):
