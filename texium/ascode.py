@@ -19,6 +19,9 @@ the document is not managed at all; a field left out of an entry is left as it i
 the server's default). Server passwords are never exported; secret job arguments and an
 instance_url's password are exported as the server shows them, `***`, which an update sends back
 as it is (the server keeps the stored value) and a create cannot restore.
+
+The plan also says, per job change, the runs it adds or removes over the next 7 days, and
+warns when a job's p95 run time exceeds its interval (texium.core.scheduling.horizon).
 """
 
 from __future__ import annotations
@@ -33,13 +36,17 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import yaml
 
 from texium.core.errors import ValidationError
 from texium.core.scheduling.cron import CRON_FIELDS
+from texium.core.scheduling.horizon import HORIZON, Runs, RunsChange, compare_runs, p95, runs_between, shortest_gap
+from texium.core.scheduling.windows import NO_BLACKOUTS, Blackouts, JobTimes
 from texium.core.security.secret_args import MASK, has_masked_password, has_url_password, mask_url
+from texium.core.timeutil import parse_iso
 from texium.core.validation import request_schema, validate_body
 
 VERSION = 1
@@ -85,6 +92,10 @@ BUILTIN_PACKAGE = "texium.jobs."  # the server lists its built-in classes as job
 HEALTH_CHECK_CLASS = "jobs.server.ServerHealthCheckJob"  # pub_args[0] is a server id
 PAGE = 1000  # the API's largest page
 PLACEHOLDER_ID = "0" * 24  # stands for an owner's id when a create body is checked before it exists
+# Fields whose change can move a job's runs (the plan then shows the runs it adds or removes).
+TIMING_FIELDS = (*CRON_FIELDS, "timezone", "jitter_seconds", "dst_policy", "is_enabled", "is_paused")
+TIME_FIELDS = ("next_run_time", "start_at", "end_at", "run_at", "paused_until")  # ISO text in the API's answers
+DURATIONS_SAMPLE = 50  # the last successful runs whose duration gives a job's p95
 
 
 class CliError(Exception):
@@ -503,6 +514,7 @@ class Change:
     fields: dict = field(default_factory=dict)  # update: field -> (old, new)
     reason: str = ""  # keep: why
     unrestorable: list[str] = field(default_factory=list)  # paths of *** that cannot be applied
+    runs: RunsChange | None = None  # jobs: the runs it adds or removes over the next HORIZON
 
 
 @dataclass
@@ -522,8 +534,9 @@ class Plan:
         return [c for c in self.changes if c.action in ("create", "update", "delete")]
 
 
-def make_plan(document: Document, state: State, client: Client, delete: bool) -> Plan:
-    """What applying `document` would do, checked with the server (job classes, schedules)."""
+def make_plan(document: Document, state: State, client: Client, delete: bool, now: datetime | None = None) -> Plan:
+    """What applying `document` would do, checked with the server (job classes, schedules), with
+    the runs each job change adds or removes after `now` (default: this machine's clock)."""
     plan = Plan()
     sections = document.sections
     current = {kind: state.by_key(kind) for kind in KINDS}
@@ -588,6 +601,8 @@ def make_plan(document: Document, state: State, client: Client, delete: bool) ->
             else:
                 deletes.append(Change(kind, "delete", label, current=doc))
     plan.changes += deletes
+    if sections["jobs"] is not None:
+        plan_runs(plan, sections["jobs"], current["jobs"], client, now or datetime.now(UTC))
     return plan
 
 
@@ -699,6 +714,133 @@ def _check_schedule(client: Client, entry: dict, doc: dict | None) -> str:
     return ""
 
 
+# ---- the runs a plan adds or removes -------------------------------------------------------
+
+
+class RunsReader:
+    """A job's runs over the next HORIZON as the server's planner makes them, for a job as
+    stored (an API answer) or as the document would make it. Reads each calendar once."""
+
+    def __init__(self, client: Client, now: datetime):
+        self.client, self.now = client, now
+        self._calendars: dict[str, dict | None] = {}
+        self._timezone: str | None = None
+
+    def stored(self, answer: dict) -> dict:
+        """The job document behind an API answer: its times as datetimes, as the planner reads them."""
+        doc = dict(answer)
+        for name in TIME_FIELDS:
+            if isinstance(doc.get(name), str):
+                doc[name] = parse_iso(doc[name])
+        return doc
+
+    def imported(self, entry: dict, stored: dict | None) -> dict:
+        """The job document the entry makes: the stored one with the entry's fields (the server
+        plans a changed job afresh), or a new job (its id unknown yet: `H` and jitter then take
+        PLACEHOLDER_ID's values; the number of runs is the same)."""
+        fields = {k: v for k, v in entry.items() if k in JOB_FIELDS and k != "owner"}
+        if stored is not None:
+            doc = {**stored, **fields}
+            if any(stored.get(name) != doc.get(name) for name in TIMING_FIELDS):
+                doc.pop("next_run_time", None)
+            return doc
+        return {"_id": PLACEHOLDER_ID, "timezone": fields.get("timezone") or self.server_timezone(), **fields}
+
+    def server_timezone(self) -> str:
+        """The time zone the server gives a job that names none (its cron preview says it)."""
+        if self._timezone is None:
+            self._timezone = self.client.call("GET", "/api/scheduler/cron/preview", query={"count": 1})["timezone"]
+        return self._timezone
+
+    def runs(self, doc: dict) -> Runs:
+        try:
+            times = JobTimes(doc, self._blackouts(doc))
+        except (ValidationError, ValueError, TypeError):  # a schedule the server refuses: no runs
+            times = None
+        return runs_between(doc, times, self.now, self.now + HORIZON)
+
+    def _blackouts(self, doc: dict) -> Blackouts:
+        calendars = [self._calendar(c) for c in doc.get("exclude_calendars") or [] if isinstance(c, str)]
+        calendars = [c for c in calendars if c is not None]
+        return Blackouts(calendars) if calendars else NO_BLACKOUTS
+
+    def _calendar(self, calendar_id: str) -> dict | None:
+        if calendar_id not in self._calendars:
+            path = f"/api/scheduler/calendars/{urllib.parse.quote(calendar_id, safe='')}"
+            try:
+                self._calendars[calendar_id] = self.client.call("GET", path).get("data")
+            except ApiError as exc:
+                if exc.status not in (403, 404):  # a calendar gone (or not this key's) excludes nothing
+                    raise
+                self._calendars[calendar_id] = None
+        return self._calendars[calendar_id]
+
+    def durations(self, job_id: str) -> list[float]:
+        """Seconds taken by the job's last DURATIONS_SAMPLE successful runs (one indexed query)."""
+        query = {"job_id": job_id, "status": "completed", "limit": DURATIONS_SAMPLE}
+        found = self.client.call("GET", "/api/scheduler/executions", query=query).get("data") or []
+        return [e["duration_ms"] / 1000 for e in found if isinstance(e.get("duration_ms"), (int, float))]
+
+
+def plan_runs(plan: Plan, entries: list[dict], current: dict[tuple, dict], client: Client, now: datetime) -> None:
+    """Per job change of the plan, the runs it adds or removes over the next HORIZON (its stored
+    definition against the imported one, both through the planner); and a warning for each job
+    of the file whose p95 run time exceeds its interval (the shortest gap between its runs)."""
+    reader = RunsReader(client, now)
+    changes = {c.label: c for c in plan.changes if c.kind == "jobs"}
+    for entry in entries:
+        key = _key("jobs", entry)
+        label, answer = _label("jobs", key), current.get(key)
+        change = changes.get(label)
+        if answer is None:
+            if change is not None and change.action == "create":
+                new = reader.runs(reader.imported(entry, None))
+                change.runs = RunsChange(added=new.times, until=new.end)
+            continue
+        stored = reader.stored(answer)
+        imported = reader.imported(entry, stored)
+        new = None
+        if change is not None and any(name in change.fields for name in TIMING_FIELDS):
+            new = reader.runs(imported)
+            change.runs = compare_runs(reader.runs(stored), new)
+        durations = reader.durations(answer["_id"])
+        if durations:
+            gap = shortest_gap((new or reader.runs(imported)).times)
+            slow = p95(durations)
+            if gap is not None and slow > gap.total_seconds():
+                plan.warnings.append(
+                    f"{label}'s p95 run time {_seconds(slow)} s (its last {len(durations)} successful runs) exceeds "
+                    f"its interval {_seconds(gap.total_seconds())} s (the shortest gap between its runs in the next "
+                    f"{HORIZON.days} days): its runs will overlap or wait for each other"
+                )
+    for change in plan.changes:
+        if change.kind == "jobs" and change.action == "delete":
+            old = reader.runs(reader.stored(change.current or {}))
+            change.runs = RunsChange(removed=old.times, until=old.end)
+
+
+def _seconds(value: float) -> str:
+    return f"{round(value, 1):g}"
+
+
+def describe_runs(runs: RunsChange) -> str:
+    """E.g. "+12 runs, -3 runs in the next 7 days (first added ...; first removed ...)"."""
+    counts = [
+        f"{sign}{len(times)} run{'s' if len(times) != 1 else ''}"
+        for sign, times in (("+", runs.added), ("-", runs.removed))
+        if times
+    ]
+    when = f"up to {runs.until.isoformat()}" if runs.until else f"in the next {HORIZON.days} days"
+    if not counts:
+        return f"no run added or removed {when}"
+    firsts = [
+        f"first {what} {times[0].isoformat()}"
+        for what, times in (("added", runs.added), ("removed", runs.removed))
+        if times
+    ]
+    return f"{', '.join(counts)} {when} ({'; '.join(firsts)})"
+
+
 # ---- showing the plan ----------------------------------------------------------------------
 
 
@@ -708,6 +850,11 @@ def _show(value: Any, limit: int = 120) -> str:
 
 
 def describe(change: Change) -> str:
+    said = _describe(change)
+    return said if change.runs is None else f"{said}\n      {describe_runs(change.runs)}"
+
+
+def _describe(change: Change) -> str:
     if change.action == "create":
         entry = change.entry or {}
         if change.kind == "users":

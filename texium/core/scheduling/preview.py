@@ -34,8 +34,8 @@ def _base_and_delay(schedule, moment: datetime) -> tuple[datetime, timedelta]:
     return base, moment - base
 
 
-def _not_running(reason_of_doc: dict) -> str | None:
-    doc = reason_of_doc
+def why_not_running(doc: dict) -> str | None:
+    """Why the job runs nothing now (disabled, paused, a schedule that cannot be built), or None."""
     if not doc.get("is_enabled", True):
         return doc.get("disabled_reason") or "The job is disabled"
     if doc.get("is_paused"):
@@ -63,7 +63,7 @@ def job_preview(doc: dict, times: JobTimes, count: int, now: datetime) -> dict:
         "runs": [],
         "excluded_not_listed": 0,
         "ends": None,
-        "reason": _not_running(doc),
+        "reason": why_not_running(doc),
     }
     if answer["reason"] is not None:
         return answer
