@@ -34,13 +34,8 @@ def stable_hash(*parts: str) -> int:
 
 def stable_hashes(prefix: tuple[str, ...], lasts: list[str]) -> list[int]:
     """[stable_hash(*prefix, last) for last in lasts], hashing the shared prefix once."""
-    head = hashlib.sha256(("\x1f".join(prefix) + "\x1f").encode())
-    found = []
-    for last in lasts:
-        one = head.copy()
-        one.update(last.encode())
-        found.append(int.from_bytes(one.digest()[:8], "big"))
-    return found
+    head, sha256, number = ("\x1f".join(prefix) + "\x1f").encode(), hashlib.sha256, int.from_bytes
+    return [number(sha256(head + last.encode()).digest()[:8], "big") for last in lasts]
 
 
 class JitteredSchedule:

@@ -383,12 +383,9 @@ def _peaks(tally: _Tally, buckets: list, threshold: int, per_minute: list) -> li
         suggestions = []
         for index in merge(*(counts.jobs for counts in groups)):  # in the jobs' order
             if index not in suggested_for:  # a job in many peak hours is looked at once
-                suggested_for[index] = spread_suggestion(tally.rows[index][0])
-            suggested = suggested_for[index]
-            if suggested is not None:
-                doc = tally.rows[index][0]
-                current = {"job_id": str(doc["_id"]), "name": doc.get("name", ""), "schedule": schedule_fields(doc)}
-                suggestions.append(current | {"suggested": suggested})
+                suggested_for[index] = _suggestion(tally.rows[index][0])
+            if suggested_for[index] is not None:
+                suggestions.append(suggested_for[index])
                 if len(suggestions) == MAX_SUGGESTIONS:
                     break
         peaks.append(
@@ -401,6 +398,15 @@ def _peaks(tally: _Tally, buckets: list, threshold: int, per_minute: list) -> li
             }
         )
     return peaks
+
+
+def _suggestion(doc: dict) -> dict | None:
+    suggested = spread_suggestion(doc)
+    if suggested is None:
+        return None
+    return {"job_id": str(doc["_id"]), "name": doc.get("name", ""), "schedule": schedule_fields(doc)} | {
+        "suggested": suggested
+    }
 
 
 class Forecasts:
