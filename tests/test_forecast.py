@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -242,3 +243,56 @@ def test_forecast_endpoint_excludes_a_calendars_blackout_and_validates_peak_thre
     for bad in ("0", "abc", "100001"):
         response = api.get("/api/scheduler/forecast", params={"peak_threshold": bad})
         assert response.status_code == 400 and "peak_threshold" in response.json()["detail"]
+
+
+# --------------------------------------------------------------------------- the fast path
+FAST_PATH_SCHEDULES = [
+    {"minute": "0"},
+    {"minute": "*/15"},
+    {"minute": "30", "hour": "2"},
+    {"minute": "30", "hour": "2", "dst_policy": {"spring_forward": "skip", "fall_back": "twice"}},
+    {"minute": "*", "hour": "1-3", "day_of_week": "0,1-5"},
+    {"second": "*/20", "minute": "*/7", "hour": "0-4"},
+    {"minute": "0", "day_of_month": "last"},
+]
+FAST_PATH_ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata"]
+FAST_PATH_STARTS = [  # the weeks around spring forward and fall back in Europe and the US, and a plain one
+    datetime(2026, 3, 25, 7, 13, 2, tzinfo=UTC),
+    datetime(2026, 10, 22, 23, 59, 59, tzinfo=UTC),
+    datetime(2026, 3, 5, 0, 0, tzinfo=UTC),
+    datetime(2026, 4, 1, 12, 0, 1, tzinfo=UTC),
+    datetime(2026, 10, 30, 3, 0, tzinfo=UTC),
+]
+
+
+@pytest.mark.parametrize("fields", FAST_PATH_SCHEDULES)
+def test_the_arithmetic_count_gives_exactly_the_searched_times(fields):
+    """fire_seconds_between reads clean days off the calendar: it must give the search's times,
+    daylight-saving days included."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    for zone in FAST_PATH_ZONES:
+        schedule = cron.schedule_for({**cron.DEFAULTS, **fields, "timezone": zone})
+        for start in FAST_PATH_STARTS:
+            end = start + timedelta(days=14, seconds=917)
+            searched = schedule.fire_times_between(start, end, 10**6)
+            counted = schedule.fire_seconds_between(
+                int((start - epoch).total_seconds()), int((end - epoch).total_seconds())
+            )
+            assert counted == [int((t - epoch).total_seconds()) for t in searched], (fields, zone, start)
+
+
+def test_the_forecast_of_a_dst_week_matches_the_plain_search():
+    """Per hour, the forecast's runs are the search's fire times of each job, on DST days too."""
+    now = datetime(2026, 3, 26, 9, 41, 30, tzinfo=UTC)  # Europe changes on the 29th, 01:00 UTC
+    docs = [
+        job(f"j{i}-{zone}", timezone=zone, **fields)
+        for i, fields in enumerate(FAST_PATH_SCHEDULES)
+        for zone in FAST_PATH_ZONES
+    ]
+    result = forecast(docs, 168, now)
+    expected = Counter()
+    for doc in docs:
+        for t in JobTimes(doc).raw_between(now, result["end"] - timedelta(microseconds=1), 10**6):
+            expected[int((t - result["start"]) / timedelta(hours=1))] += 1
+    assert [b["runs"] for b in result["buckets"]] == [expected[i] for i in range(168)]
+    assert result["total_runs"] == sum(expected.values())

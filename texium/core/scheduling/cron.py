@@ -386,6 +386,7 @@ class CronSchedule:
         self.fall_back = dst[1] or ("once" if self.fixed else "twice")
         self.dst_policy = {"spring_forward": self.spring_forward, "fall_back": self.fall_back}  # as applied
         self._month_days: dict[int, tuple] = {}
+        self._day_seconds: list[int] | None = None  # fire_seconds_between's times of a matching day
         if not self._fires_ever():
             restricted = ", ".join(
                 f"{name} {self.fields[name]!r}"
@@ -548,6 +549,30 @@ class CronSchedule:
         end, times, t = _aware(end), [], start
         while len(times) < limit and (t := self.next_after(t)) is not None and t <= end:
             times.append(t)
+        return times
+
+    def fire_seconds_between(self, start: int, end: int) -> list[int]:
+        """Fire times t with start < t <= end as seconds since 1970 (UTC), ascending: the same
+        times as fire_times_between, for counting many (the forecast). A UTC day with no offset
+        change near it (_near) is the matching walls of that day less one constant offset, read
+        off the calendar without a search; a day with a change near, or a zone whose offset is
+        not whole minutes, is searched (so every daylight-saving rule is the search's own)."""
+        if self._day_seconds is None:
+            self._day_seconds = [h * 3600 + m * 60 + s for h in self.hours for m in self.minutes for s in self.seconds]
+        times, pattern = [], self._day_seconds
+        for day in range(start // 86400, end // 86400 + 1):
+            lo, hi = max(start, day * 86400 - 1), min(end, day * 86400 + 86399)  # (lo, hi] in this day
+            offset, changes = _near(self.zone_name, day)
+            shift = int(offset.total_seconds())
+            if changes or shift % 60:
+                found = self.fire_times_between(_EPOCH + lo * _SECOND, _EPOCH + hi * _SECOND, 86401)
+                times += [int((t.replace(tzinfo=None) - _EPOCH).total_seconds()) for t in found]
+                continue
+            for wall_day in range((lo + 1 + shift) // 86400, (hi + shift) // 86400 + 1):
+                d = (_EPOCH + wall_day * _DAY).date()
+                if d.month in self.month_set and d.day in self._days(d.year, d.month):
+                    base = wall_day * 86400 - shift
+                    times += [base + s for s in pattern if lo < base + s <= hi]
         return times
 
     # -- what daylight saving did to a fire time (for the job preview) --------------------------

@@ -32,6 +32,12 @@ def stable_hash(*parts: str) -> int:
     return int.from_bytes(digest[:8], "big")
 
 
+def stable_hashes(prefix: tuple[str, ...], lasts: list[str]) -> list[int]:
+    """[stable_hash(*prefix, last) for last in lasts], hashing the shared prefix once."""
+    head, sha256, number = ("\x1f".join(prefix) + "\x1f").encode(), hashlib.sha256, int.from_bytes
+    return [number(sha256(head + last.encode()).digest()[:8], "big") for last in lasts]
+
+
 class JitteredSchedule:
     """A schedule whose every occurrence is delayed by 0..jitter whole seconds, derived from the
     job id and the occurrence's own (undelayed) time. The delay also stays below the gap to the
@@ -50,6 +56,16 @@ class JitteredSchedule:
         if most <= 0:
             return timedelta(0)
         return timedelta(seconds=stable_hash(self.seed, "jitter", at.isoformat()) % (most + 1))
+
+    def delay_seconds(self, isoformats: list[str], gaps: list[int | None]) -> list[int]:
+        """delay() in whole seconds for many occurrences at once (the forecast): each given by
+        its time's isoformat() and the seconds to the next occurrence (None: no next one)."""
+        hashes = stable_hashes((self.seed, "jitter"), isoformats)
+        delays = []
+        for value, gap in zip(hashes, gaps, strict=True):
+            most = self.jitter if gap is None else min(self.jitter, gap - 1)
+            delays.append(value % (most + 1) if most > 0 else 0)
+        return delays
 
     def _delayed(self, at: datetime) -> datetime:
         return at + self.delay(at, self.base.next_after(at))

@@ -23,22 +23,24 @@ only a suggestion: the user applies it, or not.
 from __future__ import annotations
 
 import re
-from bisect import bisect_left, bisect_right
+from array import array
+from bisect import bisect_right
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from heapq import merge
 
 from texium.core.errors import ValidationError
 from texium.core.scheduling import cron
-from texium.core.scheduling.windows import NO_BLACKOUTS, TICK, Blackouts, CalendarReader, JobTimes
+from texium.core.scheduling.spread import MAX_JITTER_SECONDS
+from texium.core.scheduling.windows import NO_BLACKOUTS, Blackouts, CalendarReader, JobTimes
 
 MAX_HOURS = 336  # two weeks
 DEFAULT_PEAK_THRESHOLD = 10  # starts in one minute above which an hour is a peak
 MAX_PEAK_THRESHOLD = 100_000
 MAX_SUGGESTIONS = 100  # per peak hour; `jobs` says how many jobs start in its peak minutes
+_PAGE = 2000  # job documents read at once
 _HOUR, _MINUTE, _SECOND = timedelta(hours=1), timedelta(minutes=1), timedelta(seconds=1)
-_CHUNK = 4096
-_MAX_JITTER = timedelta(seconds=3600)  # spread.MAX_JITTER_SECONDS: how far before the window a base time may lie
 
 
 # --------------------------------------------------------------------------- suggestions
@@ -72,31 +74,66 @@ def spread_suggestion(doc: dict) -> dict | None:
 
 
 # --------------------------------------------------------------------------- counting
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_JITTER_REACH = MAX_JITTER_SECONDS  # how far before the window a base time may lie and still be delayed into it
+
+
+def _floor(moment: datetime) -> int:
+    """Whole seconds since 1970 at or before `moment` (fire times are whole seconds)."""
+    return (moment - _EPOCH) // _SECOND
+
+
+def _ceil(moment: datetime) -> int:
+    return -((_EPOCH - moment) // _SECOND)
+
+
+def _instant(seconds: int) -> datetime:
+    return _EPOCH + seconds * _SECOND
+
+
 @dataclass
 class _Counts:
-    """One job's occurrences in the window (shared by the jobs whose times are the same)."""
+    """The occurrences of the jobs whose times are the same (a group), as compact arrays:
+    100,000 jobs must not cost a dict per job and minute."""
 
     runs: int = 0
-    first_run: datetime | None = None
-    hours: Counter = field(default_factory=Counter)  # hour index -> runs
-    minutes: Counter = field(default_factory=Counter)  # minute index -> starts
+    first_run: int | None = None  # seconds since 1970
+    minutes: array = field(default_factory=lambda: array("i"))  # minute indexes with runs, ascending
+    starts: array = field(default_factory=lambda: array("i"))  # runs in each of those minutes
     excluded: Counter = field(default_factory=Counter)  # hour index -> occurrences excluded
     calendars: set = field(default_factory=set)  # names of the calendars that excluded some
+    jobs: list = field(default_factory=list)  # the group's jobs, as indexes in the forecast's order
+
+
+@dataclass
+class _Base:
+    """A schedule's times (seconds since 1970) from a jitter's reach before the window to its end."""
+
+    times: list
+    following: int | None  # the first time after them
+    weight: int  # starts per entry (a schedule firing several seconds of a minute: one entry per minute)
+    span: int  # seconds from an entry's first start to its last
+    _isoformats: list | None = None
+
+    def isoformats(self) -> list[str]:
+        """Each time's isoformat(), as jitter hashes it: shared by every jittered job of the schedule."""
+        if self._isoformats is None:
+            self._isoformats = [_instant(t).isoformat() for t in self.times]
+        return self._isoformats
 
 
 class _Window:
-    """The forecast's span, (after, until], and the base times of each schedule in it."""
+    """The forecast's span, (after, until] in whole seconds, and the base times of each schedule in it."""
 
     def __init__(self, now: datetime, start: datetime, end: datetime):
         self.now, self.start, self.end = now, start, end
-        self.after, self.until = now, end - TICK
-        self._base: dict[tuple, tuple[list, datetime | None, int, int]] = {}
+        self.after, self.until, self.first = _floor(now), _floor(end) - 1, _floor(start)
+        self._base: dict[tuple, _Base] = {}
         self._spans: dict[Blackouts, list] = {}
 
-    def base_times(self, base, exact: bool) -> tuple[list[datetime], datetime | None, int, int]:
-        """(the schedule's times from a jitter's reach before the window to its end, the first
-        time after them, starts per entry, seconds from an entry's first start to its last).
-        A repeating schedule firing at several seconds of a minute is searched per minute."""
+    def base_times(self, base, exact: bool) -> _Base:
+        """A repeating schedule firing at several seconds of a minute is searched per minute
+        (unless `exact`: jitter delays each second's start on its own)."""
         key = (base, exact)  # the schedule itself, kept alive by the key (cron caches the objects)
         if key not in self._base:
             weight, span, search = 1, 0, base
@@ -105,110 +142,143 @@ class _Window:
                 if not per_minute.fixed:  # the same daylight-saving rules (see cron.py)
                     search = per_minute
                     weight, span = len(base.seconds), base.seconds[-1] - base.seconds[0]
-            times, after = [], self.after - _MAX_JITTER - _SECOND * (span + 1)
-            while True:
-                found = search.fire_times_between(after, self.until, _CHUNK)
-                times += found
-                if len(found) < _CHUNK:
-                    break
-                after = found[-1]
-            following = search.next_after(times[-1] if times else self.until)
-            self._base[key] = (times, following, weight, span)
+            times = search.fire_seconds_between(self.after - _JITTER_REACH - span - 1, self.until)
+            following = search.next_after(_instant(times[-1] if times else self.until))
+            self._base[key] = _Base(times, None if following is None else _floor(following), weight, span)
         return self._base[key]
 
-    def spans(self, blackouts: Blackouts) -> list:
-        """The blackout spans in the window, once per Blackouts (CalendarReader shares them)."""
+    def spans(self, blackouts: Blackouts) -> list[tuple[int, int, str]]:
+        """The blackout spans in the window as [from, until) whole seconds, once per Blackouts
+        (CalendarReader shares them)."""
         if blackouts not in self._spans:
-            self._spans[blackouts] = blackouts.spans_between(self.now, self.end)
+            found = blackouts.spans_between(self.now, self.end)
+            self._spans[blackouts] = [(_ceil(begin), _ceil(until), name) for begin, until, name in found]
         return self._spans[blackouts]
 
 
-def _entries(window: _Window, times: JobTimes, after: datetime, until: datetime):
-    """(first start, starts, seconds to the last start) of a job's times in (after, until],
-    ascending; an entry of several starts lies within one minute."""
-    if times.run_at is not None:
-        if after < times.run_at <= until:
-            yield times.run_at, 1, 0
-        return
-    schedule = times.cron
-    base = getattr(schedule, "base", schedule)  # a JitteredSchedule delays the times of its base
-    jittered = base is not schedule
-    found, following, weight, span = window.base_times(base, exact=jittered)
-    if not jittered:
-        first = bisect_right(found, after - _SECOND * span)
-        for i in range(first, bisect_right(found, until)):
-            yield found[i], weight, span
-        return
-    for i in range(bisect_right(found, after - _MAX_JITTER - _SECOND), len(found)):
-        at = found[i]
-        delayed = at + schedule.delay(at, found[i + 1] if i + 1 < len(found) else following)
-        if delayed > until:
-            break
-        if delayed > after:
-            yield delayed, 1, 0
-
-
 class _JobCounter:
-    """Counts one job's runs and exclusions, hour by hour and minute by minute."""
+    """Counts one job's runs and exclusions minute by minute; `key` names the jobs whose counts
+    are the same (same times, window, calendars and runs left), None for a jittered job."""
 
     def __init__(self, window: _Window, doc: dict, blackouts: Blackouts):
         self.window, self.times = window, JobTimes(doc, blackouts)
-        self.after = max(window.after, self.times.start_at - TICK) if self.times.start_at else window.after
-        self.until = min(window.until, self.times.end_at) if self.times.end_at else window.until
+        start_at, end_at = self.times.start_at, self.times.end_at
+        self.after = max(window.after, _ceil(start_at) - 1) if start_at else window.after
+        self.until = min(window.until, _floor(end_at)) if end_at else window.until
         spans = window.spans(blackouts) if blackouts else []
         self._from, self._until, self._names = [s[0] for s in spans], [s[1] for s in spans], [s[2] for s in spans]
         limit = doc.get("max_runs")
         self.left = max(0, limit - int(doc.get("run_count") or 0)) if isinstance(limit, int) else None
-        self._edges = sorted([self.after, self.until, *self._from, *self._until])
+        edges = [self.after + 1, self.until + 1, *self._from, *self._until]  # where a second's fate changes
+        self._edges = sorted(edges)
+        schedule = self.times.cron
+        self.base = getattr(schedule, "base", schedule)  # a JitteredSchedule delays the times of its base
+        self.jittered = self.base is not schedule
+        times = ("run_at", self.times.run_at) if self.times.run_at is not None else self.base
+        self.key = None if self.jittered else (times, self.after, self.until, blackouts or None, self.left)
 
-    def _calendar(self, moment: datetime) -> str | None:
+    def _entries(self):
+        """(first start, starts, seconds to the last start) in (after - span, until], ascending;
+        an entry of several starts lies within one minute."""
+        after, until = self.after, self.until
+        if self.times.run_at is not None:  # a one-off: whole seconds, as the API takes it
+            at = _floor(self.times.run_at)
+            if after < at <= until:
+                yield at, 1, 0
+            return
+        base = self.window.base_times(self.base, exact=self.jittered)
+        found = base.times
+        if not self.jittered:
+            for i in range(bisect_right(found, after - base.span), bisect_right(found, until)):
+                yield found[i], base.weight, base.span
+            return
+        first = bisect_right(found, after - _JITTER_REACH - 1)
+        gaps: list = [b - a for a, b in zip(found[first:], found[first + 1 :], strict=False)]
+        if found[first:]:
+            gaps.append(None if base.following is None else base.following - found[-1])
+        delays = self.times.cron.delay_seconds(base.isoformats()[first:], gaps) if found[first:] else []
+        for at, delay in zip(found[first:], delays, strict=False):
+            delayed = at + delay
+            if delayed > until:
+                break
+            if delayed > after:
+                yield delayed, 1, 0
+
+    def _add(self, counts: _Counts, moment: int, starts: int) -> None:
+        offset = moment - self.window.first
         i = bisect_right(self._from, moment) - 1
-        return self._names[i] if i >= 0 and moment < self._until[i] else None
-
-    def _add(self, counts: _Counts, moment: datetime, starts: int) -> None:
-        hour = int((moment - self.window.start) / _HOUR)
-        calendar = self._calendar(moment)
-        if calendar is not None:
-            counts.excluded[hour] += starts
-            counts.calendars.add(calendar)
+        if i >= 0 and moment < self._until[i]:
+            counts.excluded[offset // 3600] += starts
+            counts.calendars.add(self._names[i])
             return
         if self.left is not None:
             starts = min(starts, self.left)
             self.left -= starts
         counts.runs += starts
-        counts.hours[hour] += starts
-        counts.minutes[int((moment - self.window.start) / _MINUTE)] += starts
-        counts.first_run = counts.first_run or moment
+        minute = offset // 60
+        if counts.minutes and counts.minutes[-1] == minute:
+            counts.starts[-1] += starts
+        else:
+            counts.minutes.append(minute)
+            counts.starts.append(starts)
+        if counts.first_run is None:
+            counts.first_run = moment
 
     def count(self) -> _Counts:
-        counts = _Counts()
-        for first, starts, span in _entries(self.window, self.times, self.after, self.until):
+        counts, edges = _Counts(), self._edges
+        for first, starts, span in self._entries():
             if self.left == 0:
                 break
-            last = first + _SECOND * span
+            last = first + span
             # An entry whose minute crosses the window's or a blackout's edge is counted start by start.
-            whole = starts == 1 or bisect_left(self._edges, first) == bisect_right(self._edges, last)
-            if whole:
+            if starts == 1 or bisect_right(edges, first) == bisect_right(edges, last):
                 self._add(counts, first, starts)
                 continue
-            for second in self.times.cron.seconds:  # several starts per entry: a plain CronSchedule
-                moment = first.replace(second=second)
+            seconds = self.times.cron.seconds  # several starts per entry: a plain CronSchedule
+            for second in seconds:
+                moment = first - seconds[0] + second
                 if self.after < moment <= self.until and self.left != 0:
                     self._add(counts, moment, 1)
         return counts
 
 
-def _share_key(doc: dict, times_schedule) -> object | None:
-    """Jobs with the same plain schedule and nothing of their own (no window, calendars,
-    max_runs, run_at, jitter) have the same times: counted once."""
-    own = ("run_at", "start_at", "end_at", "max_runs", "jitter_seconds", "exclude_calendars")
-    if any(doc.get(name) for name in own):
-        return None
-    return times_schedule
+def _slim(doc: dict) -> dict:
+    """What the answer needs of a job after counting (its id, name and schedule), so 100,000
+    jobs do not keep their whole documents."""
+    return {name: doc[name] for name in ("_id", "name", *cron.CRON_FIELDS, "timezone") if name in doc}
+
+
+class _Tally:
+    """The forecast being added up, job by job (a job's document is not kept after add())."""
+
+    def __init__(self, now: datetime, hours: int):
+        now = now.astimezone(UTC) if now.tzinfo else now.replace(tzinfo=UTC)
+        start = now.replace(minute=0, second=0, microsecond=0)
+        self.hours, self.window = hours, _Window(now, start, start + hours * _HOUR)
+        self.groups: dict[object, _Counts] = {}
+        self.rows: list[tuple[dict, _Counts]] = []  # per job: its slim document and its group's counts
+        self.errors: list[dict] = []
+
+    def add(self, doc: dict, blackouts: Blackouts = NO_BLACKOUTS) -> None:
+        if not doc.get("is_enabled", True) or doc.get("is_paused"):
+            return
+        job_id = str(doc.get("_id"))
+        try:
+            counter = _JobCounter(self.window, doc, blackouts)
+        except Exception as exc:  # ValidationError: a stored schedule that no longer builds
+            error = getattr(exc, "detail", str(exc))
+            self.errors.append({"job_id": job_id, "name": doc.get("name", ""), "error": error})
+            return
+        counts = self.groups.get(counter.key) if counter.key is not None else None
+        if counts is None:
+            counts = counter.count()
+            self.groups[counter.key if counter.key is not None else object()] = counts
+        counts.jobs.append(len(self.rows))
+        self.rows.append((_slim(doc), counts))
 
 
 def forecast(
-    job_docs: list[dict],
+    job_docs,
     hours: int,
     now: datetime,
     blackouts: dict[str, Blackouts] | None = None,
@@ -216,64 +286,47 @@ def forecast(
 ) -> dict:
     """Runs per UTC hour from the start of the current hour (those after `now`), for `hours` hours.
 
-    `blackouts`: {job id: the Blackouts of the calendars it excludes}. Returns {start, end,
-    hours, peak_threshold, total_runs, total_excluded, buckets, jobs, peaks, errors}: `buckets`
-    one per hour ({start, runs, jobs, excluded, busiest_minute, peak}), `jobs` one per job with
-    runs or exclusions ({job_id, name, runs, first_run, excluded, excluded_by}), busiest first,
-    `peaks` one per peak hour ({start, minute, starts, jobs, suggestions}), and `errors` the jobs
-    whose schedule cannot be built ({job_id, name, error}).
+    `job_docs`: any iterable of job documents. `blackouts`: {job id: the Blackouts of the
+    calendars it excludes}. Returns {start, end, hours, peak_threshold, total_runs,
+    total_excluded, buckets, jobs, peaks, errors}: `buckets` one per hour ({start, runs, jobs,
+    excluded, busiest_minute, peak}), `jobs` one per job with runs or exclusions ({job_id, name,
+    runs, first_run, excluded, excluded_by}), busiest first, `peaks` one per peak hour ({start,
+    minute, starts, jobs, suggestions}), and `errors` the jobs whose schedule cannot be built
+    ({job_id, name, error}).
     """
+    check_arguments(hours, peak_threshold)
+    tally, blackouts = _Tally(now, hours), blackouts or {}
+    for doc in job_docs:
+        tally.add(doc, blackouts.get(str(doc.get("_id")), NO_BLACKOUTS))
+    return _summary(tally, peak_threshold)
+
+
+def check_arguments(hours: int, peak_threshold: int) -> None:
     if not 1 <= hours <= MAX_HOURS:
         raise ValueError(f"hours must be from 1 to {MAX_HOURS}")
     if not 1 <= peak_threshold <= MAX_PEAK_THRESHOLD:
         raise ValueError(f"peak_threshold must be from 1 to {MAX_PEAK_THRESHOLD}")
-    now = now.astimezone(UTC) if now.tzinfo else now.replace(tzinfo=UTC)
-    start = now.replace(minute=0, second=0, microsecond=0)
-    end = start + hours * _HOUR
-    window, blackouts = _Window(now, start, end), blackouts or {}
-    shared: dict[object, _Counts] = {}
-    counted: list[tuple[dict, _Counts]] = []
-    errors = []
-    for doc in job_docs:
-        if not doc.get("is_enabled", True) or doc.get("is_paused"):
-            continue
-        job_id = str(doc.get("_id"))
-        try:
-            counter = _JobCounter(window, doc, blackouts.get(job_id, NO_BLACKOUTS))
-        except Exception as exc:  # ValidationError: a stored schedule that no longer builds
-            errors.append({"job_id": job_id, "name": doc.get("name", ""), "error": getattr(exc, "detail", str(exc))})
-            continue
-        key = _share_key(doc, counter.times.cron)
-        counts = shared.get(key) if key is not None else None
-        if counts is None:
-            counts = counter.count()
-            if key is not None:
-                shared[key] = counts
-        counted.append((doc, counts))
-    return _summary(window, hours, peak_threshold, counted, errors)
 
 
-def _summary(window: _Window, hours: int, threshold: int, counted: list, errors: list) -> dict:
-    runs, jobs_in, excluded = [0] * hours, [0] * hours, [0] * hours
-    per_minute: Counter = Counter()
-    distinct = {id(counts): counts for _, counts in counted}  # shared counts are added once, times their jobs
-    weight = Counter(id(counts) for _, counts in counted)
-    for key, counts in distinct.items():
-        for hour, n in counts.hours.items():
-            runs[hour] += n * weight[key]
-            jobs_in[hour] += weight[key]
+def _summary(tally: _Tally, threshold: int) -> dict:
+    window, hours = tally.window, tally.hours
+    runs, jobs_in, excluded, per_minute = [0] * hours, [0] * hours, [0] * hours, [0] * (hours * 60)
+    for counts in tally.groups.values():  # a group's counts are added once, times its jobs
+        weight, last_hour = len(counts.jobs), -1
+        for minute, n in zip(counts.minutes, counts.starts, strict=True):
+            per_minute[minute] += n * weight
+            hour = minute // 60
+            runs[hour] += n * weight
+            if hour != last_hour:
+                jobs_in[hour] += weight
+                last_hour = hour
         for hour, n in counts.excluded.items():
-            excluded[hour] += n * weight[key]
-        for minute, n in counts.minutes.items():
-            per_minute[minute] += n * weight[key]
-    busiest = [(0, None)] * hours
-    for minute, n in per_minute.items():
-        if n > busiest[minute // 60][0]:
-            busiest[minute // 60] = (n, minute)
+            excluded[hour] += n * weight
     buckets = []
     for i in range(hours):
-        most, minute = busiest[i]
-        at = window.start + minute * _MINUTE if minute is not None else None
+        minutes = per_minute[i * 60 : i * 60 + 60]
+        most = max(minutes)
+        at = window.start + (i * 60 + minutes.index(most)) * _MINUTE if most else None  # the earliest busiest
         buckets.append(
             {
                 "start": window.start + i * _HOUR,
@@ -289,11 +342,11 @@ def _summary(window: _Window, hours: int, threshold: int, counted: list, errors:
             "job_id": str(doc["_id"]),
             "name": doc.get("name", ""),
             "runs": counts.runs,
-            "first_run": counts.first_run,
+            "first_run": None if counts.first_run is None else _instant(counts.first_run),
             "excluded": sum(counts.excluded.values()),
             "excluded_by": sorted(counts.calendars),
         }
-        for doc, counts in counted
+        for doc, counts in tally.rows
         if counts.runs or counts.excluded
     ]
     jobs.sort(key=lambda job: (-job["runs"], job["name"]))
@@ -306,39 +359,33 @@ def _summary(window: _Window, hours: int, threshold: int, counted: list, errors:
         "total_excluded": sum(excluded),
         "buckets": buckets,
         "jobs": jobs,
-        "peaks": _peaks(window, buckets, threshold, per_minute, counted),
-        "errors": errors,
+        "peaks": _peaks(tally, buckets, threshold, per_minute),
+        "errors": tally.errors,
     }
 
 
-def _peaks(window: _Window, buckets: list, threshold: int, per_minute: Counter, counted: list) -> list[dict]:
+def _peaks(tally: _Tally, buckets: list, threshold: int, per_minute: list) -> list[dict]:
     """Each peak hour: its busiest minute, the jobs starting in its crowded minutes, and the `H`
     form of their schedules (at most MAX_SUGGESTIONS)."""
-    crowded = {minute for minute, n in per_minute.items() if n > threshold}
+    crowded = {minute for minute, n in enumerate(per_minute) if n > threshold}
     if not crowded:
         return []
-    seen: set[int] = set()
-    hit: dict[int, set[int]] = {}  # peak hour -> the counts (by id) starting in its crowded minutes
-    for _, counts in counted:
-        if id(counts) not in seen:
-            seen.add(id(counts))
-            for minute in counts.minutes:
-                if minute in crowded:
-                    hit.setdefault(minute // 60, set()).add(id(counts))
+    hit: dict[int, dict[int, _Counts]] = {}  # peak hour -> the groups starting in its crowded minutes
+    for counts in tally.groups.values():
+        for minute in counts.minutes:
+            if minute in crowded:
+                hit.setdefault(minute // 60, {})[id(counts)] = counts
     peaks, suggested_for = [], {}
     for i, bucket in enumerate(buckets):
         if not bucket["peak"]:
             continue
-        in_peak = hit.get(i, set())
-        members = [doc for doc, counts in counted if id(counts) in in_peak]  # in the jobs' order
+        groups = list(hit.get(i, {}).values())
         suggestions = []
-        for doc in members:
-            if id(doc) not in suggested_for:  # a job in many peak hours is looked at once
-                suggested_for[id(doc)] = spread_suggestion(doc)
-            suggested = suggested_for[id(doc)]
-            if suggested is not None:
-                current = {"job_id": str(doc["_id"]), "name": doc.get("name", ""), "schedule": schedule_fields(doc)}
-                suggestions.append(current | {"suggested": suggested})
+        for index in merge(*(counts.jobs for counts in groups)):  # in the jobs' order
+            if index not in suggested_for:  # a job in many peak hours is looked at once
+                suggested_for[index] = _suggestion(tally.rows[index][0])
+            if suggested_for[index] is not None:
+                suggestions.append(suggested_for[index])
                 if len(suggestions) == MAX_SUGGESTIONS:
                     break
         peaks.append(
@@ -346,11 +393,20 @@ def _peaks(window: _Window, buckets: list, threshold: int, per_minute: Counter, 
                 "start": bucket["start"],
                 "minute": bucket["busiest_minute"]["at"],
                 "starts": bucket["busiest_minute"]["starts"],
-                "jobs": len(members),
+                "jobs": sum(len(counts.jobs) for counts in groups),
                 "suggestions": suggestions,
             }
         )
     return peaks
+
+
+def _suggestion(doc: dict) -> dict | None:
+    suggested = spread_suggestion(doc)
+    if suggested is None:
+        return None
+    return {"job_id": str(doc["_id"]), "name": doc.get("name", ""), "schedule": schedule_fields(doc)} | {
+        "suggested": suggested
+    }
 
 
 class Forecasts:
@@ -361,6 +417,16 @@ class Forecasts:
         self._calendars = CalendarReader(datastore)
 
     def compute(self, scope: dict, hours: int, now: datetime, peak_threshold: int) -> dict:
-        docs = self._jobs.find({"is_enabled": True, **scope}, sort=[("created_at", 1)])
-        docs = [doc for doc in docs if not doc.get("is_paused")]
-        return forecast(docs, hours, now, self._calendars.blackouts_for(docs), peak_threshold)
+        """Reads the jobs a page at a time, so only a page of whole documents is held at once."""
+        check_arguments(hours, peak_threshold)
+        tally, offset, query = _Tally(now, hours), 0, {"is_enabled": True, **scope}
+        while True:
+            found = self._jobs.find(query, sort=[("created_at", 1), ("_id", 1)], limit=_PAGE, offset=offset)
+            page = [doc for doc in found if not doc.get("is_paused")]
+            blackouts = self._calendars.blackouts_for(page)
+            for doc in page:
+                tally.add(doc, blackouts.get(doc["_id"], NO_BLACKOUTS))
+            if len(found) < _PAGE:
+                break
+            offset += _PAGE
+        return _summary(tally, peak_threshold)
