@@ -413,31 +413,25 @@ class SchedulerManager:
         changes.update(cron.normalize({k: str(v) for k, v in moment.items()}, zone))
 
     def _check_calendars(self, doc: dict) -> None:
-        """Every calendar the job excludes exists and its owner may use it (theirs, or any for an admin)."""
         ids = doc.get("exclude_calendars") or []
-        if not ids:
-            return
-        found = {c["_id"]: c for c in self._ds.calendars.find({"_id": {"$in": list(ids)}})}
-        owner = self._ds.users.get(doc.get("user_id") or "")
-        admin = owner is not None and owner.get("role") == "admin"
-        for index, calendar_id in enumerate(ids):
-            calendar = found.get(calendar_id)
-            if calendar is None or not (admin or calendar.get("user_id") == doc.get("user_id")):
-                raise ValidationError(f"Invalid field exclude_calendars[{index}]: no calendar with id {calendar_id}")
+        self._check_usable(doc, self._ds.calendars, ids, "exclude_calendars[{}]", "calendar")
 
     def _check_channels(self, doc: dict) -> None:
-        """Every channel the job's notify names exists and its owner may use it (theirs, or any for an admin)."""
-        entries = (doc.get("notify") or {}).get("channels") or []
-        if not entries:
+        ids = [entry["id"] for entry in (doc.get("notify") or {}).get("channels") or []]
+        self._check_usable(doc, self._ds.channels, ids, "notify.channels[{}].id", "channel")
+
+    def _check_usable(self, doc: dict, collection, ids: list[str], field: str, what: str) -> None:
+        """Every calendar or channel the job names exists and its owner may use it (theirs, or any
+        for an admin); one not theirs is reported as missing, as a GET of it would be."""
+        if not ids:
             return
-        ids = [entry["id"] for entry in entries]
-        found = {c["_id"]: c for c in self._ds.channels.find({"_id": {"$in": ids}})}
+        found = {d["_id"]: d for d in collection.find({"_id": {"$in": list(ids)}})}
         owner = self._ds.users.get(doc.get("user_id") or "")
         admin = owner is not None and owner.get("role") == "admin"
-        for index, channel_id in enumerate(ids):
-            channel = found.get(channel_id)
-            if channel is None or not (admin or channel.get("user_id") == doc.get("user_id")):
-                raise ValidationError(f"Invalid field notify.channels[{index}].id: no channel with id {channel_id}")
+        for index, named in enumerate(ids):
+            record = found.get(named)
+            if record is None or not (admin or record.get("user_id") == doc.get("user_id")):
+                raise ValidationError(f"Invalid field {field.format(index)}: no {what} with id {named}")
 
     def _check_user(self, user_id: str) -> None:
         if self._ds.users.get(user_id) is None:
