@@ -235,3 +235,55 @@ def test_a_channel_a_job_names_cannot_be_deleted_and_the_409_is_shown(clean, ser
     role(page, "Delete").last.click()
     expect()(row(page, "Phones")).to_have_count(0)
     assert all(c["name"] != "Phones" for c in server.api.get("/api/scheduler/channels").json()["data"])
+
+
+# --------------------------------------------------------------------------- the job form
+def job_named(server, name: str) -> dict:
+    return next(j for j in server.api.get("/api/scheduler/jobs").json()["data"] if j["name"] == name)
+
+
+def test_the_job_form_picks_channels_and_their_events_beside_e_mail(clean, server, owner):
+    page = clean.page
+    on_call = channel_named(server, "On-call EU")["_id"]
+    slack = channel_named(server, "Ops Slack")["_id"]
+    clean.open("/jobs/new")
+    page.get_by_label("Name", exact=True).fill("Nightly backup")
+    page.get_by_label("Owner").select_option(label="Grace Hopper (grace@example.com)")
+    page.get_by_label("Alert emails").fill("grace@example.com")
+    page.get_by_label("On-call EU (PagerDuty)").check()
+    events = page.get_by_role("group", name="Events sent to On-call EU")
+    for label in ("Failure", "Recovery", "Timeout", "Missed"):
+        expect()(events.get_by_label(label, exact=True)).to_be_checked()
+    events.get_by_label("Missed", exact=True).uncheck()
+    # A channel ticked with no event is caught before anything is sent.
+    page.get_by_label("Ops Slack (Slack)").check()
+    slack_events = page.get_by_role("group", name="Events sent to Ops Slack")
+    for label in ("Failure", "Recovery", "Timeout", "Missed"):
+        slack_events.get_by_label(label, exact=True).uncheck()
+    role(page, "Save").click()
+    expect()(page.locator("#job-notify_channels-error")).to_contain_text("Choose at least one event for Ops Slack")
+    slack_events.get_by_label("Failure", exact=True).check()
+    role(page, "Save").click()
+    expect()(page.locator("main h1")).to_have_text("Nightly backup")
+    notify = job_named(server, "Nightly backup")["notify"]
+    assert notify["email"] == ["grace@example.com"] and notify["events"] == ["failure", "recovery", "timeout", "missed"]
+    assert notify["channels"] == [
+        {"id": on_call, "events": ["failure", "recovery", "timeout"]},
+        {"id": slack, "events": ["failure"]},
+    ]
+
+    # Editing shows the choice; channels alone (no e-mail, no webhook) are a notify too.
+    job_id = job_named(server, "Nightly backup")["_id"]
+    clean.go(f"/jobs/{job_id}/edit")
+    expect()(page.get_by_label("On-call EU (PagerDuty)")).to_be_checked()
+    events = page.get_by_role("group", name="Events sent to On-call EU")
+    expect()(events.get_by_label("Missed", exact=True)).not_to_be_checked()
+    expect()(events.get_by_label("Recovery", exact=True)).to_be_checked()
+    page.get_by_label("Alert emails").fill("")
+    page.get_by_label("Ops Slack (Slack)").uncheck()
+    role(page, "Save").click()
+    expect()(page.locator("main h1")).to_have_text("Nightly backup")
+    notify = job_named(server, "Nightly backup")["notify"]
+    assert notify["email"] == [] and notify["webhook"] is None
+    assert notify["channels"] == [{"id": on_call, "events": ["failure", "recovery", "timeout"]}]
+
