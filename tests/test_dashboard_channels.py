@@ -17,7 +17,7 @@ import pytest
 
 from tests.browser import skip_without_chromium
 from tests.jobs_fixtures import http_server
-from tests.server_process import SAMPLE_JOBS, ServerProcess
+from tests.server_process import SAMPLE_JOBS, ServerProcess, wait_for
 from tests.test_dashboard import expect, role, ui  # noqa: F401 (ui: a fixture)
 
 skip_without_chromium()
@@ -287,3 +287,35 @@ def test_the_job_form_picks_channels_and_their_events_beside_e_mail(clean, serve
     assert notify["email"] == [] and notify["webhook"] is None
     assert notify["channels"] == [{"id": on_call, "events": ["failure", "recovery", "timeout"]}]
 
+
+# --------------------------------------------------------------------------- an execution's alerts
+def test_an_execution_shows_its_channel_deliveries_and_the_channel_its_job(clean, server, owner, receiver, tmp_path):
+    page = clean.page
+    api = server.api
+    slack = channel_named(server, "Ops Slack")["_id"]
+    job_id = api.create_job(
+        owner, name="Flaky export", job_class_string=FLAKY, minute="0", hour="0", day_of_month="1", month="1",
+        pub_args=[str(tmp_path / "runs")], pub_kwargs={"failures": 1},
+        notify={"channels": [{"id": slack, "events": ["failure"]}]},
+    )  # fmt: skip
+    execution_id = api.post(f"/api/scheduler/jobs/{job_id}/run").json()["execution_id"]
+    assert api.wait_execution(execution_id)["status"] == "failed"
+    assert wait_for(lambda: api.get(f"/api/scheduler/executions/{execution_id}").json()["data"].get("alerts"))
+
+    clean.open(f"/executions/{execution_id}")
+    alerts = page.get_by_test_id("execution-alerts").locator("tbody tr")
+    expect()(alerts).to_have_count(1)
+    cells = alerts.first.locator("td")
+    expect()(cells.nth(1)).to_have_text("failure")
+    expect()(cells.nth(2)).to_have_text("slack")
+    expect()(cells.nth(4)).to_have_text("delivered")
+    expect()(cells.nth(5)).to_have_text("202")
+    expect()(cells.nth(6)).to_have_text("1")
+    cells.nth(3).get_by_role("link", name="Ops Slack").click()
+    expect()(page.locator("main h1")).to_have_text("Ops Slack")
+    expect()(page.get_by_test_id("channel-used-by")).to_contain_text("Flaky export")
+    newest = page.get_by_test_id("channel-deliveries").locator("tbody tr").first
+    expect()(newest.locator("td").nth(1)).to_have_text("failure")
+    newest.get_by_role("link", name="Flaky export").wait_for()
+    newest.get_by_role("link", name="run").click()
+    expect()(page.locator("main h1")).to_have_text("Execution of Flaky export")
