@@ -12,6 +12,7 @@ import { UsersPage, UserFormPage } from "./pages/users.js";
 import { ServersPage, ServerFormPage } from "./pages/servers.js";
 import { AuditPage } from "./pages/audit.js";
 import { CalendarFormPage, CalendarsPage } from "./pages/calendars.js";
+import { channelRoute } from "./pages/channels.js";
 import { MaintenanceBanner } from "./maintenance.js";
 
 const NAV = [
@@ -21,6 +22,7 @@ const NAV = [
   ["Users", "/users", (s) => s[0] === "users"],
   ["Servers", "/servers", (s) => s[0] === "servers"],
   ["Calendars", "/calendars", (s) => s[0] === "calendars"],
+  ["Channels", "/channels", (s) => s[0] === "channels"],
   ["Audit log", "/audit", (s) => s[0] === "audit"],
 ];
 
@@ -45,6 +47,8 @@ function resolve(route) {
     case "calendars":
       if (id === "new" || action === "edit") return [CalendarFormPage, id === "new" ? "New calendar" : "Edit calendar"];
       return [CalendarsPage, "Calendars"];
+    case "channels":
+      return channelRoute(id, action);
     case "audit":
       return [AuditPage, "Audit log"];
     default:

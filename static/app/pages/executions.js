@@ -196,13 +196,15 @@ function Alerts({ alerts }) {
   return html`<section class="panel" aria-labelledby="alerts-title">
     <h2 id="alerts-title">Alerts sent</h2>
     <div class="table-wrap"><table class="alerts" data-testid="execution-alerts">
-      <thead><tr><th scope="col">When</th><th scope="col">Event</th><th scope="col">Channel</th><th scope="col">To</th><th scope="col">Result</th></tr></thead>
+      <thead><tr><th scope="col">When</th><th scope="col">Event</th><th scope="col">Channel</th><th scope="col">To</th><th scope="col">Result</th><th scope="col">Status code</th><th scope="col">Attempts</th></tr></thead>
       <tbody>${alerts.map((a, i) => html`<tr key=${i}>
         <td><${Time} value=${a.at} /></td>
         <td>${a.event}</td>
         <td>${a.channel}</td>
-        <td class="wrap">${a.target}</td>
+        <td class="wrap">${a.channel_id ? html`<a href=${`#/channels/${a.channel_id}`}>${a.target}</a>` : a.target}</td>
         <td>${a.ok ? html`<span class="ok-text">delivered</span>` : html`<span class="bad-text">failed</span>${a.error ? html`: <span class="wrap">${a.error}</span>` : null}`}</td>
+        <td class="num">${a.status_code ?? "—"}</td>
+        <td class="num">${a.attempt ?? "—"}</td>
       </tr>`)}</tbody>
     </table></div>
   </section>`;

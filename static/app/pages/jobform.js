@@ -3,6 +3,7 @@
 import { html, useEffect, useState } from "../../vendor/htm/standalone.module.js";
 import { ApiError, api, listAll } from "../api.js";
 import { ErrorBox, Field, Loaded, Loading, PageHeader, toast } from "../ui.js";
+import { NotifyChannels, channelEntriesOf, entryWithoutEvents } from "../notifychannels.js";
 import { browserZone, fieldOf, formatInZone, formatLocal, isoToLocalInput, localInputToIso, navigate, timeZones, useDebounced, useResource, utcText } from "../util.js";
 
 const CRON = [
@@ -52,7 +53,7 @@ const POLICIES = [
 ];
 
 const RUN_DEFAULTS = { timeout_seconds: "", retries: "0", retry_delay_seconds: "60", retry_backoff: "exponential" };
-const NOTIFY_DEFAULTS = { notify_email: "", notify_webhook: "", notify_events: EVENTS.map(([key]) => key) };
+const NOTIFY_DEFAULTS = { notify_email: "", notify_webhook: "", notify_events: EVENTS.map(([key]) => key), notify_channels: [] };
 
 function blank(users) {
   return {
@@ -92,6 +93,7 @@ function fromJob(job) {
   form.notify_email = notify && notify.email ? notify.email.join("\n") : "";
   form.notify_webhook = (notify && notify.webhook) || "";
   form.notify_events = notify && notify.events && notify.events.length ? [...notify.events] : [...NOTIFY_DEFAULTS.notify_events];
+  form.notify_channels = channelEntriesOf(notify);
   Object.assign(form, policiesOf(job));
   form.once = !!job.run_at;
   form.run_at = isoToLocalInput(job.run_at);
@@ -112,17 +114,22 @@ export function emailsOf(text) {
   return String(text || "").split(/[\s,;]+/).map((e) => e.trim()).filter(Boolean);
 }
 
-/** notify for the API: null when there is neither an email nor a webhook. */
+/** notify for the API: null when there is no email, webhook or channel; `events` (for the
+ * email and the webhook) only with those. */
 function notifyOf(form) {
   const email = emailsOf(form.notify_email);
   const webhook = form.notify_webhook.trim();
-  if (!email.length && !webhook) return null;
-  return { email, webhook: webhook || null, events: EVENTS.map(([key]) => key).filter((key) => form.notify_events.includes(key)) };
+  const channels = form.notify_channels;
+  if (!email.length && !webhook && !channels.length) return null;
+  const notify = channels.length ? { channels } : {};
+  if (!email.length && !webhook) return notify;
+  return { ...notify, email, webhook: webhook || null, events: EVENTS.map(([key]) => key).filter((key) => form.notify_events.includes(key)) };
 }
 
-/** The form field a 400 names: `notify["webhook"]` is the webhook field, `notify` the alerts. */
+/** The form field a 400 names: `notify.webhook` (or `notify["webhook"]`) is the webhook field,
+ * `notify.channels[0].id` the channels, `notify` the alerts. */
 function errorField(detail) {
-  const nested = /^Invalid field ([a-z_]+)\["([a-z_]+)"\]/.exec(detail || "");
+  const nested = /^Invalid field ([a-z_]+)(?:\["|\.)([a-z_]+)/.exec(detail || "");
   const candidates = nested ? [`${nested[1]}_${nested[2]}`, nested[1]] : [];
   const top = fieldOf(detail);
   if (top) candidates.push(top);
@@ -147,13 +154,14 @@ export function JobFormPage({ route }) {
   const [, id] = route.segments;
   const editing = id !== "new";
   const [state, reload] = useResource(async () => {
-    const [users, classes, job, calendars] = await Promise.all([
+    const [users, classes, job, calendars, channels] = await Promise.all([
       listAll("/api/users/"),
       api.get("/api/scheduler/available-jobs"),
       editing ? api.get(`/api/scheduler/jobs/${id}`) : Promise.resolve(null),
       listAll("/api/scheduler/calendars"),
+      listAll("/api/scheduler/channels"),
     ]);
-    return { users, classes: classes.jobs, job: job ? job.data : null, calendars };
+    return { users, classes: classes.jobs, job: job ? job.data : null, calendars, channels };
   }, [id]);
   return html`<section class="page">
     <${PageHeader} title=${editing ? "Edit job" : "New job"} />
@@ -188,10 +196,13 @@ function JobForm({ data, editing }) {
   const submit = async (e) => {
     e.preventDefault();
     const notify = notifyOf(form);
-    if (args.error || kwargs.error || (notify && !notify.events.length)) {
+    const noEvents = notify && notify.events && !notify.events.length;
+    const silent = entryWithoutEvents(form.notify_channels);
+    if (args.error || kwargs.error || noEvents || silent) {
       setErrors((errs) => ({
         ...errs, pub_args: args.error, pub_kwargs: kwargs.error,
-        notify_events: notify && !notify.events.length ? "Choose at least one event, or clear the emails and the webhook to send no alerts." : undefined,
+        notify_events: noEvents ? "Choose at least one event, or clear the emails and the webhook to send no alerts." : undefined,
+        notify_channels: silent ? `Choose at least one event for ${data.channels.find((c) => c._id === silent.id)?.name || silent.id}, or untick the channel.` : undefined,
       }));
       return;
     }
@@ -363,7 +374,7 @@ function JobForm({ data, editing }) {
 
     <fieldset id="job-notify" aria-describedby=${errors.notify ? "job-notify-error" : undefined}><legend>Alerts</legend>
       <p class="hint">Sent when the job's state changes: its first failure, its first success after failures, a timeout,
-        a missed run. Leave the emails and the webhook empty to send none.</p>
+        a missed run. Leave the emails and the webhook empty and tick no channel to send none.</p>
       ${errors.notify ? html`<p class="field-error" id="job-notify-error" role="alert">${errors.notify}</p>` : null}
       <div class="two">
         <${Field} id="job-notify_email" label="Alert emails" error=${errors.notify_email} hint="Up to 20 addresses, separated by commas or new lines.">
@@ -383,6 +394,11 @@ function JobForm({ data, editing }) {
           <label for=${`job-notify-event-${key}`} title=${hint}>${label}</label></span>`)}</div>
         ${errors.notify_events ? html`<p class="field-error" id="job-notify_events-error" role="alert">${errors.notify_events}</p>` : null}
       </div>
+      <${NotifyChannels} channels=${data.channels} users=${data.users} owner=${form.user_id} entries=${form.notify_channels} events=${EVENTS}
+        error=${errors.notify_channels} onChange=${(entries) => {
+          setForm((f) => ({ ...f, notify_channels: entries }));
+          setErrors((errs) => ({ ...errs, notify_channels: undefined, notify: undefined }));
+        }} />
     </fieldset>
 
     <div class="form-actions">
