@@ -122,3 +122,45 @@ def test_the_job_page_says_each_catch_up_and_dst_rule(clean, server, owner, fiel
     job_id = server.api.create_job(owner, name=f"Words {words}", **YEARLY, **fields)
     clean.open(f"/jobs/{job_id}")
     expect()(clean.page.get_by_test_id("job-policies")).to_contain_text(words)
+
+
+# --------------------------------------------------------------------------- 2. next runs
+def test_next_runs_come_from_the_job_preview(clean, server, owner):
+    page = clean.page
+    # Daily at 02:30 Berlin, skipping the spring-forward gap; jitter; the next 31 December blacked out.
+    year = datetime.now(UTC).year + 1
+    calendar = server.api.post(
+        "/api/scheduler/calendars",
+        json={"user_id": owner, "name": "Quiet days", "periods": [
+            {"start": f"{year}-03-27T00:00:00+01:00", "end": f"{year}-03-28T00:00:00+01:00"}]},
+    )  # fmt: skip
+    assert calendar.status_code == 201, calendar.text
+    start = f"{year}-03-25T00:00:00+01:00"
+    job_id = server.api.create_job(
+        owner, name="Night batch", minute="30", hour="2", timezone="Europe/Berlin", jitter_seconds=60,
+        dst_policy={"spring_forward": "skip"}, start_at=start, max_runs=4,
+        exclude_calendars=[calendar.json()["calendar_id"]],
+    )  # fmt: skip
+    preview = server.api.get(f"/api/scheduler/jobs/{job_id}/preview", params={"count": 10}).json()
+    clean.open(f"/jobs/{job_id}")
+    runs = page.get_by_test_id("job-next-runs").get_by_test_id("next-run")
+    expect()(runs).to_have_count(len(preview["runs"]))
+    first = preview["runs"][0]
+    assert first["scheduled_at"] == job(server, job_id)["next_run_time"] or first.get("excluded_by")
+    expect()(runs.nth(0)).to_contain_text(f"Mar 25, {year}")
+    expect()(runs.nth(0)).to_contain_text("GMT+1")  # the job's zone, named
+    delayed = next(r for r in preview["runs"] if r.get("delay_seconds"))
+    expect()(page.get_by_test_id("job-next-runs")).to_contain_text(f"+{delayed['delay_seconds']} s jitter")
+    excluded = page.locator(".next-runs li.not-run", has_text="excluded by Quiet days")
+    expect()(excluded).to_have_count(1)
+    expect()(excluded.locator("s")).to_contain_text(f"Mar 27, {year}")
+    skipped = next(r for r in preview["runs"] if r.get("dst") == "skipped")
+    expect()(page.locator('[data-dst="skipped"]')).to_have_text(skipped["dst_note"])
+    expect()(page.get_by_test_id("next-runs-ends")).to_have_text(f"Ends: {preview['ends']}")
+    assert preview["ends"].startswith("max_runs")
+
+    # Paused: no runs, and why.
+    server.api.patch(f"/api/scheduler/jobs/{job_id}/pause", json={"note": "ledger frozen"})
+    page.reload()  # the same route: open() would not load it again
+    expect()(page.get_by_test_id("next-runs-reason")).to_contain_text("ledger frozen")
+    expect()(page.get_by_test_id("job-next-runs")).to_have_count(0)
