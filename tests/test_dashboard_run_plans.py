@@ -164,3 +164,79 @@ def test_next_runs_come_from_the_job_preview(clean, server, owner):
     page.reload()  # the same route: open() would not load it again
     expect()(page.get_by_test_id("next-runs-reason")).to_contain_text("ledger frozen")
     expect()(page.get_by_test_id("job-next-runs")).to_have_count(0)
+
+
+# --------------------------------------------------------------------------- 3. backfill
+def test_backfill_previews_starts_follows_and_cancels(clean, server, owner):
+    page = clean.page
+    job_id = server.api.create_job(owner, name="Hourly import", minute="0", timezone="Europe/Berlin")
+    clean.open(f"/jobs/{job_id}")
+    role(page, "Backfill…").click()
+    dialog = page.get_by_role("dialog")
+    expect()(dialog.get_by_label("From (Europe/Berlin time)")).to_be_visible()
+    # to before from: the API's 400 shows in the dialog.
+    dialog.get_by_label("From (Europe/Berlin time)").fill("2026-03-29T10:00:00")
+    dialog.get_by_label("To (Europe/Berlin time)").fill("2026-03-29T00:00:00")
+    role(dialog, "Preview").click()
+    expect()(dialog.get_by_test_id("backfill-error")).to_contain_text("Invalid field to")
+    # The spring-forward day: 23 hourly runs in Berlin.
+    dialog.get_by_label("From (Europe/Berlin time)").fill("2026-03-29T00:00:00")
+    dialog.get_by_label("To (Europe/Berlin time)").fill("2026-03-29T23:59:59")
+    role(dialog, "Preview").click()
+    expect()(dialog.get_by_test_id("backfill-error")).to_have_count(0)
+    expect()(dialog.get_by_test_id("backfill-preview")).to_contain_text("23 occurrences")
+    expect()(dialog.get_by_test_id("backfill-preview").locator("li")).to_have_count(10)
+    expect()(dialog.get_by_test_id("backfill-preview")).to_contain_text("and 13 more")
+
+    dialog.get_by_label("At most this many runs").fill("2")
+    role(dialog, "Start").click()
+    expect()(dialog.get_by_test_id("backfill-done")).to_have_text("2 of 2", timeout=30_000)
+    expect()(dialog.get_by_test_id("backfill-status")).to_have_text("completed")
+    runs = server.api.get("/api/scheduler/executions", params={"job_id": job_id}).json()["data"]
+    assert sorted(r["scheduled_at"][:19] for r in runs if r.get("trigger") == "backfill") == [
+        "2026-03-28T23:00:00",
+        "2026-03-29T00:00:00",
+    ]
+    role(dialog, "Close").click()
+
+    # Again: the two that ran are marked, and are not run again.
+    role(page, "Backfill…").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("From (Europe/Berlin time)").fill("2026-03-29T00:00:00")
+    dialog.get_by_label("To (Europe/Berlin time)").fill("2026-03-29T01:30:00")
+    role(dialog, "Preview").click()
+    preview = dialog.get_by_test_id("backfill-preview")
+    expect()(preview).to_contain_text("2 occurrences, 2 of them already have a run")
+    expect()(preview.locator("li", has_text="already has a run")).to_have_count(2)
+    role(dialog, "Close").click()
+
+    # A long one is cancelled from the dialog; paused, the job refuses (409 in the dialog).
+    slow = server.api.create_job(
+        owner, name="Slow import", minute="*", job_class_string="tests.sample_jobs.operations.PoliteJob",
+        pub_kwargs={"seconds": 30},
+    )  # fmt: skip
+    clean.open(f"/jobs/{slow}")
+    role(page, "Backfill…").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("From (Europe/Berlin time)").fill("2026-01-01T00:00:00")
+    dialog.get_by_label("To (Europe/Berlin time)").fill("2026-01-01T01:00:00")
+    role(dialog, "Start").click()
+    expect()(dialog.get_by_test_id("backfill-status")).to_have_text("running")
+    expect()(dialog.get_by_test_id("backfill-done")).to_contain_text("of 61")
+    role(dialog, "Cancel backfill").click()
+    expect()(dialog.get_by_test_id("backfill-status")).to_have_text("cancelled")
+    expect()(role(dialog, "Cancel backfill")).to_have_count(0)
+    role(dialog, "Close").click()
+
+    server.api.patch(f"/api/scheduler/jobs/{slow}/pause")
+    clean.open(f"/jobs/{slow}")
+    role(page, "Backfill…").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("From (Europe/Berlin time)").fill("2026-01-01T00:00:00")
+    dialog.get_by_label("To (Europe/Berlin time)").fill("2026-01-01T01:00:00")
+    role(dialog, "Start").click()
+    expect()(dialog.get_by_test_id("backfill-error")).to_contain_text("paused")
+    role(dialog, "Close").click()
+    for run in server.api.get("/api/scheduler/executions", params={"job_id": slow}).json()["data"]:
+        if run["status"] in ("scheduled", "running"):
+            server.api.post(f"/api/scheduler/executions/{run['_id']}/cancel")

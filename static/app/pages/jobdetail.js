@@ -4,6 +4,7 @@ import { api, listAll } from "../api.js";
 import { DurationBars } from "../charts.js";
 import { Badge, Duration, Empty, Loaded, PageHeader, Pager, Time } from "../ui.js";
 import { ACTIVE, firstLine, formatInZone, formatLocal, formatSeconds, navigate, shortClass, useInterval, useQuery, useResource, utcText } from "../util.js";
+import { BackfillButton } from "./backfill.js";
 import { AttemptMark, CancelButton } from "./executions.js";
 import { JobActions, jobState } from "./jobactions.js";
 import { pauseWords, policyWords, waitingText } from "../policies.js";
@@ -56,6 +57,7 @@ function Detail({ data, reload, offset, auditOffset, setQuery }) {
   return html`
     <${PageHeader} title=${job.name}>
       <${JobActions} job=${job} changed=${() => reload(true)} afterDelete=${() => navigate("/jobs")} />
+      <${BackfillButton} job=${job} changed=${() => reload(true)} />
     <//>
     <p class="muted"><a href="#/jobs">← All jobs</a></p>
     <div class="columns">
