@@ -240,3 +240,46 @@ def test_backfill_previews_starts_follows_and_cancels(clean, server, owner):
     for run in server.api.get("/api/scheduler/executions", params={"job_id": slow}).json()["data"]:
         if run["status"] in ("scheduled", "running"):
             server.api.post(f"/api/scheduler/executions/{run['_id']}/cancel")
+
+
+# --------------------------------------------------------------------------- 4. forecast
+def test_the_forecast_marks_peaks_and_applies_an_h_suggestion(clean, server, owner):
+    page = clean.page
+    for run in server.api.get("/api/scheduler/jobs").json()["data"]:  # earlier tests' jobs out of the way
+        server.api.patch(f"/api/scheduler/jobs/{run['_id']}/pause")
+    crowd = [server.api.create_job(owner, name=f"Crowd {i:02}", minute="0") for i in range(11)]
+    quiet = server.api.post("/api/scheduler/calendars", json={"user_id": owner, "name": "Nights", "recurring": [
+        {"minute": "0", "hour": "2", "timezone": "UTC", "duration_seconds": 3600}]})  # fmt: skip
+    assert quiet.status_code == 201, quiet.text
+    server.api.create_job(owner, name="Night owl", minute="30", exclude_calendars=[quiet.json()["calendar_id"]])
+
+    forecast = server.api.get("/api/scheduler/forecast", params={"hours": 168}).json()
+    assert forecast["total_excluded"] >= 6  # 02:30 UTC of each coming day
+    clean.open("/")
+    peaks = page.get_by_test_id("forecast-peaks")
+    expect()(peaks).to_contain_text("11 starts at")
+    assert page.locator('.hm-cell[data-peak="true"]').count() >= 160  # every hour's :00 of the week
+    expect()(page.get_by_test_id("forecast-excluded")).to_contain_text(
+        f"{forecast['total_excluded']} runs excluded by calendars"
+    )
+    expect()(page.locator('.hm-cell[title*="1 excluded by calendars"]')).to_have_count(forecast["total_excluded"])
+
+    # A crowd job whose own H minute is not :00 (it is derived from its random id).
+    def own_minute(job_id: str) -> str:
+        answer = server.api.get("/api/scheduler/cron/preview", params={"job_id": job_id, "minute": "H"}).json()
+        return answer["hashed"]["minute"]
+
+    spread = next(j for j in crowd if own_minute(j) != "0")
+    name = job(server, spread)["name"]
+    row = peaks.locator(f'tr[data-job-id="{spread}"]')
+    expect()(row.get_by_test_id("suggested-schedule")).to_have_text("0 H * * * * *")
+    apply = row.get_by_role("button", name=f"Apply the suggested schedule to {name}")
+    apply.click()
+    confirm = page.get_by_role("dialog")
+    expect()(confirm).to_contain_text(f"Spread “{name}”?")
+    role(confirm, "Cancel").click()
+    assert job(server, spread)["minute"] == "0"
+    apply.click()
+    role(page.get_by_role("dialog"), "Apply").click()
+    expect()(peaks).to_have_count(0)  # ten at :00 are no longer more than ten
+    assert job(server, spread)["minute"] == "H"
