@@ -93,6 +93,7 @@ export function DurationBars({ runs }) {
 }
 
 const dayFormat = new Intl.DateTimeFormat(undefined, { weekday: "short", month: "short", day: "numeric" });
+const minuteFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
 
 /** The forecast as days (rows, the browser's zone) x hours (columns). */
 export function Heatmap({ forecast }) {
@@ -103,9 +104,11 @@ export function Heatmap({ forecast }) {
     const day = new Date(start.getFullYear(), start.getMonth(), start.getDate()).getTime();
     if (!days.includes(day)) days.push(day);
     const key = `${day}:${start.getHours()}`;
-    const cell = cells.get(key) || { runs: 0, jobs: 0, start };
+    const cell = cells.get(key) || { runs: 0, jobs: 0, excluded: 0, peak: null, start };
     cell.runs += bucket.runs;
     cell.jobs = Math.max(cell.jobs, bucket.jobs);
+    cell.excluded += bucket.excluded || 0;
+    if (bucket.peak && (!cell.peak || bucket.busiest_minute.starts > cell.peak.starts)) cell.peak = bucket.busiest_minute;
     cells.set(key, cell);
   }
   // Colour by comparison with a typical hour (the median of hours with runs), so a pile-up
@@ -134,8 +137,11 @@ export function Heatmap({ forecast }) {
           ${hours.map((h) => {
             const cell = cells.get(`${day}:${h}`);
             if (!cell) return html`<span key=${h} class="hm-cell out" role="cell"></span>`;
-            const tip = `${dayFormat.format(new Date(day))} ${String(h).padStart(2, "0")}:00 — ${cell.runs} run${cell.runs === 1 ? "" : "s"} of ${cell.jobs} job${cell.jobs === 1 ? "" : "s"}`;
-            return html`<span key=${h} class=${`hm-cell l${level(cell.runs)}`} role="cell" title=${tip} aria-label=${tip}>${level(cell.runs) === 5 ? "▲" : ""}</span>`;
+            const tip = `${dayFormat.format(new Date(day))} ${String(h).padStart(2, "0")}:00 — ${cell.runs} run${cell.runs === 1 ? "" : "s"} of ${cell.jobs} job${cell.jobs === 1 ? "" : "s"}` +
+              (cell.excluded ? `, ${cell.excluded} excluded by calendars` : "") +
+              (cell.peak ? `; peak: ${cell.peak.starts} starts at ${minuteFormat.format(new Date(cell.peak.at))}` : "");
+            return html`<span key=${h} class=${`hm-cell l${level(cell.runs)}${cell.peak ? " peak" : ""}`} role="cell" title=${tip} aria-label=${tip}
+              data-peak=${cell.peak ? "true" : undefined}>${cell.peak ? "!" : level(cell.runs) === 5 ? "▲" : ""}</span>`;
           })}
         </div>`,
       )}
@@ -145,6 +151,8 @@ export function Heatmap({ forecast }) {
       <span><i class="swatch hm-cell l1"></i>typical hour (${typical} run${typical === 1 ? "" : "s"})</span>
       <span><i class="swatch hm-cell l3"></i>busier</span>
       <span><i class="swatch hm-cell l5"></i>pile-up: twice a typical hour or more (▲); the busiest hour has ${max}</span>
+      <span><i class="swatch hm-cell l1 peak"></i>peak (!): a minute with more than ${forecast.peak_threshold} starts</span>
+      ${forecast.total_excluded ? html`<span data-testid="forecast-excluded">${forecast.total_excluded} run${forecast.total_excluded === 1 ? "" : "s"} excluded by calendars (hover an hour for its count)</span>` : null}
       ${forecast.capped_jobs ? html`<span class="warn">${forecast.capped_jobs} job(s) fire more than ${forecast.per_job_limit} times; their counts are lower bounds.</span>` : null}
     </p>
   </div>`;

@@ -47,6 +47,45 @@ function calendars(job, { calendarNames = new Map() } = {}) {
   return ids.length ? `skips runs in: ${ids.map((id) => calendarNames.get(id) || id).join(", ")}` : null;
 }
 
+/** A span in words: 21600 -> "6 h", 5400 -> "1 h 30 min", 172800 -> "2 days". */
+export function spanWords(seconds) {
+  let rest = Math.round(Number(seconds));
+  if (!Number.isFinite(rest) || rest <= 0) return null;
+  const parts = [];
+  for (const [size, unit] of [[86400, null], [3600, "h"], [60, "min"], [1, "s"]]) {
+    const n = Math.floor(rest / size);
+    rest -= n * size;
+    if (n) parts.push(unit ? `${n} ${unit}` : plural(n, "day"));
+  }
+  return parts.join(" ");
+}
+
+function catchup(job) {
+  const span = spanWords(job.catchup_window_seconds);
+  switch (job.catchup_policy || "latest") {
+    case "none":
+      return "records missed runs, runs none";
+    case "all":
+      return `catches up every missed run for ${span || "the server's MISFIRE_GRACE_TIME"}`;
+    default:
+      return `runs only the latest missed run${span ? ` (up to ${span} late)` : ""}`;
+  }
+}
+
+const SPRING_FORWARD = {
+  shift: "shifts a run in a spring-forward gap by the gap",
+  at_change: "runs a run in a spring-forward gap at the change",
+  skip: "skips a run in a spring-forward gap",
+};
+const FALL_BACK = { once: "runs once in a fall-back hour", twice: "runs twice in a fall-back hour" };
+
+/** Only the rules the job sets itself (the rest are the README's defaults of its kind). */
+function daylightSaving(job) {
+  const policy = job.dst_policy || {};
+  const words = [SPRING_FORWARD[policy.spring_forward], FALL_BACK[policy.fall_back]].filter(Boolean);
+  return words.length ? words.join(", ") : null;
+}
+
 function pauseAfterFailures(job) {
   const n = job.pause_after_failures;
   return given(n) ? `pauses itself after ${plural(n, "failure")} in a row` : null;
@@ -55,6 +94,8 @@ function pauseAfterFailures(job) {
 /** [name, rule]: a rule gives the words for its policy, or null when the job does not set it. */
 const RULES = [
   ["overlap", overlap],
+  ["catchup", catchup],
+  ["dst", daylightSaving],
   ["jitter", jitter],
   ["one-off", oneOff],
   ["window", dateWindow],

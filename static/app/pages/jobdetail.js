@@ -4,6 +4,7 @@ import { api, listAll } from "../api.js";
 import { DurationBars } from "../charts.js";
 import { Badge, Duration, Empty, Loaded, PageHeader, Pager, Time } from "../ui.js";
 import { ACTIVE, firstLine, formatInZone, formatLocal, formatSeconds, navigate, shortClass, useInterval, useQuery, useResource, utcText } from "../util.js";
+import { BackfillButton } from "./backfill.js";
 import { AttemptMark, CancelButton } from "./executions.js";
 import { JobActions, jobState } from "./jobactions.js";
 import { pauseWords, policyWords, waitingText } from "../policies.js";
@@ -26,16 +27,18 @@ export function JobDetailPage({ route }) {
     }, { quiet: true }).catch((error) => ({ error }));
     const calendars = job.exclude_calendars && job.exclude_calendars.length
       ? listAll("/api/scheduler/calendars", {}, quiet) : Promise.resolve([]);
-    const [executions, audit, users, durations, previewResult, calendarList] = await Promise.all([
+    const plan = api.get(`/api/scheduler/jobs/${id}/preview`, { count: 10 }, { quiet: true }).catch((error) => ({ error }));
+    const [executions, audit, users, durations, previewResult, calendarList, planResult] = await Promise.all([
       api.get("/api/scheduler/executions", { job_id: id, limit: PAGE, offset }, quiet),
       api.get("/api/scheduler/audit-logs", { job_id: id, limit: PAGE, offset: auditOffset }, quiet),
       listAll("/api/users/", {}, quiet),
       api.get("/api/scheduler/executions", { job_id: id, limit: 50 }, quiet),
       preview,
       calendars,
+      plan,
     ]);
     return {
-      job, executions, audit, owner: users.find((u) => u._id === job.user_id), durations: durations.data, preview: previewResult,
+      job, executions, audit, owner: users.find((u) => u._id === job.user_id), durations: durations.data, preview: previewResult, plan: planResult,
       calendarNames: new Map(calendarList.map((c) => [c._id, c.name])),
     };
   }, [id, offset, auditOffset]);
@@ -50,10 +53,11 @@ export function JobDetailPage({ route }) {
 }
 
 function Detail({ data, reload, offset, auditOffset, setQuery }) {
-  const { job, executions, audit, owner, durations, preview, calendarNames } = data;
+  const { job, executions, audit, owner, durations, preview, plan, calendarNames } = data;
   return html`
     <${PageHeader} title=${job.name}>
       <${JobActions} job=${job} changed=${() => reload(true)} afterDelete=${() => navigate("/jobs")} />
+      <${BackfillButton} job=${job} changed=${() => reload(true)} />
     <//>
     <p class="muted"><a href="#/jobs">← All jobs</a></p>
     <div class="columns">
@@ -84,9 +88,8 @@ function Detail({ data, reload, offset, auditOffset, setQuery }) {
       <section class="panel" aria-labelledby="schedule-title">
         <h2 id="schedule-title">Schedule</h2>
         <p class="mono">${["second", "minute", "hour", "day_of_month", "month", "day_of_week", "week"].map((k) => job[k]).join(" ")}</p>
-        ${preview.error ? html`<p class="warn">${preview.error.detail}</p>` : html`
-          <p><strong>${preview.description}</strong></p><p class="muted small">Next runs, in ${preview.timezone}:</p>
-          <ol class="next-runs" aria-label="Next 5 runs">${preview.next_run_times.map((t) => html`<li key=${t} title=${`${formatLocal(t)} in your time zone · ${utcText(t)}`}>${formatInZone(t, preview.timezone)}</li>`)}</ol>`}
+        ${preview.error ? html`<p class="warn">${preview.error.detail}</p>` : html`<p><strong>${preview.description}</strong></p>`}
+        <${NextRuns} plan=${plan} />
         ${job.schedule_error ? html`<p class="warn">${job.schedule_error}</p>` : null}
         <h3>Latest runs</h3>
         <${RunStrip} runs=${durations.slice(0, 20)} />
@@ -121,6 +124,30 @@ function Detail({ data, reload, offset, auditOffset, setQuery }) {
         </table></div>
         <${Pager} total=${audit.total} limit=${PAGE} offset=${auditOffset} onOffset=${(o) => setQuery({ audit_offset: o, offset: offset || "" })} />`}
     </section>`;
+}
+
+/** The job's next runs as the scheduler will make them (GET /jobs/{id}/preview): jitter, calendar
+ * exclusions (struck through, with the calendar), daylight-saving notes, and why the list ends. */
+function NextRuns({ plan }) {
+  if (plan.error) return html`<p class="warn">${plan.error.detail}</p>`;
+  const zone = plan.timezone;
+  const runs = plan.runs.map((run, i) => {
+    const time = run.scheduled_at ? formatInZone(run.scheduled_at, zone) : `${run.wall_time} ${zone}`;
+    const title = run.scheduled_at ? `${formatLocal(run.scheduled_at)} in your time zone · ${utcText(run.scheduled_at)}` : undefined;
+    const struck = run.excluded_by || run.dst === "skipped";
+    return html`<li key=${i} class=${struck ? "not-run" : ""} data-testid="next-run" title=${title}>
+      ${struck ? html`<s>${time}</s>` : time}
+      ${run.excluded_by ? html` <span class="small muted">excluded by ${run.excluded_by}</span>` : null}
+      ${run.delay_seconds ? html` <span class="small muted">+${run.delay_seconds} s jitter</span>` : null}
+      ${run.dst_note ? html`<div class="small warn" data-dst=${run.dst}>${run.dst_note}</div>` : null}
+    </li>`;
+  });
+  return html`<h3>Next runs <span class="muted small">in ${zone}</span></h3>
+    ${plan.reason ? html`<p class="warn" data-testid="next-runs-reason">${plan.reason}</p>` : null}
+    ${runs.length ? html`<ol class="next-runs" aria-label="Next runs" data-testid="job-next-runs">${runs}</ol>`
+      : plan.reason ? null : html`<p class="muted">No run is coming.</p>`}
+    ${plan.excluded_not_listed ? html`<p class="muted small">and ${plan.excluded_not_listed} more excluded</p>` : null}
+    ${plan.ends ? html`<p class="muted small" data-testid="next-runs-ends">Ends: ${plan.ends}</p>` : null}`;
 }
 
 /** A paused job's note, who paused it and when it resumes by itself. */

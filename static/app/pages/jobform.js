@@ -4,6 +4,7 @@ import { html, useEffect, useState } from "../../vendor/htm/standalone.module.js
 import { ApiError, api, listAll } from "../api.js";
 import { ErrorBox, Field, Loaded, Loading, PageHeader, toast } from "../ui.js";
 import { NotifyChannels, channelEntriesOf, entryWithoutEvents } from "../notifychannels.js";
+import { spanWords } from "../policies.js";
 import { browserZone, fieldOf, formatInZone, formatLocal, isoToLocalInput, localInputToIso, navigate, timeZones, useDebounced, useResource, utcText } from "../util.js";
 
 const CRON = [
@@ -31,7 +32,9 @@ const EVENTS = [
 ];
 // The run policies' inputs, one line each (a later policy, e.g. catch-up, adds one line):
 // `options` makes a select, `number` a number input ("" sends `empty`), `time` a datetime-local
-// input in the browser's zone; `when(form)` shows it only where it applies (hidden: not sent).
+// input in the browser's zone; `when(form)` shows it only where it applies (hidden: not sent);
+// `path` puts it in an object field (dst_policy.spring_forward; "" there: the key is not sent);
+// `hint` may be a function of the form.
 const POLICIES = [
   { key: "overlap_policy", label: "When a run is due while the job still runs", empty: "skip", options: [
     ["skip", "Skip the new run (default)"], ["queue_one", "Queue one run: the newest waits"],
@@ -42,6 +45,18 @@ const POLICIES = [
     when: (f) => f.overlap_policy === "queue_all", hint: "1–100 (empty: 1); beyond that an occurrence is skipped." },
   { key: "max_instances", label: "Runs at once", number: { min: 1, max: 100 }, empty: null,
     when: (f) => f.overlap_policy === "allow", hint: "1–100, over every node. Empty: the server's JOB_MAX_INSTANCES." },
+  { key: "catchup_policy", label: "Runs found due late (the server was down)", empty: "latest", options: [
+    ["latest", "Run only the latest (default)"], ["none", "Run none: record them missed"],
+    ["all", "Catch up: run every one, oldest first"]],
+    hint: "Late runs beyond the window below are recorded missed; with “all” they go through the overlap policy." },
+  { key: "catchup_window_seconds", label: "Still run when late by up to (seconds)", number: { min: 1, max: 2678400 }, empty: null,
+    when: (f) => f.catchup_policy !== "none",
+    hint: (f) => `1 s to 31 days${spanWords(f.catchup_window_seconds) ? ` (now ${spanWords(f.catchup_window_seconds)})` : ""}. Empty: the server's MISFIRE_GRACE_TIME.` },
+  { key: "dst_spring_forward", path: ["dst_policy", "spring_forward"], label: "A run in a spring-forward gap (clocks skip its time)", empty: "", options: [
+    ["", "Default: at the change for a fixed time, shifted for a repeating job"], ["at_change", "Run at the change (02:30 → 03:00)"],
+    ["shift", "Run shifted by the gap (02:30 → 03:30)"], ["skip", "Skip it that day"]] },
+  { key: "dst_fall_back", path: ["dst_policy", "fall_back"], label: "A run in a fall-back hour (clocks repeat its time)", empty: "", options: [
+    ["", "Default: once for a fixed time, twice for a repeating job"], ["once", "Run once (the first copy)"], ["twice", "Run twice (both copies)"]] },
   { key: "jitter_seconds", label: "Spread starts by up to (seconds)", number: { min: 0, max: 3600 }, empty: 0,
     hint: "0–3600: each run starts a fixed, job-specific number of seconds later, so jobs written for :00 do not all start together." },
   { key: "start_at", label: `Not before (${browserZone()} time)`, time: true, hint: "Empty: from now." },
@@ -67,11 +82,23 @@ function blank(users) {
 function policiesOf(job) {
   const form = {};
   for (const p of POLICIES) {
-    const value = job[p.key];
+    const value = p.path ? (job[p.path[0]] || {})[p.path[1]] : job[p.key];
     if (p.time) form[p.key] = isoToLocalInput(value);
     else form[p.key] = value === null || value === undefined ? (p.options || p.empty !== null ? String(p.empty) : "") : String(value);
   }
   return form;
+}
+
+/** The object fields the `path` inputs make ({dst_policy: {spring_forward: "skip"}}): only the
+ * keys chosen; none chosen is null where the job had one (back to the defaults), else not sent. */
+function nestedPolicies(form, stored) {
+  const fields = {};
+  for (const p of POLICIES.filter((q) => q.path)) {
+    const [field, key] = p.path;
+    if (!(field in fields)) fields[field] = null;
+    if (form[p.key] !== "") fields[field] = { ...(fields[field] || {}), [key]: form[p.key] };
+  }
+  return Object.fromEntries(Object.entries(fields).filter(([field, value]) => value || stored[field]));
 }
 
 /** A datetime-local text as the API wants it: the stored value when the text still shows it (an
@@ -130,7 +157,7 @@ function notifyOf(form) {
  * `notify.channels[0].id` the channels, `notify` the alerts. */
 function errorField(detail) {
   const nested = /^Invalid field ([a-z_]+)(?:\["|\.)([a-z_]+)/.exec(detail || "");
-  const candidates = nested ? [`${nested[1]}_${nested[2]}`, nested[1]] : [];
+  const candidates = nested ? [`${nested[1]}_${nested[2]}`, `${nested[1].replace(/_policy$/, "")}_${nested[2]}`, nested[1]] : [];
   const top = fieldOf(detail);
   if (top) candidates.push(top);
   return candidates.find((field) => document.getElementById(`job-${field}`)) || null;
@@ -219,8 +246,10 @@ function JobForm({ data, editing }) {
     const stored = editing ? data.job : {};
     for (const p of POLICIES) {
       if (p.when && !p.when(form)) continue; // does not apply: not sent (an edit keeps what is stored)
+      if (p.path) continue;
       body[p.key] = p.time ? timeOf(form[p.key], stored[p.key]) : p.options ? form[p.key] : numberOf(form[p.key], p.empty);
     }
+    Object.assign(body, nestedPolicies(form, stored));
     if (form.once) {
       // A one-off job has no cron fields (the server makes them from run_at); an unchanged run_at is not sent again.
       const runAt = timeOf(form.run_at, stored.run_at);
@@ -259,7 +288,8 @@ function JobForm({ data, editing }) {
     ${(a) => html`<input ...${a} name=${key} type="number" inputmode="decimal" value=${form[key]} onInput=${set(key)} ...${attrs} />`}
   <//>`;
 
-  const policyInput = (p) => {
+  const policyInput = (policy) => {
+    const p = typeof policy.hint === "function" ? { ...policy, hint: policy.hint(form) } : policy;
     if (p.options) {
       return html`<${Field} key=${p.key} id=${`job-${p.key}`} label=${p.label} error=${errors[p.key]} hint=${p.hint}>
         ${(a) => html`<select ...${a} value=${form[p.key]} onChange=${set(p.key)}>${p.options.map(([value, text]) => html`<option key=${value} value=${value}>${text}</option>`)}</select>`}

@@ -4,6 +4,7 @@ import { api, listAll } from "../api.js";
 import { Heatmap, StackedBars } from "../charts.js";
 import { Badge, ErrorBox, Loaded, Loading, PageHeader, Time } from "../ui.js";
 import { MaintenanceButton } from "../maintenance.js";
+import { ForecastPeaks } from "./peaks.js";
 import { browserZone, firstLine, navigate, relative, shortClass, useInterval, useResource } from "../util.js";
 
 const hourLabel = new Intl.DateTimeFormat(undefined, { hour: "numeric" });
@@ -80,6 +81,7 @@ export function OverviewPage() {
       <${Loaded} state=${forecast} reload=${reloadForecast}>${(data) => html`
         ${data.total_runs === 0 ? html`<p class="muted">No enabled job is scheduled to run in the next 7 days.</p>` : null}
         <${Heatmap} forecast=${data} />
+        <${ForecastPeaks} forecast=${data} changed=${() => reloadForecast(true)} />
         ${data.jobs.length ? html`<details><summary>Busiest jobs in the forecast</summary>
           <ul class="plain">${data.jobs.slice(0, 10).map((j) => html`<li key=${j.job_id}><a href=${`#/jobs/${j.job_id}`}>${j.name}</a>: ${j.runs}${j.capped ? "+" : ""} runs</li>`)}</ul>
         </details>` : null}
