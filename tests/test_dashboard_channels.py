@@ -11,14 +11,12 @@ tests build on each other's channels, in file order.
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 
-from tests.browser import skip_without_chromium
+from tests.browser import expect, job_named, role, skip_without_chromium
 from tests.jobs_fixtures import http_server
 from tests.server_process import SAMPLE_JOBS, ServerProcess, wait_for
-from tests.test_dashboard import expect, role, ui  # noqa: F401 (ui: a fixture)
 
 skip_without_chromium()
 
@@ -27,8 +25,6 @@ ROUTING_KEY = "R0UTINGKEY-dashboard-0123456789"
 SLACK_PATH = "/services/T000/B000/slacksecretpath"
 # Receivers listen on loopback (refused by default) over plain http (refused by default).
 LOCAL = {**SAMPLE_JOBS, "TEXIUM_OUTBOUND_ALLOW": "127.0.0.1/32", "TEXIUM_CHANNEL_HTTPS_ONLY": "false"}
-# Answers the flows provoke on purpose (a 400 at a field, a 409 delete, a 429 second test).
-PROVOKED = re.compile(r"Failed to load resource: the server responded with a status of (400|409|429)")
 
 
 @pytest.fixture(scope="module")
@@ -55,14 +51,6 @@ def broken():
 @pytest.fixture(scope="module")
 def owner(server):
     return server.api.create_user(name="Grace Hopper", email="grace@example.com")
-
-
-@pytest.fixture
-def clean(ui):  # noqa: F811 (ui: the imported fixture)
-    ui.problems.clear()
-    yield ui
-    assert [p for p in ui.unexpected() if not PROVOKED.search(p)] == []
-    assert ui.dialogs == [], "no script may open a dialog"
 
 
 def channel_named(server, name: str) -> dict:
@@ -238,10 +226,6 @@ def test_a_channel_a_job_names_cannot_be_deleted_and_the_409_is_shown(clean, ser
 
 
 # --------------------------------------------------------------------------- the job form
-def job_named(server, name: str) -> dict:
-    return next(j for j in server.api.get("/api/scheduler/jobs").json()["data"] if j["name"] == name)
-
-
 def test_the_job_form_picks_channels_and_their_events_beside_e_mail(clean, server, owner):
     page = clean.page
     on_call = channel_named(server, "On-call EU")["_id"]

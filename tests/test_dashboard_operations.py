@@ -13,9 +13,8 @@ import stat
 
 import pytest
 
-from tests.browser import skip_without_chromium
+from tests.browser import expect, job_named, role, shot, skip_without_chromium
 from tests.server_process import SAMPLE_JOBS, ServerProcess, wait_for
-from tests.test_dashboard import expect, role, shot, ui  # noqa: F401 (ui: a fixture)
 
 skip_without_chromium()
 
@@ -52,18 +51,6 @@ def server(tmp_path_factory):
 def admin(server):
     """An admin user: CustomScriptJob is admin-only."""
     return server.api.create_user(name="Grace Hopper", email="grace@example.com", role="admin")
-
-
-@pytest.fixture
-def clean(ui):  # noqa: F811 (ui: the imported fixture)
-    ui.problems.clear()
-    yield ui
-    assert ui.unexpected() == []
-    assert ui.dialogs == [], "no script may open a dialog"
-
-
-def job_named(server, name: str) -> dict:
-    return next(j for j in server.api.get("/api/scheduler/jobs").json()["data"] if j["name"] == name)
 
 
 def execution(server, execution_id: str) -> dict:

@@ -12,9 +12,8 @@ from datetime import datetime
 
 import pytest
 
-from tests.browser import skip_without_chromium
+from tests.browser import expect, job_named, role, skip_without_chromium
 from tests.server_process import SAMPLE_JOBS, ServerProcess, wait_for
-from tests.test_dashboard import expect, role, ui  # noqa: F401 (ui: a fixture)
 
 skip_without_chromium()
 
@@ -45,18 +44,6 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def owner(server):
     return server.api.create_user(name="Ada Lovelace", email="ada@example.com", role="admin")
-
-
-@pytest.fixture
-def clean(ui):  # noqa: F811 (ui: the imported fixture)
-    ui.problems.clear()
-    yield ui
-    assert ui.unexpected() == []
-    assert ui.dialogs == [], "no script may open a dialog"
-
-
-def job_named(server, name: str) -> dict:
-    return next(j for j in server.api.get("/api/scheduler/jobs").json()["data"] if j["name"] == name)
 
 
 def create_calendar(server, owner, name: str) -> str:

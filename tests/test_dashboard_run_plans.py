@@ -13,9 +13,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.browser import skip_without_chromium
+from tests.browser import expect, job_named, role, skip_without_chromium
 from tests.server_process import SAMPLE_JOBS, ServerProcess
-from tests.test_dashboard import expect, role, ui  # noqa: F401 (ui: a fixture)
 
 skip_without_chromium()
 
@@ -34,20 +33,8 @@ def owner(server):
     return server.api.create_user(name="Grace Hopper", email="grace@example.com", role="admin")
 
 
-@pytest.fixture
-def clean(ui):  # noqa: F811 (ui: the imported fixture)
-    ui.problems.clear()
-    yield ui
-    assert ui.unexpected() == []
-    assert ui.dialogs == [], "no script may open a dialog"
-
-
 def job(server, job_id: str) -> dict:
     return server.api.get(f"/api/scheduler/jobs/{job_id}").json()["data"]
-
-
-def job_named(server, name: str) -> dict:
-    return next(j for j in server.api.get("/api/scheduler/jobs").json()["data"] if j["name"] == name)
 
 
 def policy(page, name: str):
