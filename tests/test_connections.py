@@ -110,6 +110,10 @@ def test_out_of_file_handles_the_server_pauses_accepting_instead_of_spinning(tmp
             job_class_string="tests.sample_jobs.handles.HandleHogJob",
             pub_args=[str(marker)],
             pub_kwargs={"seconds": 5},
+            minute="0",
+            hour="0",
+            day_of_month="1",
+            month="1",  # yearly: no occurrence during the test but its own run-now
         )
         api.post(f"/api/scheduler/jobs/{job_id}/run")
         assert wait_for(lambda: marker.exists() and marker.read_text(), timeout=10)

@@ -52,7 +52,7 @@ def test_a_change_no_store_can_encode_is_dropped_and_the_others_written(datastor
 @pytest.mark.parametrize(
     "notify, detail",
     [
-        ({"events": ["failure"]}, "Invalid field notify: give email recipients, a webhook or both"),
+        ({"events": ["failure"]}, "Invalid field notify: give email recipients, a webhook or channels"),
         ({"email": ["not-an-address"], "events": ["failure"]}, "Invalid field notify.email[0]"),
         ({"webhook": "ftp://example.com/x", "events": ["failure"]}, "Invalid field notify.webhook: must be an http(s)"),
         ({"webhook": "https://u:pw@example.com/x", "events": ["failure"]}, "no password in the URL"),
