@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from texium.core.scheduling import cron
+from texium.core.scheduling.preview import job_preview
 from texium.core.scheduling.windows import Blackouts, JobTimes
 from texium.core.views.dashboard import error_summary
 from texium.core.views.forecast import MAX_HOURS, forecast, spread_suggestion
@@ -185,6 +186,7 @@ def test_forecast_endpoint_counts_a_new_job(api):
     expected = {11 - (moment.minute >= 30) for moment in (before, after)}
     assert mine["runs"] in expected, (mine, before, after)
     assert all(j["job_id"] != paused for j in body["jobs"])
+    assert "dst" not in mine  # UTC has no clock change
     assert body["total_runs"] == sum(b["runs"] for b in body["buckets"])
     assert api.get("/api/scheduler/forecast").json()["hours"] == 168  # the default: a week
 
@@ -296,3 +298,70 @@ def test_the_forecast_of_a_dst_week_matches_the_plain_search():
             expected[int((t - result["start"]) / timedelta(hours=1))] += 1
     assert [b["runs"] for b in result["buckets"]] == [expected[i] for i in range(168)]
     assert result["total_runs"] == sum(expected.values())
+
+
+# --------------------------------------------------------------------------- daylight saving flags
+SPRING_2027 = datetime(2027, 3, 28, 1, 0, tzinfo=UTC)  # Berlin: 02:00 CET -> 03:00 CEST
+FALL_2027 = datetime(2027, 10, 31, 1, 0, tzinfo=UTC)  # Berlin: 03:00 CEST -> 02:00 CET
+
+
+def test_the_forecast_flags_the_runs_a_clock_change_shapes():
+    """Per job whose zone changes its clock in the span: the change, what it does to the runs
+    (the preview's own words), and how many runs it touches; jobs with the same schedule share it."""
+    now = datetime(2027, 3, 27, 12, 0, tzinfo=UTC)
+    berlin = {"timezone": "Europe/Berlin"}
+    docs = [
+        job("hourly", minute="0", **berlin),
+        job("hourly-twin", minute="0", **berlin),
+        job("fixed", minute="30", hour="2", **berlin),
+        job("fixed-skip", minute="30", hour="2", dst_policy={"spring_forward": "skip"}, **berlin),
+        job("every-second", second="*", **berlin),
+        job("utc", minute="0"),
+        job("after-noon", minute="30", hour="12", **berlin),  # never near 02:00: untouched
+    ]
+    result = forecast(docs, 48, now)
+    flags = {j["job_id"]: j.get("dst") for j in result["jobs"]}
+    assert flags["hourly"] == [
+        {
+            "at": SPRING_2027,
+            "effect": "shifted",
+            "runs": 1,
+            "note": "02:00:00 does not exist on 2027-03-28: runs shifted by the gap",
+        }
+    ]
+    assert flags["hourly-twin"] is flags["hourly"]  # one computation for the group
+    assert flags["fixed"] == [
+        {
+            "at": SPRING_2027,
+            "effect": "at_change",
+            "runs": 1,
+            "note": "02:30:00 does not exist on 2027-03-28: runs at the change (03:00:00)",
+        }
+    ]
+    assert [(f["effect"], f["runs"]) for f in flags["fixed-skip"]] == [("skipped", 1)]
+    assert [(f["effect"], f["runs"]) for f in flags["every-second"]] == [("shifted", 3600)]  # the whole gap
+    assert flags["utc"] is None and flags["after-noon"] is None
+    # The same words as the job preview's, run for run.
+    preview = job_preview(docs[2], JobTimes(docs[2]), 2, now)
+    assert [(r["scheduled_at"], r.get("dst")) for r in preview["runs"]] == [
+        (SPRING_2027, "at_change"),
+        (datetime(2027, 3, 29, 0, 30, tzinfo=UTC), None),
+    ]
+    assert preview["runs"][0]["dst_note"] == flags["fixed"][0]["note"]
+
+
+def test_the_forecast_flags_both_copies_of_a_repeated_hour_and_only_inside_its_span():
+    now = datetime(2027, 10, 30, 12, 0, tzinfo=UTC)
+    docs = [
+        job("quarterly", minute="*/15", timezone="Europe/Berlin"),
+        job("fixed", minute="30", hour="2", timezone="Europe/Berlin"),
+    ]
+    flags = {j["job_id"]: j["dst"] for j in forecast(docs, 24, now)["jobs"]}
+    assert [(f["at"], f["effect"], f["runs"]) for f in flags["quarterly"]] == [
+        (FALL_2027, "first copy", 4),
+        (FALL_2027, "second copy", 4),
+    ]
+    assert [(f["effect"], f["runs"]) for f in flags["fixed"]] == [("skipped", 1), ("first copy", 1)]
+    assert "second copy is skipped" in flags["fixed"][0]["note"]
+    # A span that ends before the change: nothing to flag.
+    assert all("dst" not in j for j in forecast(docs, 12, now)["jobs"])

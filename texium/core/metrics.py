@@ -189,6 +189,12 @@ class Metrics:
             "summed over every job of the store (read at scrape time; NaN while the store cannot be read).",
             registry=registry,
         )
+        self.forecast_computations = Counter(
+            "texium_forecast_computations_total",
+            "Forecasts (GET /api/scheduler/forecast) this node computed; identical requests arriving while "
+            "one is computed share it and are not counted.",
+            registry=registry,
+        )
         if version:
             Info("texium_build", "Texium's version.", registry=registry).info({"version": version})
         self._next_due: datetime | None = None
@@ -273,6 +279,9 @@ class Metrics:
     def http_request(self, route: str, method: str, status: int, seconds: float) -> None:
         self.http_requests.labels(route, method, str(status)).inc()
         self.http_duration.labels(route, method).observe(seconds)
+
+    def forecast_computed(self) -> None:
+        self.forecast_computations.inc()
 
     def alert_delivered(self, channel: str, event: str, ok: bool) -> None:
         self.alerts.labels(channel, event, "sent" if ok else "failed").inc()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from texium import __version__
@@ -13,6 +13,7 @@ from texium.core import caches
 from texium.core.datastore import Datastore, open_datastore
 from texium.core.events.alerts import Alerts
 from texium.core.events.channels import Deliveries, Sender
+from texium.core.inflight import InFlight
 from texium.core.metrics import Metrics
 from texium.core.records.apikeys import ApiKeys
 from texium.core.records.audit import AuditLog
@@ -35,6 +36,7 @@ from texium.core.scheduling.recorder import Recorder
 from texium.core.scheduling.runner import JobRunner
 from texium.core.security.outbound import OutboundPolicy, parse_networks
 from texium.core.security.secrets import SecretBox, load_or_create_key
+from texium.core.views.forecast import Forecasts
 from texium.server.access import AccessPolicy, FailureLimiter, auth_required, https_hosts, metrics_public
 
 log = logging.getLogger("texium.server")
@@ -77,6 +79,8 @@ class AppContext:
     calendars: CalendarService | None = None
     channels: ChannelService | None = None
     hsts_seconds: int = 0
+    forecasts: Forecasts | None = None
+    forecasts_in_flight: InFlight = field(default_factory=InFlight)  # identical forecast requests share one
 
     def close(self, grace_seconds: float) -> int:
         """Stop firing, wait for runs, close the store; returns how many runs never finished."""
@@ -204,6 +208,8 @@ def build_context(settings: dict[str, Any]) -> AppContext:
             https_hosts=https_hosts(settings["PUBLIC_URL"]),
         ),
         metrics=metrics,
+        forecasts=Forecasts(datastore),
+        forecasts_in_flight=InFlight(started=metrics.forecast_computed),
         calendars=CalendarService(datastore, settings["TIMEZONE"], on_changed=scheduler.calendar_changed),
         channels=ChannelService(
             datastore, secrets, settings["CHANNEL_HTTPS_ONLY"], deliveries.send_test, settings["EMAIL_ALLOWED_DOMAINS"]

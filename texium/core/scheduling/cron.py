@@ -340,6 +340,19 @@ def _changes_on(zone_name: str, day: int) -> tuple:
     return tuple(changes)
 
 
+def offset_changes(zone_name: str, start: datetime, end: datetime) -> list[tuple[datetime, timedelta, timedelta]]:
+    """(instant as aware UTC, offset before, offset after) of each offset change of the zone in
+    [start, end], ascending: a day at a time from the cached per-day search (cheap for a zone
+    that has none: two offsets a day)."""
+    first, last = _utc(start), _utc(end)
+    found = []
+    for day in range((first - _EPOCH).days, (last - _EPOCH).days + 1):
+        for at, before, after in _changes_on(zone_name, day):
+            if first <= at <= last:
+                found.append((at.replace(tzinfo=UTC), before, after))
+    return found
+
+
 @lru_cache(maxsize=4096)
 def _near(zone_name: str, day: int) -> tuple[timedelta, tuple]:
     """Offset changes within two UTC days either side of `day`, and the offset before them."""
@@ -387,6 +400,7 @@ class CronSchedule:
         self.dst_policy = {"spring_forward": self.spring_forward, "fall_back": self.fall_back}  # as applied
         self._month_days: dict[int, tuple] = {}
         self._day_seconds: list[int] | None = None  # fire_seconds_between's times of a matching day
+        self._gaps: dict[datetime, tuple[list, frozenset]] = {}  # dst_effect's skipped walls per change
         if not self._fires_ever():
             restricted = ", ".join(
                 f"{name} {self.fields[name]!r}"
@@ -579,10 +593,10 @@ class CronSchedule:
     def _matches(self, wall: datetime) -> bool:
         return self._next_wall(wall - _SECOND) == wall
 
-    def _walls_between(self, first: datetime, end: datetime) -> list[datetime]:
+    def _walls_between(self, first: datetime, end: datetime, limit: int = MAX_COUNT) -> list[datetime]:
         """Matching wall times w with first <= w < end (a gap or a fold: at most an hour or so)."""
         walls, wall = [], self._next_wall(first - _SECOND)
-        while wall is not None and wall < end and len(walls) < MAX_COUNT:
+        while wall is not None and wall < end and len(walls) < limit:
             walls.append(wall)
             wall = self._next_wall(wall)
         return walls
@@ -593,14 +607,17 @@ class CronSchedule:
         t = _utc(fire)
         for at, before, after in _near(self.zone_name, (t - _EPOCH).days)[1]:
             if after > before:  # spring forward: walls at+before .. at+after do not exist
-                skipped = self._walls_between(at + before, at + after)
+                if at not in self._gaps:  # asked for every fire time near the change (the forecast)
+                    walls = self._walls_between(at + before, at + after, limit=86_400)  # every second of a gap
+                    self._gaps[at] = (walls, frozenset(walls))
+                skipped, skipped_set = self._gaps[at]
                 if not skipped or self.spring_forward == "skip":
                     continue
                 day = f"{(at + before):%Y-%m-%d}"
                 if t == at and self.spring_forward == "at_change":
                     shown = ", ".join(f"{w:%H:%M:%S}" for w in skipped)
                     return "at_change", f"{shown} does not exist on {day}: runs at the change ({at + after:%H:%M:%S})"
-                if self.spring_forward == "shift" and (t + before) in skipped:
+                if self.spring_forward == "shift" and (t + before) in skipped_set:
                     return "shifted", f"{t + before:%H:%M:%S} does not exist on {day}: runs shifted by the gap"
             else:  # fall back: walls at+after .. at+before happen twice
                 wall = t + (before if t < at else after)

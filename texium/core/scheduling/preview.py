@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from texium.core.scheduling import cron
+from texium.core.scheduling.clockchanges import clock_marks
 from texium.core.scheduling.windows import EXCLUDED_COUNT_LIMIT, MAX_STRETCHES, TICK, JobTimes
 
 MAX_PREVIEW = 1000  # runs one preview lists at most
@@ -97,11 +98,12 @@ def job_preview(doc: dict, times: JobTimes, count: int, now: datetime) -> dict:
         base, delay = _base_and_delay(schedule, moment)
         fields: dict = {}
         if base_schedule is not None:
-            for instant, wall, note in base_schedule.dst_skipped(previous, base):
-                runs.append(entry(instant, dst="skipped", dst_note=note, wall_time=wall.isoformat()))
-            effect = base_schedule.dst_effect(base)
-            if effect is not None:
-                fields["dst"], fields["dst_note"] = effect
+            for mark in clock_marks(base_schedule, previous, base, fires=[base]):
+                shown = {"dst": mark.effect, "dst_note": mark.note}
+                if mark.wall is not None:  # a skipped wall time: listed on its own
+                    runs.append(entry(mark.instant, **shown, wall_time=mark.wall.isoformat()))
+                else:
+                    fields.update(shown)
         if answer["jitter_seconds"]:
             fields["delay_seconds"] = int(delay.total_seconds())
         previous = base

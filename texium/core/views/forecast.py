@@ -32,6 +32,7 @@ from heapq import merge
 
 from texium.core.errors import ValidationError
 from texium.core.scheduling import cron
+from texium.core.scheduling.clockchanges import clock_flags
 from texium.core.scheduling.spread import MAX_JITTER_SECONDS
 from texium.core.scheduling.windows import NO_BLACKOUTS, Blackouts, CalendarReader, JobTimes
 
@@ -102,6 +103,7 @@ class _Counts:
     starts: array = field(default_factory=lambda: array("i"))  # runs in each of those minutes
     excluded: Counter = field(default_factory=Counter)  # hour index -> occurrences excluded
     calendars: set = field(default_factory=set)  # names of the calendars that excluded some
+    dst: list = field(default_factory=list)  # the clock changes that shape the runs (clockchanges.clock_flags)
     jobs: list = field(default_factory=list)  # the group's jobs, as indexes in the forecast's order
 
 
@@ -130,6 +132,8 @@ class _Window:
         self.after, self.until, self.first = _floor(now), _floor(end) - 1, _floor(start)
         self._base: dict[tuple, _Base] = {}
         self._spans: dict[Blackouts, list] = {}
+        self._zone_changes: dict[str, bool] = {}
+        self._flags: dict[tuple, list] = {}
 
     def base_times(self, base, exact: bool) -> _Base:
         """A repeating schedule firing at several seconds of a minute is searched per minute
@@ -146,6 +150,19 @@ class _Window:
             following = search.next_after(_instant(times[-1] if times else self.until))
             self._base[key] = _Base(times, None if following is None else _floor(following), weight, span)
         return self._base[key]
+
+    def clock_flags(self, base, after: int, until: int) -> list[dict]:
+        """How the clock changes in (after, until] shape the schedule's runs: looked at only when
+        its zone has a change in the window (asked once per zone), once per schedule and span."""
+        zone = base.zone_name
+        if zone not in self._zone_changes:
+            self._zone_changes[zone] = bool(cron.offset_changes(zone, self.now, self.end))
+        if not self._zone_changes[zone] or after >= until:
+            return []
+        key = (base, after, until)
+        if key not in self._flags:
+            self._flags[key] = clock_flags(base, _instant(after), _instant(until))
+        return self._flags[key]
 
     def spans(self, blackouts: Blackouts) -> list[tuple[int, int, str]]:
         """The blackout spans in the window as [from, until) whole seconds, once per Blackouts
@@ -226,6 +243,8 @@ class _JobCounter:
 
     def count(self) -> _Counts:
         counts, edges = _Counts(), self._edges
+        if self.times.run_at is None:
+            counts.dst = self.window.clock_flags(self.base, self.after, self.until)
         for first, starts, span in self._entries():
             if self.left == 0:
                 break
@@ -346,6 +365,7 @@ def _summary(tally: _Tally, threshold: int) -> dict:
             "excluded": sum(counts.excluded.values()),
             "excluded_by": sorted(counts.calendars),
         }
+        | ({"dst": counts.dst} if counts.dst else {})
         for doc, counts in tally.rows
         if counts.runs or counts.excluded
     ]
