@@ -61,6 +61,11 @@ def row(page, name: str):
     return page.locator("table.channels tbody tr").filter(has=page.get_by_role("link", name=name, exact=True))
 
 
+def confirm_delete(page) -> None:
+    """The confirm dialog's own Delete (the list's buttons are behind it, inert)."""
+    page.get_by_role("dialog").get_by_role("button", name="Delete", exact=True).click()
+
+
 def fresh(session, route: str) -> None:
     """Open a page with its data loaded now (the same hash again would not load it again)."""
     session.open("/no-such-page")
@@ -216,11 +221,11 @@ def test_a_channel_a_job_names_cannot_be_deleted_and_the_409_is_shown(clean, ser
     )  # fmt: skip
     fresh(clean, "/channels")
     row(page, "Ops Slack").get_by_role("button", name="Delete").click()
-    role(page, "Delete").last.click()  # the dialog's
+    confirm_delete(page)
     expect()(page.get_by_test_id("channel-problem")).to_contain_text("still named by 1 job(s): 'Uses Slack'")
     expect()(row(page, "Ops Slack")).to_be_visible()
     row(page, "Phones").get_by_role("button", name="Delete").click()
-    role(page, "Delete").last.click()
+    confirm_delete(page)
     expect()(row(page, "Phones")).to_have_count(0)
     assert all(c["name"] != "Phones" for c in server.api.get("/api/scheduler/channels").json()["data"])
 

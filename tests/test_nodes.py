@@ -100,7 +100,7 @@ def test_runs_in_flight_when_a_node_shuts_down_are_all_accounted_for(start_serve
     refused = api.post(f"/api/scheduler/jobs/{job_id}/run")  # same keep-alive connection
     assert refused.status_code == 503 and "shutting down" in refused.json()["detail"]
     server.process.wait(30)
-    again = start_server("sqlite", tmp_path / "data", env=SAMPLE_JOBS)
+    again = start_server("sqlite", tmp_path / "data", env={**SAMPLE_JOBS, "TEXIUM_SHUTDOWN_GRACE_SECONDS": "1"})
     execution = again.api.get(f"/api/scheduler/executions/{first}").json()["data"]
     assert execution["status"] == "abandoned" and "shut down" in execution["error"]
     node = again.api.get("/api/scheduler/health").json()["node"]["node_id"]
