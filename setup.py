@@ -36,6 +36,7 @@ setup(
         "test": [
             "pytest>=8",
             "pytest-tornado>=0.8",
+            "pytest-xdist>=3.5",  # two workers, one test file each: the suite waits on servers more than on CPU
             "requests>=2.31",
             "aiosmtpd>=1.4",
             "hypothesis>=6",
