@@ -16,6 +16,12 @@ With `keep` (the server passes the recorder's merged job changes) it costs no re
 write of its own, and the newest outcome each node saw wins; without it, one conditional write
 on the marker.
 
+Some events are not changes of state and move nothing: `skipped` (an occurrence the job's
+overlap policy skipped; the node whose write ended the record observes it), `too_short` (a
+success under min_duration_seconds, with its outcome) and `long_running` (a run still going,
+`announce`d by its holder's watchdog and claimed by one conditional write on the execution);
+see durations.py. They go out through `_send` like every other event.
+
 Alerts never slow a run down: `observe` only queues, and one daemon thread ("texium-alerts")
 reads the store, sends and records. A delivery failure is logged, counted and recorded on the
 execution (`alerts`), and changes nothing else. The message holds the job's name, times and
@@ -30,11 +36,12 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from texium.core.datastore.base import Datastore, is_valid_id
-from texium.core.events import messages
+from texium.core.events import durations, messages
 from texium.core.events.channels import Deliveries
 from texium.core.events.mail import MailError, send_message
 from texium.core.metrics import Metrics
@@ -50,7 +57,8 @@ from texium.core.timeutil import as_utc, to_iso, utcnow
 
 log = logging.getLogger("texium.alerts")
 
-EVENTS = ("failure", "recovery", "timeout", "missed")
+EVENTS = ("failure", "recovery", "timeout", "missed", "skipped", "long_running", "too_short")
+SKIPPED = "skipped"  # an occurrence the job's overlap policy skipped: listed events only, never ALERT_CHANNELS
 PAUSED = "paused"  # the job paused itself (pause_after_failures): sent to every channel, whatever `events` says
 TIMEOUT = 10.0  # seconds per delivery attempt
 MAX_QUEUED = 10_000  # observations waiting; more are dropped (with a warning) rather than grow without end
@@ -128,22 +136,40 @@ class Alerts:
         job_id = None
         try:
             job_id = job.get("_id") or execution.get("job_id")
-            if self._closed or not job_id or execution.get("status") not in _MOVING:
-                return  # a status that moves no state (cancelled, skipped, ...) costs no store read
-            counts = self._counts_failures(job, execution)
+            status = execution.get("status")
             notifies = bool(job.get("notify") or self._default_channels)
+            if status == SKIPPED and job_id and job.get("notify") and not self._closed:
+                self._put((job_id, notifies, dict(execution), _seen(execution)))
+                return
+            if self._closed or not job_id or status not in _MOVING:
+                return  # a status that moves no state (cancelled, ...) costs no store read
+            counts = self._counts_failures(job, execution)
             if not notifies and self._keep_state is not None and not counts:
                 at, execution_id = _seen(execution)
                 state = transition("ok", execution["status"])[0]
                 if job.get("alert_state") != state:  # as read when the run started: a healthy job costs nothing
                     self._keep_state(job_id, {"alert_state": state, "alert_seen_at": at, "alert_seen_id": execution_id})
                 return
-            if self._queue.qsize() >= MAX_QUEUED:
-                log.warning("Alerts: %d observations queued; dropped the one of job %s", MAX_QUEUED, job_id)
-                return
-            self._queue.put_nowait((job_id, notifies, dict(execution), _seen(execution), counts))
+            self._put((job_id, notifies, dict(execution), _seen(execution), counts))
         except Exception:
             log.exception("Alerts: cannot queue an observation of job %s", job_id)
+
+    def announce(self, job: Mapping[str, Any], event: str, execution: dict, once: str | None = None) -> None:
+        """Queue `event` about `execution` (a run still going, for instance) for the alerts
+        thread, which sends it to the job as read then; returns at once and never raises.
+        `once` names a field of the execution: only the node whose write sets it from null
+        sends (one conditional write), so the event goes out once per execution."""
+        try:
+            if not self._closed and (job.get("notify") or self._default_channels):
+                self._put(_Announcement(job["_id"], event, dict(execution), once))
+        except Exception:
+            log.exception("Alerts: cannot queue %s of job %s", event, job.get("_id"))
+
+    def _put(self, item: Any) -> None:
+        if self._queue.qsize() >= MAX_QUEUED:
+            log.warning("Alerts: %d observations queued; dropped one", MAX_QUEUED)
+            return
+        self._queue.put_nowait(item)
 
     def _counts_failures(self, job: Mapping[str, Any], execution: dict) -> bool:
         """Whether this outcome may pause its job: a failure of a job with pause_after_failures
@@ -182,14 +208,21 @@ class Alerts:
             if item is None or self._abort.is_set():
                 return
             try:
-                self._handle(*item)
+                if isinstance(item, _Announcement):
+                    self._announced(item)
+                else:
+                    self._handle(*item)
             except Exception:  # a bug here must not end alerting for every later run
-                log.exception("Alerts: observation of job %s failed", item[0])
+                job_id = item.job_id if isinstance(item, _Announcement) else item[0]
+                log.exception("Alerts: observation of job %s failed", job_id)
 
     def _handle(
         self, job_id: str, notifies: bool, execution: dict, seen: tuple[datetime, str], counts: bool = False
     ) -> None:
         status = execution.get("status")
+        if status == SKIPPED:
+            self._skipped(job_id, execution)
+            return
         try:
             if not notifies:  # nothing to send: keep the state without reading the job
                 self._keep(job_id, transition(None, status)[0], seen)
@@ -205,6 +238,12 @@ class Alerts:
             self._send(job, event, execution, results, queued)
         if counts:
             self._pause_after_failure(job_id, execution, results, queued)
+        if status == "completed" and notifies:
+            self._completed(job_id, job, execution, results, queued)
+        self._dispatch(execution, results, queued)
+
+    def _dispatch(self, execution: dict, results: list[dict], queued: list[tuple[dict, Any]]) -> None:
+        """Hand the channel deliveries to their workers; record every result on the execution."""
         if queued:  # the channels' workers add theirs; the last one to finish records them all
             collect = _Collector(len(queued), results, lambda done: self._write_alerts(execution, done))
             for channel, message in queued:
@@ -212,9 +251,54 @@ class Alerts:
         elif results:
             self._write_alerts(execution, results)
 
+    def _announced(self, item: _Announcement) -> None:
+        """An announced event: claimed by its conditional write (if `once`), then sent."""
+        execution = item.execution
+        if item.once:
+            when = utcnow()
+            claim = {"_id": execution["_id"], item.once: None}
+            if self._ds.executions.update_many(claim, {item.once: when}) != 1:
+                return  # another node (or an earlier call) sent it
+            execution[item.once] = when
+        job = self._ds.jobs.get(item.job_id)
+        if job is None:
+            return
+        results: list[dict] = []
+        queued: list[tuple[dict, Any]] = []
+        self._send(job, item.event, execution, results, queued)
+        self._dispatch(execution, results, queued)
+
+    def _skipped(self, job_id: str, execution: dict) -> None:
+        """A skipped occurrence: `skipped` to the job (as read now) where its notify lists it.
+        One node ends each skipped record (a conditional write), and only it observes it."""
+        job = self._ds.jobs.get(job_id)
+        if job is not None:
+            results: list[dict] = []
+            queued: list[tuple[dict, Any]] = []
+            self._send(job, SKIPPED, execution, results, queued)
+            self._dispatch(execution, results, queued)
+
+    def _completed(self, job_id: str, job: dict | None, execution: dict, results: list, queued: list) -> None:
+        """A success: `too_short` under min_duration_seconds, and the p95 the anomaly rule
+        compares runs with kept on the job (one read of at most 50 records, one write)."""
+        job = job or self._ds.jobs.get(job_id)
+        if job is None:
+            return
+        why = durations.too_short(job, execution)
+        if why:
+            self._send(job, "too_short", {**execution, "error": why}, results, queued)
+        if job.get("duration_anomaly_factor"):
+            p95_ms, runs = durations.durations_p95(self._ds, job_id)
+            self._ds.jobs.update_many({"_id": job_id}, {"duration_p95_ms": p95_ms, "duration_p95_runs": runs})
+
     def _write_alerts(self, execution: dict, results: list[dict]) -> None:
+        """The results join what the execution already holds (a long_running alert sent while it ran)."""
         try:
-            self._record(execution["_id"], {"alerts": results})
+            earlier = (self._ds.executions.get(execution["_id"]) or {}).get("alerts") or []
+        except Exception:  # the store: the results alone, rather than none
+            earlier = []
+        try:
+            self._record(execution["_id"], {"alerts": [*earlier, *results]})
         except Exception as exc:
             log.warning("Alerts: cannot record the alerts of execution %s: %s", execution.get("_id"), exc)
 
@@ -257,7 +341,7 @@ class Alerts:
             ids = [e["id"] for e in entries if event == PAUSED or event in (e.get("events") or ())]
             found = {c["_id"]: c for c in self._ds.channels.find({"_id": {"$in": ids}})} if ids else {}
             return [found[i] for i in ids if i in found]
-        if not self._default_channels:
+        if not self._default_channels or event == SKIPPED:
             return []
         ids = [name for name in self._default_channels if is_valid_id(name)]
         found = list(self._ds.channels.find({"_id": {"$in": ids}})) if ids else []
@@ -409,6 +493,16 @@ class Alerts:
             if not self._retry_wait(attempt):
                 return f"{error} (attempt {attempt})"
             attempt += 1
+
+
+@dataclass
+class _Announcement:
+    """An event announced by another thread (announce), for the alerts thread."""
+
+    job_id: str
+    event: str
+    execution: dict
+    once: str | None
 
 
 class _Collector:

@@ -16,6 +16,9 @@ TITLES = {
     "missed": "Runs missed",
     "paused": "Job paused itself",
     "test": "Test message",
+    "skipped": "Run skipped",
+    "long_running": "Run running long",
+    "too_short": "Run ended too soon",
 }
 ERROR_LINES, ERROR_CHARS = 20, 4000  # how much of the execution's error an alert carries
 

@@ -55,6 +55,9 @@ from texium.core.timeutil import to_iso, utcnow
 log = logging.getLogger("texium.dispatch")
 SLOT_RETRY_SECONDS = 0.5  # a run waiting for a slot held on another node looks again this often
 STORE_RETRY_SECONDS = 0.5  # a start the store could not answer is tried again after this
+# Skips made by the job's overlap policy (its runs overrun their interval): alertable as `skipped`.
+# A person's pause, disable, edit, delete or maintenance switch skips too, and alerts no one.
+OVERLAP_SKIPS = ("max_instances", "queue_full", "queue_one")
 
 
 def runs_per_user(pool_size: int) -> int:
@@ -452,7 +455,7 @@ class Dispatcher(BaseExecutor):
                 self._end_unstarted(run, "skipped", "queue_full", error)
                 return "dropped"
             if policy == "queue_one":
-                self._skip_older_waiting(record)
+                self._skip_older_waiting(record, run.job)
             if policy == "replace":
                 self._replace_running(record)
         except Exception as exc:  # the store: decide again at the next try
@@ -467,7 +470,7 @@ class Dispatcher(BaseExecutor):
     def _waiting(self, job_id: str) -> int:
         return self._ds.executions.count({"job_id": job_id, "status": "scheduled", "waiting": {"$ne": None}})
 
-    def _skip_older_waiting(self, record: dict) -> None:
+    def _skip_older_waiting(self, record: dict, job: dict) -> None:
         """queue_one: the job's older queued occurrences end `skipped`, whoever holds them (their
         holder's start is then refused)."""
         older = {
@@ -478,14 +481,20 @@ class Dispatcher(BaseExecutor):
             "scheduled_at": {"$lt": record["scheduled_at"]},
         }
         error = f"Skipped: a newer occurrence ({to_iso(record['scheduled_at'])}) took its place in the queue"
+        now = utcnow()
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # as the store keeps it: found again below
+        fields = {"status": "skipped", "error": error, "completed_at": now}
         with self._ds.batch():
-            moved = self._ds.executions.update_many(
-                older, {"status": "skipped", "error": error, "completed_at": utcnow()}
-            )
+            moved = self._ds.executions.update_many(older, fields)
             if moved:
                 self._ds.jobs.update_many({"_id": record["job_id"]}, {}, inc={"total_executions": -moved})
         if moved:
             self.metrics.run_skipped(record.get("job_class_string"), "queue_one", moved)
+        if moved and self.alerts is not None and record.get("job_id"):
+            # the records this write moved: this one's fields, exactly (completed_at to the millisecond)
+            mine = {"job_id": record["job_id"], **fields}
+            for skipped in self._ds.executions.find(mine, limit=moved):
+                self._observe(job, skipped)
 
     def _replace_running(self, record: dict) -> None:
         """replace: ask the job's running runs (on any node) to stop; this one takes the slot."""
@@ -499,13 +508,19 @@ class Dispatcher(BaseExecutor):
         record = run.record
         fields = {"status": status, "error": error, "completed_at": utcnow()}
         counter = [Write("jobs", {"_id": record["job_id"]}, inc={"total_executions": -1})]
+
+        def ended() -> None:
+            self.metrics.run_skipped(record.get("job_class_string"), reason)
+            if status == "skipped" and reason in OVERLAP_SKIPS:  # the job's own policy, not a person's act
+                self._observe(run.job, {**record, **fields})
+
         self._recorder.write(
             Write(
                 "executions",
                 {**held(record), "status": "scheduled"},
                 fields,
                 then=counter if status in NOT_RUN else [],
-                after=lambda: self.metrics.run_skipped(record.get("job_class_string"), reason),
+                after=ended,
             )
         )
 

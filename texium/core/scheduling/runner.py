@@ -138,6 +138,7 @@ class Run:
     published_at: float = 0.0
     ended: bool = False  # its final state is decided (by its thread, the watchdog or shutdown)
     lingering: bool = False  # recorded ended while its thread still runs
+    duration_told: bool = False  # the watchdog announced it long-running (events/durations.py)
 
     @property
     def id(self) -> str:

@@ -6,7 +6,8 @@ tells a run past its `timeout_seconds` to stop, and records ended a run that did
 within the dispatcher's stop grace. Cancel requests written to the store by any node's API are
 read every CANCEL_POLL_SECONDS for the runs of this node only. It also lets the process
 registry record the scripts' descendants and reap the orphans the server adopted as a
-subreaper (processes.py).
+subreaper (processes.py). A run past its job's duration limits (events/durations.py) is
+announced `long_running` to the alerts once: the holder is the one node that looks.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import threading
 import time
 
 from texium.core.datastore.base import Datastore
+from texium.core.events.durations import ALERTED_FIELD, long_running_limit, long_running_note
 from texium.core.scheduling.claims import held
 from texium.core.scheduling.dispatch import Dispatcher
 from texium.core.scheduling.recorder import Recorder
@@ -61,6 +63,8 @@ class Watchdog:
     def _look_at(self, run: Run, now: float) -> None:
         if run.output is None:
             return
+        if not run.duration_told and not run.reason:
+            self._check_duration(run, now)
         if not run.reason and run.deadline is not None and now >= run.deadline:
             self._dispatcher.stop(run.id, "timeout")
         elif run.reason and now - run.stop_asked >= self._dispatcher.stop_grace:
@@ -68,6 +72,20 @@ class Watchdog:
         elif run.output.size != run.published and now - run.published_at >= PUBLISH_SECONDS:
             run.published, run.published_at = run.output.size, now
             self._recorder.output(held(run.record), run.output.text(run.hidden))
+
+    def _check_duration(self, run: Run, now: float) -> None:
+        """A run past the job's max_duration_seconds or its anomaly limit: `long_running`, once
+        (the alerts thread claims it on the execution, so one alert per run on any number of nodes)."""
+        alerts = self._dispatcher.alerts
+        limit = long_running_limit(run.job) if alerts is not None else None
+        if limit is None:
+            run.duration_told = True  # the job as this run read it has no limit: nothing to watch
+            return
+        seconds, why = limit
+        if now - run.clock >= seconds:
+            run.duration_told = True
+            note = long_running_note(now - run.clock, why)
+            alerts.announce(run.job, "long_running", {**run.record, "status": "running", "error": note}, ALERTED_FIELD)
 
     def _apply_cancel_requests(self, started: list[Run]) -> None:
         """Cancel requests written to the store (by any node's API) for runs of this node."""
