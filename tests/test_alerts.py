@@ -168,7 +168,14 @@ def test_failing_three_times_then_recovering_alerts_twice_on_both_channels(datas
             (event, "webhook", True, ""),
         ]
         assert entries[0]["target"] == "ops@example.com, dev@example.com" and entries[1]["target"] == web.url + "/hook"
-    assert alerts.stats() == {"sent": 4, "failed": 0, "queued": 0, "last_failure": "", "last_failure_at": None}
+    assert alerts.stats() == {
+        "sent": 4,
+        "failed": 0,
+        "muted": 0,
+        "queued": 0,
+        "last_failure": "",
+        "last_failure_at": None,
+    }
     sample = metrics.registry.get_sample_value
     assert sample("texium_alerts_total", {"channel": "webhook", "event": "recovery", "outcome": "sent"}) == 1
 

@@ -64,6 +64,9 @@ ALERT_WEBHOOK_SECRET = ""  # sign alert webhooks (X-Texium-Signature: sha256=HMA
 # Channels (/api/scheduler/channels, ids or names) that alert for every job whose notify names no
 # channel, on every event; env: comma-separated or a JSON list.
 ALERT_CHANNELS = []
+# How often each node looks for jobs whose re-alert (realert_every_seconds) or end of flapping is
+# due with no new run: one indexed read of those jobs only.
+ALERT_CHECK_SECONDS = 5.0
 CHANNEL_HTTPS_ONLY = True  # every URL a channel sends to must be https (off: plain http allowed too)
 
 # Built-in jobs

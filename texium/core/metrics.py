@@ -167,7 +167,8 @@ class Metrics:
         )
         self.alerts = Counter(
             "texium_alerts_total",
-            "Job alerts this node delivered, by channel (email, webhook), event and outcome (sent, failed).",
+            "Job alerts this node delivered, by channel (email, webhook), event and outcome "
+            "(sent, failed, muted: recorded, not sent).",
             ["channel", "event", "outcome"],
             registry=registry,
         )
@@ -285,3 +286,7 @@ class Metrics:
 
     def alert_delivered(self, channel: str, event: str, ok: bool) -> None:
         self.alerts.labels(channel, event, "sent" if ok else "failed").inc()
+
+    def alert_muted(self, channel: str, event: str) -> None:
+        """An alert recorded, not sent: its job was muted (mute_until, mute_calendars)."""
+        self.alerts.labels(channel, event, "muted").inc()

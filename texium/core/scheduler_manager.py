@@ -416,6 +416,16 @@ class SchedulerManager:
         ids = doc.get("exclude_calendars") or []
         self._check_usable(doc, self._ds.calendars, ids, "exclude_calendars[{}]", "calendar")
 
+    def _check_mutes(self, doc: dict, changes: dict) -> None:
+        """The alert mutes of `changes` (over `doc`, as stored): mute_until as a time, and
+        mute_calendars the job's owner may use."""
+        if isinstance(changes.get("mute_until"), str):
+            changes["mute_until"] = parse_iso(changes["mute_until"])
+        if "mute_calendars" in changes or "user_id" in changes:
+            merged = {**doc, **changes}
+            ids = merged.get("mute_calendars") or []
+            self._check_usable(merged, self._ds.calendars, ids, "mute_calendars[{}]", "calendar")
+
     def _check_channels(self, doc: dict) -> None:
         ids = [entry["id"] for entry in (doc.get("notify") or {}).get("channels") or []]
         self._check_usable(doc, self._ds.channels, ids, "notify.channels[{}].id", "channel")
@@ -464,6 +474,7 @@ class SchedulerManager:
         self._window({}, doc, now, schedule)
         self._check_user(doc["user_id"])
         self._check_calendars(doc)
+        self._check_mutes({}, doc)
         self._check_channels(doc)
         doc.update(
             **MAX_RUNS_STATE,
@@ -515,6 +526,7 @@ class SchedulerManager:
         self._window(doc, changes, utcnow(), schedule)
         if "exclude_calendars" in changes or "user_id" in changes:
             self._check_calendars({**doc, **changes})
+        self._check_mutes(doc, changes)
         if "notify" in changes or "user_id" in changes:
             self._check_channels({**doc, **changes})
         if "max_runs" in changes or (changes.get("is_enabled") is not None and doc.get("disabled_reason")):

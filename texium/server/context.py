@@ -34,6 +34,7 @@ from texium.core.scheduling.pausing import Pauses
 from texium.core.scheduling.processes import ProcessRegistry
 from texium.core.scheduling.recorder import Recorder
 from texium.core.scheduling.runner import JobRunner
+from texium.core.scheduling.windows import CalendarReader
 from texium.core.security.outbound import OutboundPolicy, parse_networks
 from texium.core.security.secrets import SecretBox, load_or_create_key
 from texium.core.views.forecast import Forecasts
@@ -131,6 +132,8 @@ def build_context(settings: dict[str, Any]) -> AppContext:
         pauses=pauses,
         channels=deliveries,
         default_channels=settings["ALERT_CHANNELS"],
+        calendars=CalendarReader(datastore),
+        check_seconds=settings["ALERT_CHECK_SECONDS"],
     )
     processes = ProcessRegistry(os.path.join(settings["DATA_DIR"], "run", "processes"), node_id=identity.hostname)
     runner = JobRunner(

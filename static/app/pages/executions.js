@@ -202,7 +202,7 @@ function Alerts({ alerts }) {
         <td>${a.event}</td>
         <td>${a.channel}</td>
         <td class="wrap">${a.channel_id ? html`<a href=${`#/channels/${a.channel_id}`}>${a.target}</a>` : a.target}</td>
-        <td>${a.ok ? html`<span class="ok-text">delivered</span>` : html`<span class="bad-text">failed</span>${a.error ? html`: <span class="wrap">${a.error}</span>` : null}`}</td>
+        <td>${a.muted ? html`<span>muted</span>: <span class="wrap">${a.error}</span>` : a.ok ? html`<span class="ok-text">delivered</span>` : html`<span class="bad-text">failed</span>${a.error ? html`: <span class="wrap">${a.error}</span>` : null}`}</td>
         <td class="num">${a.status_code ?? "—"}</td>
         <td class="num">${a.attempt ?? "—"}</td>
       </tr>`)}</tbody>

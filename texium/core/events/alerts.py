@@ -11,6 +11,14 @@ read fresh from the store and moved together with a compare-and-set on both (re-
 retried on a conflict), so two nodes sharing a store never both alert for one change, and an
 older outcome observed late can neither send an alert nor move the state back.
 
+Which changes are worth a message is the noise rules' to say (noise.py: failure tolerance,
+re-alerts while still failing, recovery with the streak, flapping); their fields are moved in
+the same compare-and-set. A job still failing with no new run, or one that stopped flapping, is
+looked at by `check_due` every `check_seconds` on the alerts thread: an indexed read of the
+jobs whose `alert_due_at` has come, and one conditional write on that field decides which node
+sends. Every event goes out through `_send`, which records instead of sending while the job is
+muted (`mute_until`, `mute_calendars`), whoever emits the event.
+
 A job without `notify` sends nothing, but its state is still kept (the dashboard shows it).
 With `keep` (the server passes the recorder's merged job changes) it costs no read and no
 write of its own, and the newest outcome each node saw wins; without it, one conditional write
@@ -35,13 +43,14 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from texium.core.datastore.base import Datastore, is_valid_id
-from texium.core.events import durations, messages
+from texium.core.events import durations, messages, noise
 from texium.core.events.channels import Deliveries
 from texium.core.events.mail import MailError, send_message
 from texium.core.metrics import Metrics
@@ -57,30 +66,25 @@ from texium.core.timeutil import as_utc, to_iso, utcnow
 
 log = logging.getLogger("texium.alerts")
 
-EVENTS = ("failure", "recovery", "timeout", "missed", "skipped", "long_running", "too_short")
+EVENTS = (
+    "failure",
+    "recovery",
+    "timeout",
+    "missed",
+    "still_failing",
+    "flapping",
+    "skipped",
+    "long_running",
+    "too_short",
+)
 SKIPPED = "skipped"  # an occurrence the job's overlap policy skipped: listed events only, never ALERT_CHANNELS
 PAUSED = "paused"  # the job paused itself (pause_after_failures): sent to every channel, whatever `events` says
 TIMEOUT = 10.0  # seconds per delivery attempt
 MAX_QUEUED = 10_000  # observations waiting; more are dropped (with a warning) rather than grow without end
 CAS_TRIES = 10  # compare-and-set attempts on one observation (each lost to another node's change) before giving up
-_MOVES = {  # status -> (new state, its event: sent only when the state was another one)
-    "failed": ("failing", "failure"),
-    "abandoned": ("failing", "failure"),
-    "timeout": ("failing", "timeout"),
-    "missed": ("missed", "missed"),
-}
-_MOVING = frozenset({"completed", *_MOVES})
-
-
-def transition(state: str | None, status: str) -> tuple[str, str | None]:
-    """The job's new alert state after an execution ended with `status`, and the event to send."""
-    state = state or "ok"
-    if status == "completed":
-        return "ok", "recovery" if state == "failing" else None
-    if status in _MOVES:
-        new, event = _MOVES[status]
-        return new, None if state == new else event
-    return state, None  # cancelled, skipped, retried, still running: says nothing about health
+DUE_BATCH = 200  # jobs whose alert_due_at has come, read per check (the earliest first)
+transition = noise.transition  # the plain change of state, before the noise rules
+_MOVING = noise.MOVING
 
 
 class Alerts:
@@ -99,6 +103,8 @@ class Alerts:
         pauses: Any = None,
         channels: Deliveries | None = None,
         default_channels: Sequence[str] = (),
+        calendars: Any = None,
+        check_seconds: float = 5.0,
     ):
         self._ds = datastore
         # Channel deliveries (events/channels.py: a queue and worker per channel), and the
@@ -111,6 +117,9 @@ class Alerts:
         # Writes the state of a job that notifies no one (the recorder's merged job changes: no
         # read, no write of its own; the newest outcome a node saw wins). None: _keep does it.
         self._keep_state = keep
+        # The firing core's CalendarReader, for mute_calendars (None: only mute_until mutes).
+        self._calendars = calendars
+        self._check_seconds = max(0.05, float(check_seconds))  # how often due re-alerts are looked for
         self._config = config
         self._policy = policy
         self._record = record
@@ -123,7 +132,7 @@ class Alerts:
         self._abort = threading.Event()  # stop() ran out of time: drop the rest, end waits early
         self._closed = False
         self._lock = threading.Lock()
-        self._sent = self._failed = 0
+        self._sent = self._failed = self._muted = 0
         self._last_failure, self._last_failure_at = "", None
         self._thread = threading.Thread(target=self._run, name="texium-alerts", daemon=True)
         self._thread.start()
@@ -186,6 +195,7 @@ class Alerts:
             return {
                 "sent": self._sent,
                 "failed": self._failed,
+                "muted": self._muted,
                 "queued": self._queue.qsize(),
                 "last_failure": self._last_failure,
                 "last_failure_at": self._last_failure_at,
@@ -203,18 +213,29 @@ class Alerts:
 
     # -- the alerts thread -------------------------------------------------------------
     def _run(self) -> None:
+        next_check = time.monotonic() + self._check_seconds
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=max(0.0, next_check - time.monotonic()))
+            except queue.Empty:
+                item = ()
             if item is None or self._abort.is_set():
                 return
-            try:
-                if isinstance(item, _Announcement):
-                    self._announced(item)
-                else:
-                    self._handle(*item)
-            except Exception:  # a bug here must not end alerting for every later run
-                job_id = item.job_id if isinstance(item, _Announcement) else item[0]
-                log.exception("Alerts: observation of job %s failed", job_id)
+            if item:
+                try:
+                    if isinstance(item, _Announcement):
+                        self._announced(item)
+                    else:
+                        self._handle(*item)
+                except Exception:  # a bug here must not end alerting for every later run
+                    job_id = item.job_id if isinstance(item, _Announcement) else item[0]
+                    log.exception("Alerts: observation of job %s failed", job_id)
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + self._check_seconds
+                try:
+                    self.check_due(utcnow())
+                except Exception as exc:  # the store may be away: the next check tries again
+                    log.warning("Alerts: cannot look for due re-alerts: %s", _one_line(str(exc)))
 
     def _handle(
         self, job_id: str, notifies: bool, execution: dict, seen: tuple[datetime, str], counts: bool = False
@@ -226,16 +247,16 @@ class Alerts:
         try:
             if not notifies:  # nothing to send: keep the state without reading the job
                 self._keep(job_id, transition(None, status)[0], seen)
-                job, event = None, None
+                job, step = None, None
             else:
-                job, event = self._move(job_id, status, seen)
+                job, step = self._move(job_id, status, seen)
         except Exception as exc:
             log.warning("Alerts: store error for job %s, observation dropped: %s", job_id, _one_line(str(exc)))
             return
         results: list[dict] = []
         queued: list[tuple[dict, Any]] = []
-        if job is not None and event is not None:
-            self._send(job, event, execution, results, queued)
+        if job is not None and step is not None and step.event is not None:
+            self._send(job, step.event, {**execution, **step.facts}, results, queued)
         if counts:
             self._pause_after_failure(job_id, execution, results, queued)
         if status == "completed" and notifies:
@@ -291,8 +312,31 @@ class Alerts:
             p95_ms, runs = durations.durations_p95(self._ds, job_id)
             self._ds.jobs.update_many({"_id": job_id}, {"duration_p95_ms": p95_ms, "duration_p95_runs": runs})
 
+    def check_due(self, now: datetime) -> None:
+        """Send what is due with no new outcome (`still_failing` again, the end of flapping) for
+        the jobs whose alert_due_at has come: an indexed read of those only. The node whose
+        conditional write on the job's alert fields (as read) applies sends; another node's
+        write, or a new outcome meanwhile, makes it skip the job."""
+        for job in self._ds.jobs.find({"alert_due_at": {"$lte": now}}, sort=[("alert_due_at", 1)], limit=DUE_BATCH):
+            if self._abort.is_set():
+                return
+            step = noise.tick(job, now)
+            expected = {"_id": job["_id"], **{name: job.get(name) for name in _CAS_FIELDS}}
+            if self._ds.jobs.update_many(expected, step.fields) != 1 or step.event is None:
+                continue
+            if not (job.get("notify") or self._default_channels):
+                continue
+            last = self._ds.executions.get(job["alert_seen_id"]) if job.get("alert_seen_id") else None
+            execution = last or {"_id": None, "job_id": job["_id"], "status": job.get("alert_state")}
+            results: list[dict] = []  # _write_alerts keeps the run's earlier alerts
+            queued: list[tuple[dict, Any]] = []
+            self._send(job, step.event, {**execution, **step.facts}, results, queued)
+            self._dispatch(execution, results, queued)
+
     def _write_alerts(self, execution: dict, results: list[dict]) -> None:
         """The results join what the execution already holds (a long_running alert sent while it ran)."""
+        if not execution.get("_id"):  # a re-alert of a job whose last run was deleted: nothing to record on
+            return
         try:
             earlier = (self._ds.executions.get(execution["_id"]) or {}).get("alerts") or []
         except Exception:  # the store: the results alone, rather than none
@@ -316,8 +360,14 @@ class Alerts:
 
     def _send(self, job: dict, event: str, execution: dict, results: list, queued: list) -> None:
         """Deliver `event` to the job's e-mail and webhook now (their results into `results`) and
-        list the channel deliveries for their own workers in `queued`. `paused` goes everywhere."""
+        list the channel deliveries for their own workers in `queued`. `paused` goes everywhere.
+        The one way out for every event of a job: while the job is muted, each destination is
+        recorded (`muted: true`) and counted instead."""
         notify = job.get("notify") or {}
+        reason = noise.mute_reason(job, utcnow(), self._calendars)
+        if reason is not None:
+            results.extend(self._muted_entries(job, event, reason))
+            return
         if event == PAUSED or event in (notify.get("events") or ()):
             recipients = [a for a in notify.get("email") or () if a]
             if recipients:
@@ -332,6 +382,32 @@ class Alerts:
             if channels:
                 message = self._channels.message(job, event, execution)
                 queued.extend((channel, message) for channel in channels)
+
+    def _muted_entries(self, job: dict, event: str, reason: str) -> list[dict]:
+        """The destinations `event` would have gone to, each recorded as muted, and counted."""
+        notify = job.get("notify") or {}
+        targets: list[tuple[str, str, str | None]] = []
+        if event == PAUSED or event in (notify.get("events") or ()):
+            recipients = [a for a in notify.get("email") or () if a]
+            if recipients:
+                targets.append(("email", ", ".join(recipients), None))
+            if notify.get("webhook"):
+                targets.append(("webhook", redact_url(notify["webhook"]), None))
+        if self._channels is not None:
+            targets += [(c.get("kind"), c.get("name"), c["_id"]) for c in self._channels_for(notify, event)]
+        with self._lock:
+            self._muted += len(targets)
+        entries = []
+        for channel, target, channel_id in targets:
+            if self._metrics is not None:
+                self._metrics.alert_muted(channel, event)
+            entry = {"event": event, "channel": channel, "target": target, "ok": False, "muted": True}
+            entry.update({"error": reason, "at": to_iso(utcnow())})
+            if channel_id:
+                entry["channel_id"] = channel_id
+            entries.append(entry)
+        log.info("Alert muted: job %r, event %s (%s)", job.get("name"), event, reason)
+        return entries
 
     def _channels_for(self, notify: Mapping[str, Any], event: str) -> list[dict]:
         """The channels that receive `event`: the notify's entries listing it (every one for
@@ -376,11 +452,12 @@ class Alerts:
             "at": to_iso(utcnow()),
         }
 
-    def _move(self, job_id: str, status: Any, seen: tuple[datetime, str]) -> tuple[dict | None, str | None]:
-        """Apply an outcome to the job's fresh state, in order: (the job as read, the event to send),
-        or (None, None) when the job is gone, the outcome is not newer than the last one applied,
-        or another node kept winning. Compare-and-set on the state and the marker as read, so
-        only one node moves the state, and sends; updated_at is left alone (the scheduler's own
+    def _move(self, job_id: str, status: Any, seen: tuple[datetime, str]) -> tuple[dict | None, noise.Step | None]:
+        """Apply an outcome to the job's fresh state, in order: (the job as read, the noise rules'
+        step: its fields and the event to send), or (None, None) when the job is gone, the outcome
+        is not newer than the last one applied, or another node kept winning. Compare-and-set on
+        the state, the marker and alert_due_at as read (check_due moves that one), so only one
+        node moves the state, and sends; updated_at is left alone (the scheduler's own
         compare-and-set relies on it)."""
         at, execution_id = seen
         for _ in range(CAS_TRIES):
@@ -390,12 +467,11 @@ class Alerts:
             last_at, last_id = job.get("alert_seen_at"), job.get("alert_seen_id")
             if last_at is not None and (as_utc(last_at), last_id or "") >= seen:
                 return None, None  # an older outcome (or this one, already applied): it changes nothing
-            before = job.get("alert_state")
-            state, event = transition(before, status)
-            expected = {"_id": job_id, "alert_state": before, "alert_seen_at": last_at, "alert_seen_id": last_id}
-            fields = {"alert_state": state, "alert_seen_at": at, "alert_seen_id": execution_id}
+            step = noise.advance(job, status, at, utcnow())
+            expected = {"_id": job_id, **{name: job.get(name) for name in _CAS_FIELDS}}
+            fields = {**step.fields, "alert_seen_at": at, "alert_seen_id": execution_id}
             if self._ds.jobs.update_many(expected, fields) == 1:
-                return job, event
+                return job, step
         log.warning("Alerts: job %s kept changing under %d tries, observation dropped", job_id, CAS_TRIES)
         return None, None
 
@@ -520,6 +596,11 @@ class _Collector:
             if self._expected:
                 return
         self._done(self._results)
+
+
+# What the compare-and-sets expect as read: every outcome moves the marker, every due check
+# moves alert_due_at (from a time already past to a later one, or to null).
+_CAS_FIELDS = ("alert_state", "alert_seen_at", "alert_seen_id", "alert_due_at")
 
 
 def _seen(execution: dict) -> tuple[datetime, str]:

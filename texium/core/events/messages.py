@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from texium.core.events.noise import duration_words
 from texium.core.timeutil import to_iso, utcnow
 
 TITLES = {
@@ -19,7 +20,10 @@ TITLES = {
     "skipped": "Run skipped",
     "long_running": "Run running long",
     "too_short": "Run ended too soon",
+    "still_failing": "Job still failing",
+    "flapping": "Job flapping",
 }
+NOISE_KEYS = ("failure_streak", "failing_for_seconds", "alert_note")  # what the noise rules add to a message
 ERROR_LINES, ERROR_CHARS = 20, 4000  # how much of the execution's error an alert carries
 
 
@@ -57,7 +61,21 @@ def facts(job: dict, event: str, execution: dict) -> list[tuple[str, str]]:
         ("Started", iso(execution.get("started_at")) or "-"),
         ("Completed", iso(execution.get("completed_at")) or "-"),
         ("Duration", "-" if duration is None else f"{duration} ms"),
+        *noise_facts(execution),
     ]
+
+
+def noise_facts(execution: dict) -> list[tuple[str, str]]:
+    """The lines the noise rules add when they have something to say (events/noise.py): the
+    failure streak, how long the job has been failing, why the message is sent."""
+    lines = []
+    if execution.get("failure_streak"):
+        lines.append(("Failed runs", f"{execution['failure_streak']} in a row"))
+    if execution.get("failing_for_seconds") is not None:
+        lines.append(("Failing for", duration_words(execution["failing_for_seconds"])))
+    if execution.get("alert_note"):
+        lines.append(("Note", str(execution["alert_note"])))
+    return lines
 
 
 def text(job: dict, event: str, execution: dict, base: str) -> str:
@@ -88,4 +106,5 @@ def webhook_payload(job: dict, event: str, execution: dict, base: str) -> dict:
         },
         "link": link(base, execution),
         "timestamp": to_iso(utcnow()),
+        **{k: execution[k] for k in NOISE_KEYS if execution.get(k) is not None},
     }

@@ -113,8 +113,13 @@ def holidays_from_ics(text: bytes, zone_name: str, now: datetime) -> list[dict]:
 
 
 def jobs_using(datastore: Datastore, calendar_id: str) -> list[dict]:
-    """The jobs whose exclude_calendars name the calendar (a scan: calendars change rarely)."""
-    return [job for job in datastore.jobs.find({}) if calendar_id in (job.get("exclude_calendars") or [])]
+    """The jobs whose exclude_calendars or mute_calendars name the calendar (a scan: calendars
+    change rarely)."""
+    return [
+        job
+        for job in datastore.jobs.find({})
+        if calendar_id in [*(job.get("exclude_calendars") or []), *(job.get("mute_calendars") or [])]
+    ]
 
 
 class CalendarService:

@@ -203,6 +203,10 @@ class CalendarReader:
         """The Blackouts of one job document (saved or not)."""
         return self.blackouts_for([{**doc, "_id": "job"}]).get("job", NO_BLACKOUTS)
 
+    def blackouts_named(self, ids: list[str]) -> Blackouts:
+        """The Blackouts of the calendars with these ids (a job's mute_calendars)."""
+        return self.blackouts_of({"exclude_calendars": list(ids)})
+
     def _combined(self, calendars: list[dict]) -> Blackouts:
         if len(calendars) == 1:
             return self._one(calendars[0])
