@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import pytest
 
 from tests.jobs_fixtures import http_server
 from tests.server_process import SAMPLE_JOBS, wait_for
@@ -171,3 +174,48 @@ def test_pagerduty_is_never_digested(start_server, tmp_path):
     assert [p["event_action"] for p in payloads] == ["trigger"] * 6
     assert {p["dedup_key"] for p in payloads} == {f"texium-job-{job_id}" for job_id in jobs}
     assert {(r["event"], r["status"]) for r in deliveries(api, pagerduty)} == {("failure", "sent")}
+
+
+def test_a_digest_is_claimed_by_one_node_and_a_dead_node_s_claim_is_taken_over(datastore):
+    """On both stores: two nodes count into one window, race for its digest (one wins), and a
+    node killed after claiming leaves the digest to another once its claim expired."""
+    from texium.core.events.channels import Message
+    from texium.core.events.digests import Digests
+    from texium.core.timeutil import utcnow
+
+    doc = {"user_id": "0123456789abcdef01234567", "name": "ops", "kind": "webhook", "url": "http://127.0.0.1:9/"}
+    channel = {**doc, "_id": datastore.channels.insert(dict(doc))}
+    nodes = [Digests(datastore, 60, 2), Digests(datastore, 60, 2)]
+    job = {"_id": "0123456789abcdef0123aaaa", "name": "etl"}
+    held = []
+    for n in range(5):
+        message = Message(job, "failure", {"_id": f"run-{n}", "error": f"boom {n}\nTraceback ..."}, "")
+        held.append(nodes[n % 2].admit(channel, message))
+    assert [record is None for record in held] == [True, True, False, False, False]
+    assert [record["excerpt"] for record in held[2:]] == ["boom 2", "boom 3", "boom 4"]
+    assert nodes[0].due(channel["_id"]) == []  # the window has not ended
+    datastore.channel_digests.update_many({"channel_id": channel["_id"]}, {"due_at": utcnow() - timedelta(seconds=1)})
+    (pending,) = nodes[0].due(channel["_id"])
+
+    def killed(channel, message):
+        raise RuntimeError("the node died while sending")
+
+    with pytest.raises(RuntimeError):
+        nodes[0].send(channel, pending, killed)
+    sent = []
+
+    def deliver(channel, message):
+        sent.append(message)
+        return {"ok": True, "_id": "0123456789abcdef0123bbbb", "error": ""}
+
+    assert nodes[1].send(channel, pending, deliver) is False  # node 0 claimed it first
+    assert nodes[1].due(channel["_id"]) == []  # ... and its claim has not expired
+    expired = {"claim_expires_at": utcnow() - timedelta(seconds=1)}
+    datastore.channel_digests.update_many({"channel_id": channel["_id"]}, expired)
+    (orphan,) = nodes[1].due(channel["_id"])
+    assert nodes[1].send(channel, orphan, deliver) is True
+    assert nodes[0].send(channel, orphan, deliver) is False  # taken over once, not twice
+    assert len(sent) == 1 and sent[0].count == 3 and sent[0].lines[0].endswith("failure etl: boom 2")
+    records = datastore.channel_deliveries.find({"digest_id": held[2]["digest_id"]})
+    assert sorted(r["status"] for r in records) == ["digested"] * 3
+    assert nodes[0].due(channel["_id"]) == [] and nodes[1].due(channel["_id"]) == []
