@@ -179,7 +179,7 @@ class Digests:
     def __init__(self, datastore: Datastore, seconds: float, after: int, link_base: str = ""):
         self._ds = datastore
         self._window = timedelta(seconds=seconds)
-        self._after = max(0, int(after))
+        self._after = max(1, int(after))  # the message that opens a window always goes out
         self._link_base = link_base
 
     @property
