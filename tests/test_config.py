@@ -63,6 +63,8 @@ def test_precedence(tmp_path, settings_module):
         ({"TEXIUM_SCHEDULER_POLL_SECONDS": "soon"}, "SCHEDULER_POLL_SECONDS"),
         ({"TEXIUM_NODE_TIMEOUT_SECONDS": "0.5"}, "NODE_TIMEOUT_SECONDS"),
         ({"TEXIUM_HEARTBEAT_SECONDS": "10", "TEXIUM_NODE_TIMEOUT_SECONDS": "20"}, "NODE_TIMEOUT_SECONDS"),
+        ({"TEXIUM_ALERT_DIGEST_SECONDS": "-1"}, "ALERT_DIGEST_SECONDS"),
+        ({"TEXIUM_ALERT_DIGEST_AFTER": "0"}, "ALERT_DIGEST_AFTER"),  # the window's first message always goes out
     ],
 )
 def test_bad_settings_name_the_setting(tmp_path, environ, named):

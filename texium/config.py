@@ -39,6 +39,8 @@ INT_RANGES = {
     "MAX_CONNECTIONS": (1, 10**6),
     "MAX_CONNECTIONS_PER_ADDRESS": (1, 10**6),
     "HSTS_SECONDS": (0, 10**9),
+    "ALERT_DIGEST_SECONDS": (0, 86400),
+    "ALERT_DIGEST_AFTER": (1, 1000),
 }
 # Settings that are numbers of seconds within a range (fractions allowed).
 SECONDS_RANGES = {

@@ -68,6 +68,10 @@ ALERT_CHANNELS = []
 # due with no new run: one indexed read of those jobs only.
 ALERT_CHECK_SECONDS = 5.0
 CHANNEL_HTTPS_ONLY = True  # every URL a channel sends to must be https (off: plain http allowed too)
+# Grouping: past ALERT_DIGEST_AFTER messages to one channel within ALERT_DIGEST_SECONDS (from the
+# window's first message), the rest are held and sent as one digest when the window ends; 0 = off.
+ALERT_DIGEST_SECONDS = 60
+ALERT_DIGEST_AFTER = 3
 
 # Built-in jobs
 BACKUP_DIR = ""  # default DATA_DIR/backups

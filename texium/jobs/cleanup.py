@@ -20,9 +20,11 @@ CLEANABLE = (
     "system_metrics",
     "reports",
     "scheduler_channel_deliveries",  # every message sent to an alert channel
+    "scheduler_channel_digests",  # the digests of grouped alerts (events/digests.py)
 )
 ALIASES = {"executions": "scheduler_executions", "audit_logs": "scheduler_audit_logs", "metrics": "system_metrics"}
 ALIASES["channel_deliveries"] = "scheduler_channel_deliveries"
+ALIASES["channel_digests"] = "scheduler_channel_digests"
 PROTECTED = ("users", "servers", "scheduler_jobs", "jobs")
 # An execution in one of these states is still owned by the scheduler.
 ACTIVE_STATUSES = list(figures.ACTIVE)

@@ -13,6 +13,7 @@ from texium.core import caches
 from texium.core.datastore import Datastore, open_datastore
 from texium.core.events.alerts import Alerts
 from texium.core.events.channels import Deliveries, Sender
+from texium.core.events.digests import Digests
 from texium.core.inflight import InFlight
 from texium.core.metrics import Metrics
 from texium.core.records.apikeys import ApiKeys
@@ -121,7 +122,13 @@ def build_context(settings: dict[str, Any]) -> AppContext:
         lambda channel: secrets.decrypt(channel[SECRET_FIELD]) if channel.get(SECRET_FIELD) else None,
         link_base=public_url.rstrip("/"),
         metrics=metrics,
+        digests=Digests(
+            datastore, settings["ALERT_DIGEST_SECONDS"], settings["ALERT_DIGEST_AFTER"], public_url.rstrip("/")
+        )
+        if settings["ALERT_DIGEST_SECONDS"]
+        else None,
     )
+    nodes.chores.append(deliveries.sweep_digests)
     alerts = Alerts(
         datastore,
         {**job_config, "PUBLIC_URL": public_url.rstrip("/"), "ALERT_WEBHOOK_SECRET": settings["ALERT_WEBHOOK_SECRET"]},

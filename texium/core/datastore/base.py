@@ -114,7 +114,19 @@ INDEXES: dict[str, tuple[Index, ...]] = {
     "scheduler_calendars": (Index(("user_id", "created_at")), Index(("created_at",))),
     "scheduler_channels": (Index(("user_id", "created_at")), Index(("created_at",)), Index(("name",))),
     # Every delivery to a channel, newest read first per channel.
-    "scheduler_channel_deliveries": (Index(("channel_id", "created_at")), Index(("created_at",))),
+    "scheduler_channel_deliveries": (
+        Index(("channel_id", "created_at")),
+        Index(("created_at",)),
+        Index(("digest_id", "status")),  # the messages a digest holds
+    ),
+    # Grouping (events/digests.py): each channel's current window, and the digests due when one ends.
+    "scheduler_channel_windows": (Index(("channel_id",), unique=True),),
+    "scheduler_channel_digests": (
+        Index(("window_id",), unique=True),
+        Index(("status", "due_at")),  # pending digests whose window ended, on any node's sweep
+        Index(("status", "claim_expires_at")),  # claims of a node that died while sending
+        Index(("channel_id", "status", "due_at")),
+    ),
     "scheduler_backfills": (Index(("status",)),),  # the running ones, every pass
     "scheduler_executions": (
         Index(("occurrence_key",), unique=True),
@@ -342,6 +354,14 @@ class Datastore(ABC):
     @property
     def channel_deliveries(self) -> Collection:
         return self.collection("scheduler_channel_deliveries")
+
+    @property
+    def channel_windows(self) -> Collection:
+        return self.collection("scheduler_channel_windows")
+
+    @property
+    def channel_digests(self) -> Collection:
+        return self.collection("scheduler_channel_digests")
 
     @property
     def executions(self) -> Collection:

@@ -432,10 +432,11 @@ class Alerts:
     def channel_delivered(self, record: dict, channel: dict) -> dict:
         """Count a channel's delivery like an e-mail's; its entry for the execution record."""
         ok = bool(record.get("ok"))
+        held = record.get("status") == "held"  # in the channel's digest (events/digests.py): not a failure
         with self._lock:
             if ok:
                 self._sent += 1
-            else:
+            elif not held:
                 self._failed += 1
                 where = f"{channel.get('kind')} channel {channel.get('name')!r}"
                 self._last_failure = f"{record.get('event')} by {where}: {record.get('error')}"
@@ -446,6 +447,7 @@ class Alerts:
             "target": channel.get("name"),
             "channel_id": record.get("channel_id"),
             "ok": ok,
+            "status": record.get("status"),
             "error": record.get("error") or "",
             "status_code": record.get("status_code"),
             "attempt": record.get("attempt"),

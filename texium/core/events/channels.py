@@ -23,6 +23,7 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,8 @@ TIMEOUT = 10.0  # seconds per request
 QUEUE_LIMIT = 1000  # deliveries waiting for one channel; more are recorded as failed rather than queued
 IDLE_SECONDS = 60.0  # a channel's worker with nothing to send ends after this long
 USER_AGENT = "Texium-Alerts/1"
+SWEEP_SECONDS = 5.0  # how often a node looks for digests due that no worker of its own waits for
+SENT, FAILED = "sent", "failed"  # a delivery's status (events/digests.py adds held and digested)
 _COLORS = {"failure": 0xD93025, "timeout": 0xD93025, "missed": 0xF29900, "paused": 0xF29900, "recovery": 0x188038}
 _NTFY_TAGS = {"failure": "rotating_light", "timeout": "hourglass", "missed": "warning", "paused": "pause_button"}
 _NTFY_TAGS.update({"recovery": "white_check_mark", "test": "test_tube"})
@@ -313,8 +316,13 @@ class Deliveries:
         open_secret: Callable[[dict], str | None],
         link_base: str = "",
         metrics=None,
+        digests=None,
     ):
+        """`digests` (events/digests.py; None: off) holds a channel's messages past the first
+        few of a window and sends them as one digest when the window ends."""
         self._ds = datastore
+        self._digests = digests
+        self._next_sweep = 0.0
         self.link_base = link_base  # PUBLIC_URL, for the links in messages
         self._sender = sender
         self._open_secret = open_secret
@@ -334,9 +342,34 @@ class Deliveries:
 
     def enqueue(self, channel: dict, message: Message, report: Report | None = None) -> None:
         """Queue a delivery on the channel's own worker; returns at once."""
+        if self._put(channel, message, report):
+            return
+        record = self._record(channel, message, Outcome(False, None, 0, f"{QUEUE_LIMIT} deliveries already queued"))
+        if report is not None:
+            report(record)
+
+    def sweep_digests(self) -> None:
+        """Hand the digests due (windows ended; claims of dead nodes expired) to their channels'
+        workers, at most every SWEEP_SECONDS: the backstop for digests whose node is gone.
+        Called on the node heartbeat; the worker's claim decides which node sends."""
+        if self._digests is None or self._closed or time.monotonic() < self._next_sweep:
+            return
+        self._next_sweep = time.monotonic() + SWEEP_SECONDS
+        try:
+            for digest in self._digests.due():
+                channel = self._ds.channels.get(digest["channel_id"])
+                if channel is None:  # deleted: its held messages are recorded failed
+                    self._digests.send(None, digest, self._deliver)
+                else:
+                    self._put(channel, _Due(digest), None)
+        except Exception as exc:  # the store is down: the next sweep tries again
+            log.warning("Channels: cannot look for digests due: %s", exc)
+
+    def _put(self, channel: dict, message: Any, report: Report | None) -> bool:
+        """On the channel's worker (started when needed); False when its queue is full."""
         with self._lock:
             if self._closed:
-                return
+                return True
             work = self._workers.get(channel["_id"])
             if work is None:
                 work = self._workers[channel["_id"]] = queue.Queue(QUEUE_LIMIT)
@@ -345,12 +378,9 @@ class Deliveries:
                 ).start()
             try:
                 work.put_nowait((channel, message, report))
-                return
+                return True
             except queue.Full:
-                pass
-        record = self._record(channel, message, Outcome(False, None, 0, f"{QUEUE_LIMIT} deliveries already queued"))
-        if report is not None:
-            report(record)
+                return False
 
     def stop(self) -> None:
         """Refuse new deliveries and end the retry waits; queued ones get one attempt each."""
@@ -361,10 +391,15 @@ class Deliveries:
         self._sender.stopping.set()
 
     def _work(self, channel_id: str, work: queue.Queue) -> None:
+        wake = None  # (monotonic) when the digest of a window this worker held for is due
         while True:
+            timeout = IDLE_SECONDS if wake is None else min(IDLE_SECONDS, max(0.0, wake - time.monotonic()))
             try:
-                item = work.get(timeout=IDLE_SECONDS)
+                item = work.get(timeout=timeout)
             except queue.Empty:
+                if wake is not None:
+                    wake = self._send_digests(channel_id)
+                    continue
                 with self._lock:  # nothing came: end, unless something arrived just now
                     if work.empty():
                         del self._workers[channel_id]
@@ -374,11 +409,44 @@ class Deliveries:
                 return
             channel, message, report = item
             try:
-                record = self._deliver(channel, message)
+                if isinstance(message, _Due):
+                    self._digests.send(channel, message.digest, self._deliver)
+                    continue
+                record = self._held(channel, message)
+                if record is None:
+                    record = self._deliver(channel, message)
+                elif wake is None:
+                    wake = self._wake(channel_id)
                 if report is not None:
                     report(record)
             except Exception:  # a bug here must not end this channel's deliveries
                 log.exception("Channels: delivery to channel %s failed", channel_id)
+
+    def _held(self, channel: dict, message: Message) -> dict | None:
+        """The message's `held` record when its channel's window already sent its share; None: send it."""
+        if self._digests is None or not self._digests.applies(channel, message.event):
+            return None
+        try:
+            return self._digests.admit(channel, message)
+        except Exception as exc:  # the store refused the count: send it alone rather than lose it
+            log.warning("Channels: cannot count a message into channel %s's digest window: %s", channel["_id"], exc)
+            return None
+
+    def _wake(self, channel_id: str) -> float | None:
+        """When this worker should send its channel's next pending digest (monotonic), if any."""
+        due = self._digests.next_due(channel_id)
+        return None if due is None else time.monotonic() + max(0.0, (due - utcnow()).total_seconds())
+
+    def _send_digests(self, channel_id: str) -> float | None:
+        """Send the channel's digests that are due (those another node claimed first are its own);
+        the next wake-up."""
+        try:
+            for digest in self._digests.due(channel_id):
+                self._digests.send(self._ds.channels.get(channel_id), digest, self._deliver)
+            return self._wake(channel_id)
+        except Exception as exc:  # the store failed: any node's sweep finds the digest later
+            log.warning("Channels: cannot send the digest of channel %s: %s", channel_id, exc)
+            return None
 
     def _deliver(self, channel: dict, message: Message, attempts: int | None = None) -> dict:
         try:
@@ -401,6 +469,8 @@ class Deliveries:
             "status_code": outcome.status_code,
             "attempt": outcome.attempts,
             "error": outcome.error,
+            "status": SENT if outcome.ok else FAILED,
+            **getattr(message, "record_fields", {}),
             "created_at": utcnow(),
         }
         if self._metrics is not None:
@@ -419,3 +489,10 @@ class Deliveries:
         except Exception as exc:
             log.warning("Channels: cannot record a delivery to channel %s: %s", channel["_id"], exc)
         return record
+
+
+@dataclass
+class _Due:
+    """A digest found due by a sweep, queued on its channel's worker like a message."""
+
+    digest: dict
