@@ -29,6 +29,7 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -38,12 +39,12 @@ from texium.core.events import messages
 from texium.core.events.channels import Deliveries
 from texium.core.events.mail import MailError, send_message
 from texium.core.metrics import Metrics
+from texium.core.records.legacy_notify import is_legacy
 from texium.core.security.outbound import (
     SIGNATURE_HEADER,
     OutboundPolicy,
     OutboundRefused,
     http_request,
-    redact_url,
     sign,
 )
 from texium.core.timeutil import as_utc, to_iso, utcnow
@@ -91,8 +92,13 @@ class Alerts:
         pauses: Any = None,
         channels: Deliveries | None = None,
         default_channels: Sequence[str] = (),
+        legacy: Callable[[dict], dict | None] | None = None,
     ):
         self._ds = datastore
+        # The notify of a job that still holds its own e-mail / webhook (stored by an older node
+        # since this one started) with them as channels (records/legacy_notify.py): every alert
+        # goes out through channels. None: such a job's e-mail and webhook are not sent.
+        self._legacy = legacy
         # Channel deliveries (events/channels.py: a queue and worker per channel), and the
         # channels (ids or names, ALERT_CHANNELS) of jobs whose notify names none.
         self._channels = channels
@@ -169,7 +175,10 @@ class Alerts:
         """Deliver what is queued for up to `timeout` s, then end the thread; False if time ran out."""
         self._closed = True
         self._queue.put(None)
+        deadline = time.monotonic() + timeout
         self._thread.join(timeout)
+        if self._channels is not None:  # what the thread queued on the channels, while time is left
+            self._channels.drain(max(0.0, deadline - time.monotonic()))
         self._abort.set()
         if self._channels is not None:
             self._channels.stop()  # queued channel deliveries get one more attempt, no waits
@@ -208,7 +217,7 @@ class Alerts:
         if queued:  # the channels' workers add theirs; the last one to finish records them all
             collect = _Collector(len(queued), results, lambda done: self._write_alerts(execution, done))
             for channel, message in queued:
-                self._channels.enqueue(channel, message, self._reporter(collect, channel))
+                self._channels.enqueue(channel, message, self._reporter(collect, channel, message.job.get("name")))
         elif results:
             self._write_alerts(execution, results)
 
@@ -231,18 +240,12 @@ class Alerts:
         self._send(paused, PAUSED, {**execution, "error": why}, results, queued)
 
     def _send(self, job: dict, event: str, execution: dict, results: list, queued: list) -> None:
-        """Deliver `event` to the job's e-mail and webhook now (their results into `results`) and
-        list the channel deliveries for their own workers in `queued`. `paused` goes everywhere."""
+        """List the channel deliveries of `event` for their own workers in `queued` (`results`:
+        entries already known, for the execution record). `paused` goes everywhere. A notify's own
+        e-mail and webhook are channels too (`legacy`); _email and _webhook are no longer used."""
         notify = job.get("notify") or {}
-        if event == PAUSED or event in (notify.get("events") or ()):
-            recipients = [a for a in notify.get("email") or () if a]
-            if recipients:
-                results.append(
-                    self._deliver(job, event, "email", ", ".join(recipients), self._email, recipients, execution)
-                )
-            url = notify.get("webhook")
-            if url:
-                results.append(self._deliver(job, event, "webhook", redact_url(url), self._webhook, url, execution))
+        if self._legacy is not None and is_legacy(notify):
+            notify = self._legacy(job) or {}
         if self._channels is not None:
             channels = self._channels_for(notify, event)
             if channels:
@@ -266,11 +269,12 @@ class Alerts:
             found += list(self._ds.channels.find({"name": {"$in": names}}))
         return list({c["_id"]: c for c in found}.values())
 
-    def _reporter(self, collect: _Collector, channel: dict) -> Callable[[dict], None]:
-        return lambda record: collect.add(self.channel_delivered(record, channel))
+    def _reporter(self, collect: _Collector, channel: dict, job_name: Any = None) -> Callable[[dict], None]:
+        return lambda record: collect.add(self.channel_delivered(record, channel, job_name))
 
-    def channel_delivered(self, record: dict, channel: dict) -> dict:
-        """Count a channel's delivery like an e-mail's; its entry for the execution record."""
+    def channel_delivered(self, record: dict, channel: dict, job_name: Any = None) -> dict:
+        """Count a channel's delivery like an e-mail's; its entry for the execution record.
+        Health's last failure names the job (`job_name`) when there is one."""
         ok = bool(record.get("ok"))
         with self._lock:
             if ok:
@@ -278,7 +282,8 @@ class Alerts:
             else:
                 self._failed += 1
                 where = f"{channel.get('kind')} channel {channel.get('name')!r}"
-                self._last_failure = f"{record.get('event')} by {where}: {record.get('error')}"
+                failure = f"{record.get('event')} by {where}: {record.get('error')}"
+                self._last_failure = f"{job_name}: {failure}" if job_name else failure
                 self._last_failure_at = utcnow()
         return {
             "event": record.get("event"),

@@ -322,6 +322,8 @@ class Deliveries:
         self._lock = threading.Lock()
         self._workers: dict[str, queue.Queue] = {}
         self._closed = False
+        self._pending = 0  # deliveries queued or under way, on every channel (drain waits for none)
+        self._idle = threading.Condition(self._lock)
 
     def message(self, job: dict, event: str, execution: dict) -> Message:
         return Message(job, event, execution, self.link_base)
@@ -345,12 +347,19 @@ class Deliveries:
                 ).start()
             try:
                 work.put_nowait((channel, message, report))
+                self._pending += 1
                 return
             except queue.Full:
                 pass
         record = self._record(channel, message, Outcome(False, None, 0, f"{QUEUE_LIMIT} deliveries already queued"))
         if report is not None:
             report(record)
+
+    def drain(self, timeout: float) -> bool:
+        """Wait up to `timeout` s for every queued delivery to be done (retries included); False
+        if some were not. Shutting down: deliver what is queued while there is time."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._pending == 0, timeout)
 
     def stop(self) -> None:
         """Refuse new deliveries and end the retry waits; queued ones get one attempt each."""
@@ -379,6 +388,10 @@ class Deliveries:
                     report(record)
             except Exception:  # a bug here must not end this channel's deliveries
                 log.exception("Channels: delivery to channel %s failed", channel_id)
+            finally:
+                with self._idle:
+                    self._pending -= 1
+                    self._idle.notify_all()
 
     def _deliver(self, channel: dict, message: Message, attempts: int | None = None) -> dict:
         try:

@@ -142,18 +142,8 @@ class ChannelService:
             doc["recipients"] = list(dict.fromkeys(clean))
 
     def _check_recipients(self, doc: dict) -> None:
-        """A non-admin owner mails only their own address and the allowed domains."""
         owner = self._ds.users.get(doc["user_id"]) or {}
-        if owner.get("role") == "admin":
-            return
-        for index, address in enumerate(doc.get("recipients") or ()):
-            domain = address.rpartition("@")[2].lower()
-            if address.lower() != (owner.get("email") or "").lower() and domain not in self._email_domains:
-                allowed = ", ".join(sorted(self._email_domains)) or "none"
-                raise ValidationError(
-                    f"Invalid field recipients[{index}]: the channel's owner may mail only their own address "
-                    f"and the domains of EMAIL_ALLOWED_DOMAINS ({allowed})"
-                )
+        check_recipients(owner, doc.get("recipients") or (), self._email_domains, "recipients")
 
     def _seal(self, changes: dict, kind: str, stored: dict | None) -> None:
         """Encrypt the secret (the URL for Slack, Teams and Discord); keep a stored one sent back
@@ -259,6 +249,21 @@ class ChannelService:
     def deliveries(self, channel_id: str, limit: int, offset: int) -> Page:
         self.stored(channel_id)
         return list_page(self._ds.channel_deliveries, {"channel_id": channel_id}, limit, offset, sort=NEWEST_FIRST)
+
+
+def check_recipients(owner: dict, recipients: Iterable[str], domains: set[str], field: str) -> None:
+    """A non-admin owner mails only their own address and the allowed domains (EMAIL_ALLOWED_DOMAINS,
+    lower case), so the server's SMTP login is no open relay; a 400 naming `field`[index] otherwise."""
+    if owner.get("role") == "admin":
+        return
+    for index, address in enumerate(recipients):
+        domain = address.rpartition("@")[2].lower()
+        if address.lower() != (owner.get("email") or "").lower() and domain not in domains:
+            allowed = ", ".join(sorted(domains)) or "none"
+            raise ValidationError(
+                f"Invalid field {field}[{index}]: the owner may mail only their own address "
+                f"and the domains of EMAIL_ALLOWED_DOMAINS ({allowed})"
+            )
 
 
 def channel_ids(notify: dict | None) -> list[str]:
