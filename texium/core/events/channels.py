@@ -29,14 +29,14 @@ from typing import Any
 from urllib.parse import quote
 
 from texium.core.datastore.base import Datastore
-from texium.core.events import messages
+from texium.core.events import apprise_channel, messages
 from texium.core.events.mail import MailError, send_message
 from texium.core.security.outbound import SIGNATURE_HEADER, OutboundPolicy, OutboundRefused, http_request, sign
 from texium.core.timeutil import utcnow
 
 log = logging.getLogger("texium.channels")
 
-KINDS = ("email", "webhook", "slack", "teams", "pagerduty", "opsgenie", "ntfy", "telegram", "discord")
+KINDS = ("email", "webhook", "slack", "teams", "pagerduty", "opsgenie", "ntfy", "telegram", "discord", "apprise")
 # Vendors' API addresses, used when a channel sets no `url` (EU regions and self-hosted servers set theirs).
 BASE_URLS = {
     "pagerduty": "https://events.pagerduty.com",
@@ -232,6 +232,8 @@ class Sender:
         try:
             if channel["kind"] == "email":
                 return self._email(channel, message, attempts)
+            if channel["kind"] == "apprise":
+                return self._apprise(secret or "", message, attempts)
             if channel["kind"] == "webhook":
                 secret = secret or self._webhook_secret
             request = getattr(message, channel["kind"])(channel, secret)
@@ -274,6 +276,28 @@ class Sender:
                     return Outcome(False, status, attempt, error)
             if not self._wait(attempt, attempts):
                 return Outcome(False, status, attempt, error)
+            attempt += 1
+
+    def _apprise(self, url: str, message: Message, attempts: int) -> Outcome:
+        """Through the apprise extra (apprise_channel.py): the outbound rules checked first, then
+        `attempts` tries. Its errors are not shown: they may hold the URL's tokens."""
+        try:
+            apprise_channel.check_outbound(self._policy, url)
+        except OutboundRefused as exc:
+            return Outcome(False, None, 1, str(exc))
+        except OSError:
+            return Outcome(False, None, 1, "its host does not resolve")
+        attempt = 1
+        while True:
+            try:
+                sent = apprise_channel.send(url, message.title, message.text, message.event, self._timeout)
+                error = "" if sent else "apprise could not deliver it"
+            except Exception as exc:  # whatever apprise raises is one failed attempt
+                error = f"apprise failed: {type(exc).__name__}"
+            if not error:
+                return Outcome(True, None, attempt, "")
+            if not self._wait(attempt, attempts):
+                return Outcome(False, None, attempt, error)
             attempt += 1
 
     def _email(self, channel: dict, message: Message, attempts: int) -> Outcome:
