@@ -347,7 +347,9 @@ class Deliveries:
         self._workers: dict[str, queue.Queue] = {}
         self._closed = False
         self._pending = 0  # deliveries queued or under way, on every channel (drain waits for none)
-        self._idle = threading.Condition(self._lock)
+        # Its own lock, not _lock: stop() holds _lock while it waits for room in a full queue,
+        # which a worker makes only once it has counted its last delivery done.
+        self._idle = threading.Condition(threading.Lock())
 
     def message(self, job: dict, event: str, execution: dict) -> Message:
         return Message(job, event, execution, self.link_base)
@@ -370,11 +372,13 @@ class Deliveries:
                     target=self._work, args=(channel["_id"], work), name="texium-channel", daemon=True
                 ).start()
             try:
+                with self._idle:
+                    self._pending += 1
                 work.put_nowait((channel, message, report))
-                self._pending += 1
                 return
             except queue.Full:
-                pass
+                with self._idle:
+                    self._pending -= 1
         record = self._record(channel, message, Outcome(False, None, 0, f"{QUEUE_LIMIT} deliveries already queued"))
         if report is not None:
             report(record)
