@@ -19,6 +19,7 @@ from datetime import timedelta
 import pytest
 
 from tests.jobs_fixtures import closed_port, http_server, smtp_server
+from texium.core.events import channels as channels_module
 from texium.core.events.alerts import EVENTS, Alerts, transition
 from texium.core.events.channels import Deliveries, Sender
 from texium.core.metrics import Metrics
@@ -422,3 +423,25 @@ def test_missed_occurrences_recorded_after_a_newer_run_ended_send_nothing(datast
         assert alerts.stop(5)
     assert [r["headers"]["X-Texium-Event"] for r in web.requests] == ["missed"]
     assert datastore.jobs.get(job_id)["alert_state"] == "ok"
+
+
+def test_stopping_with_a_full_queue_on_a_hanging_channel_returns(datastore, monkeypatch):
+    """stop() waits for room in a full queue while a worker counts its finished delivery: the two
+    must not need the same lock (they did, and a server with a dead channel never stopped)."""
+    monkeypatch.setattr(channels_module, "QUEUE_LIMIT", 2)
+    server = socket.create_server(("127.0.0.1", 0))  # accepts (in the backlog), never answers
+    try:
+        sender = Sender({}, LOOPBACK, attempts=1, timeout=0.5)
+        deliveries = Deliveries(datastore, sender, lambda channel: None)
+        channel = {"_id": "0123456789abcdef01234568", "kind": "webhook", "name": "hanging"}
+        channel["url"] = f"http://127.0.0.1:{server.getsockname()[1]}/"
+        job = {"_id": "0123456789abcdef01234567", "name": "Nightly backup"}
+        for n in range(4):  # one under way, then two queued (full), one refused at once
+            deliveries.enqueue(channel, deliveries.message(job, "failure", {"_id": str(n), "status": "failed"}))
+            time.sleep(0.1 if n == 0 else 0)  # the worker has taken the first one
+        stopper = threading.Thread(target=deliveries.stop, daemon=True)
+        stopper.start()
+        stopper.join(5)
+        assert not stopper.is_alive()
+    finally:
+        server.close()
