@@ -45,7 +45,10 @@ setup(
             "playwright>=1.40",  # drives Debian's chromium (executable_path); no browser download
             "croniter>=2",  # the differential cron test compares Texium's engine with it
             "ruff>=0.6",  # lint and format, checked in CI before the tests
+            "apprise>=1.6",  # the apprise channel kind is tested against a local receiver (json://)
         ],
+        # The `apprise` channel kind: the long tail of notification services, by apprise URL.
+        "apprise": ["apprise>=1.6"],
     },
     entry_points={
         "console_scripts": [

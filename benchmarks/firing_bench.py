@@ -42,11 +42,12 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, data_dir: str):
+    def __init__(self, data_dir: str, settings: dict | None = None):
+        """`settings`: extra TEXIUM_* environment variables for the server."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("TEXIUM_")}
-        env.update(TEXIUM_DATA_DIR=data_dir, TEXIUM_LOG_LEVEL="WARNING", PYTHONPATH=str(REPO))
+        env.update(TEXIUM_DATA_DIR=data_dir, TEXIUM_LOG_LEVEL="WARNING", PYTHONPATH=str(REPO), **(settings or {}))
         self.log = open(os.path.join(data_dir, "server.log"), "w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "texium.server", "--port", str(self.port), "--address", "127.0.0.1"],

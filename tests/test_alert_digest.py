@@ -186,9 +186,9 @@ def test_a_digest_is_claimed_by_one_node_and_a_dead_node_s_claim_is_taken_over(d
     doc = {"user_id": "0123456789abcdef01234567", "name": "ops", "kind": "webhook", "url": "http://127.0.0.1:9/"}
     channel = {**doc, "_id": datastore.channels.insert(dict(doc))}
     nodes = [Digests(datastore, 60, 2), Digests(datastore, 60, 2)]
-    job = {"_id": "0123456789abcdef0123aaaa", "name": "etl"}
     held = []
     for n in range(5):
+        job = {"_id": f"0123456789abcdef0123aaa{n}", "name": f"etl {n}"}
         message = Message(job, "failure", {"_id": f"run-{n}", "error": f"boom {n}\nTraceback ..."}, "")
         held.append(nodes[n % 2].admit(channel, message))
     assert [record is None for record in held] == [True, True, False, False, False]
@@ -215,7 +215,25 @@ def test_a_digest_is_claimed_by_one_node_and_a_dead_node_s_claim_is_taken_over(d
     (orphan,) = nodes[1].due(channel["_id"])
     assert nodes[1].send(channel, orphan, deliver) is True
     assert nodes[0].send(channel, orphan, deliver) is False  # taken over once, not twice
-    assert len(sent) == 1 and sent[0].count == 3 and sent[0].lines[0].endswith("failure etl: boom 2")
+    assert len(sent) == 1 and sent[0].count == 3 and sent[0].lines[0].endswith("failure etl 2: boom 2")
     records = datastore.channel_deliveries.find({"digest_id": held[2]["digest_id"]})
     assert sorted(r["status"] for r in records) == ["digested"] * 3
     assert nodes[0].due(channel["_id"]) == [] and nodes[1].due(channel["_id"]) == []
+
+
+def test_one_job_s_own_messages_are_never_held(datastore):
+    """Grouping is about many jobs: one job's failure, re-alerts and recovery in one window all
+    go out, and still count it as one of the window's first jobs."""
+    from texium.core.events.channels import Message
+    from texium.core.events.digests import Digests
+
+    doc = {"user_id": "0123456789abcdef01234567", "name": "ops", "kind": "webhook", "url": "http://127.0.0.1:9/"}
+    channel = {**doc, "_id": datastore.channels.insert(dict(doc))}
+    digests = Digests(datastore, 60, 2)
+    flaky = {"_id": "0123456789abcdef0123bbbb", "name": "flaky"}
+    for n, event in enumerate(["failure", "still_failing", "recovery", "failure", "recovery"]):
+        assert digests.admit(channel, Message(flaky, event, {"_id": f"run-{n}"}, "")) is None
+    other = {"_id": "0123456789abcdef0123cccc", "name": "other"}
+    assert digests.admit(channel, Message(other, "failure", {"_id": "run-o"}, "")) is None
+    third = {"_id": "0123456789abcdef0123dddd", "name": "third"}
+    assert digests.admit(channel, Message(third, "failure", {"_id": "run-t"}, ""))["status"] == "held"

@@ -144,7 +144,7 @@ def test_the_conditional_write_lets_one_of_two_nodes_send(datastore, receiver):
     nodes = []
     for _ in range(2):
         deliveries = Deliveries(datastore, Sender({}, LOOPBACK, backoff=0.05), lambda c: None)
-        nodes.append(Alerts(datastore, {}, LOOPBACK, lambda *_: None, channels=deliveries, backoff=0.05))
+        nodes.append(Alerts(datastore, lambda *_: None, channels=deliveries))
     job = datastore.jobs.get(job_id)
     for node in nodes:
         node.announce(job, "long_running", {**run, "error": "Still running"}, ALERTED_FIELD)
@@ -339,7 +339,7 @@ def test_bad_duration_fields_are_a_400_naming_the_field(api, field, value):
 
 
 def test_duration_fields_are_kept_and_the_new_events_accepted(api):
-    owner = api.create_user()
+    owner = api.create_user(email="ops@example.com")  # a user's job may mail its owner
     fields = {"max_duration_seconds": 600, "min_duration_seconds": 5, "duration_anomaly_factor": 2.5}
     job_id = api.create_job(owner, **fields)
     job = api.get(f"/api/scheduler/jobs/{job_id}").json()["data"]

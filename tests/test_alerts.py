@@ -19,8 +19,11 @@ from datetime import timedelta
 import pytest
 
 from tests.jobs_fixtures import closed_port, http_server, smtp_server
+from texium.core.events import channels as channels_module
 from texium.core.events.alerts import EVENTS, Alerts, transition
+from texium.core.events.channels import Deliveries, Sender
 from texium.core.metrics import Metrics
+from texium.core.records.legacy_notify import LegacyNotify
 from texium.core.security.outbound import OutboundPolicy
 from texium.core.timeutil import utcnow
 
@@ -42,14 +45,24 @@ def smtp_config(port: int, **extra) -> dict:
 
 @pytest.fixture
 def make_alerts(datastore):
-    """Alerts on the test store that record into its executions; all stopped at the end."""
+    """Alerts on the test store that record into its executions, delivering through channels
+    (a notify's e-mail and webhook become channels, as the server does); all stopped at the end."""
     made = []
 
     def make(config, metrics=None, store=None):
         def record(execution_id, fields):
             datastore.executions.update_many({"_id": execution_id}, fields)
 
-        alerts = Alerts(store or datastore, config, LOOPBACK, record, metrics, attempts=3, backoff=0.05)
+        sender = Sender(config, LOOPBACK, attempts=3, backoff=0.05, webhook_secret=config.get("ALERT_WEBHOOK_SECRET"))
+        deliveries = Deliveries(datastore, sender, lambda channel: None, config.get("PUBLIC_URL", ""), metrics)
+        legacy = LegacyNotify(datastore)
+        alerts = Alerts(
+            store or datastore,
+            record,
+            metrics,
+            channels=deliveries,
+            legacy=lambda job: legacy.convert(job.get("notify"), job["user_id"], enforce=False).notify,
+        )
         made.append(alerts)
         return alerts
 
@@ -163,11 +176,13 @@ def test_failing_three_times_then_recovering_alerts_twice_on_both_channels(datas
     recorded = [datastore.executions.get(run["_id"]).get("alerts") for run in runs]
     assert recorded[1] is None and recorded[2] is None
     for entries, event in ((recorded[0], "failure"), (recorded[3], "recovery")):
+        entries = sorted(entries, key=lambda a: a["channel"])  # each channel's worker adds its own when done
         assert [(a["event"], a["channel"], a["ok"], a["error"]) for a in entries] == [
             (event, "email", True, ""),
             (event, "webhook", True, ""),
         ]
-        assert entries[0]["target"] == "ops@example.com, dev@example.com" and entries[1]["target"] == web.url + "/hook"
+        assert entries[0]["target"] == "ops@example.com, dev@example.com"
+        assert entries[1]["target"] == "webhook " + web.url  # the channel made from the URL: named by its host
     assert alerts.stats() == {
         "sent": 4,
         "failed": 0,
@@ -198,7 +213,7 @@ def test_only_the_events_listed_are_sent(datastore, make_alerts):
 
 def test_webhook_signature_verifies(datastore, make_alerts):
     with http_server([200]) as web:
-        job_id = add_job(datastore, notify(webhook="http://user:pw-s3cret@" + web.url.removeprefix("http://")))
+        job_id = add_job(datastore, notify(webhook=web.url + "/signed"))
         alerts = make_alerts({"PUBLIC_URL": PUBLIC_URL, "ALERT_WEBHOOK_SECRET": "shh"})
         run = add_execution(datastore, job_id, "abandoned")
         alerts.observe(stale(datastore, job_id), run)
@@ -207,7 +222,7 @@ def test_webhook_signature_verifies(datastore, make_alerts):
     expected = "sha256=" + hmac.new(b"shh", request["body"], hashlib.sha256).hexdigest()
     assert hmac.compare_digest(request["headers"]["X-Texium-Signature"], expected)
     (entry,) = datastore.executions.get(run["_id"])["alerts"]
-    assert entry["ok"] and entry["target"] == "http://***@" + web.url.removeprefix("http://")
+    assert entry["ok"] and entry["target"] == "webhook " + web.url  # the channel made from it: named by its host
 
 
 def test_webhook_retries_5xx_and_not_4xx(datastore, make_alerts):
@@ -250,11 +265,11 @@ def test_unreachable_smtp_is_logged_counted_and_recorded(datastore, make_alerts,
     login = {"SMTP_USERNAME": "mailer", "SMTP_PASSWORD": "pw-s3cret", "SMTP_ALLOW_PLAINTEXT_LOGIN": True}
     job_id = add_job(datastore, notify(["ops@example.com"]))
     run = add_execution(datastore, job_id, "timeout")
-    with caplog.at_level(logging.WARNING, logger="texium.alerts"):
+    with caplog.at_level(logging.WARNING, logger="texium.channels"):
         alerts = make_alerts(smtp_config(closed_port(), **login))
         alerts.observe(stale(datastore, job_id), run)
         assert alerts.stop(5)
-    (line,) = [r.getMessage() for r in caplog.records if r.name == "texium.alerts"]
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "texium.channels"]
     assert "'Nightly backup'" in line and "timeout" in line and "email" in line and "cannot reach" in line
     assert "pw-s3cret" not in caplog.text
     stats = alerts.stats()
@@ -299,7 +314,8 @@ def test_observe_returns_at_once_while_delivery_hangs(datastore, make_alerts):
             alerts.observe(stale(datastore, job_id), run)
             took.append(time.monotonic() - started)
             time.sleep(0.2)  # the first delivery is under way, waiting on the receiver
-        assert max(took) < 0.1 and alerts.stats()["queued"] == 1
+        # The delivery waits on the channel's worker: the alerts thread has nothing queued.
+        assert max(took) < 0.1 and alerts.stats()["queued"] == 0
         assert alerts.stop(5)
     finally:
         server.shutdown()
@@ -329,6 +345,8 @@ def test_a_store_error_drops_one_observation_and_the_thread_goes_on(datastore, m
             if FlakyStore.calls == 1:
                 raise ConnectionError("store down")
             return datastore.jobs
+
+        channels = datastore.channels
 
     with http_server([200]) as web:
         job_id = add_job(datastore, notify(webhook=web.url))
@@ -408,3 +426,25 @@ def test_missed_occurrences_recorded_after_a_newer_run_ended_send_nothing(datast
         assert alerts.stop(5)
     assert [r["headers"]["X-Texium-Event"] for r in web.requests] == ["missed"]
     assert datastore.jobs.get(job_id)["alert_state"] == "ok"
+
+
+def test_stopping_with_a_full_queue_on_a_hanging_channel_returns(datastore, monkeypatch):
+    """stop() waits for room in a full queue while a worker counts its finished delivery: the two
+    must not need the same lock (they did, and a server with a dead channel never stopped)."""
+    monkeypatch.setattr(channels_module, "QUEUE_LIMIT", 2)
+    server = socket.create_server(("127.0.0.1", 0))  # accepts (in the backlog), never answers
+    try:
+        sender = Sender({}, LOOPBACK, attempts=1, timeout=0.5)
+        deliveries = Deliveries(datastore, sender, lambda channel: None)
+        channel = {"_id": "0123456789abcdef01234568", "kind": "webhook", "name": "hanging"}
+        channel["url"] = f"http://127.0.0.1:{server.getsockname()[1]}/"
+        job = {"_id": "0123456789abcdef01234567", "name": "Nightly backup"}
+        for n in range(4):  # one under way, then two queued (full), one refused at once
+            deliveries.enqueue(channel, deliveries.message(job, "failure", {"_id": str(n), "status": "failed"}))
+            time.sleep(0.1 if n == 0 else 0)  # the worker has taken the first one
+        stopper = threading.Thread(target=deliveries.stop, daemon=True)
+        stopper.start()
+        stopper.join(5)
+        assert not stopper.is_alive()
+    finally:
+        server.close()

@@ -345,7 +345,7 @@ def test_two_nodes_on_one_store_send_one_channel_alert_per_change(datastore, rec
     nodes = []
     for _ in range(2):
         deliveries = Deliveries(datastore, Sender({}, LOOPBACK, backoff=0.05), lambda c: c["secret_encrypted"])
-        nodes.append(Alerts(datastore, {}, LOOPBACK, lambda *_: None, channels=deliveries, backoff=0.05))
+        nodes.append(Alerts(datastore, lambda *_: None, channels=deliveries))
     failed, recovered = add_execution(datastore, job_id, "failed"), add_execution(datastore, job_id, "completed")
     for run in (failed, recovered):
         for node in nodes:

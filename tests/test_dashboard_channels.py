@@ -53,6 +53,10 @@ def owner(server):
     return server.api.create_user(name="Grace Hopper", email="grace@example.com")
 
 
+def api_channel(server, channel_id: str) -> dict:
+    return server.api.get(f"/api/scheduler/channels/{channel_id}").json()["data"]
+
+
 def channel_named(server, name: str) -> dict:
     return next(c for c in server.api.get("/api/scheduler/channels").json()["data"] if c["name"] == name)
 
@@ -255,11 +259,14 @@ def test_the_job_form_picks_channels_and_their_events_beside_e_mail(clean, serve
     role(page, "Save").click()
     expect()(page.locator("main h1")).to_have_text("Nightly backup")
     notify = job_named(server, "Nightly backup")["notify"]
-    assert notify["email"] == ["grace@example.com"] and notify["events"] == ["failure", "recovery", "timeout", "missed"]
+    assert notify["email"] == [] and notify["events"] == ["failure", "recovery", "timeout", "missed"]
+    mail = notify["channels"][2]["id"]  # the e-mail became a channel of the owner (see README, Alerts)
     assert notify["channels"] == [
         {"id": on_call, "events": ["failure", "recovery", "timeout"]},
         {"id": slack, "events": ["failure"]},
+        {"id": mail, "events": ["failure", "recovery", "timeout", "missed"]},
     ]
+    assert api_channel(server, mail)["recipients"] == ["grace@example.com"]
 
     # Editing shows the choice; channels alone (no e-mail, no webhook) are a notify too.
     job_id = job_named(server, "Nightly backup")["_id"]
@@ -268,8 +275,9 @@ def test_the_job_form_picks_channels_and_their_events_beside_e_mail(clean, serve
     events = page.get_by_role("group", name="Events sent to On-call EU")
     expect()(events.get_by_label("Missed", exact=True)).not_to_be_checked()
     expect()(events.get_by_label("Recovery", exact=True)).to_be_checked()
-    page.get_by_label("Alert emails").fill("")
+    expect()(page.get_by_label("Alert emails")).to_have_value("")
     page.get_by_label("Ops Slack (Slack)").uncheck()
+    page.get_by_role("checkbox", name="grace@example.com (E-mail").uncheck()  # the channel made from the e-mail
     role(page, "Save").click()
     expect()(page.locator("main h1")).to_have_text("Nightly backup")
     notify = job_named(server, "Nightly backup")["notify"]

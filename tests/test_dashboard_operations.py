@@ -108,26 +108,32 @@ def test_the_form_sets_time_limit_retries_and_alerts(clean, server, admin):
     job = job_named(server, "Guarded echo")
     assert job["timeout_seconds"] == 120
     assert job["retries"] == 2 and job["retry_delay_seconds"] == 5 and job["retry_backoff"] == "fixed"
-    assert job["notify"]["email"] == ["ops@example.com", "oncall@example.com"]
-    assert job["notify"]["webhook"] == "https://hooks.example.com/texium"
+    # The e-mail and the webhook become channels of the owner, named with the events (see README, Alerts).
+    assert job["notify"]["email"] == [] and job["notify"]["webhook"] is None
     assert job["notify"]["events"] == ["failure", "timeout"]
+    made = {c["_id"]: c for c in server.api.get("/api/scheduler/channels").json()["data"]}
+    entries = job["notify"]["channels"]
+    assert [e["events"] for e in entries] == [["failure", "timeout"]] * 2
+    assert [made[e["id"]]["kind"] for e in entries] == ["email", "webhook"]
+    assert made[entries[0]["id"]]["recipients"] == ["ops@example.com", "oncall@example.com"]
+    assert made[entries[1]["id"]]["url"] == "https://hooks.example.com/texium"
     expect()(page.get_by_test_id("job-timeout")).to_contain_text("120 s")
     expect()(page.get_by_test_id("job-retries")).to_contain_text("up to 2 after a failed or timed-out run")
     expect()(page.get_by_test_id("job-retries")).to_contain_text("fixed delay")
-    expect()(page.get_by_test_id("job-notify")).to_contain_text("oncall@example.com")
-    expect()(page.get_by_test_id("job-notify")).to_contain_text("https://hooks.example.com/texium")
+    expect()(page.get_by_test_id("job-notify")).to_contain_text("failure, timeout")
     expect()(page.get_by_test_id("job-alert-state")).to_contain_text("ok")
 
-    # Edit: the form shows what is stored; clearing emails and webhook turns alerts off (null),
-    # an empty time limit goes back to the server's default (null).
+    # Edit: the form shows what is stored (the channels made from the e-mail and webhook);
+    # unticking them turns alerts off (null), an empty time limit goes back to the server's default (null).
     role(page, "Edit").click()
     expect()(page.get_by_label("Time limit (seconds)")).to_have_value("120")
     expect()(page.get_by_label("Backoff")).to_have_value("fixed")
-    expect()(page.get_by_label("Alert emails")).to_have_value("ops@example.com\noncall@example.com")
-    expect()(page.get_by_label("Recovery", exact=True)).not_to_be_checked()
+    expect()(page.get_by_label("Alert emails")).to_have_value("")
+    for name in ("ops@example.com, oncall@example.com", "webhook https://hooks.example.com"):
+        box = page.get_by_role("checkbox", name=name)  # the channel's name and kind
+        expect()(box).to_be_checked()
+        box.uncheck()
     page.get_by_label("Time limit (seconds)").fill("")
-    page.get_by_label("Alert emails").fill("")
-    page.get_by_label("Alert webhook URL").fill("")
     role(page, "Save").click()
     expect()(page.locator("main h1")).to_have_text("Guarded echo")
     job = job_named(server, "Guarded echo")

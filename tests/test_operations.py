@@ -292,6 +292,7 @@ def alert_env(smtp_port: int, **extra) -> dict:
         "TEXIUM_SMTP_PORT": str(smtp_port),
         "TEXIUM_OUTBOUND_ALLOW": "127.0.0.1/32",
         "TEXIUM_ALERT_WEBHOOK_SECRET": "alert-signing-secret",
+        "TEXIUM_EMAIL_ALLOWED_DOMAINS": "example.com",  # the jobs' owners (users) mail ops@example.com
         **extra,
     }
 

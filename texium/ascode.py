@@ -42,6 +42,7 @@ from typing import Any
 import yaml
 
 from texium.core.errors import ValidationError
+from texium.core.records.legacy_notify import as_legacy
 from texium.core.scheduling.cron import CRON_FIELDS
 from texium.core.scheduling.horizon import HORIZON, Runs, RunsChange, compare_runs, p95, runs_between, shortest_gap
 from texium.core.scheduling.windows import NO_BLACKOUTS, Blackouts, JobTimes
@@ -86,6 +87,7 @@ SCHEMAS = {  # (create, update) request-body schemas of texium/openapi.yaml: the
     "jobs": ("JobCreate", "JobUpdate"),
 }
 PATHS = {"users": "/api/users/", "servers": "/api/servers/", "jobs": "/api/scheduler/jobs"}
+CHANNELS_PATH = "/api/scheduler/channels"
 CREATE_PATHS = {"users": "/api/users/", "servers": "/api/servers/create", "jobs": "/api/scheduler/jobs"}
 SECRET_FIELDS = {"servers": ("instance_url",), "jobs": ("pub_args", "pub_kwargs")}
 BUILTIN_PACKAGE = "texium.jobs."  # the server lists its built-in classes as jobs.<module>.<Class>
@@ -294,7 +296,17 @@ def fetch_state(client: Client, who: bool = False) -> State:
         except ApiError as exc:
             if exc.status != 404:  # a server without sessions has no key users either
                 raise
-    return State(users, client.list_all(PATHS["servers"]), client.list_all(PATHS["jobs"]), me)
+    jobs = client.list_all(PATHS["jobs"])
+    try:
+        channels = {c["_id"]: c for c in client.list_all(CHANNELS_PATH)}
+    except ApiError as exc:
+        if exc.status != 404:  # a server before channels
+            raise
+        channels = {}
+    for job in jobs:  # a notify's e-mail and webhook channels as the notify fields they were made from
+        if job.get("notify"):
+            job["notify"] = as_legacy(job["notify"], channels)
+    return State(users, client.list_all(PATHS["servers"]), jobs, me)
 
 
 # ---- export --------------------------------------------------------------------------------

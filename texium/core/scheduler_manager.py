@@ -20,6 +20,7 @@ from texium.core.metrics import Metrics
 from texium.core.records.audit import AuditLog
 from texium.core.records.calendars import jobs_using
 from texium.core.records.executions import find_execution
+from texium.core.records.legacy_notify import LegacyNotify, is_legacy
 from texium.core.records.listing import Page, list_page
 from texium.core.records.users import owned_by
 from texium.core.registry import JobRegistry
@@ -141,8 +142,11 @@ class SchedulerManager:
         busy_warning_seconds: float = 60.0,
         busy_unhealthy_seconds: float = 300.0,
         pauses: Pauses | None = None,
+        legacy_notify: LegacyNotify | None = None,
     ):
         self._ds = datastore
+        # Turns a notify's own e-mail and webhook into channels (at writes and at start-up).
+        self._legacy_notify = legacy_notify if legacy_notify is not None else LegacyNotify(datastore)
         self.pauses = pauses if pauses is not None else Pauses(datastore, audit.record)
         # Every worker busy while a due run waits this long: a health warning, then a problem (503).
         self._busy_warning, self._busy_unhealthy = busy_warning_seconds, busy_unhealthy_seconds
@@ -181,6 +185,7 @@ class SchedulerManager:
         the other live nodes."""
         self._dispatcher.reap_stale_scripts()
         self.seal_stored_secrets()
+        self.migrate_legacy_notify()
         others = self.nodes.start()
         self._watchdog.start()
         self._scheduler.start()  # starts the dispatcher too (its executor)
@@ -375,6 +380,45 @@ class SchedulerManager:
             log.warning("Sealed the secret arguments of %d stored jobs (now encrypted, shown as ***)", sealed)
         return sealed
 
+    def migrate_legacy_notify(self) -> int:
+        """Move the e-mail and webhook of stored jobs' notify into channels (LegacyNotify), each
+        job by compare-and-set on its `updated_at` with an audit entry: on several nodes starting
+        at once, one moves each job. Returns how many jobs this node moved."""
+        moved = 0
+        try:
+            for doc in self._ds.jobs.find({"notify": {"$ne": None}}):
+                for _ in range(3):  # re-read when the job changed meanwhile
+                    if doc is None or not is_legacy(doc.get("notify")):
+                        break
+                    try:
+                        conversion = self._legacy_notify.convert(doc["notify"], doc.get("user_id") or "", enforce=False)
+                    except Exception as exc:
+                        log.warning("Job %s: its notify cannot be moved to channels: %s", doc["_id"], exc)
+                        break
+                    if conversion.notify == doc["notify"]:
+                        break  # nothing it can move (a webhook URL with a password)
+                    version = doc.get("updated_at")
+                    now = utcnow()
+                    if isinstance(version, datetime):
+                        now = max(now, version + timedelta(milliseconds=1))
+                    with self._ds.batch():
+                        if self._ds.jobs.update_many(
+                            {"_id": doc["_id"], "updated_at": version}, {"notify": conversion.notify, "updated_at": now}
+                        ):
+                            self._audit.record(doc, "updated", "scheduler", conversion.summary)
+                            moved += 1
+                            break
+                    doc = self._ds.jobs.get(doc["_id"])
+        except Exception as exc:  # the store is down: the next start tries again
+            log.warning("Could not move the notify of stored jobs to channels: %s", getattr(exc, "detail", exc))
+        if moved:
+            log.warning("Moved the notify e-mail / webhook of %d stored jobs to channels", moved)
+        return moved
+
+    def _convert_notify(self, notify: dict | None, owner_id: str) -> dict | None:
+        """A request's notify with its e-mail and webhook as channels of the job's owner."""
+        return self._legacy_notify.convert(notify, owner_id).notify
+
     # -- changing ----------------------------------------------------------------------
     def _next_run(self, doc: dict, now: datetime) -> datetime | None:
         if not doc.get("is_enabled", True) or doc.get("is_paused"):
@@ -474,6 +518,7 @@ class SchedulerManager:
         self._window({}, doc, now, schedule)
         self._check_user(doc["user_id"])
         self._check_calendars(doc)
+        doc["notify"] = self._convert_notify(doc["notify"], doc["user_id"])
         self._check_mutes({}, doc)
         self._check_channels(doc)
         doc.update(
@@ -526,6 +571,8 @@ class SchedulerManager:
         self._window(doc, changes, utcnow(), schedule)
         if "exclude_calendars" in changes or "user_id" in changes:
             self._check_calendars({**doc, **changes})
+        if "notify" in changes:
+            changes["notify"] = self._convert_notify(changes["notify"], changes.get("user_id") or doc["user_id"])
         self._check_mutes(doc, changes)
         if "notify" in changes or "user_id" in changes:
             self._check_channels({**doc, **changes})

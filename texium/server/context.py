@@ -22,6 +22,7 @@ from texium.core.records.calendars import CalendarService
 from texium.core.records.channels import SECRET_FIELD, ChannelService
 from texium.core.records.executions import ExecutionHistory
 from texium.core.records.job_records import JobRecords
+from texium.core.records.legacy_notify import LegacyNotify
 from texium.core.records.servers import ServerService
 from texium.core.records.sessions import Sessions
 from texium.core.records.users import UserService
@@ -129,10 +130,9 @@ def build_context(settings: dict[str, Any]) -> AppContext:
         else None,
     )
     nodes.chores.append(deliveries.sweep_digests)
+    legacy_notify = LegacyNotify(datastore, settings["EMAIL_ALLOWED_DOMAINS"])
     alerts = Alerts(
         datastore,
-        {**job_config, "PUBLIC_URL": public_url.rstrip("/"), "ALERT_WEBHOOK_SECRET": settings["ALERT_WEBHOOK_SECRET"]},
-        outbound,
         recorder.execution,
         metrics,
         keep=lambda job_id, fields: recorder.job(job_id, fields=fields),
@@ -141,6 +141,7 @@ def build_context(settings: dict[str, Any]) -> AppContext:
         default_channels=settings["ALERT_CHANNELS"],
         calendars=CalendarReader(datastore),
         check_seconds=settings["ALERT_CHECK_SECONDS"],
+        legacy=lambda job: legacy_notify.convert(job.get("notify"), job.get("user_id") or "", enforce=False).notify,
     )
     processes = ProcessRegistry(os.path.join(settings["DATA_DIR"], "run", "processes"), node_id=identity.hostname)
     runner = JobRunner(
@@ -189,6 +190,7 @@ def build_context(settings: dict[str, Any]) -> AppContext:
         busy_warning_seconds=settings["BUSY_WARNING_SECONDS"],
         busy_unhealthy_seconds=settings["BUSY_UNHEALTHY_SECONDS"],
         pauses=pauses,
+        legacy_notify=legacy_notify,
     )
     if settings["METRICS_PUBLIC"] and not metrics_public(True, settings["HTTP_ADDRESS"]):
         log.warning(

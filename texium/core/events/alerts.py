@@ -1,4 +1,7 @@
-"""Per-job failure alerts: e-mail and webhook notices when a job starts failing and when it recovers.
+"""Per-job alerts: when a job's events are worth a message, handed to its channels (channels.py).
+
+A notify's own e-mail and webhook are channels too (records/legacy_notify.py converts them at
+start-up, on every write, and here for a job an older node stored), so there is one delivery path.
 
 Each job keeps an `alert_state` ("ok", "failing" or "missed"; missing counts as "ok"). Every
 final execution moves it by `transition`; only a change of state can send an alert, so a job
@@ -31,15 +34,13 @@ success under min_duration_seconds, with its outcome) and `long_running` (a run 
 see durations.py. They go out through `_send` like every other event.
 
 Alerts never slow a run down: `observe` only queues, and one daemon thread ("texium-alerts")
-reads the store, sends and records. A delivery failure is logged, counted and recorded on the
+reads the store and hands messages to the channels' workers. A delivery failure is logged, counted and recorded on the
 execution (`alerts`), and changes nothing else. The message holds the job's name, times and
 the first lines of the error (already masked), never its arguments or output.
 """
 
 from __future__ import annotations
 
-import http.client
-import json
 import logging
 import queue
 import threading
@@ -50,18 +51,10 @@ from datetime import datetime
 from typing import Any
 
 from texium.core.datastore.base import Datastore, is_valid_id
-from texium.core.events import durations, messages, noise
+from texium.core.events import durations, noise
 from texium.core.events.channels import Deliveries
-from texium.core.events.mail import MailError, send_message
 from texium.core.metrics import Metrics
-from texium.core.security.outbound import (
-    SIGNATURE_HEADER,
-    OutboundPolicy,
-    OutboundRefused,
-    http_request,
-    redact_url,
-    sign,
-)
+from texium.core.records.legacy_notify import is_legacy
 from texium.core.timeutil import as_utc, to_iso, utcnow
 
 log = logging.getLogger("texium.alerts")
@@ -79,7 +72,6 @@ EVENTS = (
 )
 SKIPPED = "skipped"  # an occurrence the job's overlap policy skipped: listed events only, never ALERT_CHANNELS
 PAUSED = "paused"  # the job paused itself (pause_after_failures): sent to every channel, whatever `events` says
-TIMEOUT = 10.0  # seconds per delivery attempt
 MAX_QUEUED = 10_000  # observations waiting; more are dropped (with a warning) rather than grow without end
 CAS_TRIES = 10  # compare-and-set attempts on one observation (each lost to another node's change) before giving up
 DUE_BATCH = 200  # jobs whose alert_due_at has come, read per check (the earliest first)
@@ -93,20 +85,21 @@ class Alerts:
     def __init__(
         self,
         datastore: Datastore,
-        config: Mapping[str, Any],
-        policy: OutboundPolicy,
         record: Callable[[str, dict], None],
         metrics: Metrics | None = None,
-        attempts: int = 3,
-        backoff: float = 1.0,
         keep: Callable[[str, dict], None] | None = None,
         pauses: Any = None,
         channels: Deliveries | None = None,
         default_channels: Sequence[str] = (),
         calendars: Any = None,
         check_seconds: float = 5.0,
+        legacy: Callable[[dict], dict | None] | None = None,
     ):
         self._ds = datastore
+        # The notify of a job that still holds its own e-mail / webhook (stored by an older node
+        # since this one started) with them as channels (records/legacy_notify.py): every alert
+        # goes out through channels. None: such a job's e-mail and webhook are not sent.
+        self._legacy = legacy
         # Channel deliveries (events/channels.py: a queue and worker per channel), and the
         # channels (ids or names, ALERT_CHANNELS) of jobs whose notify names none.
         self._channels = channels
@@ -120,14 +113,8 @@ class Alerts:
         # The firing core's CalendarReader, for mute_calendars (None: only mute_until mutes).
         self._calendars = calendars
         self._check_seconds = max(0.05, float(check_seconds))  # how often due re-alerts are looked for
-        self._config = config
-        self._policy = policy
         self._record = record
         self._metrics = metrics
-        self._attempts = max(1, int(attempts))
-        self._backoff = max(0.0, float(backoff))
-        self._link_base = str(config.get("PUBLIC_URL") or "").rstrip("/")
-        self._secret = config.get("ALERT_WEBHOOK_SECRET") or None
         self._queue: queue.Queue = queue.Queue()
         self._abort = threading.Event()  # stop() ran out of time: drop the rest, end waits early
         self._closed = False
@@ -205,7 +192,10 @@ class Alerts:
         """Deliver what is queued for up to `timeout` s, then end the thread; False if time ran out."""
         self._closed = True
         self._queue.put(None)
+        deadline = time.monotonic() + timeout
         self._thread.join(timeout)
+        if self._channels is not None:  # what the thread queued on the channels, while time is left
+            self._channels.drain(max(0.0, deadline - time.monotonic()))
         self._abort.set()
         if self._channels is not None:
             self._channels.stop()  # queued channel deliveries get one more attempt, no waits
@@ -268,7 +258,7 @@ class Alerts:
         if queued:  # the channels' workers add theirs; the last one to finish records them all
             collect = _Collector(len(queued), results, lambda done: self._write_alerts(execution, done))
             for channel, message in queued:
-                self._channels.enqueue(channel, message, self._reporter(collect, channel))
+                self._channels.enqueue(channel, message, self._reporter(collect, channel, message.job.get("name")))
         elif results:
             self._write_alerts(execution, results)
 
@@ -359,40 +349,26 @@ class Alerts:
         self._send(paused, PAUSED, {**execution, "error": why}, results, queued)
 
     def _send(self, job: dict, event: str, execution: dict, results: list, queued: list) -> None:
-        """Deliver `event` to the job's e-mail and webhook now (their results into `results`) and
-        list the channel deliveries for their own workers in `queued`. `paused` goes everywhere.
-        The one way out for every event of a job: while the job is muted, each destination is
-        recorded (`muted: true`) and counted instead."""
+        """List the channel deliveries of `event` for their own workers in `queued` (`results`:
+        entries already known, for the execution record). `paused` goes everywhere. A notify's own
+        e-mail and webhook are channels too (`legacy`). The one way out for every event of a job:
+        while the job is muted, each destination is recorded (`muted: true`) and counted instead."""
         notify = job.get("notify") or {}
+        if self._legacy is not None and is_legacy(notify):
+            notify = self._legacy(job) or {}
         reason = noise.mute_reason(job, utcnow(), self._calendars)
         if reason is not None:
-            results.extend(self._muted_entries(job, event, reason))
+            results.extend(self._muted_entries(job, notify, event, reason))
             return
-        if event == PAUSED or event in (notify.get("events") or ()):
-            recipients = [a for a in notify.get("email") or () if a]
-            if recipients:
-                results.append(
-                    self._deliver(job, event, "email", ", ".join(recipients), self._email, recipients, execution)
-                )
-            url = notify.get("webhook")
-            if url:
-                results.append(self._deliver(job, event, "webhook", redact_url(url), self._webhook, url, execution))
         if self._channels is not None:
             channels = self._channels_for(notify, event)
             if channels:
                 message = self._channels.message(job, event, execution)
                 queued.extend((channel, message) for channel in channels)
 
-    def _muted_entries(self, job: dict, event: str, reason: str) -> list[dict]:
-        """The destinations `event` would have gone to, each recorded as muted, and counted."""
-        notify = job.get("notify") or {}
+    def _muted_entries(self, job: dict, notify: Mapping[str, Any], event: str, reason: str) -> list[dict]:
+        """The channels `event` would have gone to, each recorded as muted, and counted."""
         targets: list[tuple[str, str, str | None]] = []
-        if event == PAUSED or event in (notify.get("events") or ()):
-            recipients = [a for a in notify.get("email") or () if a]
-            if recipients:
-                targets.append(("email", ", ".join(recipients), None))
-            if notify.get("webhook"):
-                targets.append(("webhook", redact_url(notify["webhook"]), None))
         if self._channels is not None:
             targets += [(c.get("kind"), c.get("name"), c["_id"]) for c in self._channels_for(notify, event)]
         with self._lock:
@@ -426,11 +402,12 @@ class Alerts:
             found += list(self._ds.channels.find({"name": {"$in": names}}))
         return list({c["_id"]: c for c in found}.values())
 
-    def _reporter(self, collect: _Collector, channel: dict) -> Callable[[dict], None]:
-        return lambda record: collect.add(self.channel_delivered(record, channel))
+    def _reporter(self, collect: _Collector, channel: dict, job_name: Any = None) -> Callable[[dict], None]:
+        return lambda record: collect.add(self.channel_delivered(record, channel, job_name))
 
-    def channel_delivered(self, record: dict, channel: dict) -> dict:
-        """Count a channel's delivery like an e-mail's; its entry for the execution record."""
+    def channel_delivered(self, record: dict, channel: dict, job_name: Any = None) -> dict:
+        """Count a channel's delivery like an e-mail's; its entry for the execution record.
+        Health's last failure names the job (`job_name`) when there is one."""
         ok = bool(record.get("ok"))
         held = record.get("status") == "held"  # in the channel's digest (events/digests.py): not a failure
         with self._lock:
@@ -439,7 +416,8 @@ class Alerts:
             elif not held:
                 self._failed += 1
                 where = f"{channel.get('kind')} channel {channel.get('name')!r}"
-                self._last_failure = f"{record.get('event')} by {where}: {record.get('error')}"
+                failure = f"{record.get('event')} by {where}: {record.get('error')}"
+                self._last_failure = f"{job_name}: {failure}" if job_name else failure
                 self._last_failure_at = utcnow()
         return {
             "event": record.get("event"),
@@ -490,87 +468,6 @@ class Alerts:
         ):
             if self._ds.jobs.update_many({"_id": job_id, **newer}, fields):
                 return
-
-    def _deliver(self, job: dict, event: str, channel: str, target: str, send, to, execution: dict) -> dict:
-        """One channel: send (with retries), count, log a failure; the entry for the execution record."""
-        try:
-            error = send(job, event, to, execution)
-        except Exception as exc:  # whatever happens, it is one failed delivery
-            error = f"{type(exc).__name__}: {exc}"
-        error = _one_line(error or "")
-        ok = not error
-        with self._lock:
-            if ok:
-                self._sent += 1
-            else:
-                self._failed += 1
-                self._last_failure = f"{job.get('name')}: {event} by {channel} to {target}: {error}"
-                self._last_failure_at = utcnow()
-        if self._metrics is not None:
-            self._metrics.alert_delivered(channel, event, ok)
-        if not ok:
-            log.warning(
-                "Alert not delivered: job %r, event %s, %s to %s: %s", job.get("name"), event, channel, target, error
-            )
-        return {"event": event, "channel": channel, "target": target, "ok": ok, "error": error, "at": to_iso(utcnow())}
-
-    def _retry_wait(self, attempt: int) -> bool:
-        """Wait before attempt + 1; False when there is none (last attempt, or stopping)."""
-        if attempt >= self._attempts:
-            return False
-        return not self._abort.wait(self._backoff * 2 ** (attempt - 1))
-
-    def _email(self, job: dict, event: str, recipients: list[str], execution: dict) -> str:
-        """ "" when sent, else why not. Retried only when the server could not be reached."""
-        subject = f"[Texium] {messages.title(job, event)}"
-        body = messages.text(job, event, execution, self._link_base)
-        headers = {"X-Texium-Job": str(job.get("name")), "X-Texium-Event": event}
-        headers["X-Texium-Execution"] = str(execution.get("_id"))
-        attempt = 1
-        while True:
-            try:
-                send_message(self._config, recipients, subject, body, headers=headers, timeout=TIMEOUT)
-                return ""
-            except MailError as exc:
-                if not (exc.transient and self._retry_wait(attempt)):
-                    return f"{exc} (attempt {attempt})"
-            attempt += 1
-
-    def _webhook(self, job: dict, event: str, url: str, execution: dict) -> str:
-        """ "" when a 2xx came back, else why not. Connection errors and 5xx are retried."""
-        payload = messages.webhook_payload(job, event, execution, self._link_base)
-        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8")
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": "Texium-Alerts/1",
-            "X-Texium-Event": event,
-            "X-Texium-Execution": str(execution.get("_id")),
-        }
-        if self._secret:
-            headers[SIGNATURE_HEADER] = sign(str(self._secret), body)
-        attempt = 1
-        while True:
-            try:
-                answer = http_request(
-                    self._policy, "POST", url, body=body, headers=headers, timeout=TIMEOUT, read_limit=1024
-                )
-            except OutboundRefused as exc:
-                return str(exc)
-            except ValueError:  # its message would show the URL, password included
-                return "not a valid http(s) URL"
-            except TimeoutError:
-                error = f"timed out after {TIMEOUT:g} s"
-            except (OSError, http.client.HTTPException) as exc:
-                error = str(getattr(exc, "strerror", None) or exc) or type(exc).__name__
-            else:
-                if 200 <= answer.status < 300:
-                    return ""
-                error = f"HTTP {answer.status} {answer.reason}".strip()
-                if answer.status < 500:  # a redirect or a client error: trying again changes nothing
-                    return f"{error} (attempt {attempt}, not retried)"
-            if not self._retry_wait(attempt):
-                return f"{error} (attempt {attempt})"
-            attempt += 1
 
 
 @dataclass

@@ -30,14 +30,14 @@ from typing import Any
 from urllib.parse import quote
 
 from texium.core.datastore.base import Datastore
-from texium.core.events import messages
+from texium.core.events import apprise_channel, messages
 from texium.core.events.mail import MailError, send_message
 from texium.core.security.outbound import SIGNATURE_HEADER, OutboundPolicy, OutboundRefused, http_request, sign
 from texium.core.timeutil import utcnow
 
 log = logging.getLogger("texium.channels")
 
-KINDS = ("email", "webhook", "slack", "teams", "pagerduty", "opsgenie", "ntfy", "telegram", "discord")
+KINDS = ("email", "webhook", "slack", "teams", "pagerduty", "opsgenie", "ntfy", "telegram", "discord", "apprise")
 # Vendors' API addresses, used when a channel sets no `url` (EU regions and self-hosted servers set theirs).
 BASE_URLS = {
     "pagerduty": "https://events.pagerduty.com",
@@ -235,6 +235,8 @@ class Sender:
         try:
             if channel["kind"] == "email":
                 return self._email(channel, message, attempts)
+            if channel["kind"] == "apprise":
+                return self._apprise(secret or "", message, attempts)
             if channel["kind"] == "webhook":
                 secret = secret or self._webhook_secret
             request = getattr(message, channel["kind"])(channel, secret)
@@ -277,6 +279,28 @@ class Sender:
                     return Outcome(False, status, attempt, error)
             if not self._wait(attempt, attempts):
                 return Outcome(False, status, attempt, error)
+            attempt += 1
+
+    def _apprise(self, url: str, message: Message, attempts: int) -> Outcome:
+        """Through the apprise extra (apprise_channel.py): the outbound rules checked first, then
+        `attempts` tries. Its errors are not shown: they may hold the URL's tokens."""
+        try:
+            apprise_channel.check_outbound(self._policy, url)
+        except OutboundRefused as exc:
+            return Outcome(False, None, 1, str(exc))
+        except OSError:
+            return Outcome(False, None, 1, "its host does not resolve")
+        attempt = 1
+        while True:
+            try:
+                sent = apprise_channel.send(url, message.title, message.text, message.event, self._timeout)
+                error = "" if sent else "apprise could not deliver it"
+            except Exception as exc:  # whatever apprise raises is one failed attempt
+                error = f"apprise failed: {type(exc).__name__}"
+            if not error:
+                return Outcome(True, None, attempt, "")
+            if not self._wait(attempt, attempts):
+                return Outcome(False, None, attempt, error)
             attempt += 1
 
     def _email(self, channel: dict, message: Message, attempts: int) -> Outcome:
@@ -330,6 +354,10 @@ class Deliveries:
         self._lock = threading.Lock()
         self._workers: dict[str, queue.Queue] = {}
         self._closed = False
+        self._pending = 0  # deliveries queued or under way, on every channel (drain waits for none)
+        # Its own lock, not _lock: stop() holds _lock while it waits for room in a full queue,
+        # which a worker makes only once it has counted its last delivery done.
+        self._idle = threading.Condition(threading.Lock())
 
     def message(self, job: dict, event: str, execution: dict) -> Message:
         return Message(job, event, execution, self.link_base)
@@ -377,10 +405,20 @@ class Deliveries:
                     target=self._work, args=(channel["_id"], work), name="texium-channel", daemon=True
                 ).start()
             try:
+                with self._idle:
+                    self._pending += 1
                 work.put_nowait((channel, message, report))
                 return True
             except queue.Full:
+                with self._idle:
+                    self._pending -= 1
                 return False
+
+    def drain(self, timeout: float) -> bool:
+        """Wait up to `timeout` s for every queued delivery to be done (retries included); False
+        if some were not. Shutting down: deliver what is queued while there is time."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._pending == 0, timeout)
 
     def stop(self) -> None:
         """Refuse new deliveries and end the retry waits; queued ones get one attempt each."""
@@ -421,6 +459,10 @@ class Deliveries:
                     report(record)
             except Exception:  # a bug here must not end this channel's deliveries
                 log.exception("Channels: delivery to channel %s failed", channel_id)
+            finally:
+                with self._idle:
+                    self._pending -= 1
+                    self._idle.notify_all()
 
     def _held(self, channel: dict, message: Message) -> dict | None:
         """The message's `held` record when its channel's window already sent its share; None: send it."""

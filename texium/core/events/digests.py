@@ -2,8 +2,9 @@
 gets a few messages and then one digest, not one message per job.
 
 Each channel has a window in the store (`scheduler_channel_windows`, one document per channel):
-the first message after a quiet spell opens it for `seconds`; its first `after` messages go out
-as usual, the later ones are held: recorded in `scheduler_channel_deliveries` with status `held`
+the first message after a quiet spell opens it for `seconds`; the messages of its first `after`
+jobs go out as usual (every message of those jobs: one job's failure, re-alert and recovery are no
+crowd), those of later jobs are held: recorded in `scheduler_channel_deliveries` with status `held`
 and the window's id. A window that held messages has a digest document
 (`scheduler_channel_digests`, unique per window) due when the window ends. Every node counts
 into the same window by compare-and-set on its count, so `after` holds across nodes.
@@ -202,12 +203,19 @@ class Digests:
             now = utcnow()
             window = self._windows.find_one({"channel_id": channel_id})
             if window is None or as_utc(window["ends_at"]) <= now:
-                if self._open(channel_id, window, now):
+                if self._open(channel_id, window, now, str(message.job.get("_id") or "")):
                     return None
                 continue
             count = int(window.get("count") or 0)
+            jobs = list(window.get("jobs") or [])
+            job_id = str(message.job.get("_id") or "")
+            if job_id in jobs:
+                return None  # a job already heard from in this window: one job's news is no crowd
             moved = {"_id": window["_id"], "window_id": window["window_id"], "count": count}
-            if self._windows.update_many(moved, {"count": count + 1}) != 1:
+            fields = {"count": count + 1}
+            if count + 1 <= self._after:
+                fields["jobs"] = [*jobs, job_id]
+            if self._windows.update_many(moved, fields) != 1:
                 continue
             if count + 1 <= self._after:
                 return None
@@ -215,9 +223,9 @@ class Digests:
         log.warning("Channels: the digest window of channel %s kept changing; message sent alone", channel_id)
         return None
 
-    def _open(self, channel_id: str, window: dict | None, now: datetime) -> bool:
+    def _open(self, channel_id: str, window: dict | None, now: datetime, job_id: str) -> bool:
         """Open a new window (this message is its first); False when another node did first."""
-        fields = {"window_id": new_id(), "opened_at": now, "ends_at": now + self._window, "count": 1}
+        fields = {"window_id": new_id(), "opened_at": now, "ends_at": now + self._window, "count": 1, "jobs": [job_id]}
         if window is None:
             try:
                 self._windows.insert({"channel_id": channel_id, **fields})

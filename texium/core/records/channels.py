@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from texium.core.datastore.base import Datastore, is_valid_id
 from texium.core.errors import Conflict, NotFound, TooManyRequests, ValidationError
+from texium.core.events import apprise_channel
 from texium.core.records.listing import NEWEST_FIRST, Page, list_page
 from texium.core.records.users import owned_by
 from texium.core.security.secret_args import MASK, has_url_password
@@ -34,7 +35,8 @@ SECRET_FIELD = "secret_encrypted"
 # A channel's test messages are this far apart at least (read from its deliveries, so on every
 # node): the button cannot turn the server's SMTP login or a vendor's rate limit into a spam tap.
 TEST_INTERVAL_SECONDS = 10
-URL_IS_SECRET = frozenset({"slack", "teams", "discord"})  # the webhook URL's path is the credential
+# The URL is the credential: a webhook's path, apprise's tokens.
+URL_IS_SECRET = frozenset({"slack", "teams", "discord", "apprise"})
 # kind -> (fields it needs, fields it may also have); any other setting is a 400 naming it.
 FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "email": (("recipients",), ()),
@@ -42,6 +44,7 @@ FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "slack": (("url",), ()),
     "teams": (("url",), ()),
     "discord": (("url",), ()),
+    "apprise": (("url",), ()),  # an apprise URL (mailto://, tgram://, json:// ...): the apprise extra
     "pagerduty": (("secret",), ("url",)),
     "opsgenie": (("secret",), ("url",)),
     "ntfy": (("topic",), ("url", "secret", "priority", "tags")),
@@ -129,6 +132,17 @@ class ChannelService:
             raise ValidationError("Invalid field url: must be https (the server's CHANNEL_HTTPS_ONLY setting)")
         return url
 
+    def _clean_apprise_url(self, url: str) -> str:
+        """An apprise URL apprise knows (the extra installed: a 400 naming `kind` otherwise).
+        CHANNEL_HTTPS_ONLY does not apply: each service's scheme says how apprise sends."""
+        if not apprise_channel.available():
+            raise ValidationError(f"Invalid field kind: {apprise_channel.INSTALL_HINT}")
+        try:
+            apprise_channel.check_url(url.strip())
+        except ValueError as exc:
+            raise ValidationError(f"Invalid field url: {exc}") from None
+        return url.strip()
+
     def _clean_recipients(self, doc: dict) -> None:
         if doc.get("recipients"):
             clean = []
@@ -142,18 +156,8 @@ class ChannelService:
             doc["recipients"] = list(dict.fromkeys(clean))
 
     def _check_recipients(self, doc: dict) -> None:
-        """A non-admin owner mails only their own address and the allowed domains."""
         owner = self._ds.users.get(doc["user_id"]) or {}
-        if owner.get("role") == "admin":
-            return
-        for index, address in enumerate(doc.get("recipients") or ()):
-            domain = address.rpartition("@")[2].lower()
-            if address.lower() != (owner.get("email") or "").lower() and domain not in self._email_domains:
-                allowed = ", ".join(sorted(self._email_domains)) or "none"
-                raise ValidationError(
-                    f"Invalid field recipients[{index}]: the channel's owner may mail only their own address "
-                    f"and the domains of EMAIL_ALLOWED_DOMAINS ({allowed})"
-                )
+        check_recipients(owner, doc.get("recipients") or (), self._email_domains, "recipients")
 
     def _seal(self, changes: dict, kind: str, stored: dict | None) -> None:
         """Encrypt the secret (the URL for Slack, Teams and Discord); keep a stored one sent back
@@ -167,7 +171,10 @@ class ChannelService:
                 return
             if url.endswith(f"/{MASK}") or MASK in url:
                 raise ValidationError("Invalid field url: enter the whole webhook URL again (it is the secret)")
-            if url:
+            if url and kind == "apprise":
+                url = self._clean_apprise_url(url)
+                changes[SECRET_FIELD], changes["url"] = self._secrets.encrypt(url), apprise_channel.masked(url)
+            elif url:
                 url = self._clean_url(url)
                 changes[SECRET_FIELD], changes["url"] = self._secrets.encrypt(url), masked_url(url)
             return
@@ -259,6 +266,21 @@ class ChannelService:
     def deliveries(self, channel_id: str, limit: int, offset: int) -> Page:
         self.stored(channel_id)
         return list_page(self._ds.channel_deliveries, {"channel_id": channel_id}, limit, offset, sort=NEWEST_FIRST)
+
+
+def check_recipients(owner: dict, recipients: Iterable[str], domains: set[str], field: str) -> None:
+    """A non-admin owner mails only their own address and the allowed domains (EMAIL_ALLOWED_DOMAINS,
+    lower case), so the server's SMTP login is no open relay; a 400 naming `field`[index] otherwise."""
+    if owner.get("role") == "admin":
+        return
+    for index, address in enumerate(recipients):
+        domain = address.rpartition("@")[2].lower()
+        if address.lower() != (owner.get("email") or "").lower() and domain not in domains:
+            allowed = ", ".join(sorted(domains)) or "none"
+            raise ValidationError(
+                f"Invalid field {field}[{index}]: the owner may mail only their own address "
+                f"and the domains of EMAIL_ALLOWED_DOMAINS ({allowed})"
+            )
 
 
 def channel_ids(notify: dict | None) -> list[str]:

@@ -1,0 +1,15 @@
+"""The alerting benchmark's job (loaded through JOB_CLASS_PACKAGES=benchmarks.alerting_jobs)."""
+
+import time
+
+from texium.jobs.base import JobBase
+
+
+class FlipJob(JobBase):
+    """Fails in odd seconds and succeeds in even ones: run every second, every run changes the
+    job's alert state, so every run sends an alert (failure, then recovery, ...)"""
+
+    def run(self, *args, **kwargs) -> str:
+        if int(time.time()) % 2:
+            raise RuntimeError("failing on purpose (odd second)")
+        return "ok"
