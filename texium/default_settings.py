@@ -65,6 +65,7 @@ ALERT_WEBHOOK_SECRET = ""  # sign alert webhooks (X-Texium-Signature: sha256=HMA
 # channel, on every event; env: comma-separated or a JSON list.
 ALERT_CHANNELS = []
 CHANNEL_HTTPS_ONLY = True  # every URL a channel sends to must be https (off: plain http allowed too)
+ALERT_CHECK_SECONDS = 1.0  # how often a node looks for passed deadlines (one indexed query when none is due)
 
 # Built-in jobs
 BACKUP_DIR = ""  # default DATA_DIR/backups

@@ -13,6 +13,8 @@ from texium.core import caches
 from texium.core.datastore import Datastore, open_datastore
 from texium.core.events.alerts import Alerts
 from texium.core.events.channels import Deliveries, Sender
+from texium.core.events.checks import PeriodicChecks
+from texium.core.events.deadlines import Deadlines
 from texium.core.inflight import InFlight
 from texium.core.metrics import Metrics
 from texium.core.records.apikeys import ApiKeys
@@ -179,6 +181,9 @@ def build_context(settings: dict[str, Any]) -> AppContext:
         busy_warning_seconds=settings["BUSY_WARNING_SECONDS"],
         busy_unhealthy_seconds=settings["BUSY_UNHEALTHY_SECONDS"],
         pauses=pauses,
+        checks=PeriodicChecks(
+            [("deadline", Deadlines(datastore, alerts.announce).check)], interval=settings["ALERT_CHECK_SECONDS"]
+        ),
     )
     if settings["METRICS_PUBLIC"] and not metrics_public(True, settings["HTTP_ADDRESS"]):
         log.warning(

@@ -75,7 +75,8 @@ def is_valid_id(value: Any) -> bool:
     return isinstance(value, str) and bool(_OBJECT_ID.match(value))
 
 
-TIME_FIELD_NAMES = frozenset({"last_seen", "missed_until", "paused_until"})  # times whose names do not end in _at/_time
+# Times whose names do not end in _at/_time.
+TIME_FIELD_NAMES = frozenset({"last_seen", "missed_until", "paused_until", "deadline_checked_until"})
 
 
 def is_time_field(name: str) -> bool:
@@ -108,6 +109,7 @@ INDEXES: dict[str, tuple[Index, ...]] = {
         Index(("claimed_by",)),  # the last claims of a node that died, to complete them
         Index(("paused_until",)),  # pauses that end by themselves, the earliest first
         Index(("excluded_runs",)),  # stats: the jobs that had occurrences excluded by a calendar
+        Index(("deadline_due_at",)),  # the deadlines that passed, for the deadline check
     ),
     "scheduler_calendars": (Index(("user_id", "created_at")), Index(("created_at",))),
     "scheduler_channels": (Index(("user_id", "created_at")), Index(("created_at",)), Index(("name",))),

@@ -31,7 +31,7 @@ import queue
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from texium.core.datastore.base import Datastore, is_valid_id
 from texium.core.events import messages
@@ -50,7 +50,7 @@ from texium.core.timeutil import as_utc, to_iso, utcnow
 
 log = logging.getLogger("texium.alerts")
 
-EVENTS = ("failure", "recovery", "timeout", "missed")
+EVENTS = ("failure", "recovery", "timeout", "missed", "deadline_missed", "adherence_low")
 PAUSED = "paused"  # the job paused itself (pause_after_failures): sent to every channel, whatever `events` says
 TIMEOUT = 10.0  # seconds per delivery attempt
 MAX_QUEUED = 10_000  # observations waiting; more are dropped (with a warning) rather than grow without end
@@ -145,6 +145,17 @@ class Alerts:
         except Exception:
             log.exception("Alerts: cannot queue an observation of job %s", job_id)
 
+    def announce(self, job: Mapping[str, Any], event: str, execution: dict) -> None:
+        """Queue an alert a check decided (a deadline missed, adherence low) for the alerts
+        thread, which re-reads the job and sends it like any other (through `_send`). Returns
+        at once and never raises; `execution` without an `_id` records its results nowhere
+        but in the channels' deliveries."""
+        try:
+            if not self._closed and job.get("_id"):
+                self._queue.put_nowait(_Announcement(job["_id"], event, dict(execution)))
+        except Exception:
+            log.exception("Alerts: cannot queue the %s alert of job %s", event, job.get("_id"))
+
     def _counts_failures(self, job: Mapping[str, Any], execution: dict) -> bool:
         """Whether this outcome may pause its job: a failure of a job with pause_after_failures
         (as read when its run started; the rule reads the job again)."""
@@ -182,7 +193,10 @@ class Alerts:
             if item is None or self._abort.is_set():
                 return
             try:
-                self._handle(*item)
+                if isinstance(item, _Announcement):
+                    self._announced(item)
+                else:
+                    self._handle(*item)
             except Exception:  # a bug here must not end alerting for every later run
                 log.exception("Alerts: observation of job %s failed", item[0])
 
@@ -205,6 +219,19 @@ class Alerts:
             self._send(job, event, execution, results, queued)
         if counts:
             self._pause_after_failure(job_id, execution, results, queued)
+        self._deliver_all(execution, results, queued)
+
+    def _announced(self, item: _Announcement) -> None:
+        job = self._ds.jobs.get(item.job_id)
+        if job is None or not (job.get("notify") or self._default_channels):
+            return
+        results: list[dict] = []
+        queued: list[tuple[dict, Any]] = []
+        self._send(job, item.event, item.execution, results, queued)
+        self._deliver_all(item.execution, results, queued)
+
+    def _deliver_all(self, execution: dict, results: list[dict], queued: list) -> None:
+        """Hand the channel deliveries to their workers; the results go on the execution."""
         if queued:  # the channels' workers add theirs; the last one to finish records them all
             collect = _Collector(len(queued), results, lambda done: self._write_alerts(execution, done))
             for channel, message in queued:
@@ -213,6 +240,8 @@ class Alerts:
             self._write_alerts(execution, results)
 
     def _write_alerts(self, execution: dict, results: list[dict]) -> None:
+        if not execution.get("_id"):
+            return  # an alert about no run (a deadline): the channels' deliveries record it
         try:
             self._record(execution["_id"], {"alerts": results})
         except Exception as exc:
@@ -409,6 +438,14 @@ class Alerts:
             if not self._retry_wait(attempt):
                 return f"{error} (attempt {attempt})"
             attempt += 1
+
+
+class _Announcement(NamedTuple):
+    """An alert a check decided, queued by `announce` (job_id first, as in an observation)."""
+
+    job_id: str
+    event: str
+    execution: dict
 
 
 class _Collector:

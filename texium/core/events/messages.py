@@ -16,6 +16,8 @@ TITLES = {
     "missed": "Runs missed",
     "paused": "Job paused itself",
     "test": "Test message",
+    "deadline_missed": "Deadline missed",
+    "adherence_low": "Schedule adherence low",
 }
 ERROR_LINES, ERROR_CHARS = 20, 4000  # how much of the execution's error an alert carries
 
