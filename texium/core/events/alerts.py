@@ -50,7 +50,7 @@ from texium.core.timeutil import as_utc, to_iso, utcnow
 
 log = logging.getLogger("texium.alerts")
 
-EVENTS = ("failure", "recovery", "timeout", "missed", "deadline_missed", "adherence_low")
+EVENTS = ("failure", "recovery", "timeout", "missed", "deadline_missed")
 PAUSED = "paused"  # the job paused itself (pause_after_failures): sent to every channel, whatever `events` says
 TIMEOUT = 10.0  # seconds per delivery attempt
 MAX_QUEUED = 10_000  # observations waiting; more are dropped (with a warning) rather than grow without end

@@ -17,7 +17,6 @@ TITLES = {
     "paused": "Job paused itself",
     "test": "Test message",
     "deadline_missed": "Deadline missed",
-    "adherence_low": "Schedule adherence low",
 }
 ERROR_LINES, ERROR_CHARS = 20, 4000  # how much of the execution's error an alert carries
 
