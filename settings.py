@@ -33,3 +33,6 @@ THREAD_POOL_SIZE = 8
 
 # Packages with your own job classes (JobBase subclasses), e.g. "mycompany.texium_jobs"
 # JOB_CLASS_PACKAGES = ["mycompany.texium_jobs"]
+
+# Alerting: how often a node looks for passed deadlines (seconds)
+# ALERT_CHECK_SECONDS = 1.0

@@ -64,9 +64,9 @@ ALERT_WEBHOOK_SECRET = ""  # sign alert webhooks (X-Texium-Signature: sha256=HMA
 # Channels (/api/scheduler/channels, ids or names) that alert for every job whose notify names no
 # channel, on every event; env: comma-separated or a JSON list.
 ALERT_CHANNELS = []
-# How often each node looks for jobs whose re-alert (realert_every_seconds) or end of flapping is
-# due with no new run: one indexed read of those jobs only.
-ALERT_CHECK_SECONDS = 5.0
+# How often each node's clock-driven alert checks run (re-alerts and ends of flapping due with no
+# new run, passed deadlines): one indexed read each of the records due, nothing when none is.
+ALERT_CHECK_SECONDS = 1.0
 CHANNEL_HTTPS_ONLY = True  # every URL a channel sends to must be https (off: plain http allowed too)
 # Grouping: past ALERT_DIGEST_AFTER messages to one channel within ALERT_DIGEST_SECONDS (from the
 # window's first message), the rest are held and sent as one digest when the window ends; 0 = off.

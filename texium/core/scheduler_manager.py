@@ -14,6 +14,8 @@ from zoneinfo import ZoneInfo
 from texium.core import figures
 from texium.core.datastore.base import Datastore, new_id
 from texium.core.errors import Conflict, NotFound, ValidationError
+from texium.core.events import deadlines
+from texium.core.events.checks import PeriodicChecks
 from texium.core.job import JobError
 from texium.core.jsontext import Raw
 from texium.core.metrics import Metrics
@@ -143,10 +145,12 @@ class SchedulerManager:
         busy_unhealthy_seconds: float = 300.0,
         pauses: Pauses | None = None,
         legacy_notify: LegacyNotify | None = None,
+        checks: PeriodicChecks | None = None,
     ):
         self._ds = datastore
         # Turns a notify's own e-mail and webhook into channels (at writes and at start-up).
         self._legacy_notify = legacy_notify if legacy_notify is not None else LegacyNotify(datastore)
+        self._checks = checks  # the clock-driven alert checks (deadlines, adherence), started with firing
         self.pauses = pauses if pauses is not None else Pauses(datastore, audit.record)
         # Every worker busy while a due run waits this long: a health warning, then a problem (503).
         self._busy_warning, self._busy_unhealthy = busy_warning_seconds, busy_unhealthy_seconds
@@ -189,12 +193,16 @@ class SchedulerManager:
         others = self.nodes.start()
         self._watchdog.start()
         self._scheduler.start()  # starts the dispatcher too (its executor)
+        if self._checks is not None:
+            self._checks.start()
         return others
 
     def shutdown(self, grace_seconds: float) -> int:
         """Stop firing, hand back what has not started, wait for runs in flight, write every
         record; returns how many runs did not finish."""
         self._dispatcher.closing = True
+        if self._checks is not None:
+            self._checks.stop()
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
         unfinished = self._dispatcher.close(grace_seconds)
@@ -456,6 +464,16 @@ class SchedulerManager:
         moment.update(day_of_month=local.day, month=local.month, day_of_week="*", week="*")
         changes.update(cron.normalize({k: str(v) for k, v in moment.items()}, zone))
 
+    def _deadline(self, doc: dict, changes: dict, now: datetime) -> None:
+        """A `deadline` given: checked (its zone defaults to the job's) and its first instant to
+        judge set; the past is not judged. Unchanged, the judging goes on where it stands."""
+        if "deadline" not in changes:
+            return
+        zone = changes.get("timezone") or doc.get("timezone") or self._timezone
+        changes["deadline"] = deadlines.check_deadline(changes["deadline"], zone)
+        if changes["deadline"] != doc.get("deadline") or "deadline_due_at" not in doc:
+            changes.update(deadlines.deadline_fields(changes["deadline"], now))
+
     def _check_calendars(self, doc: dict) -> None:
         ids = doc.get("exclude_calendars") or []
         self._check_usable(doc, self._ds.calendars, ids, "exclude_calendars[{}]", "calendar")
@@ -515,6 +533,7 @@ class SchedulerManager:
         doc["_id"] = new_id()  # before the schedule: `H` and jitter are derived from it
         doc.update(cron.normalize(schedule, self._timezone, doc["_id"]))
         now = utcnow()
+        self._deadline({}, doc, now)
         self._window({}, doc, now, schedule)
         self._check_user(doc["user_id"])
         self._check_calendars(doc)
@@ -568,6 +587,7 @@ class SchedulerManager:
 
     def _edit(self, doc: dict, changes: dict, schedule: dict) -> tuple[dict, str]:
         """The fields an update writes over `doc` (as stored now), and its audit summary."""
+        self._deadline(doc, changes, utcnow())
         self._window(doc, changes, utcnow(), schedule)
         if "exclude_calendars" in changes or "user_id" in changes:
             self._check_calendars({**doc, **changes})

@@ -13,6 +13,8 @@ from texium.core import caches
 from texium.core.datastore import Datastore, open_datastore
 from texium.core.events.alerts import Alerts
 from texium.core.events.channels import Deliveries, Sender
+from texium.core.events.checks import PeriodicChecks
+from texium.core.events.deadlines import Deadlines
 from texium.core.events.digests import Digests
 from texium.core.inflight import InFlight
 from texium.core.metrics import Metrics
@@ -140,7 +142,6 @@ def build_context(settings: dict[str, Any]) -> AppContext:
         channels=deliveries,
         default_channels=settings["ALERT_CHANNELS"],
         calendars=CalendarReader(datastore),
-        check_seconds=settings["ALERT_CHECK_SECONDS"],
         legacy=lambda job: legacy_notify.convert(job.get("notify"), job.get("user_id") or "", enforce=False).notify,
     )
     processes = ProcessRegistry(os.path.join(settings["DATA_DIR"], "run", "processes"), node_id=identity.hostname)
@@ -191,6 +192,10 @@ def build_context(settings: dict[str, Any]) -> AppContext:
         busy_unhealthy_seconds=settings["BUSY_UNHEALTHY_SECONDS"],
         pauses=pauses,
         legacy_notify=legacy_notify,
+        checks=PeriodicChecks(
+            [("deadline", Deadlines(datastore, alerts.announce).check), ("re-alert", alerts.check_due)],
+            interval=settings["ALERT_CHECK_SECONDS"],
+        ),
     )
     if settings["METRICS_PUBLIC"] and not metrics_public(True, settings["HTTP_ADDRESS"]):
         log.warning(

@@ -76,7 +76,7 @@ def is_valid_id(value: Any) -> bool:
 
 
 # Times whose names do not end in _at/_time.
-TIME_FIELD_NAMES = frozenset({"last_seen", "missed_until", "paused_until", "mute_until"})
+TIME_FIELD_NAMES = frozenset({"last_seen", "missed_until", "paused_until", "mute_until", "deadline_checked_until"})
 
 
 def is_time_field(name: str) -> bool:
@@ -110,6 +110,7 @@ INDEXES: dict[str, tuple[Index, ...]] = {
         Index(("paused_until",)),  # pauses that end by themselves, the earliest first
         Index(("excluded_runs",)),  # stats: the jobs that had occurrences excluded by a calendar
         Index(("alert_due_at",)),  # re-alerts and ends of flapping due with no new run, the earliest first
+        Index(("deadline_due_at",)),  # the deadlines that passed, for the deadline check
     ),
     "scheduler_calendars": (Index(("user_id", "created_at")), Index(("created_at",))),
     "scheduler_channels": (Index(("user_id", "created_at")), Index(("created_at",)), Index(("name",))),

@@ -17,8 +17,8 @@ older outcome observed late can neither send an alert nor move the state back.
 Which changes are worth a message is the noise rules' to say (noise.py: failure tolerance,
 re-alerts while still failing, recovery with the streak, flapping); their fields are moved in
 the same compare-and-set. A job still failing with no new run, or one that stopped flapping, is
-looked at by `check_due` every `check_seconds` on the alerts thread: an indexed read of the
-jobs whose `alert_due_at` has come, and one conditional write on that field decides which node
+looked at by `check_due`, one of the node's clock-driven checks (checks.py): an indexed read of
+the jobs whose `alert_due_at` has come, and one conditional write on that field decides which node
 sends. Every event goes out through `_send`, which records instead of sending while the job is
 muted (`mute_until`, `mute_calendars`), whoever emits the event.
 
@@ -48,7 +48,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from texium.core.datastore.base import Datastore, is_valid_id
 from texium.core.events import durations, noise
@@ -69,6 +69,7 @@ EVENTS = (
     "skipped",
     "long_running",
     "too_short",
+    "deadline_missed",
 )
 SKIPPED = "skipped"  # an occurrence the job's overlap policy skipped: listed events only, never ALERT_CHANNELS
 PAUSED = "paused"  # the job paused itself (pause_after_failures): sent to every channel, whatever `events` says
@@ -92,7 +93,6 @@ class Alerts:
         channels: Deliveries | None = None,
         default_channels: Sequence[str] = (),
         calendars: Any = None,
-        check_seconds: float = 5.0,
         legacy: Callable[[dict], dict | None] | None = None,
     ):
         self._ds = datastore
@@ -112,7 +112,6 @@ class Alerts:
         self._keep_state = keep
         # The firing core's CalendarReader, for mute_calendars (None: only mute_until mutes).
         self._calendars = calendars
-        self._check_seconds = max(0.05, float(check_seconds))  # how often due re-alerts are looked for
         self._record = record
         self._metrics = metrics
         self._queue: queue.Queue = queue.Queue()
@@ -203,29 +202,18 @@ class Alerts:
 
     # -- the alerts thread -------------------------------------------------------------
     def _run(self) -> None:
-        next_check = time.monotonic() + self._check_seconds
         while True:
-            try:
-                item = self._queue.get(timeout=max(0.0, next_check - time.monotonic()))
-            except queue.Empty:
-                item = ()
+            item = self._queue.get()
             if item is None or self._abort.is_set():
                 return
-            if item:
-                try:
-                    if isinstance(item, _Announcement):
-                        self._announced(item)
-                    else:
-                        self._handle(*item)
-                except Exception:  # a bug here must not end alerting for every later run
-                    job_id = item.job_id if isinstance(item, _Announcement) else item[0]
-                    log.exception("Alerts: observation of job %s failed", job_id)
-            if time.monotonic() >= next_check:
-                next_check = time.monotonic() + self._check_seconds
-                try:
-                    self.check_due(utcnow())
-                except Exception as exc:  # the store may be away: the next check tries again
-                    log.warning("Alerts: cannot look for due re-alerts: %s", _one_line(str(exc)))
+            try:
+                if isinstance(item, _Announcement):
+                    self._announced(item)
+                else:
+                    self._handle(*item)
+            except Exception:  # a bug here must not end alerting for every later run
+                job_id = item.job_id if isinstance(item, _Announcement) else item[0]
+                log.exception("Alerts: observation of job %s failed", job_id)
 
     def _handle(
         self, job_id: str, notifies: bool, execution: dict, seen: tuple[datetime, str], counts: bool = False
@@ -478,6 +466,14 @@ class _Announcement:
     event: str
     execution: dict
     once: str | None
+
+
+class _Announcement(NamedTuple):
+    """An alert a check decided, queued by `announce` (job_id first, as in an observation)."""
+
+    job_id: str
+    event: str
+    execution: dict
 
 
 class _Collector:

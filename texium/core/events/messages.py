@@ -22,6 +22,7 @@ TITLES = {
     "too_short": "Run ended too soon",
     "still_failing": "Job still failing",
     "flapping": "Job flapping",
+    "deadline_missed": "Deadline missed",
 }
 NOISE_KEYS = ("failure_streak", "failing_for_seconds", "alert_note")  # what the noise rules add to a message
 ERROR_LINES, ERROR_CHARS = 20, 4000  # how much of the execution's error an alert carries
