@@ -48,7 +48,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 from texium.core.datastore.base import Datastore, is_valid_id
 from texium.core.events import durations, noise
@@ -465,15 +465,7 @@ class _Announcement:
     job_id: str
     event: str
     execution: dict
-    once: str | None
-
-
-class _Announcement(NamedTuple):
-    """An alert a check decided, queued by `announce` (job_id first, as in an observation)."""
-
-    job_id: str
-    event: str
-    execution: dict
+    once: str | None = None
 
 
 class _Collector:
