@@ -39,6 +39,8 @@ INT_RANGES = {
     "MAX_CONNECTIONS": (1, 10**6),
     "MAX_CONNECTIONS_PER_ADDRESS": (1, 10**6),
     "HSTS_SECONDS": (0, 10**9),
+    "MONITOR_PINGS_PER_MINUTE": (1, 10**6),
+    "MONITOR_PINGS_PER_ADDRESS_PER_MINUTE": (1, 10**6),
 }
 # Settings that are numbers of seconds within a range (fractions allowed).
 SECONDS_RANGES = {

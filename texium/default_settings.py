@@ -64,6 +64,10 @@ ALERT_WEBHOOK_SECRET = ""  # sign alert webhooks (X-Texium-Signature: sha256=HMA
 # Channels (/api/scheduler/channels, ids or names) that alert for every job whose notify names no
 # channel, on every event; env: comma-separated or a JSON list.
 ALERT_CHANNELS = []
+# Heartbeat monitors' pings (/ping/<token>): at most this many per minute per token, and per
+# client address (more answer 429 with Retry-After).
+MONITOR_PINGS_PER_MINUTE = 60
+MONITOR_PINGS_PER_ADDRESS_PER_MINUTE = 600
 CHANNEL_HTTPS_ONLY = True  # every URL a channel sends to must be https (off: plain http allowed too)
 
 # Built-in jobs

@@ -21,6 +21,7 @@ from texium.core.records.calendars import CalendarService
 from texium.core.records.channels import SECRET_FIELD, ChannelService
 from texium.core.records.executions import ExecutionHistory
 from texium.core.records.job_records import JobRecords
+from texium.core.records.monitors import MonitorService
 from texium.core.records.servers import ServerService
 from texium.core.records.sessions import Sessions
 from texium.core.records.users import UserService
@@ -78,6 +79,8 @@ class AppContext:
     metrics: Metrics
     calendars: CalendarService | None = None
     channels: ChannelService | None = None
+    monitors: MonitorService | None = None
+    public_url: str = ""  # PUBLIC_URL as set (empty: ping URLs use the request's own host)
     hsts_seconds: int = 0
     forecasts: Forecasts | None = None
     forecasts_in_flight: InFlight = field(default_factory=InFlight)  # identical forecast requests share one
@@ -156,6 +159,14 @@ def build_context(settings: dict[str, Any]) -> AppContext:
         processes=processes,
         max_runs_per_user=settings["MAX_RUNS_PER_USER"] or runs_per_user(settings["THREAD_POOL_SIZE"]),
     )
+    monitors = MonitorService(
+        datastore,
+        settings["TIMEZONE"],
+        announce=alerts.announce,
+        pings_per_minute=settings["MONITOR_PINGS_PER_MINUTE"],
+        pings_per_address_per_minute=settings["MONITOR_PINGS_PER_ADDRESS_PER_MINUTE"],
+    )
+    nodes.periodic.append(monitors.check_due)
     backlog = Backlog(datastore)
     metrics.watch(
         nodes_alive=lambda: nodes.peers_alive + 1,
@@ -214,5 +225,7 @@ def build_context(settings: dict[str, Any]) -> AppContext:
         channels=ChannelService(
             datastore, secrets, settings["CHANNEL_HTTPS_ONLY"], deliveries.send_test, settings["EMAIL_ALLOWED_DOMAINS"]
         ),
+        monitors=monitors,
+        public_url=(settings["PUBLIC_URL"] or "").rstrip("/"),
         hsts_seconds=settings["HSTS_SECONDS"],
     )

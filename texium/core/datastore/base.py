@@ -113,6 +113,13 @@ INDEXES: dict[str, tuple[Index, ...]] = {
     "scheduler_channels": (Index(("user_id", "created_at")), Index(("created_at",)), Index(("name",))),
     # Every delivery to a channel, newest read first per channel.
     "scheduler_channel_deliveries": (Index(("channel_id", "created_at")), Index(("created_at",))),
+    # Heartbeat monitors: a ping finds its monitor by the token's hash; the check reads the due ones.
+    "scheduler_monitors": (
+        Index(("token_hash",), unique=True),
+        Index(("next_check_at",)),
+        Index(("user_id", "created_at")),
+        Index(("created_at",)),
+    ),
     "scheduler_backfills": (Index(("status",)),),  # the running ones, every pass
     "scheduler_executions": (
         Index(("occurrence_key",), unique=True),
@@ -340,6 +347,10 @@ class Datastore(ABC):
     @property
     def channel_deliveries(self) -> Collection:
         return self.collection("scheduler_channel_deliveries")
+
+    @property
+    def monitors(self) -> Collection:
+        return self.collection("scheduler_monitors")
 
     @property
     def executions(self) -> Collection:

@@ -30,6 +30,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -50,7 +51,7 @@ from texium.core.timeutil import as_utc, to_iso, utcnow
 
 log = logging.getLogger("texium.alerts")
 
-EVENTS = ("failure", "recovery", "timeout", "missed")
+EVENTS = ("failure", "recovery", "timeout", "missed", "late")
 PAUSED = "paused"  # the job paused itself (pause_after_failures): sent to every channel, whatever `events` says
 TIMEOUT = 10.0  # seconds per delivery attempt
 MAX_QUEUED = 10_000  # observations waiting; more are dropped (with a warning) rather than grow without end
@@ -145,6 +146,15 @@ class Alerts:
         except Exception:
             log.exception("Alerts: cannot queue an observation of job %s", job_id)
 
+    def announce(self, job: Mapping[str, Any], event: str, execution: dict) -> None:
+        """Queue `event` of `job` (a job, or a heartbeat monitor acting as one: `_id`, `name`,
+        `notify`) decided elsewhere (a periodic check); sent on the alerts thread through _send.
+        Returns at once and never raises."""
+        if self._closed or self._queue.qsize() >= MAX_QUEUED:
+            log.warning("Alerts: %s of %s dropped (stopping or %d queued)", event, job.get("_id"), MAX_QUEUED)
+            return
+        self._queue.put_nowait(_Announcement(dict(job), event, dict(execution)))
+
     def _counts_failures(self, job: Mapping[str, Any], execution: dict) -> bool:
         """Whether this outcome may pause its job: a failure of a job with pause_after_failures
         (as read when its run started; the rule reads the job again)."""
@@ -182,9 +192,13 @@ class Alerts:
             if item is None or self._abort.is_set():
                 return
             try:
-                self._handle(*item)
+                if isinstance(item, _Announcement):
+                    self._announced(item)
+                else:
+                    self._handle(*item)
             except Exception:  # a bug here must not end alerting for every later run
-                log.exception("Alerts: observation of job %s failed", item[0])
+                job_id = item.job.get("_id") if isinstance(item, _Announcement) else item[0]
+                log.exception("Alerts: observation of job %s failed", job_id)
 
     def _handle(
         self, job_id: str, notifies: bool, execution: dict, seen: tuple[datetime, str], counts: bool = False
@@ -205,6 +219,16 @@ class Alerts:
             self._send(job, event, execution, results, queued)
         if counts:
             self._pause_after_failure(job_id, execution, results, queued)
+        self._deliver_all(execution, results, queued)
+
+    def _announced(self, item: _Announcement) -> None:
+        results: list[dict] = []
+        queued: list[tuple[dict, Any]] = []
+        self._send(item.job, item.event, item.execution, results, queued)
+        self._deliver_all(item.execution, results, queued)
+
+    def _deliver_all(self, execution: dict, results: list[dict], queued: list) -> None:
+        """Hand the channel deliveries to their workers; record every result on the execution."""
         if queued:  # the channels' workers add theirs; the last one to finish records them all
             collect = _Collector(len(queued), results, lambda done: self._write_alerts(execution, done))
             for channel, message in queued:
@@ -213,6 +237,8 @@ class Alerts:
             self._write_alerts(execution, results)
 
     def _write_alerts(self, execution: dict, results: list[dict]) -> None:
+        if not execution.get("_id"):
+            return  # an event of no execution (a monitor turning late)
         try:
             self._record(execution["_id"], {"alerts": results})
         except Exception as exc:
@@ -409,6 +435,13 @@ class Alerts:
             if not self._retry_wait(attempt):
                 return f"{error} (attempt {attempt})"
             attempt += 1
+
+
+@dataclass
+class _Announcement:
+    job: dict
+    event: str
+    execution: dict
 
 
 class _Collector:

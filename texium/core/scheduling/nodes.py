@@ -26,6 +26,7 @@ import socket
 import threading
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from texium.core.datastore.base import Datastore, new_id
 from texium.core.figures import ACTIVE
@@ -100,6 +101,10 @@ class NodeRegistry:
         self.last_beat = None
         self.last_error = ""
         self.rejoined = 0
+        # Periodic checks that must run somewhere but need no thread of their own (heartbeat
+        # monitors' late/down check): each runs after every beat, and decides "who acts" by a
+        # conditional write on its own records, so running on every node is safe.
+        self.periodic: list[Callable[[], Any]] = []
 
     # -- life cycle --------------------------------------------------------------------
     def start(self) -> list[dict]:
@@ -132,6 +137,11 @@ class NodeRegistry:
                 if not self.last_error:
                     log.warning("Node heartbeat failed: %s", getattr(exc, "detail", exc))
                 self.last_error = str(getattr(exc, "detail", exc))
+            for check in self.periodic:
+                try:
+                    check()
+                except Exception as exc:  # one check's bad moment must not stop the heartbeat
+                    log.warning("Periodic check %s failed: %s", getattr(check, "__qualname__", check), exc)
 
     # -- heartbeat and judgement -------------------------------------------------------
     def _register(self, now) -> None:
