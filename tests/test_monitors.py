@@ -77,6 +77,8 @@ def test_crud_shows_the_ping_url_only_at_create(api):
     assert shown["next_expected_at"].endswith(("+00:00", "Z")) and shown["grace_seconds"] == 300
     assert ping_url.rsplit("/", 1)[1] not in json.dumps(api.get("/api/scheduler/monitors").json())
     assert [m["_id"] for m in api.get("/api/scheduler/monitors").json()["data"]].count(monitor_id) == 1
+    daily, _ = create_monitor(api, owner, period_seconds=None)  # neither a period nor cron fields
+    assert monitor(api, daily)["period_seconds"] == 86400
 
     assert api.put(f"/api/scheduler/monitors/{monitor_id}", json={"period_seconds": 60, "grace_seconds": 5}).ok
     shown = monitor(api, monitor_id)
@@ -93,7 +95,6 @@ def test_crud_shows_the_ping_url_only_at_create(api):
     [
         ({"name": ""}, "name"),
         ({"period_seconds": 0}, "period_seconds"),
-        ({"period_seconds": None}, "period_seconds"),  # neither a period nor cron fields
         ({"minute": "5"}, "period_seconds"),  # both
         ({"period_seconds": None, "minute": "61"}, "minute"),
         ({"period_seconds": None, "hour": "1", "timezone": "Mars/Base"}, "timezone"),
@@ -128,7 +129,7 @@ def test_fail_exit_codes_start_and_output_are_execution_records(api):
     assert (monitor(api, monitor_id)["state"], monitor(api, monitor_id)["last_exit_code"]) == ("up", 0)
     assert api.get(f"{path}/3").ok
     assert (monitor(api, monitor_id)["state"], monitor(api, monitor_id)["last_exit_code"]) == ("down", 3)
-    for bad in ("nope", "256", "-1"):
+    for bad in ("nope", "256", "-1", "\u00b2"):
         assert api.get(f"{path}/{bad}").json() == NOT_FOUND
 
     records = executions(api, owner)  # newest first

@@ -48,6 +48,7 @@ log = logging.getLogger("texium.monitors")
 MONITOR_CREATE, MONITOR_UPDATE = request_schema("MonitorCreate"), request_schema("MonitorUpdate")
 OUTPUT_LIMIT = 10 * 1024  # bytes of a ping's body kept as the execution's output
 CAS_TRIES = 10  # conditional writes tried on one ping before giving up (each lost to another node's move)
+DEFAULT_PERIOD = 86400  # seconds: a monitor given neither a period nor cron fields expects a daily ping
 CHECK_BATCH = 200  # due monitors read per check
 HIDDEN = ("token_hash",)
 SUCCESS, FAILURE, START = "success", "failure", "start"
@@ -151,7 +152,7 @@ class MonitorService:
         if doc.get("period_seconds") is not None and has_cron:
             raise ValidationError("Invalid field period_seconds: give a period or cron fields, not both")
         if doc.get("period_seconds") is None and not has_cron:
-            raise ValidationError("Invalid field period_seconds: required unless cron fields (minute, hour, ...) are")
+            doc["period_seconds"] = DEFAULT_PERIOD
         schedule = _schedule_of(doc, self._timezone)
         if schedule is not None:
             doc.update(schedule)
@@ -415,7 +416,7 @@ def ping_kind(action: str | None) -> tuple[str, int | None]:
         return START, None
     if action == "fail":
         return FAILURE, None
-    if action.isdigit() and len(action) <= 3 and int(action) <= 255:
+    if action.isascii() and action.isdigit() and len(action) <= 3 and int(action) <= 255:
         code = int(action)
         return (SUCCESS if code == 0 else FAILURE), code
     raise NotFound("Not found")
