@@ -2,7 +2,7 @@
 servers and a real local receiver channel: CRUD and 400s naming the field; late then down with a
 short grace, and recovery; /fail and exit codes as execution records; a wrong or rotated token is
 a 404 that reveals nothing; rate limits; the wrapper with a real failing command; two nodes on
-one store send one down alert."""
+one store send one down alert, and two checks that read the same due monitor move it once."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import os
 import secrets
 import subprocess
 import sys
+import threading
 import time
+from unittest import mock
 
 import pytest
 import requests
@@ -233,3 +235,38 @@ def test_two_nodes_on_one_store_send_one_down_alert(start_server, tmp_path, rece
     time.sleep(2)  # a second node's duplicate, if any, would have arrived by now
     assert events(receiver) == ["failure"]
     assert [r["status"] for r in executions(api, owner)] == ["missed", "completed"]
+
+
+def test_two_checks_that_read_the_same_due_monitor_move_it_and_alert_once(datastore):
+    """Both nodes' checks read the monitor before either writes (a barrier holds them): the
+    conditional write on its generation lets exactly one move it and announce."""
+    from datetime import timedelta
+
+    from texium.core.records.monitors import MonitorService
+    from texium.core.timeutil import utcnow
+
+    owner = datastore.users.insert({"name": "o", "email": "o@example.com", "role": "admin"})
+    announced: list[tuple[str, str]] = []
+    nodes = [MonitorService(datastore, announce=lambda s, e, x: announced.append((s["_id"], e))) for _ in range(2)]
+    monitor_id, _, _ = nodes[0].create({"user_id": owner, "name": "m", "period_seconds": 1, "grace_seconds": 1})
+    past = utcnow() - timedelta(seconds=5)
+    datastore.monitors.update(monitor_id, fields={"state": "up", "next_expected_at": past, "next_check_at": past})
+
+    barrier = threading.Barrier(2, timeout=10)
+    find = type(datastore.monitors).find
+
+    def find_together(self, query=None, *args, **kwargs):
+        found = find(self, query, *args, **kwargs)
+        if query and "next_check_at" in query:
+            barrier.wait()  # both have read the due monitor; now both try to move it
+        return found
+
+    with mock.patch.object(type(datastore.monitors), "find", find_together):
+        threads = [threading.Thread(target=node.check_due) for node in nodes]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(15)
+    assert announced == [(monitor_id, "failure")]
+    assert datastore.monitors.get(monitor_id)["state"] == "down"
+    assert datastore.executions.count({"monitor_id": monitor_id, "status": "missed"}) == 1
