@@ -126,7 +126,7 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
         level,
         "%s %s %d %.1fms",
         handler.request.method,
-        handler.request.path,
+        getattr(handler, "logged_path", None) or handler.request.path,  # a path holding a credential masks it
         status,
         1000.0 * seconds,
     )

@@ -70,6 +70,12 @@ class PingHandler(ApiHandler):
 
     public = True
 
+    @property
+    def logged_path(self) -> str:
+        """The path as the access log shows it: the token is a credential."""
+        action = self.path_args[1] if len(self.path_args) > 1 and self.path_args[1] else None
+        return "/ping/***" + (f"/{action}" if action else "")
+
     async def get(self, token: str, action: str | None = None) -> None:
         monitors = self.context.monitors
         try:
