@@ -27,7 +27,7 @@ import pytest
 
 from texium.core import contract, scheduler_manager
 from texium.core.errors import ValidationError
-from texium.core.records import apikeys, calendars, channels, servers, users
+from texium.core.records import apikeys, calendars, channels, monitors, servers, users
 from texium.core.scheduling import cron
 from texium.core.validation import FORMATS, request_schema, validate_body
 
@@ -249,6 +249,8 @@ def test_every_request_body_schema_is_compiled_and_used_by_a_service():
         calendars.CALENDAR_UPDATE,
         channels.CHANNEL_CREATE,
         channels.CHANNEL_UPDATE,
+        monitors.MONITOR_CREATE,
+        monitors.MONITOR_UPDATE,
     }
     assert {schema.name for schema in used} == set(contract.request_body_schemas())
     with pytest.raises(KeyError, match="not the request body"):
@@ -357,7 +359,7 @@ def test_contract_resolve_refuses_a_contradiction():
 # --------------------------------------------------------------------------- 2. a live server
 @pytest.fixture(scope="module")
 def world(server):
-    """Objects the cases need on this server: an owner, a server, a job, a calendar, a channel; the example
+    """Objects the cases need on this server: an owner, a server, a job, a calendar, a channel, a monitor; the example
     bodies."""
     api = server.api
     owner = api.create_user()
@@ -368,6 +370,8 @@ def world(server):
     calendar_id = api.post("/api/scheduler/calendars", json={"user_id": owner, "name": "c"}).json()["calendar_id"]
     channel = {"user_id": owner, "name": "c", "kind": "email"}  # to the owner's own address
     channel_id = api.post("/api/scheduler/channels", json=channel).json()["channel_id"]
+    monitor = {"user_id": owner, "name": "m", "period_seconds": 3600}
+    monitor_id = api.post("/api/scheduler/monitors", json=monitor).json()["monitor_id"]
     return {
         "api": api,
         "user_id": owner,
@@ -376,6 +380,7 @@ def world(server):
         "key": key,
         "calendar_id": calendar_id,
         "channel_id": channel_id,
+        "monitor_id": monitor_id,
     }
 
 

@@ -134,6 +134,9 @@ PROTECTED = [
     ("GET", "/api/scheduler/activity"),
     ("GET", "/api/scheduler/channels"),
     ("POST", "/api/scheduler/channels"),
+    ("GET", "/api/scheduler/monitors"),
+    ("POST", "/api/scheduler/monitors"),
+    ("POST", f"/api/scheduler/monitors/{SOME_JOB}/rotate"),
     ("GET", "/metrics"),
     ("POST", "/api/scheduler/pause-all"),
     ("POST", "/api/scheduler/resume-all"),
@@ -315,6 +318,27 @@ def test_a_user_sees_and_changes_only_their_own_channels_and_never_a_secret(secu
     everything = call(admin, "GET", "/api/scheduler/channels").text
     assert "theirsecret" not in everything and "mine-routing-key" not in everything
     assert "theirsecret" not in secured["server"].log() and "mine-routing-key" not in secured["server"].log()
+
+
+def test_a_user_sees_and_changes_only_their_own_monitors_and_pings_need_no_key(secured):
+    admin, user = secured["admin"], secured["user"]
+    body = {"name": "theirs", "period_seconds": 3600}
+    theirs = call(admin, "POST", "/api/scheduler/monitors", json={"user_id": secured["other_id"], **body})
+    theirs_id, their_url = theirs.json()["monitor_id"], theirs.json()["ping_url"]
+    mine = call(user, "POST", "/api/scheduler/monitors", json={"user_id": secured["user_id"], **body, "name": "m"})
+    assert mine.status_code == 201, mine.text
+    assert [m["_id"] for m in call(user, "GET", "/api/scheduler/monitors").json()["data"]] == [
+        mine.json()["monitor_id"]
+    ]
+    for method, suffix in (("GET", ""), ("PUT", ""), ("PATCH", ""), ("DELETE", ""), ("POST", "/rotate")):
+        kwargs = {"json": {"name": "x"}} if method in ("PUT", "PATCH") else {}
+        assert call(user, method, f"/api/scheduler/monitors/{theirs_id}{suffix}", **kwargs).status_code == 404, method
+    stolen = call(user, "POST", "/api/scheduler/monitors", json={"user_id": secured["other_id"], **body})
+    assert stolen.status_code == 400 and "user_id" in stolen.json()["detail"]
+    anonymous = client(secured["server"])
+    assert call(anonymous, "POST", their_url.replace(anonymous.base, ""), data=b"ok").json() == {"ok": True}
+    token = their_url.rsplit("/", 1)[1]
+    assert token not in call(admin, "GET", "/api/scheduler/monitors").text and token not in secured["server"].log()
 
 
 def test_only_an_admin_may_pause_or_resume_every_job(secured):

@@ -2,6 +2,7 @@
 
     texium export [--format json|yaml] [-o FILE]
     texium import FILE [--apply] [--delete] [--skip-unrestorable]
+    texium ping-run TOKEN_OR_URL -- command args...   (a heartbeat monitor's wrapper: texium/pingrun.py)
 
 Both take --url (default $TEXIUM_URL, else http://127.0.0.1:8000) and an API key (sent as
 `Authorization: Bearer`, needed when the server requires keys) from $TEXIUM_API_KEY, or a file
@@ -89,7 +90,27 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --apply, leave out creates and updates that need a secret the file only has as ***",
     )
+    ping_run = commands.add_parser(
+        "ping-run",
+        parents=[common],
+        help="run a command under a heartbeat monitor: ping start, run, ping its exit code and output",
+        description="Ping the monitor's /start, run the command, then ping its exit code with the last 10 KB "
+        "of its output; exit with the command's code (a failed ping only warns). TOKEN_OR_URL: the ping "
+        "token (the server from --url or $TEXIUM_URL) or the whole ping URL.",
+    )
+    ping_run.add_argument("monitor", metavar="TOKEN_OR_URL")
+    ping_run.add_argument("run_command", metavar="-- COMMAND", nargs=argparse.REMAINDER)
     return parser
+
+
+def _ping_run(args: argparse.Namespace) -> int:
+    from texium.pingrun import run
+
+    command = args.run_command[1:] if args.run_command[:1] == ["--"] else args.run_command
+    if not command:
+        print("texium: error: ping-run needs a command after --", file=sys.stderr)
+        return 2
+    return run(args.monitor, command, getattr(args, "url", None) or os.environ.get("TEXIUM_URL") or DEFAULT_URL)
 
 
 def _actor() -> str:
@@ -190,6 +211,8 @@ def _import(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "ping-run":  # no API key, no ascode: the wrapper alone
+        return _ping_run(args)
     from texium.ascode import CliError
 
     try:

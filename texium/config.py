@@ -41,6 +41,8 @@ INT_RANGES = {
     "HSTS_SECONDS": (0, 10**9),
     "ALERT_DIGEST_SECONDS": (0, 86400),
     "ALERT_DIGEST_AFTER": (1, 1000),
+    "MONITOR_PINGS_PER_MINUTE": (1, 10**6),
+    "MONITOR_PINGS_PER_ADDRESS_PER_MINUTE": (1, 10**6),
 }
 # Settings that are numbers of seconds within a range (fractions allowed).
 SECONDS_RANGES = {

@@ -67,6 +67,10 @@ ALERT_CHANNELS = []
 # How often each node's clock-driven alert checks run (re-alerts and ends of flapping due with no
 # new run, passed deadlines): one indexed read each of the records due, nothing when none is.
 ALERT_CHECK_SECONDS = 1.0
+# Heartbeat monitors' pings (/ping/<token>): at most this many per minute per token, and per
+# client address (more answer 429 with Retry-After).
+MONITOR_PINGS_PER_MINUTE = 60
+MONITOR_PINGS_PER_ADDRESS_PER_MINUTE = 600
 CHANNEL_HTTPS_ONLY = True  # every URL a channel sends to must be https (off: plain http allowed too)
 # Grouping: past ALERT_DIGEST_AFTER messages to one channel within ALERT_DIGEST_SECONDS (from the
 # window's first message), the rest are held and sent as one digest when the window ends; 0 = off.

@@ -18,6 +18,7 @@ from texium.server.handlers import (
     forecast,
     jobs,
     metrics,
+    monitors,
     records,
     servers,
     session,
@@ -63,6 +64,11 @@ ROUTES = [
     (rf"/api/scheduler/channels/{ID}", channels.ChannelHandler),
     (rf"/api/scheduler/channels/{ID}/test", channels.ChannelTestHandler),
     (rf"/api/scheduler/channels/{ID}/deliveries", channels.ChannelDeliveriesHandler),
+    (r"/api/scheduler/monitors", monitors.MonitorsHandler),
+    (rf"/api/scheduler/monitors/{ID}", monitors.MonitorHandler),
+    (rf"/api/scheduler/monitors/{ID}/rotate", monitors.MonitorRotateHandler),
+    (r"/ping/([^/]+)", monitors.PingHandler),
+    (r"/ping/([^/]+)/([^/]+)", monitors.PingHandler),
     (r"/api/scheduler/executions", executions.ExecutionsHandler),
     (rf"/api/scheduler/executions/{ID}", executions.ExecutionHandler),
     (rf"/api/scheduler/executions/{ID}/cancel", executions.ExecutionCancelHandler),
@@ -120,7 +126,7 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
         level,
         "%s %s %d %.1fms",
         handler.request.method,
-        handler.request.path,
+        getattr(handler, "logged_path", None) or handler.request.path,  # a path holding a credential masks it
         status,
         1000.0 * seconds,
     )

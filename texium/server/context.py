@@ -25,6 +25,7 @@ from texium.core.records.channels import SECRET_FIELD, ChannelService
 from texium.core.records.executions import ExecutionHistory
 from texium.core.records.job_records import JobRecords
 from texium.core.records.legacy_notify import LegacyNotify
+from texium.core.records.monitors import MonitorService
 from texium.core.records.servers import ServerService
 from texium.core.records.sessions import Sessions
 from texium.core.records.users import UserService
@@ -83,6 +84,8 @@ class AppContext:
     metrics: Metrics
     calendars: CalendarService | None = None
     channels: ChannelService | None = None
+    monitors: MonitorService | None = None
+    public_url: str = ""  # PUBLIC_URL as set (empty: ping URLs use the request's own host)
     hsts_seconds: int = 0
     forecasts: Forecasts | None = None
     forecasts_in_flight: InFlight = field(default_factory=InFlight)  # identical forecast requests share one
@@ -131,7 +134,6 @@ def build_context(settings: dict[str, Any]) -> AppContext:
         if settings["ALERT_DIGEST_SECONDS"]
         else None,
     )
-    nodes.chores.append(deliveries.sweep_digests)
     legacy_notify = LegacyNotify(datastore, settings["EMAIL_ALLOWED_DOMAINS"])
     alerts = Alerts(
         datastore,
@@ -168,6 +170,13 @@ def build_context(settings: dict[str, Any]) -> AppContext:
         processes=processes,
         max_runs_per_user=settings["MAX_RUNS_PER_USER"] or runs_per_user(settings["THREAD_POOL_SIZE"]),
     )
+    monitors = MonitorService(
+        datastore,
+        settings["TIMEZONE"],
+        announce=lambda monitor, event, execution: alerts.announce(monitor, event, execution, reread=False),
+        pings_per_minute=settings["MONITOR_PINGS_PER_MINUTE"],
+        pings_per_address_per_minute=settings["MONITOR_PINGS_PER_ADDRESS_PER_MINUTE"],
+    )
     backlog = Backlog(datastore)
     metrics.watch(
         nodes_alive=lambda: nodes.peers_alive + 1,
@@ -193,7 +202,12 @@ def build_context(settings: dict[str, Any]) -> AppContext:
         pauses=pauses,
         legacy_notify=legacy_notify,
         checks=PeriodicChecks(
-            [("deadline", Deadlines(datastore, alerts.announce).check), ("re-alert", alerts.check_due)],
+            [
+                ("deadline", Deadlines(datastore, alerts.announce).check),
+                ("re-alert", alerts.check_due),
+                ("monitor", monitors.check_due),
+                ("digest", lambda now: deliveries.sweep_digests()),
+            ],
             interval=settings["ALERT_CHECK_SECONDS"],
         ),
     )
@@ -231,5 +245,7 @@ def build_context(settings: dict[str, Any]) -> AppContext:
         channels=ChannelService(
             datastore, secrets, settings["CHANNEL_HTTPS_ONLY"], deliveries.send_test, settings["EMAIL_ALLOWED_DOMAINS"]
         ),
+        monitors=monitors,
+        public_url=(settings["PUBLIC_URL"] or "").rstrip("/"),
         hsts_seconds=settings["HSTS_SECONDS"],
     )

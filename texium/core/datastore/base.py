@@ -128,6 +128,13 @@ INDEXES: dict[str, tuple[Index, ...]] = {
         Index(("status", "claim_expires_at")),  # claims of a node that died while sending
         Index(("channel_id", "status", "due_at")),
     ),
+    # Heartbeat monitors: a ping finds its monitor by the token's hash; the check reads the due ones.
+    "scheduler_monitors": (
+        Index(("token_hash",), unique=True),
+        Index(("next_check_at",)),
+        Index(("user_id", "created_at")),
+        Index(("created_at",)),
+    ),
     "scheduler_backfills": (Index(("status",)),),  # the running ones, every pass
     "scheduler_executions": (
         Index(("occurrence_key",), unique=True),
@@ -363,6 +370,10 @@ class Datastore(ABC):
     @property
     def channel_digests(self) -> Collection:
         return self.collection("scheduler_channel_digests")
+
+    @property
+    def monitors(self) -> Collection:
+        return self.collection("scheduler_monitors")
 
     @property
     def executions(self) -> Collection:

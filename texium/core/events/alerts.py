@@ -70,6 +70,7 @@ EVENTS = (
     "long_running",
     "too_short",
     "deadline_missed",
+    "late",
 )
 SKIPPED = "skipped"  # an occurrence the job's overlap policy skipped: listed events only, never ALERT_CHANNELS
 PAUSED = "paused"  # the job paused itself (pause_after_failures): sent to every channel, whatever `events` says
@@ -149,14 +150,18 @@ class Alerts:
         except Exception:
             log.exception("Alerts: cannot queue an observation of job %s", job_id)
 
-    def announce(self, job: Mapping[str, Any], event: str, execution: dict, once: str | None = None) -> None:
-        """Queue `event` about `execution` (a run still going, for instance) for the alerts
-        thread, which sends it to the job as read then; returns at once and never raises.
-        `once` names a field of the execution: only the node whose write sets it from null
-        sends (one conditional write), so the event goes out once per execution."""
+    def announce(
+        self, job: Mapping[str, Any], event: str, execution: dict, once: str | None = None, reread: bool = True
+    ) -> None:
+        """Queue `event` about `execution` (a run still going, a deadline passed, a monitor gone
+        down) for the alerts thread, which sends it through _send; returns at once and never
+        raises. `once` names a field of the execution: only the node whose write sets it from
+        null sends (one conditional write), so the event goes out once per execution. `reread`:
+        send to the job as read then; False: to `job` as given (a heartbeat monitor acting as
+        one: `_id`, `name`, `notify`)."""
         try:
             if not self._closed and (job.get("notify") or self._default_channels):
-                self._put(_Announcement(job["_id"], event, dict(execution), once))
+                self._put(_Announcement(dict(job), event, dict(execution), once, reread))
         except Exception:
             log.exception("Alerts: cannot queue %s of job %s", event, job.get("_id"))
 
@@ -212,7 +217,7 @@ class Alerts:
                 else:
                     self._handle(*item)
             except Exception:  # a bug here must not end alerting for every later run
-                job_id = item.job_id if isinstance(item, _Announcement) else item[0]
+                job_id = item.job.get("_id") if isinstance(item, _Announcement) else item[0]
                 log.exception("Alerts: observation of job %s failed", job_id)
 
     def _handle(
@@ -259,7 +264,7 @@ class Alerts:
             if self._ds.executions.update_many(claim, {item.once: when}) != 1:
                 return  # another node (or an earlier call) sent it
             execution[item.once] = when
-        job = self._ds.jobs.get(item.job_id)
+        job = self._ds.jobs.get(item.job["_id"]) if item.reread else item.job
         if job is None:
             return
         results: list[dict] = []
@@ -462,10 +467,11 @@ class Alerts:
 class _Announcement:
     """An event announced by another thread (announce), for the alerts thread."""
 
-    job_id: str
+    job: dict
     event: str
     execution: dict
     once: str | None = None
+    reread: bool = True
 
 
 class _Collector:

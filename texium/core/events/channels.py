@@ -379,7 +379,7 @@ class Deliveries:
     def sweep_digests(self) -> None:
         """Hand the digests due (windows ended; claims of dead nodes expired) to their channels'
         workers, at most every SWEEP_SECONDS: the backstop for digests whose node is gone.
-        Called on the node heartbeat; the worker's claim decides which node sends."""
+        One of the node's alert checks (checks.py); the worker's claim decides which node sends."""
         if self._digests is None or self._closed or time.monotonic() < self._next_sweep:
             return
         self._next_sweep = time.monotonic() + SWEEP_SECONDS

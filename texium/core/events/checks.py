@@ -1,5 +1,6 @@
 """The alert checks that look at the clock rather than at a run's outcome (a deadline that
-passed, a schedule adherence to refresh): one daemon thread per node for all of them.
+passed, a re-alert or the end of flapping due, a heartbeat monitor late, a digest due): one
+daemon thread per node for all of them.
 
 Each check is cheap when nothing is due (one indexed query for due records) and decides who
 acts by a conditional write on the record it moves, so every node may run every check and

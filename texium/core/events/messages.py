@@ -23,6 +23,7 @@ TITLES = {
     "still_failing": "Job still failing",
     "flapping": "Job flapping",
     "deadline_missed": "Deadline missed",
+    "late": "Monitor late",
 }
 NOISE_KEYS = ("failure_streak", "failing_for_seconds", "alert_note")  # what the noise rules add to a message
 ERROR_LINES, ERROR_CHARS = 20, 4000  # how much of the execution's error an alert carries
@@ -39,8 +40,11 @@ def error_excerpt(error: Any) -> str:
 
 
 def link(base: str, execution: dict) -> str:
-    """The execution's page in the dashboard (base: PUBLIC_URL without its last slash); the
-    dashboard itself for a message about no execution (a channel's test)."""
+    """The execution's page in the dashboard (base: PUBLIC_URL without its last slash); a
+    heartbeat monitor's page for its alerts; the dashboard itself for a message about no
+    execution (a channel's test)."""
+    if execution.get("monitor_id"):
+        return f"{base}/#/monitors/{execution['monitor_id']}"
     if not execution.get("_id"):
         return f"{base}/"
     return f"{base}/#/executions/{execution.get('_id')}"

@@ -94,9 +94,6 @@ class NodeRegistry:
         self._interval = heartbeat_seconds
         self._timeout = timedelta(seconds=timeout_seconds)
         self.on_buried = on_buried
-        # Light periodic work of other parts that must go on across nodes (each decides "who"
-        # with its own conditional write), run after every heartbeat: no thread of their own.
-        self.chores: list[Callable[[], None]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.peers_alive = 0  # other live nodes at the last sweep
@@ -131,8 +128,6 @@ class NodeRegistry:
                 self.beat()
                 self.sweep()
                 self.last_error = ""
-                for chore in self.chores:
-                    chore()
             except Exception as exc:  # the store is down: keep beating, never stop for good
                 if not self.last_error:
                     log.warning("Node heartbeat failed: %s", getattr(exc, "detail", exc))
