@@ -165,6 +165,15 @@ class Alerts:
         except Exception:
             log.exception("Alerts: cannot queue %s of job %s", event, job.get("_id"))
 
+    def long_running_limit(self, job: Mapping[str, Any]) -> tuple[float, str] | None:
+        """For the watchdog: (seconds, why) after which a run of `job` is long-running, or None."""
+        return durations.long_running_limit(job)
+
+    def running_long(self, job: Mapping[str, Any], record: dict, elapsed: float, limit: tuple[float, str]) -> None:
+        """The watchdog saw a run pass its limit: `long_running`, once per run on any node."""
+        note = durations.long_running_note(elapsed, limit[1])
+        self.announce(job, "long_running", {**record, "status": "running", "error": note}, durations.ALERTED_FIELD)
+
     def _put(self, item: Any) -> None:
         if self._queue.qsize() >= MAX_QUEUED:
             log.warning("Alerts: %d observations queued; dropped one", MAX_QUEUED)

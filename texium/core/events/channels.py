@@ -29,8 +29,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from texium.core import apprise_channel
 from texium.core.datastore.base import Datastore
-from texium.core.events import apprise_channel, messages
+from texium.core.events import messages
 from texium.core.events.mail import MailError, send_message
 from texium.core.security.outbound import SIGNATURE_HEADER, OutboundPolicy, OutboundRefused, http_request, sign
 from texium.core.timeutil import utcnow
@@ -79,6 +80,19 @@ def _headers(extra: Mapping[str, str] | None = None, content_type: str = "applic
     return {"Content-Type": content_type, "User-Agent": USER_AGENT, **(extra or {})}
 
 
+def teams_card(secret: str | None, body: list[dict], action: str, link: str) -> Request:
+    """A Teams workflow message: one Adaptive Card 1.4 of `body`, with one button to `link`."""
+    card = {
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "type": "AdaptiveCard",
+        "version": "1.4",
+        "body": body,
+        "actions": [{"type": "Action.OpenUrl", "title": action, "url": link}],
+    }
+    attachment = {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}
+    return Request(secret or "", _json({"type": "message", "attachments": [attachment]}), _headers())
+
+
 def _base(channel: Mapping[str, Any]) -> str:
     return str(channel.get("url") or BASE_URLS[channel["kind"]]).rstrip("/")
 
@@ -121,15 +135,7 @@ class Message:
         ]
         if self.error:
             body.append({"type": "TextBlock", "text": self.error, "wrap": True, "fontType": "Monospace"})
-        card = {
-            "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
-            "type": "AdaptiveCard",
-            "version": "1.4",
-            "body": body,
-            "actions": [{"type": "Action.OpenUrl", "title": "Open the execution", "url": self.link}],
-        }
-        attachment = {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}
-        return Request(secret or "", _json({"type": "message", "attachments": [attachment]}), _headers())
+        return teams_card(secret, body, "Open the execution", self.link)
 
     def discord(self, channel: dict, secret: str | None) -> Request:
         embed = {

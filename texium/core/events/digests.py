@@ -30,7 +30,7 @@ from urllib.parse import quote
 from texium.core.datastore.base import Datastore, new_id
 from texium.core.errors import DuplicateKeyError
 from texium.core.events import messages
-from texium.core.events.channels import FAILED, SENT, Request, _base, _headers, _json
+from texium.core.events.channels import FAILED, SENT, Request, _base, _headers, _json, teams_card
 from texium.core.security.outbound import SIGNATURE_HEADER, sign
 from texium.core.timeutil import as_utc, to_iso, utcnow
 
@@ -135,15 +135,7 @@ class Digest:
         title = {"type": "TextBlock", "size": "Large", "weight": "Bolder", "text": self.title, "wrap": True}
         body: list[dict] = [title]
         body += [{"type": "TextBlock", "text": line, "wrap": True, "spacing": "None"} for line in self.lines]
-        card = {
-            "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
-            "type": "AdaptiveCard",
-            "version": "1.4",
-            "body": body,
-            "actions": [{"type": "Action.OpenUrl", "title": "Open Texium", "url": self.link}],
-        }
-        attachment = {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}
-        return Request(secret or "", _json({"type": "message", "attachments": [attachment]}), _headers())
+        return teams_card(secret, body, "Open Texium", self.link)
 
     def discord(self, channel: dict, secret: str | None) -> Request:
         embed = {

@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from urllib.parse import urlsplit
 
+from texium.core import apprise_channel
 from texium.core.datastore.base import Datastore, is_valid_id
 from texium.core.errors import Conflict, NotFound, TooManyRequests, ValidationError
-from texium.core.events import apprise_channel
 from texium.core.records.listing import NEWEST_FIRST, Page, list_page
 from texium.core.records.users import owned_by
 from texium.core.security.secret_args import MASK, has_url_password

@@ -6,7 +6,7 @@ tells a run past its `timeout_seconds` to stop, and records ended a run that did
 within the dispatcher's stop grace. Cancel requests written to the store by any node's API are
 read every CANCEL_POLL_SECONDS for the runs of this node only. It also lets the process
 registry record the scripts' descendants and reap the orphans the server adopted as a
-subreaper (processes.py). A run past its job's duration limits (events/durations.py) is
+subreaper (processes.py). A run past its job's duration limits (the alerts hook says which) is
 announced `long_running` to the alerts once: the holder is the one node that looks.
 """
 
@@ -17,7 +17,6 @@ import threading
 import time
 
 from texium.core.datastore.base import Datastore
-from texium.core.events.durations import ALERTED_FIELD, long_running_limit, long_running_note
 from texium.core.scheduling.claims import held
 from texium.core.scheduling.dispatch import Dispatcher
 from texium.core.scheduling.recorder import Recorder
@@ -77,15 +76,13 @@ class Watchdog:
         """A run past the job's max_duration_seconds or its anomaly limit: `long_running`, once
         (the alerts thread claims it on the execution, so one alert per run on any number of nodes)."""
         alerts = self._dispatcher.alerts
-        limit = long_running_limit(run.job) if alerts is not None else None
+        limit = alerts.long_running_limit(run.job) if alerts is not None else None
         if limit is None:
             run.duration_told = True  # the job as this run read it has no limit: nothing to watch
             return
-        seconds, why = limit
-        if now - run.clock >= seconds:
+        if now - run.clock >= limit[0]:
             run.duration_told = True
-            note = long_running_note(now - run.clock, why)
-            alerts.announce(run.job, "long_running", {**run.record, "status": "running", "error": note}, ALERTED_FIELD)
+            alerts.running_long(run.job, run.record, now - run.clock, limit)
 
     def _apply_cancel_requests(self, started: list[Run]) -> None:
         """Cancel requests written to the store (by any node's API) for runs of this node."""
