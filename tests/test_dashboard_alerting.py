@@ -9,6 +9,7 @@ One live server and one browser serve the module; the tests build on each other,
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -210,3 +211,54 @@ def test_the_job_page_shows_the_failure_streak(clean, server, owner, hook, tmp_p
     expect()(page.get_by_test_id("job-alert-state")).to_contain_text("failing")
     expect()(page.get_by_test_id("job-alert-streak")).to_contain_text("2 failures in a row since")
     expect()(page.get_by_test_id("job-alert-rules")).to_contain_text("alerts after 3 failures in a row")
+
+
+# --------------------------------------------------------------------------- the Channels page
+def test_an_apprise_channel_is_created_with_its_url_write_only(clean, server, owner):
+    page = clean.page
+    clean.open("/channels/new")
+    page.get_by_label("Name", exact=True).fill("Gotify")
+    page.get_by_label("Owner").select_option(label="Ada Lovelace (ada@example.com)")
+    page.get_by_label("Kind").select_option(label="Apprise (other services)")
+    page.get_by_label("Apprise URL").fill("json://127.0.0.1:9/secretpath")
+    role(page, "Save").click()
+    expect()(page.locator("main h1")).to_have_text("Channels")
+    row = page.locator("table.channels tbody tr").filter(has=page.get_by_role("link", name="Gotify", exact=True))
+    expect()(row.get_by_test_id("channel-destination")).to_have_text("json://***")
+    assert "secretpath" not in page.content()
+    # Editing shows the mask; saved untouched, the stored URL is kept.
+    row.get_by_role("button", name="Edit").click()
+    expect()(page.get_by_label("Apprise URL")).to_have_value("json://***")
+    role(page, "Save").click()
+    expect()(page.locator("main h1")).to_have_text("Channels")
+    channel = next(c for c in server.api.get("/api/scheduler/channels").json()["data"] if c["name"] == "Gotify")
+    assert channel["kind"] == "apprise" and channel["url"] == "json://***" and channel["has_secret"]
+
+
+def test_held_and_digested_deliveries_read_sensibly(clean, server, owner, hook, receiver, tmp_path):
+    """Two jobs fail at once; with ALERT_DIGEST_AFTER=1 the second one's failure is held and
+    then sent in the channel's digest."""
+    notify = {"channels": [{"id": hook, "events": ["failure"]}]}
+    for name in ("Crowd one", "Crowd two"):
+        job_id = server.api.create_job(
+            owner,
+            name=name,
+            job_class_string=FLAKY,
+            notify=notify,
+            **NEVER,
+            pub_kwargs={"counter_path": str(tmp_path / name), "failures": 5},
+        )
+        execution_id = server.api.post(f"/api/scheduler/jobs/{job_id}/run").json()["execution_id"]
+        assert server.api.wait_execution(execution_id)["status"] == "failed"
+
+    def deliveries():
+        return server.api.get(f"/api/scheduler/channels/{hook}/deliveries").json()["data"]
+
+    assert wait_for(lambda: any(d["event"] == "digest" and d["ok"] for d in deliveries()), timeout=20)
+    assert any(d.get("status") == "digested" for d in deliveries())
+    assert any(json.loads(r["body"]).get("event") == "digest" for r in receiver.requests)
+    fresh(clean, f"/channels/{hook}")
+    page = clean.page
+    table = page.get_by_test_id("channel-deliveries")
+    expect()(table).to_contain_text("digest (1 held alert)")
+    expect()(table).to_contain_text("sent in a digest")
