@@ -13,17 +13,17 @@ export function entryWithoutEvents(entries) {
   return entries.find((entry) => !entry.events.length) || null;
 }
 
-/** `channels`: the visible ones; `owner`: the job's owner (an admin's job may name any channel,
+/** `defaultEvents`: the events a newly ticked channel gets (default: all). `channels`: the visible ones; `owner`: the job's owner (an admin's job may name any channel,
  * another user's only their own); `entries` and `onChange(entries)`: the choice; `events`:
  * [key, label, hint] of the events the API lists. */
-export function NotifyChannels({ channels, users, owner, entries, onChange, events, error }) {
+export function NotifyChannels({ channels, users, owner, entries, onChange, events, defaultEvents = events.map(([key]) => key), error }) {
   const admin = users.find((u) => u._id === owner)?.role === "admin";
   const usable = channels.filter((c) => admin || c.user_id === owner || entries.some((e) => e.id === c._id));
   const missing = entries.filter((e) => !channels.some((c) => c._id === e.id));
   const entryOf = (id) => entries.find((e) => e.id === id);
   const toggle = (id) => (e) => {
     const on = e.target.checked;
-    onChange(on ? [...entries, { id, events: events.map(([key]) => key) }] : entries.filter((x) => x.id !== id));
+    onChange(on ? [...entries, { id, events: [...defaultEvents] }] : entries.filter((x) => x.id !== id));
   };
   const toggleEvent = (id, event) => (e) => {
     const on = e.target.checked;
@@ -43,7 +43,7 @@ export function NotifyChannels({ channels, users, owner, entries, onChange, even
         <span class="check"><input id=${box} type="checkbox" checked=${!!entry} onChange=${toggle(c._id)} />
           <label for=${box}>${c.name} <span class="muted">(${kindLabel(c.kind)}${ownerName(c)})</span></label></span>
         ${entry ? html`<span class="checks" role="group" aria-label=${`Events sent to ${c.name}`}>${events.map(([key, label, hint]) => html`<span class="check" key=${key}>
-          <input id=${`${box}-${key}`} type="checkbox" checked=${entry.events.includes(key)} onChange=${toggleEvent(c._id, key)} />
+          <input id=${`${box}-${key}`} type="checkbox" title=${hint} checked=${entry.events.includes(key)} onChange=${toggleEvent(c._id, key)} />
           <label for=${`${box}-${key}`} title=${hint}>${label}</label></span>`)}</span>` : null}
       </li>`;
     })}

@@ -11,7 +11,8 @@ const DELIVERIES_PER_PAGE = 20;
 
 // What each kind needs, in the order the form asks (the API's FIELDS: texium/core/records/channels.py).
 // `type`: text, list (commas or new lines), priority, url (`fallback`: the vendor's public one when
-// empty), secret-url (Slack, Teams, Discord: the URL is the secret), secret (write-only).
+// empty), secret-url (Slack, Teams, Discord: the URL is the secret), secret-text (apprise: the
+// whole URL is the secret, not necessarily http), secret (write-only).
 const KINDS = {
   email: { label: "E-mail", fields: [
     { key: "recipients", type: "list", label: "Recipients", hint: "Up to 20 addresses, separated by commas or new lines. Empty on a new channel: the owner's address." }] },
@@ -37,6 +38,9 @@ const KINDS = {
     { key: "secret", type: "secret", label: "Bot token", required: true },
     { key: "chat_id", type: "text", label: "Chat id", required: true, hint: "A number, or @channelname." },
     { key: "url", type: "url", label: "Bot API URL", fallback: "https://api.telegram.org", hint: "Empty: https://api.telegram.org." }] },
+  apprise: { label: "Apprise (other services)", fields: [
+    { key: "url", type: "secret-text", label: "Apprise URL", required: true,
+      hint: "Any service apprise knows: mailto://, tgram://, gotify://, json:// … Needs the server's optional extra (texium[apprise]); without it the server says so." }] },
 };
 
 export function kindLabel(kind) {
@@ -200,11 +204,11 @@ function Deliveries({ page, jobs, offset, onOffset }) {
       <thead><tr><th scope="col">When</th><th scope="col">Event</th><th scope="col">Job</th><th scope="col">Result</th><th scope="col">Status code</th><th scope="col">Attempts</th><th scope="col">Error</th></tr></thead>
       <tbody>${page.data.map((d) => html`<tr key=${d._id}>
         <td><${Time} value=${d.created_at} /></td>
-        <td>${d.event}</td>
+        <td>${d.event === "digest" ? html`digest <span class="muted small">(${d.items ?? "?"} held ${d.items === 1 ? "alert" : "alerts"})</span>` : d.event}</td>
         <td>${d.job_id
           ? html`<a href=${`#/jobs/${d.job_id}`}>${jobs.get(d.job_id)?.name || d.job_id}</a>${d.execution_id ? html` · <a href=${`#/executions/${d.execution_id}`}>run</a>` : null}`
           : html`<span class="muted">—</span>`}</td>
-        <td>${d.ok ? html`<span class="ok-text">delivered</span>` : html`<span class="bad-text">failed</span>`}</td>
+        <td data-testid="delivery-result"><${DeliveryStatus} delivery=${d} /></td>
         <td class="num">${d.status_code ?? "—"}</td>
         <td class="num">${d.attempt}</td>
         <td class="wrap">${d.error}</td>
@@ -212,6 +216,13 @@ function Deliveries({ page, jobs, offset, onOffset }) {
     </table></div>`}
     <${Pager} total=${page.total} limit=${DELIVERIES_PER_PAGE} offset=${offset} onOffset=${onOffset} />
   </section>`;
+}
+
+/** A delivery's result in words: a held message waits for its channel's digest, a digested one went out in it. */
+function DeliveryStatus({ delivery: d }) {
+  if (d.status === "held") return html`<span class="muted" title="Grouped: many jobs alerted at once; sent in the channel's digest when its window ends">held for the digest</span>`;
+  if (d.status === "digested") return html`<span class="ok-text" title="Sent together with the other held alerts of its window">sent in a digest</span>`;
+  return d.ok ? html`<span class="ok-text">delivered</span>` : html`<span class="bad-text">failed</span>`;
 }
 
 // ---- create and edit -----------------------------------------------------------------------
@@ -320,8 +331,10 @@ function ChannelForm({ data }) {
   const hintOf = (field) => {
     if (field.type === "secret" && stored) return `Stored, shown as ${MASK}: leave as is to keep it, or type a new one. ${field.hint || ""}`;
     if (field.type === "secret") return `Write-only: never shown again. ${field.hint || ""}`;
-    if (field.type === "secret-url" && channel) return `The URL is the secret, shown as ${channel.url}: leave as is to keep it, or enter the whole new URL.`;
+    const secretUrl = field.type === "secret-url" || field.type === "secret-text";
+    if (secretUrl && channel) return `The URL is the secret, shown as ${channel.url}: leave as is to keep it, or enter the whole new URL. ${field.hint || ""}`;
     if (field.type === "secret-url") return "The URL is the secret: stored encrypted, shown as its host only.";
+    if (secretUrl) return `The URL is the secret: stored encrypted, shown as its scheme only. ${field.hint || ""}`;
     return field.hint;
   };
   const optionalSecret = KINDS[form.kind].fields.some((f) => f.type === "secret" && !f.required);

@@ -9,6 +9,8 @@ import { AttemptMark, CancelButton } from "./executions.js";
 import { JobActions, jobState } from "./jobactions.js";
 import { pauseWords, policyWords, waitingText } from "../policies.js";
 import { RunStrip } from "./jobs.js";
+import { kindLabel } from "./channels.js";
+import { alertStateWords, alertWords } from "../alertrules.js";
 
 const PAGE = 20;
 
@@ -25,10 +27,12 @@ export function JobDetailPage({ route }) {
       month: job.month, day_of_week: job.day_of_week, week: job.week, timezone: job.timezone, count: 5,
       job_id: id, jitter_seconds: job.jitter_seconds || 0,
     }, { quiet: true }).catch((error) => ({ error }));
-    const calendars = job.exclude_calendars && job.exclude_calendars.length
+    const calendars = (job.exclude_calendars || []).length || (job.mute_calendars || []).length
       ? listAll("/api/scheduler/calendars", {}, quiet) : Promise.resolve([]);
+    const channels = job.notify && (job.notify.channels || []).length
+      ? listAll("/api/scheduler/channels", {}, quiet) : Promise.resolve([]);
     const plan = api.get(`/api/scheduler/jobs/${id}/preview`, { count: 10 }, { quiet: true }).catch((error) => ({ error }));
-    const [executions, audit, users, durations, previewResult, calendarList, planResult] = await Promise.all([
+    const [executions, audit, users, durations, previewResult, calendarList, planResult, channelList] = await Promise.all([
       api.get("/api/scheduler/executions", { job_id: id, limit: PAGE, offset }, quiet),
       api.get("/api/scheduler/audit-logs", { job_id: id, limit: PAGE, offset: auditOffset }, quiet),
       listAll("/api/users/", {}, quiet),
@@ -36,10 +40,12 @@ export function JobDetailPage({ route }) {
       preview,
       calendars,
       plan,
+      channels,
     ]);
     return {
       job, executions, audit, owner: users.find((u) => u._id === job.user_id), durations: durations.data, preview: previewResult, plan: planResult,
       calendarNames: new Map(calendarList.map((c) => [c._id, c.name])),
+      channels: new Map(channelList.map((c) => [c._id, c])),
     };
   }, [id, offset, auditOffset]);
   const busy = state.data && (state.data.durations.some((e) => ACTIVE.has(e.status)) ||
@@ -53,7 +59,8 @@ export function JobDetailPage({ route }) {
 }
 
 function Detail({ data, reload, offset, auditOffset, setQuery }) {
-  const { job, executions, audit, owner, durations, preview, plan, calendarNames } = data;
+  const { job, executions, audit, owner, durations, preview, plan, calendarNames, channels } = data;
+  const rules = alertWords(job, { calendarNames });
   return html`
     <${PageHeader} title=${job.name}>
       <${JobActions} job=${job} changed=${() => reload(true)} afterDelete=${() => navigate("/jobs")} />
@@ -68,6 +75,8 @@ function Detail({ data, reload, offset, auditOffset, setQuery }) {
             ${job.disabled_reason ? html`<div class="small">${job.disabled_reason}</div>` : null}</dd>
           <dt>Policies</dt><dd><ul class="policies" data-testid="job-policies">${policyWords(job, { calendarNames }).map(
             (p) => html`<li key=${p.name} data-policy=${p.name}>${p.text}</li>`)}</ul></dd>
+          <dt>Alert rules</dt><dd>${rules.length ? html`<ul class="policies" data-testid="job-alert-rules">${rules.map(
+            (r) => html`<li key=${r.name} data-rule=${r.name}>${r.text}</li>`)}</ul>` : html`<span class="muted" data-testid="job-alert-rules">alerts on every change of state</span>`}</dd>
           <dt>Alert state</dt><dd data-testid="job-alert-state"><${AlertState} job=${job} /></dd>
           <dt>Description</dt><dd>${job.description || html`<span class="muted">none</span>`}</dd>
           <dt>Class</dt><dd title=${job.job_class_string}>${shortClass(job.job_class_string)} <span class="muted">${job.job_class_string}</span></dd>
@@ -76,7 +85,7 @@ function Detail({ data, reload, offset, auditOffset, setQuery }) {
           <dt>Keyword arguments</dt><dd><code class="wrap">${JSON.stringify(job.pub_kwargs)}</code></dd>
           <dt>Time limit</dt><dd data-testid="job-timeout">${job.timeout_seconds ? formatSeconds(job.timeout_seconds) : html`<span class="muted">server default</span>`}</dd>
           <dt>Retries</dt><dd data-testid="job-retries">${retriesText(job)}</dd>
-          <dt>Alerts</dt><dd data-testid="job-notify"><${NotifyFacts} notify=${job.notify} /></dd>
+          <dt>Alerts</dt><dd data-testid="job-notify"><${NotifyFacts} notify=${job.notify} channels=${channels} /></dd>
           <dt>Next run</dt><dd>${job.next_run_time ? html`<${Time} value=${job.next_run_time} showRelative=${true} />` : html`<span class="muted">not scheduled (${jobState(job)})</span>`}</dd>
           <dt>Last run</dt><dd><${Time} value=${job.last_run_time} /></dd>
           <dt>Runs</dt><dd>${job.total_executions}</dd>
@@ -158,11 +167,14 @@ export function PauseFacts({ job }) {
     ${pause.resumes ? html`<div class="small" data-testid="pause-resumes">${pause.resumes}</div>` : null}`;
 }
 
-/** The job's alert state: ok (also for jobs from before alerts), failing or missed. */
+/** The job's alert state: ok (also for jobs from before alerts), failing or missed, with its
+ * failure streak and whether it is flapping. */
 export function AlertState({ job }) {
   const state = job.alert_state || "ok";
+  const more = alertStateWords(job);
   return html`<${Badge} status=${state} />${state === "ok" ? null : html` <span class="muted small">${
-    state === "failing" ? "its last run did not succeed" : "its last occurrence was missed"}</span>`}`;
+    state === "failing" ? "its last run did not succeed" : "its last occurrence was missed"}</span>`}${
+    more ? html`<div class="small" data-testid="job-alert-streak">${more}</div>` : null}`;
 }
 
 function retriesText(job) {
@@ -173,10 +185,19 @@ function retriesText(job) {
   return `up to ${retries} after a failed or timed-out run, the first after ${formatSeconds(delay)}, ${backoff}`;
 }
 
-function NotifyFacts({ notify }) {
-  if (!notify) return html`<span class="muted">none</span>`;
+/** Where the job's alerts go: its own e-mail and webhook, and each channel it names (by name and
+ * kind, with its events; an id where the channel is not visible). */
+function NotifyFacts({ notify, channels }) {
+  if (!notify) return html`<span class="muted" title="Every event goes to the server's ALERT_CHANNELS, if set">none</span>`;
   const emails = notify.email || [];
-  return html`on ${(notify.events || []).join(", ")}
+  const named = notify.channels || [];
+  return html`${emails.length || notify.webhook ? html`<div>on ${(notify.events || []).join(", ")}</div>` : null}
     ${emails.length ? html`<div class="small">email: ${emails.join(", ")}</div>` : null}
-    ${notify.webhook ? html`<div class="small">webhook: <code class="wrap">${notify.webhook}</code></div>` : null}`;
+    ${notify.webhook ? html`<div class="small">webhook: <code class="wrap">${notify.webhook}</code></div>` : null}
+    ${named.length ? html`<ul class="policies" data-testid="job-notify-channels">${named.map((entry) => {
+      const channel = channels.get(entry.id);
+      return html`<li key=${entry.id} data-channel-id=${entry.id}>${channel
+        ? html`<a href=${`#/channels/${entry.id}`}>${channel.name}</a> <span class="muted">(${kindLabel(channel.kind)})</span>`
+        : html`<code>${entry.id}</code>`}: ${entry.events.join(", ")}</li>`;
+    })}</ul>` : null}`;
 }

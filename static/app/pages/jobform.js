@@ -5,6 +5,7 @@ import { ApiError, api, listAll } from "../api.js";
 import { ErrorBox, Field, Loaded, Loading, PageHeader, toast } from "../ui.js";
 import { NotifyChannels, channelEntriesOf, entryWithoutEvents } from "../notifychannels.js";
 import { spanWords } from "../policies.js";
+import { ALERT_EVENTS, AlertRuleInputs, DEFAULT_EVENTS, alertBodyOf, alertFormOf } from "../alertrules.js";
 import { browserZone, fieldOf, formatInZone, formatLocal, isoToLocalInput, localInputToIso, navigate, timeZones, useDebounced, useResource, utcText } from "../util.js";
 
 const CRON = [
@@ -24,12 +25,7 @@ const PRESETS = [
   ["First of the month", { second: "0", minute: "0", hour: "0", day_of_month: "1", month: "*", day_of_week: "*", week: "*" }],
 ];
 const ZONES = timeZones();
-const EVENTS = [
-  ["failure", "Failure", "a run fails or ends badly after it had been succeeding"],
-  ["recovery", "Recovery", "the first success after failures"],
-  ["timeout", "Timeout", "a run passes its time limit"],
-  ["missed", "Missed", "an occurrence could not run in time"],
-];
+const EVENTS = ALERT_EVENTS;
 // The run policies' inputs, one line each (a later policy, e.g. catch-up, adds one line):
 // `options` makes a select, `number` a number input ("" sends `empty`), `time` a datetime-local
 // input in the browser's zone; `when(form)` shows it only where it applies (hidden: not sent);
@@ -68,13 +64,13 @@ const POLICIES = [
 ];
 
 const RUN_DEFAULTS = { timeout_seconds: "", retries: "0", retry_delay_seconds: "60", retry_backoff: "exponential" };
-const NOTIFY_DEFAULTS = { notify_email: "", notify_webhook: "", notify_events: EVENTS.map(([key]) => key), notify_channels: [] };
+const NOTIFY_DEFAULTS = { notify_email: "", notify_webhook: "", notify_events: [...DEFAULT_EVENTS], notify_channels: [] };
 
 function blank(users) {
   return {
     name: "", description: "", job_class_string: "jobs.echo.EchoJob", user_id: users[0]?._id || "",
     ...PRESETS[2][1], timezone: browserZone(), pub_args: "[]", pub_kwargs: "{}", is_enabled: true,
-    ...RUN_DEFAULTS, ...NOTIFY_DEFAULTS, ...policiesOf({}), once: false, run_at: "", exclude_calendars: [],
+    ...RUN_DEFAULTS, ...NOTIFY_DEFAULTS, ...policiesOf({}), once: false, run_at: "", exclude_calendars: [], ...alertFormOf(),
   };
 }
 
@@ -125,6 +121,7 @@ function fromJob(job) {
   form.once = !!job.run_at;
   form.run_at = isoToLocalInput(job.run_at);
   form.exclude_calendars = [...(job.exclude_calendars || [])];
+  Object.assign(form, alertFormOf(job));
   return form;
 }
 
@@ -197,7 +194,8 @@ export function JobFormPage({ route }) {
 }
 
 function JobForm({ data, editing }) {
-  const [form, setForm] = useState(() => (editing ? fromJob(data.job) : blank(data.users)));
+  const [initial] = useState(() => (editing ? fromJob(data.job) : blank(data.users))); // what an edit compares with
+  const [form, setForm] = useState(initial);
   const [errors, setErrors] = useState({});
   const [formError, setFormError] = useState(null);
   const [saving, setSaving] = useState(false);
@@ -205,6 +203,10 @@ function JobForm({ data, editing }) {
     const value = e.target.type === "checkbox" ? e.target.checked : e.target.value;
     setForm((f) => ({ ...f, [key]: value }));
     setErrors((errs) => ({ ...errs, [key]: undefined, ...(key.startsWith("notify") ? { notify: undefined } : {}) }));
+  };
+  const choose = (key, value) => {
+    setForm((f) => ({ ...f, [key]: value }));
+    setErrors((errs) => ({ ...errs, [key]: undefined }));
   };
   const toggleEvent = (event) => (e) => {
     const on = e.target.checked;
@@ -249,7 +251,7 @@ function JobForm({ data, editing }) {
       if (p.path) continue;
       body[p.key] = p.time ? timeOf(form[p.key], stored[p.key]) : p.options ? form[p.key] : numberOf(form[p.key], p.empty);
     }
-    Object.assign(body, nestedPolicies(form, stored));
+    Object.assign(body, nestedPolicies(form, stored), alertBodyOf(form, initial, stored));
     if (form.once) {
       // A one-off job has no cron fields (the server makes them from run_at); an unchanged run_at is not sent again.
       const runAt = timeOf(form.run_at, stored.run_at);
@@ -403,8 +405,8 @@ function JobForm({ data, editing }) {
     </fieldset>
 
     <fieldset id="job-notify" aria-describedby=${errors.notify ? "job-notify-error" : undefined}><legend>Alerts</legend>
-      <p class="hint">Sent when the job's state changes: its first failure, its first success after failures, a timeout,
-        a missed run. Leave the emails and the webhook empty and tick no channel to send none.</p>
+      <p class="hint">Sent when the job's state changes (its first failure, its first success after failures, a timeout,
+        a missed run) and on the events the rules below add. Leave the emails and the webhook empty and tick no channel to send none.</p>
       ${errors.notify ? html`<p class="field-error" id="job-notify-error" role="alert">${errors.notify}</p>` : null}
       <div class="two">
         <${Field} id="job-notify_email" label="Alert emails" error=${errors.notify_email} hint="Up to 20 addresses, separated by commas or new lines.">
@@ -420,15 +422,16 @@ function JobForm({ data, editing }) {
           aria-describedby=${errors.notify_events ? "job-notify_events-error" : undefined}>
         <span class="group-label" id="job-notify_events-label">Alert on</span>
         <div class="checks">${EVENTS.map(([key, label, hint]) => html`<span class="check" key=${key}>
-          <input id=${`job-notify-event-${key}`} type="checkbox" checked=${form.notify_events.includes(key)} onChange=${toggleEvent(key)} />
+          <input id=${`job-notify-event-${key}`} type="checkbox" title=${hint} checked=${form.notify_events.includes(key)} onChange=${toggleEvent(key)} />
           <label for=${`job-notify-event-${key}`} title=${hint}>${label}</label></span>`)}</div>
         ${errors.notify_events ? html`<p class="field-error" id="job-notify_events-error" role="alert">${errors.notify_events}</p>` : null}
       </div>
-      <${NotifyChannels} channels=${data.channels} users=${data.users} owner=${form.user_id} entries=${form.notify_channels} events=${EVENTS}
+      <${NotifyChannels} channels=${data.channels} users=${data.users} owner=${form.user_id} entries=${form.notify_channels} events=${EVENTS} defaultEvents=${DEFAULT_EVENTS}
         error=${errors.notify_channels} onChange=${(entries) => {
           setForm((f) => ({ ...f, notify_channels: entries }));
           setErrors((errs) => ({ ...errs, notify_channels: undefined, notify: undefined }));
         }} />
+      <${AlertRuleInputs} form=${form} errors=${errors} set=${set} choose=${choose} calendars=${data.calendars} users=${data.users} zones=${ZONES} />
     </fieldset>
 
     <div class="form-actions">
