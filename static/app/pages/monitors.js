@@ -354,6 +354,7 @@ function MonitorForm({ data }) {
       <button type="submit" class="primary" disabled=${saving}>Save</button>
       <button type="button" onClick=${() => navigate(monitor ? `/monitors/${monitor._id}` : "/monitors")}>Cancel</button>
     </div>
-    ${created ? html`<${PingUrlDialog} name=${created.name} url=${created.url} close=${() => navigate(`/monitors/${created.id}`)} />` : null}
-  </form>`;
+  </form>
+  ${created /* outside the form: Enter in its fields must not submit the form again */
+    ? html`<${PingUrlDialog} name=${created.name} url=${created.url} close=${() => navigate(`/monitors/${created.id}`)} />` : null}`;
 }
