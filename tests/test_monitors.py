@@ -143,6 +143,33 @@ def test_fail_exit_codes_start_and_output_are_execution_records(api):
     assert records[2]["output"] == "disk full" and records[2]["error"] == "Failure reported by /fail"
 
 
+def test_the_executions_list_filters_by_monitor_and_by_source(api):
+    owner = api.create_user()
+    first, first_url = create_monitor(api, owner, name="first")
+    second, second_url = create_monitor(api, owner, name="second")
+    for url in (first_url, f"{first_url}/fail", second_url):
+        assert requests.get(url, timeout=10).ok
+    job_id = api.create_job(owner, second="0", minute="0", hour="3", day_of_month="1", month="1")
+    run = api.post(f"/api/scheduler/jobs/{job_id}/run").json()["execution_id"]
+    api.wait_execution(run)
+
+    def listed(query: str) -> list[dict]:
+        response = api.get(f"/api/scheduler/executions?user_id={owner}&{query}")
+        assert response.status_code == 200, response.text
+        return response.json()["data"]
+
+    assert [(r["monitor_id"], r["status"]) for r in listed(f"monitor_id={first}")] == [
+        (first, "failed"),
+        (first, "completed"),
+    ]
+    assert [r["monitor_id"] for r in listed(f"monitor_id={second}&status=completed")] == [second]
+    assert sorted(r["monitor_id"] for r in listed("source=monitor")) == sorted([first, first, second])
+    assert [r["_id"] for r in listed("source=job")] == [run]
+    for query, field in (("monitor_id=nope", "monitor_id"), ("source=cron", "source")):
+        response = api.get(f"/api/scheduler/executions?{query}")
+        assert response.status_code == 400 and field in response.json()["detail"], response.text
+
+
 def test_a_wrong_or_rotated_token_is_a_404_that_reveals_nothing(api):
     owner = api.create_user()
     monitor_id, ping_url = create_monitor(api, owner)

@@ -13,11 +13,13 @@ import { ServersPage, ServerFormPage } from "./pages/servers.js";
 import { AuditPage } from "./pages/audit.js";
 import { CalendarFormPage, CalendarsPage } from "./pages/calendars.js";
 import { channelRoute } from "./pages/channels.js";
+import { monitorRoute } from "./pages/monitors.js";
 import { MaintenanceBanner } from "./maintenance.js";
 
 const NAV = [
   ["Overview", "/", (s) => s.length === 0],
   ["Jobs", "/jobs", (s) => s[0] === "jobs"],
+  ["Monitors", "/monitors", (s) => s[0] === "monitors"],
   ["Executions", "/executions", (s) => s[0] === "executions"],
   ["Users", "/users", (s) => s[0] === "users"],
   ["Servers", "/servers", (s) => s[0] === "servers"],
@@ -36,6 +38,8 @@ function resolve(route) {
       if (id && action === "edit") return [JobFormPage, "Edit job"];
       if (id) return [JobDetailPage, "Job"];
       return [JobsPage, "Jobs"];
+    case "monitors":
+      return monitorRoute(id, action);
     case "executions":
       return id ? [ExecutionPage, "Execution"] : [ExecutionsPage, "Executions"];
     case "users":

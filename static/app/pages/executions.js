@@ -8,6 +8,17 @@ import { ACTIVE, STATUSES, firstLine, isoToLocalInput, localInputToIso, parseTim
 
 const PAGE = 50;
 
+/** A heartbeat monitor's ping (no job: `monitor_id` names its monitor). */
+const isPing = (execution) => execution.source === "monitor";
+
+/** The job or monitor an execution belongs to, linked. */
+function Origin({ execution }) {
+  if (isPing(execution)) {
+    return html`<a href=${`#/monitors/${execution.monitor_id}`}>${execution.job_name}</a> <span class="muted small">monitor</span>`;
+  }
+  return html`<a href=${`#/jobs/${execution.job_id}`}>${execution.job_name}</a>`;
+}
+
 /** Ask, then cancel a scheduled or running execution; the API's message becomes a toast. */
 export async function cancelExecution(execution) {
   const running = execution.status === "running";
@@ -58,19 +69,21 @@ export function ExecutionsPage({ route }) {
   const [query, setQuery] = useQuery(route);
   const offset = Number(query.offset || 0);
   const [lists] = useResource(async () => {
-    const [jobs, users] = await Promise.all([listAll("/api/scheduler/jobs"), listAll("/api/users/")]);
-    return { jobs, users };
+    const [jobs, users, monitors] = await Promise.all([listAll("/api/scheduler/jobs"), listAll("/api/users/"), listAll("/api/scheduler/monitors")]);
+    return { jobs, users, monitors };
   }, []);
   const [state, reload] = useResource(
     (background) => api.get("/api/scheduler/executions", {
-      job_id: query.job, user_id: query.user, status: query.status, since: query.since, until: query.until, limit: PAGE, offset,
+      job_id: query.job, monitor_id: query.monitor, source: query.source, user_id: query.user, status: query.status,
+      since: query.since, until: query.until, limit: PAGE, offset,
     }, { quiet: background }),
-    [query.job, query.user, query.status, query.since, query.until, offset],
+    [query.job, query.monitor, query.source, query.user, query.status, query.since, query.until, offset],
   );
   const busy = state.data && state.data.data.some((e) => ACTIVE.has(e.status));
   useInterval(() => reload(true), busy ? 1000 : 2000);
   const jobs = lists.data ? lists.data.jobs : [];
   const users = lists.data ? lists.data.users : [];
+  const monitors = lists.data ? lists.data.monitors : [];
 
   return html`<section class="page">
     <${PageHeader} title="Executions" />
@@ -81,6 +94,16 @@ export function ExecutionsPage({ route }) {
           ${jobs.map((j) => html`<option key=${j._id} value=${j._id}>${j.name}</option>`)}
           ${query.job && lists.data && !jobs.some((j) => j._id === query.job) ? html`<option value=${query.job}>(deleted job)</option>` : null}
         </select></div>
+      <div class="field"><label for="exec-source">Source</label>
+        <select id="exec-source" value=${query.source || ""} onChange=${(e) => setQuery({ source: e.target.value })}>
+          <option value="">Jobs and monitors</option><option value="job">Jobs' runs</option><option value="monitor">Monitors' pings</option>
+        </select></div>
+      ${monitors.length || query.monitor ? html`<div class="field"><label for="exec-monitor">Monitor</label>
+        <select id="exec-monitor" value=${query.monitor || ""} onChange=${(e) => setQuery({ monitor: e.target.value })}>
+          <option value="">All monitors</option>
+          ${monitors.map((m) => html`<option key=${m._id} value=${m._id}>${m.name}</option>`)}
+          ${query.monitor && lists.data && !monitors.some((m) => m._id === query.monitor) ? html`<option value=${query.monitor}>(deleted monitor)</option>` : null}
+        </select></div>` : null}
       <div class="field"><label for="exec-user">User</label>
         <select id="exec-user" value=${query.user || ""} onChange=${(e) => setQuery({ user: e.target.value })}>
           <option value="">All users</option>
@@ -99,9 +122,9 @@ export function ExecutionsPage({ route }) {
     <${Loaded} state=${state} reload=${reload}>${(page) => page.total === 0
       ? html`<${Empty}><p>No executions match.</p><//>`
       : html`<div class="table-wrap"><table class="executions">
-          <thead><tr><th scope="col">Job</th><th scope="col">Status</th><th scope="col">Scheduled</th><th scope="col">Started</th><th scope="col">Duration</th><th scope="col">Host</th><th scope="col">Output or error</th></tr></thead>
+          <thead><tr><th scope="col">Job or monitor</th><th scope="col">Status</th><th scope="col">Scheduled</th><th scope="col">Started</th><th scope="col">Duration</th><th scope="col">Host</th><th scope="col">Output or error</th></tr></thead>
           <tbody>${page.data.map((e) => html`<tr key=${e._id} data-execution-id=${e._id}>
-            <td><a href=${`#/jobs/${e.job_id}`}>${e.job_name}</a></td>
+            <td><${Origin} execution=${e} /></td>
             <td><a href=${`#/executions/${e._id}`} aria-label=${`Execution ${e._id}: ${e.status}`}><${Badge} status=${e.status} /></a>
               <${AttemptMark} execution=${e} />
               ${e.missed_count ? html`<span class="muted small"> ×${e.missed_count}</span>` : null}</td>
@@ -149,13 +172,16 @@ export function ExecutionPage({ route }) {
     setStreamDone(true);
     reload(true);
   };
-  const showLive = active || (following && !streamDone);
+  // A monitor's ping runs elsewhere: nothing streams its output (the record is polled).
+  const showLive = !(state.data && isPing(state.data)) && (active || (following && !streamDone));
   return html`<section class="page">
     <${Loaded} state=${state} reload=${reload}>${(e) => html`
-      <${PageHeader} title=${`Execution of ${e.job_name}`}>
-        <${CancelButton} key=${e._id} execution=${e} changed=${() => reload(true)} />
+      <${PageHeader} title=${isPing(e) ? `Ping of monitor ${e.job_name}` : `Execution of ${e.job_name}`}>
+        ${isPing(e) ? null : html`<${CancelButton} key=${e._id} execution=${e} changed=${() => reload(true)} />`}
       <//>
-      <p class="muted"><a href=${`#/executions?job=${e.job_id}`}>← Executions of this job</a> · <a href=${`#/jobs/${e.job_id}`}>The job</a></p>
+      <p class="muted">${isPing(e)
+        ? html`<a href=${`#/executions?monitor=${e.monitor_id}`}>← Pings of this monitor</a> · <a href=${`#/monitors/${e.monitor_id}`}>The monitor</a>`
+        : html`<a href=${`#/executions?job=${e.job_id}`}>← Executions of this job</a> · <a href=${`#/jobs/${e.job_id}`}>The job</a>`}</p>
       <section class="panel">
         <dl class="facts">
           <dt>Status</dt><dd><span data-testid="execution-status"><${Badge} status=${e.status} /></span>${active ? html` <span class="muted">updating live…</span>` : null}
@@ -164,12 +190,15 @@ export function ExecutionPage({ route }) {
           ${e.cancel_requested_at || e.cancelled_by ? html`<dt>Cancelled</dt><dd data-testid="execution-cancelled">
             ${e.cancelled_by ? html`by <strong>${e.cancelled_by}</strong> ` : null}${e.cancel_requested_at ? html`(asked <${Time} value=${e.cancel_requested_at} />)` : null}</dd>` : null}
           ${e.waiting ? html`<dt>Queued</dt><dd data-testid="execution-waiting">${e.status === "scheduled" ? e.waiting : `waited (${e.waiting})`}</dd>` : null}
-          <dt>Class</dt><dd>${e.job_class_string}</dd>
+          ${isPing(e)
+            ? html`<dt>Source</dt><dd data-testid="execution-source">ping of the heartbeat monitor <a href=${`#/monitors/${e.monitor_id}`}>${e.job_name}</a></dd>
+              <dt>Exit code</dt><dd>${e.exit_code ?? "—"}</dd>`
+            : html`<dt>Class</dt><dd>${e.job_class_string}</dd>`}
           <dt>Scheduled</dt><dd><${Time} value=${e.scheduled_at} /></dd>
           <dt>Started</dt><dd><${Time} value=${e.started_at} /></dd>
           <dt>Ended</dt><dd><${Time} value=${e.completed_at} /></dd>
           <dt>Duration</dt><dd><${Duration} ms=${e.duration_ms} /></dd>
-          <dt>Host</dt><dd>${e.hostname} <span class="muted">pid ${e.pid}${e.node_id ? `, node ${e.node_id}` : ""}</span></dd>
+          ${isPing(e) ? null : html`<dt>Host</dt><dd>${e.hostname} <span class="muted">pid ${e.pid}${e.node_id ? `, node ${e.node_id}` : ""}</span></dd>`}
           ${e.missed_count ? html`<dt>Missed</dt><dd>${e.missed_count} occurrence(s) until <${Time} value=${e.missed_until} /></dd>` : null}
           <dt>Id</dt><dd><code>${e._id}</code></dd>
         </dl>

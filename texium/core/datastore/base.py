@@ -147,6 +147,7 @@ INDEXES: dict[str, tuple[Index, ...]] = {
         Index(("node_id", "status")),  # active runs of a node that stopped answering
         Index(("status", "scheduled_at")),  # records no node holds, due first (released, retries)
         Index(("backfill_id", "status")),  # a backfill's records that have not ended
+        Index(("monitor_id", "created_at")),  # a heartbeat monitor's pings, newest first
     ),
     # Per-job concurrency slots: one document per run holding one (key "<job id>#<n>").
     "scheduler_slots": (Index(("key",), unique=True), Index(("execution_id",))),

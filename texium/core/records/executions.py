@@ -12,6 +12,10 @@ from texium.core.records.listing import NEWEST_FIRST, Page, list_page
 from texium.core.scheduling.occurrences import HIDDEN
 from texium.core.validation import require_id
 
+# Where an execution came from: a job's run, or a heartbeat monitor's ping (job records carry no
+# `source`; a monitor's carry "monitor").
+SOURCES = ("job", "monitor")
+
 
 def one_of(execution_id: str, owner: str | None) -> dict:
     """The query for one execution, of `owner`'s only when given (a non-admin's view)."""
@@ -38,6 +42,8 @@ class ExecutionHistory:
         job_id: str | None = None,
         user_id: str | None = None,
         status: str | None = None,
+        monitor_id: str | None = None,
+        source: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int = 100,
@@ -50,6 +56,12 @@ class ExecutionHistory:
             query["job_id"] = require_id(job_id, "job_id")
         if user_id is not None:
             query["user_id"] = require_id(user_id, "user_id")
+        if monitor_id is not None:
+            query["monitor_id"] = require_id(monitor_id, "monitor_id")
+        if source is not None:
+            if source not in SOURCES:
+                raise ValidationError(f"Invalid query parameter source: must be one of {', '.join(SOURCES)}")
+            query["source"] = "monitor" if source == "monitor" else {"$ne": "monitor"}
         if owner is not None and query.setdefault("user_id", owner) != owner:
             return Page(total=0, items=[])
         if status is not None:

@@ -25,6 +25,8 @@ class ExecutionsHandler(ApiHandler):
                 user_id=self.query("user_id"),
                 owner=self.scope,
                 status=self.query("status"),
+                monitor_id=self.query("monitor_id"),
+                source=self.query("source"),
                 since=self.query_time("since"),
                 until=self.query_time("until"),
                 limit=limit,
