@@ -163,8 +163,21 @@ def test_a_bad_adherence_value_is_a_400_naming_the_field(server, field, value):
     body = {"user_id": owner, "job_class_string": "jobs.echo.EchoJob", "name": "bad", field: value}
     response = api.post("/api/scheduler/jobs", json=body)
     assert response.status_code == 400, response.text
-    assert field in response.json()["detail"], response.text
+    assert field in response.json()["detail"] and "Unknown" not in response.json()["detail"], response.text
     job_id = api.create_job(owner)
     response = api.put(f"/api/scheduler/jobs/{job_id}", json={field: value})
     assert response.status_code == 400, response.text
-    assert field in response.json()["detail"], response.text
+    assert field in response.json()["detail"] and "Unknown" not in response.json()["detail"], response.text
+
+
+def test_the_fields_default_to_60_s_and_no_target_and_take_their_range(server):
+    api = server.api
+    owner = api.create_user()
+    job = api.get(f"/api/scheduler/jobs/{api.create_job(owner)}").json()["data"]
+    assert (job["adherence_seconds"], job["adherence_target"], job.get("adherence_due_at")) == (60, None, None)
+    job_id = api.create_job(owner, adherence_seconds=86400, adherence_target=1)
+    job = api.get(f"/api/scheduler/jobs/{job_id}").json()["data"]
+    assert (job["adherence_seconds"], job["adherence_target"], job["adherence_low"]) == (86400, 1, False)
+    assert api.put(f"/api/scheduler/jobs/{job_id}", json={"adherence_target": None}).status_code == 200
+    job = api.get(f"/api/scheduler/jobs/{job_id}").json()["data"]
+    assert (job["adherence_target"], job["adherence_due_at"], job["adherence_low"]) == (None, None, None)
