@@ -36,3 +36,5 @@ THREAD_POOL_SIZE = 8
 
 # Alerting: how often a node looks for passed deadlines (seconds)
 # ALERT_CHECK_SECONDS = 1.0
+# ... and how often a job with an adherence_target has its schedule adherence computed (seconds)
+# ADHERENCE_CHECK_SECONDS = 60.0

@@ -57,6 +57,7 @@ SECONDS_RANGES = {
     "BUSY_UNHEALTHY_SECONDS": (0.1, 86400),
     "SESSION_LIFETIME_SECONDS": (1, 366 * 86400),
     "ALERT_CHECK_SECONDS": (0.1, 3600),
+    "ADHERENCE_CHECK_SECONDS": (0.1, 86400),
 }
 AUTH_MODES = ("auto", "on", "off")
 DOMAIN = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")

@@ -67,6 +67,9 @@ ALERT_CHANNELS = []
 # How often each node's clock-driven alert checks run (re-alerts and ends of flapping due with no
 # new run, passed deadlines): one indexed read each of the records due, nothing when none is.
 ALERT_CHECK_SECONDS = 1.0
+# Schedule adherence: how often a job with an adherence_target has its figures computed (for
+# `adherence_low` and /metrics' texium_job_schedule_adherence_ratio); one read of its records each.
+ADHERENCE_CHECK_SECONDS = 60.0
 # Heartbeat monitors' pings (/ping/<token>): at most this many per minute per token, and per
 # client address (more answer 429 with Retry-After).
 MONITOR_PINGS_PER_MINUTE = 60

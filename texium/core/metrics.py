@@ -196,9 +196,17 @@ class Metrics:
             "one is computed share it and are not counted.",
             registry=registry,
         )
+        self.adherence = Gauge(
+            "texium_job_schedule_adherence_ratio",
+            "Share of a job's scheduled occurrences that started within its adherence_seconds, over the "
+            "last 7 or 30 days; only jobs with an adherence_target (as last computed, at most every 60 s).",
+            ["job", "job_id", "window"],
+            registry=registry,
+        )
         if version:
             Info("texium_build", "Texium's version.", registry=registry).info({"version": version})
         self._next_due: datetime | None = None
+        self._adherence_labels: set[tuple[str, str, str]] = set()  # the adherence series set last
         self._served = _WithoutCreated(registry)
 
     # -- wiring ------------------------------------------------------------------------
@@ -286,6 +294,22 @@ class Metrics:
 
     def alert_delivered(self, channel: str, event: str, ok: bool) -> None:
         self.alerts.labels(channel, event, "sent" if ok else "failed").inc()
+
+    def adherence_ratios(self, jobs: list[dict]) -> None:
+        """The adherence gauge set to these jobs' stored ratios (`adherence_ratios`); series of
+        jobs no longer given are removed, so they stay those of jobs with a target. Never
+        cleared as a whole: a scrape meanwhile sees every series."""
+        wanted = {
+            (str(job.get("name")), str(job["_id"]), window): ratio
+            for job in jobs
+            for window, ratio in (job.get("adherence_ratios") or {}).items()
+            if ratio is not None
+        }
+        for labels in self._adherence_labels - wanted.keys():
+            self.adherence.remove(*labels)
+        for labels, ratio in wanted.items():
+            self.adherence.labels(*labels).set(ratio)
+        self._adherence_labels = set(wanted)
 
     def alert_muted(self, channel: str, event: str) -> None:
         """An alert recorded, not sent: its job was muted (mute_until, mute_calendars)."""

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from texium.core import figures
 from texium.core.datastore.base import Datastore, new_id
 from texium.core.errors import Conflict, NotFound, ValidationError
-from texium.core.events import deadlines
+from texium.core.events import adherence, deadlines
 from texium.core.events.checks import PeriodicChecks
 from texium.core.job import JobError
 from texium.core.jsontext import Raw
@@ -474,6 +474,19 @@ class SchedulerManager:
         if changes["deadline"] != doc.get("deadline") or "deadline_due_at" not in doc:
             changes.update(deadlines.deadline_fields(changes["deadline"], now))
 
+    @staticmethod
+    def _adherence(doc: dict, changes: dict, now: datetime) -> None:
+        """An `adherence_target` or `adherence_seconds` given: the figures are computed at once
+        (a job given a target starts not low; one without has no adherence state)."""
+        if "adherence_target" not in changes and "adherence_seconds" not in changes:
+            return
+        if changes.get("adherence_target", doc.get("adherence_target")) is None:
+            changes.update(adherence.adherence_fields({}, now))
+            return
+        changes["adherence_due_at"] = now
+        if doc.get("adherence_due_at") is None:
+            changes["adherence_low"] = False
+
     def _check_calendars(self, doc: dict) -> None:
         ids = doc.get("exclude_calendars") or []
         self._check_usable(doc, self._ds.calendars, ids, "exclude_calendars[{}]", "calendar")
@@ -534,6 +547,7 @@ class SchedulerManager:
         doc.update(cron.normalize(schedule, self._timezone, doc["_id"]))
         now = utcnow()
         self._deadline({}, doc, now)
+        self._adherence({}, doc, now)
         self._window({}, doc, now, schedule)
         self._check_user(doc["user_id"])
         self._check_calendars(doc)
@@ -588,6 +602,7 @@ class SchedulerManager:
     def _edit(self, doc: dict, changes: dict, schedule: dict) -> tuple[dict, str]:
         """The fields an update writes over `doc` (as stored now), and its audit summary."""
         self._deadline(doc, changes, utcnow())
+        self._adherence(doc, changes, utcnow())
         self._window(doc, changes, utcnow(), schedule)
         if "exclude_calendars" in changes or "user_id" in changes:
             self._check_calendars({**doc, **changes})

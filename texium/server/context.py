@@ -11,6 +11,7 @@ from typing import Any
 from texium import __version__
 from texium.core import caches
 from texium.core.datastore import Datastore, open_datastore
+from texium.core.events.adherence import AdherenceCheck
 from texium.core.events.alerts import Alerts
 from texium.core.events.channels import Deliveries, Sender
 from texium.core.events.checks import PeriodicChecks
@@ -185,6 +186,7 @@ def build_context(settings: dict[str, Any]) -> AppContext:
         queued=backlog.queued,
         excluded=backlog.excluded,
     )
+    adherence_check = AdherenceCheck(datastore, alerts.announce, metrics, settings["ADHERENCE_CHECK_SECONDS"])
     scheduler = SchedulerManager(
         datastore,
         registry,
@@ -204,6 +206,7 @@ def build_context(settings: dict[str, Any]) -> AppContext:
         checks=PeriodicChecks(
             [
                 ("deadline", Deadlines(datastore, alerts.announce).check),
+                ("adherence", adherence_check.check),
                 ("re-alert", alerts.check_due),
                 ("monitor", monitors.check_due),
                 ("digest", lambda now: deliveries.sweep_digests()),

@@ -89,6 +89,7 @@ function Detail({ data, reload, offset, auditOffset, setQuery }) {
           <dt>Next run</dt><dd>${job.next_run_time ? html`<${Time} value=${job.next_run_time} showRelative=${true} />` : html`<span class="muted">not scheduled (${jobState(job)})</span>`}</dd>
           <dt>Last run</dt><dd><${Time} value=${job.last_run_time} /></dd>
           <dt>Runs</dt><dd>${job.total_executions}</dd>
+          <dt>Schedule adherence</dt><dd data-testid="job-adherence"><${AdherenceFacts} job=${job} /></dd>
           <dt>Created</dt><dd><${Time} value=${job.created_at} /></dd>
           <dt>Updated</dt><dd><${Time} value=${job.updated_at} /></dd>
           <dt>Id</dt><dd><code>${job._id}</code></dd>
@@ -175,6 +176,21 @@ export function AlertState({ job }) {
   return html`<${Badge} status=${state} />${state === "ok" ? null : html` <span class="muted small">${
     state === "failing" ? "its last run did not succeed" : "its last occurrence was missed"}</span>`}${
     more ? html`<div class="small" data-testid="job-alert-streak">${more}</div>` : null}`;
+}
+
+/** Schedule adherence over 7 and 30 days (the job's stats): occurrences started within
+ * adherence_seconds, and their success rate; fetched again as the job's run count moves. */
+function AdherenceFacts({ job }) {
+  const [state] = useResource(async () => (await api.get("/api/scheduler/stats", { job_id: job._id }, { quiet: true })).stats.adherence,
+    [job._id, job.total_executions]);
+  if (!state.data) return html`<span class="muted">${state.error ? "not available" : "…"}</span>`;
+  const within = `started within ${job.adherence_seconds || 60} s`;
+  return html`<ul class="adherence">${["7d", "30d"].map((w) => {
+    const f = state.data[w];
+    const days = w === "7d" ? "7 days" : "30 days";
+    return html`<li key=${w} data-window=${w}>${days}: ${f.ratio === null ? html`<span class="muted">no occurrences</span>`
+      : html`<strong>${(f.ratio * 100).toFixed(1)} %</strong> on time <span class="muted small">(${f.on_time} of ${f.occurrences} ${within}; ${f.success_rate} % succeeded)</span>`}</li>`;
+  })}</ul>${job.adherence_target !== null && job.adherence_target !== undefined ? html`<div class="small">alert below ${(job.adherence_target * 100).toFixed(1)} %${job.adherence_low ? html` <span class="warn">(below now)</span>` : null}</div>` : null}`;
 }
 
 function retriesText(job) {

@@ -111,6 +111,7 @@ INDEXES: dict[str, tuple[Index, ...]] = {
         Index(("excluded_runs",)),  # stats: the jobs that had occurrences excluded by a calendar
         Index(("alert_due_at",)),  # re-alerts and ends of flapping due with no new run, the earliest first
         Index(("deadline_due_at",)),  # the deadlines that passed, for the deadline check
+        Index(("adherence_due_at",)),  # jobs with an adherence_target whose figures are due
     ),
     "scheduler_calendars": (Index(("user_id", "created_at")), Index(("created_at",))),
     "scheduler_channels": (Index(("user_id", "created_at")), Index(("created_at",)), Index(("name",))),
@@ -144,6 +145,7 @@ INDEXES: dict[str, tuple[Index, ...]] = {
         Index(("status", "created_at")),
         Index(("user_id", "status")),  # per-user stats: counts by status without a scan
         Index(("job_id", "status")),  # running runs of one job (max instances)
+        Index(("job_id", "scheduled_at")),  # one job's occurrences in a window (schedule adherence)
         Index(("node_id", "status")),  # active runs of a node that stopped answering
         Index(("status", "scheduled_at")),  # records no node holds, due first (released, retries)
         Index(("backfill_id", "status")),  # a backfill's records that have not ended

@@ -70,6 +70,7 @@ EVENTS = (
     "long_running",
     "too_short",
     "deadline_missed",
+    "adherence_low",
     "late",
 )
 SKIPPED = "skipped"  # an occurrence the job's overlap policy skipped: listed events only, never ALERT_CHANNELS

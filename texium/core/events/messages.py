@@ -23,6 +23,7 @@ TITLES = {
     "still_failing": "Job still failing",
     "flapping": "Job flapping",
     "deadline_missed": "Deadline missed",
+    "adherence_low": "Schedule adherence low",
     "late": "Monitor late",
 }
 NOISE_KEYS = ("failure_streak", "failing_for_seconds", "alert_note")  # what the noise rules add to a message

@@ -8,8 +8,10 @@ from texium.core import figures
 from texium.core.datastore.base import Datastore
 from texium.core.errors import NotFound, ValidationError
 from texium.core.jsontext import Raw
+from texium.core.records import adherence
 from texium.core.records.listing import NEWEST_FIRST, Page, list_page
 from texium.core.scheduling.occurrences import HIDDEN
+from texium.core.timeutil import utcnow
 from texium.core.validation import require_id
 
 # Where an execution came from: a job's run, or a heartbeat monitor's ping (job records carry no
@@ -87,7 +89,7 @@ class ExecutionHistory:
 
     def stats(self, user_id: str | None = None, job_id: str | None = None) -> dict:
         """Job counts and the execution figures (texium/core/figures.py), for everything, one
-        user or one job."""
+        user or one job; for one job also its schedule adherence (adherence.py)."""
         scope: dict = {}
         if user_id is not None:
             scope["user_id"] = require_id(user_id, "user_id")
@@ -95,7 +97,7 @@ class ExecutionHistory:
             scope["job_id"] = require_id(job_id, "job_id")
         jobs = self._ds.jobs
         job_scope = {("_id" if k == "job_id" else k): v for k, v in scope.items()}
-        return {
+        stats = {
             "total_jobs": jobs.count(job_scope),
             "enabled_jobs": jobs.count({**job_scope, "is_enabled": True}),
             "paused_jobs": jobs.count({**job_scope, "is_paused": True}),
@@ -104,3 +106,7 @@ class ExecutionHistory:
                 int(job.get("excluded_runs") or 0) for job in jobs.find({**job_scope, "excluded_runs": {"$gt": 0}})
             ),
         }
+        job = jobs.find_one(job_scope) if job_id is not None else None
+        if job is not None:
+            stats["adherence"] = adherence.job_figures(self._ds, job, utcnow())
+        return stats
