@@ -30,7 +30,7 @@ ENV = {
     "TEXIUM_ALERT_DIGEST_SECONDS": "2",
     "TEXIUM_ALERT_DIGEST_AFTER": "1",
 }
-NEW_EVENTS = ("Still failing", "Flapping", "Skipped", "Long running", "Too short", "Deadline missed")
+NEW_EVENTS = ("Still failing", "Flapping", "Skipped", "Long running", "Too short", "Deadline missed", "Adherence low")
 
 
 @pytest.fixture(scope="module")
@@ -189,6 +189,22 @@ def test_the_e_mail_and_webhook_events_offer_the_new_events_and_save_them(clean,
     assert [e["events"] for e in notify["channels"]] == [notify["events"]]
     named = "ada@example.com (E-mail): failure, recovery, timeout, missed, skipped, too_short"
     expect()(page.get_by_test_id("job-notify-channels")).to_contain_text(named)
+
+
+def test_the_adherence_target_is_set_in_the_form_and_said_on_the_job_page(clean, server, owner):
+    page = clean.page
+    clean.open("/jobs/new")
+    page.get_by_label("Name", exact=True).fill("Hourly sync")
+    page.get_by_label("Owner").select_option(label="Ada Lovelace (ada@example.com)")
+    page.get_by_label("On time within (seconds)").fill("120")
+    page.get_by_label("Adherence target (0–1)").fill("0.95")
+    role(page, "Save").click()
+    expect()(page.locator("main h1")).to_have_text("Hourly sync")
+    job = job_named(server, "Hourly sync")
+    assert job["adherence_seconds"] == 120 and job["adherence_target"] == 0.95
+    expect()(page.get_by_test_id("job-alert-rules")).to_contain_text(
+        "alerts when under 95 % of a week's runs start within 2 min of their time"
+    )
 
 
 # --------------------------------------------------------------------------- the job page's alert state

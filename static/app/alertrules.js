@@ -18,6 +18,7 @@ export const ALERT_EVENTS = [
   ["long_running", "Long running", "a run is still running past its limit or far beyond its usual length"],
   ["too_short", "Too short", "a run succeeded in less than the minimum duration"],
   ["deadline_missed", "Deadline missed", "the deadline passed without a successful run"],
+  ["adherence_low", "Adherence low", "the share of the last 7 days' occurrences that started on time fell below the target"],
 ];
 /** What a newly named destination receives until the user ticks more: the changes of state. */
 export const DEFAULT_EVENTS = ["failure", "recovery", "timeout", "missed"];
@@ -38,6 +39,10 @@ const NUMBERS = [
     hint: "1–100, against the p95 of the last 50 successful runs (once 5 exist). Empty: off." },
   { key: "min_duration_seconds", label: "Alert when a success took less than (seconds)", min: 1, max: 604800,
     hint: "1 s to 7 days: “too short” (a backup that “succeeded” in 2 s). Empty: off." },
+  { key: "adherence_seconds", label: "On time within (seconds)", min: 1, max: 86400,
+    hint: "1 s to 1 day: an occurrence that started this close to its time is on time (schedule adherence). Empty: 60." },
+  { key: "adherence_target", label: "Adherence target (0–1)", min: 0, max: 1, step: "any",
+    hint: "“adherence low” when less than this share of the last 7 days' occurrences were on time, e.g. 0.95. Empty: no alert." },
 ];
 const DEADLINE_DAYS = [["day_of_week", "Deadline days of week"], ["day_of_month", "Deadline days of month"], ["month", "Deadline months"]];
 const text = (value) => (value === null || value === undefined ? "" : String(value));
@@ -164,6 +169,8 @@ export function alertWords(job, { calendarNames = new Map() } = {}) {
       job.duration_p95_ms ? ` (now ${spanWords(job.duration_p95_ms / 1000) || `${job.duration_p95_ms} ms`})` : ""}` : null],
     ["min-duration", job.min_duration_seconds ? `alerts when a success takes less than ${spanWords(job.min_duration_seconds)}` : null],
     ["deadline", deadlineWords(job)],
+    ["adherence", job.adherence_target !== null && job.adherence_target !== undefined
+      ? `alerts when under ${Math.round(job.adherence_target * 1000) / 10} % of a week's runs start within ${spanWords(job.adherence_seconds || 60)} of their time` : null],
   ];
   return rules.filter(([, words]) => words).map(([name, words]) => ({ name, text: words }));
 }
