@@ -7,7 +7,8 @@ webhook channels that are down: one refuses connections (a closed port), one acc
 answers (each attempt waits out the 10 s timeout).
 
 1. every run succeeds (EchoJob): no alert is sent;
-2. every run changes its job's alert state (FlipJob fails in odd seconds and succeeds in even
+2. every run fails (FailJob), the issue's case: each job's first failure alerts both channels;
+3. every run changes its job's alert state (FlipJob fails in odd seconds and succeeds in even
    ones), so every run sends an alert (`failure` or `recovery`) to both channels: 100 alerts a
    second, each to two channels that fail. Harsher than "all failing", which alerts once per job.
 
@@ -110,6 +111,13 @@ def main() -> None:
         refusing = closed_port()
         results = [
             scenario("100 jobs/s, all succeeding (no alert)", "jobs.echo.EchoJob", args.seconds, refusing, hanging),
+            scenario(
+                "100 jobs/s, all failing, 2 channels down",
+                "benchmarks.alerting_jobs.FailJob",
+                args.seconds,
+                refusing,
+                hanging,
+            ),
             scenario(
                 "100 jobs/s, every run alerting, 2 channels down",
                 "benchmarks.alerting_jobs.FlipJob",

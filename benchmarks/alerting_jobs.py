@@ -13,3 +13,11 @@ class FlipJob(JobBase):
         if int(time.time()) % 2:
             raise RuntimeError("failing on purpose (odd second)")
         return "ok"
+
+
+class FailJob(JobBase):
+    """Fails every run: the issue's "100 jobs failing each second" (the first failure of each job
+    alerts, and a failing job's later runs are no news)."""
+
+    def run(self, *args, **kwargs) -> str:
+        raise RuntimeError("failing on purpose")

@@ -75,13 +75,17 @@ def test_job_options_are_stored_normalised_and_changed_by_update(api):
         "webhook": " https://hooks.example.com/t ",
         "events": ["failure"],
     }
-    job_id = api.create_job(api.create_user(), notify=notify, timeout_seconds=90, retries=2)
+    job_id = api.create_job(api.create_user(email="ops@example.com"), notify=notify, timeout_seconds=90, retries=2)
     job = api.get(f"/api/scheduler/jobs/{job_id}").json()["data"]
-    assert job["notify"] == {
-        "email": ["ops@example.com"],
-        "webhook": "https://hooks.example.com/t",
-        "events": ["failure"],
-    }
+    # The e-mail and webhook become channels of the owner (normalised), named with the events.
+    entries = job["notify"].pop("channels")
+    assert job["notify"] == {"email": [], "webhook": None, "events": ["failure"]}
+    assert [entry["events"] for entry in entries] == [["failure"], ["failure"]]
+    channels = [api.get(f"/api/scheduler/channels/{entry['id']}").json()["data"] for entry in entries]
+    assert [(c["kind"], c.get("recipients") or c.get("url")) for c in channels] == [
+        ("email", ["ops@example.com"]),
+        ("webhook", "https://hooks.example.com/t"),
+    ]
     assert (job["timeout_seconds"], job["retries"], job["retry_delay_seconds"], job["retry_backoff"]) == (
         90,
         2,
