@@ -7,8 +7,9 @@ webhook channels that are down: one refuses connections (a closed port), one acc
 answers (each attempt waits out the 10 s timeout).
 
 1. every run succeeds (EchoJob): no alert is sent;
-2. every run fails (FailJob), the issue's case: each job's first failure alerts both channels;
-3. every run changes its job's alert state (FlipJob fails in odd seconds and succeeds in even
+2. every run fails (FailJob) and names no channel: what failing itself costs (the baseline of 3);
+3. every run fails and names both channels, the issue's case: each job's first failure alerts;
+4. every run changes its job's alert state (FlipJob fails in odd seconds and succeeds in even
    ones), so every run sends an alert (`failure` or `recovery`) to both channels: 100 alerts a
    second, each to two channels that fail. Harsher than "all failing", which alerts once per job.
 
@@ -77,7 +78,7 @@ def deliveries(db_path: str) -> Counter:
     return Counter({("sent" if ok else "failed"): n for ok, n in rows})
 
 
-def scenario(name: str, job_class: str, seconds: float, refusing: int, hanging: int) -> dict:
+def scenario(name: str, job_class: str, seconds: float, refusing: int, hanging: int, alerting: bool = True) -> dict:
     with tempfile.TemporaryDirectory() as data_dir:
         server = Server(data_dir, SETTINGS)
         session = requests.Session()
@@ -88,7 +89,8 @@ def scenario(name: str, job_class: str, seconds: float, refusing: int, hanging: 
             body = {"user_id": user_id, "name": label, "kind": "webhook", "url": f"http://127.0.0.1:{port}/hook"}
             channels.append(session.post(server.url + "/api/scheduler/channels", json=body).json()["channel_id"])
         notify = {"channels": [{"id": c, "events": ["failure", "recovery"]} for c in channels]}
-        schedule = {"second": "*/1", "minute": "*", "job_class_string": job_class, "notify": notify}
+        schedule = {"second": "*/1", "minute": "*", "job_class_string": job_class}
+        schedule["notify"] = notify if alerting else None
         job_ids = create_jobs(session, server.url, user_id, 100, **schedule)
         time.sleep(2)  # settle: jobs created, first firings behind us
         start = datetime.now().astimezone().replace(microsecond=0) + timedelta(seconds=1)
@@ -111,6 +113,14 @@ def main() -> None:
         refusing = closed_port()
         results = [
             scenario("100 jobs/s, all succeeding (no alert)", "jobs.echo.EchoJob", args.seconds, refusing, hanging),
+            scenario(
+                "100 jobs/s, all failing, no channel",
+                "benchmarks.alerting_jobs.FailJob",
+                args.seconds,
+                refusing,
+                hanging,
+                alerting=False,
+            ),
             scenario(
                 "100 jobs/s, all failing, 2 channels down",
                 "benchmarks.alerting_jobs.FailJob",
