@@ -80,6 +80,27 @@ def _headers(extra: Mapping[str, str] | None = None, content_type: str = "applic
     return {"Content-Type": content_type, "User-Agent": USER_AGENT, **(extra or {})}
 
 
+def ntfy_request(channel: Mapping[str, Any], secret: str | None, message: Any, priority: int, tag: str) -> Request:
+    """An ntfy publish of `message` (its title, text, link) with the channel's tags plus `tag`."""
+    headers = _headers(
+        {
+            "Title": message.title.encode("ascii", "replace").decode("ascii"),
+            "Priority": str(priority),
+            "Tags": ",".join([*(channel.get("tags") or []), tag]),
+            "Click": message.link,
+        },
+        content_type="text/plain; charset=utf-8",
+    )
+    if secret:
+        headers["Authorization"] = f"Bearer {secret}"
+    return Request(f"{_base(channel)}/{quote(channel['topic'], safe='')}", message.text.encode("utf-8"), headers)
+
+
+def telegram_request(channel: Mapping[str, Any], secret: str | None, text: str) -> Request:
+    payload = {"chat_id": channel["chat_id"], "text": text[:4096], "disable_web_page_preview": True}
+    return Request(f"{_base(channel)}/bot{secret}/sendMessage", _json(payload), _headers())
+
+
 def teams_card(secret: str | None, body: list[dict], action: str, link: str) -> Request:
     """A Teams workflow message: one Adaptive Card 1.4 of `body`, with one button to `link`."""
     card = {
@@ -187,23 +208,11 @@ class Message:
         return Request(f"{_base(channel)}/v2/alerts", _json(payload), _headers(auth))
 
     def ntfy(self, channel: dict, secret: str | None) -> Request:
-        tags = [*(channel.get("tags") or []), _NTFY_TAGS.get(self.event, "bell")]
-        headers = _headers(
-            {
-                "Title": self.title.encode("ascii", "replace").decode("ascii"),
-                "Priority": str(channel.get("priority") or 3 if self.event != RESOLVING else 3),
-                "Tags": ",".join(tags),
-                "Click": self.link,
-            },
-            content_type="text/plain; charset=utf-8",
-        )
-        if secret:
-            headers["Authorization"] = f"Bearer {secret}"
-        return Request(f"{_base(channel)}/{quote(channel['topic'], safe='')}", self.text.encode("utf-8"), headers)
+        priority = channel.get("priority") or 3 if self.event != RESOLVING else 3
+        return ntfy_request(channel, secret, self, priority, _NTFY_TAGS.get(self.event, "bell"))
 
     def telegram(self, channel: dict, secret: str | None) -> Request:
-        payload = {"chat_id": channel["chat_id"], "text": self.text[:4096], "disable_web_page_preview": True}
-        return Request(f"{_base(channel)}/bot{secret}/sendMessage", _json(payload), _headers())
+        return telegram_request(channel, secret, self.text)
 
 
 @dataclass

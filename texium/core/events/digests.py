@@ -25,12 +25,20 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import quote
 
 from texium.core.datastore.base import Datastore, new_id
 from texium.core.errors import DuplicateKeyError
 from texium.core.events import messages
-from texium.core.events.channels import FAILED, SENT, Request, _base, _headers, _json, teams_card
+from texium.core.events.channels import (
+    FAILED,
+    SENT,
+    Request,
+    _headers,
+    _json,
+    ntfy_request,
+    teams_card,
+    telegram_request,
+)
 from texium.core.security.outbound import SIGNATURE_HEADER, sign
 from texium.core.timeutil import as_utc, to_iso, utcnow
 
@@ -148,22 +156,10 @@ class Digest:
         return Request(secret or "", _json({"username": "Texium", "embeds": [embed]}), _headers())
 
     def ntfy(self, channel: dict, secret: str | None) -> Request:
-        headers = _headers(
-            {
-                "Title": self.title.encode("ascii", "replace").decode("ascii"),
-                "Priority": str(channel.get("priority") or 3),
-                "Tags": ",".join([*(channel.get("tags") or []), "rotating_light"]),
-                "Click": self.link,
-            },
-            content_type="text/plain; charset=utf-8",
-        )
-        if secret:
-            headers["Authorization"] = f"Bearer {secret}"
-        return Request(f"{_base(channel)}/{quote(channel['topic'], safe='')}", self.text.encode("utf-8"), headers)
+        return ntfy_request(channel, secret, self, channel.get("priority") or 3, "rotating_light")
 
     def telegram(self, channel: dict, secret: str | None) -> Request:
-        payload = {"chat_id": channel["chat_id"], "text": self.text[:4096], "disable_web_page_preview": True}
-        return Request(f"{_base(channel)}/bot{secret}/sendMessage", _json(payload), _headers())
+        return telegram_request(channel, secret, self.text)
 
 
 class Digests:
