@@ -168,7 +168,9 @@ def build_cases():
                 for keyword in prop:
                     if keyword in ANNOTATIONS:
                         continue
-                    made = breakers(prop, keyword, [example.get(field), *EXAMPLE_VALUES.get(field, [])])
+                    made = breakers(
+                        prop, keyword, [example.get(field), *EXAMPLE_VALUES.get(field, []), *prop.get("examples", [])]
+                    )
                     if made is None:
                         missing.append(f"{name}.{field}: {keyword}")
                         continue
@@ -243,6 +245,7 @@ def test_every_request_body_schema_is_compiled_and_used_by_a_service():
         scheduler_manager.JOB_UPDATE,
         scheduler_manager.PAUSE,
         scheduler_manager.BACKFILL,
+        scheduler_manager.RUN_NOW_BODY,
         apikeys.KEY_CREATE,
         apikeys.SESSION_CREATE,
         calendars.CALENDAR_CREATE,

@@ -11,7 +11,7 @@ import logging
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from texium.core import figures
+from texium.core import figures, parameters
 from texium.core.datastore.base import Datastore, new_id
 from texium.core.errors import Conflict, NotFound, ValidationError
 from texium.core.events import adherence, deadlines
@@ -50,6 +50,7 @@ SCHEDULE_FIELDS = (*cron.CRON_FIELDS, "timezone")
 # texium/openapi.yaml. Whether the cron fields parse is cron.normalize's to say.
 JOB_CREATE, JOB_UPDATE = request_schema("JobCreate"), request_schema("JobUpdate")
 BACKFILL = request_schema("Backfill")  # {from, to, dry_run, max_runs}
+RUN_NOW_BODY = request_schema("RunNow")  # {parameters, chain}
 PAUSE = request_schema("Pause")  # a job's pause, and the maintenance switch: {note, until}
 # Never served. Written as the document's last member, so the embedded store can cut it off the
 # stored text instead of parsing it (an update re-sets it in place).
@@ -743,13 +744,28 @@ class SchedulerManager:
                 continue
             self._wake(updated["next_run_time"])
 
-    def run_now(self, job_id: str, actor: str) -> str:
+    def run_now(
+        self,
+        job_id: str,
+        actor: str,
+        body: dict | None = None,
+        trigger: str = RUN_NOW,
+        triggered_by: dict | None = None,
+    ) -> str:
+        """Start a run of the job now: a person's run-now, or a trigger URL's (`trigger`), with
+        the body's `parameters` checked against the job's declaration."""
+        request = validate_body(body or {}, RUN_NOW_BODY)
         doc = self.get(job_id)
         switch = self.maintenance()
         if switch is not None:
             raise Conflict(f"Maintenance is on (every job {describe_pause(switch)}): nothing runs until resume-all")
+        fields = parameters.run_fields(doc.get("parameters"), request["parameters"], self._secrets)
+        if not request["chain"]:
+            fields["no_chain"] = True
         with self._ds.batch():  # one commit for the execution and its audit entry
-            execution_id = self._dispatcher.run_now(doc)
+            execution_id = self._dispatcher.run_now(
+                doc, trigger, triggered_by=triggered_by or {"user": actor}, **fields
+            )
             self._audit.record(doc, "run_now", actor, f"Run now requested: execution {execution_id}")
         return execution_id
 

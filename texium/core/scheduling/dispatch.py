@@ -45,7 +45,16 @@ from texium.core.figures import NOT_RUN
 from texium.core.metrics import Metrics
 from texium.core.scheduling.catchup import ALL, NONE, allowed_lateness, describe_window, policy_of
 from texium.core.scheduling.claims import Claims, held
-from texium.core.scheduling.occurrences import BACKFILL, RETRY, RUN_NOW, SCHEDULE, new_record, trigger_of
+from texium.core.scheduling.occurrences import (
+    BACKFILL,
+    CHAIN,
+    RETRY,
+    RUN_NOW,
+    SCHEDULE,
+    URL,
+    new_record,
+    trigger_of,
+)
 from texium.core.scheduling.pausing import describe_pause, maintenance_of
 from texium.core.scheduling.recorder import Recorder, Write
 from texium.core.scheduling.runner import JobRunner, Run
@@ -166,11 +175,12 @@ class Dispatcher(BaseExecutor):
             if not siblings:
                 del self._by_job[entry.run.record["job_id"]]
 
-    def run_now(self, job: dict) -> str:
-        """Record a held `scheduled` run of `job` and queue it; returns its id at once."""
+    def run_now(self, job: dict, trigger: str = RUN_NOW, **fields) -> str:
+        """Record a held `scheduled` run of `job` (with `fields`: parameters, triggered_by...)
+        and queue it; returns its id at once."""
         if self.closing:
             raise ServiceUnavailable("The server is shutting down and accepts no new runs; try another node")
-        record = new_record(job, "scheduled", utcnow(), RUN_NOW, self.claims.identity)
+        record = new_record(job, "scheduled", utcnow(), trigger, self.claims.identity, **fields)
         self._ds.executions.insert(record)
         self._ds.jobs.update_many({"_id": job["_id"]}, {}, inc={"total_executions": 1})
         self.put(record, job)
@@ -422,7 +432,7 @@ class Dispatcher(BaseExecutor):
         if outcome == "busy":
             # A person or a retry asked for it: it waits its turn; an occurrence follows the
             # job's overlap policy (decided after the batch, outside its transaction).
-            return "wait" if entry.trigger != SCHEDULE else "overlap"
+            return "overlap" if entry.trigger in OVERLAPPING else "wait"
         if outcome == "retry":
             return "retry"  # the store failed before this one was decided
         if outcome != "started":
@@ -558,7 +568,7 @@ class Dispatcher(BaseExecutor):
                 return "cancelled", "deleted", "Cancelled: the job was deleted before this run started"
             return "skipped", "deleted", "Skipped: the job was deleted before this run started"
         if entry.trigger == RUN_NOW:
-            return None  # run now works for paused jobs too
+            return None  # run now works for paused jobs too (a chained or URL start does not)
         if job.get("is_paused") or not (job.get("is_enabled", True) or _last_of_max_runs(job, entry)):
             what = "paused" if job.get("is_paused") else "disabled"
             return "skipped", what, f"Skipped: the job was {what} before this run started"
@@ -740,7 +750,8 @@ def _last_of_max_runs(job: dict, entry) -> bool:
     )
 
 
-RETRY_TRIGGERS = (SCHEDULE, RETRY)  # the records a pause or a disable ends (a run-now still runs)
+RETRY_TRIGGERS = (SCHEDULE, RETRY, CHAIN, URL)  # the records a pause or a disable ends (a run-now still runs)
+OVERLAPPING = (SCHEDULE, CHAIN)  # over the job's limit they follow its overlap policy; the others wait
 # The overlap policies that keep an occurrence waiting for the job's slot, and why it waits.
 QUEUEING = {
     "queue_all": "queued: the job was at its limit ({limit} running at once); it runs when a run ends",

@@ -14,6 +14,8 @@ from texium.core.timeutil import to_iso, utcnow
 
 HIDDEN = ("occurrence_key",)  # never served; the record's last member (see the SQLite provider)
 SCHEDULE, RUN_NOW, RETRY, BACKFILL = "schedule", "run_now", "retry", "backfill"  # the `trigger` of a record
+CHAIN, URL = "chain", "url"  # started by another run's end, by a trigger URL
+REQUESTED = (RUN_NOW, URL)  # asked for by someone: waits for a slot instead of following the overlap policy
 
 
 def trigger_of(record: dict) -> str:

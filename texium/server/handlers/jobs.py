@@ -114,7 +114,8 @@ class JobRunHandler(JobAccess):
     async def post(self, job_id: str) -> None:
         if self.scope is not None:
             await self.own_job(job_id, change=True)
-        execution_id = await self.blocking(self.context.scheduler.run_now, job_id, self.actor)
+        body = self.optional_json_body()
+        execution_id = await self.blocking(self.context.scheduler.run_now, job_id, self.actor, body)
         self.success("Job execution started", execution_id=execution_id)
 
 
