@@ -263,7 +263,7 @@ def test_case_5_cancelling_a_waiting_run_now_lets_the_next_one_start(datastore, 
     job_id = make_job(node, pub_kwargs={"seconds": 0.4})
     ids = [node.manager.run_now(job_id, "t") for _ in range(3)]
     time.sleep(0.1)
-    assert node.manager.cancel(ids[1], "tester") is True
+    assert node.manager.cancel(ids[1], "tester") == ("cancelled", [])
     statuses = [wait_status(datastore, i, timeout=15)["status"] for i in ids]
     assert statuses == ["completed", "cancelled", "completed"]
 
@@ -299,7 +299,7 @@ def test_case_13_cancel_of_a_held_run_that_has_not_started_means_it_never_starts
     job, starts = flaky(tmp_path)
     job_id = make_job(node, **job)
     record = hold(node, job_id, utcnow() + timedelta(milliseconds=300))
-    assert node.manager.cancel(record["_id"], "tester") is True  # 200: cancelled already
+    assert node.manager.cancel(record["_id"], "tester") == ("cancelled", [])  # 200: cancelled already
     time.sleep(0.6)
     assert datastore.executions.get(record["_id"])["status"] == "cancelled" and body_runs(starts) == []
 

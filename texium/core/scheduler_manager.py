@@ -15,12 +15,14 @@ from texium.core import figures, parameters
 from texium.core.datastore.base import Datastore, new_id
 from texium.core.errors import Conflict, NotFound, ValidationError
 from texium.core.events import adherence, deadlines
+from texium.core.events.chains import Chains
 from texium.core.events.checks import PeriodicChecks
 from texium.core.job import JobError
 from texium.core.jsontext import Raw
 from texium.core.metrics import Metrics
 from texium.core.records.audit import AuditLog
 from texium.core.records.calendars import jobs_using
+from texium.core.records.chains import FAN_IN, KINDS, ChainLinks
 from texium.core.records.executions import find_execution
 from texium.core.records.legacy_notify import LegacyNotify, is_legacy
 from texium.core.records.listing import Page, list_page
@@ -183,6 +185,11 @@ class SchedulerManager:
             backfills=self._backfills,
         )
         self._calendars = CalendarReader(datastore)
+        self.links = ChainLinks(datastore)
+        self.chains = Chains(datastore, self.links, dispatcher, self._secrets)
+        dispatcher.chains = self.chains
+        if checks is not None:
+            checks.add("chain", self.chains.check_due)
 
     # -- life cycle --------------------------------------------------------------------
     def start(self) -> list[dict]:
@@ -210,6 +217,7 @@ class SchedulerManager:
         self._watchdog.stop()
         if self._dispatcher.alerts is not None:  # before the recorder: what it sent is written down
             self._dispatcher.alerts.stop(timeout=5.0)
+        self.chains.stop()  # what it has not settled, any node's check settles
         self._recorder.stop(timeout=max(5.0, grace_seconds))
         self.nodes.stop()
         return unfinished
@@ -519,6 +527,10 @@ class SchedulerManager:
             if record is None or not (admin or record.get("user_id") == doc.get("user_id")):
                 raise ValidationError(f"Invalid field {field.format(index)}: no {what} with id {named}")
 
+    def _is_admin(self, user_id: str) -> bool:
+        user = self._ds.users.get(user_id)
+        return bool(user) and user.get("role") == "admin"
+
     def _check_user(self, user_id: str) -> None:
         if self._ds.users.get(user_id) is None:
             raise ValidationError(f"Invalid field user_id: no user with id {user_id}")
@@ -555,6 +567,7 @@ class SchedulerManager:
         doc["notify"] = self._convert_notify(doc["notify"], doc["user_id"])
         self._check_mutes({}, doc)
         self._check_channels(doc)
+        self.links.check(doc, self._is_admin(doc["user_id"]))
         doc.update(
             **MAX_RUNS_STATE,
             excluded_runs=0,
@@ -574,6 +587,7 @@ class SchedulerManager:
         doc.update(sealed)
         doc[secret_args.FIELD] = doc.pop(secret_args.FIELD)  # the last member (see HIDDEN)
         self._check_owner(doc)
+        self.links.before_write(doc)
         with self._ds.batch():  # one commit for the job and its audit entry
             self._ds.jobs.insert(doc)
             self._owner_still_there(doc["_id"], doc["user_id"])
@@ -598,6 +612,8 @@ class SchedulerManager:
         updated = self._write_job(job_id, lambda doc: self._edit(doc, dict(changes), schedule), "updated", actor)
         if "user_id" in changes:
             self._owner_still_there(job_id, changes["user_id"])
+        if any(kind in changes for kind in KINDS):
+            self.links.after_write(updated, job_id)
         self._after_write(updated)
 
     def _edit(self, doc: dict, changes: dict, schedule: dict) -> tuple[dict, str]:
@@ -612,6 +628,9 @@ class SchedulerManager:
         self._check_mutes(doc, changes)
         if "notify" in changes or "user_id" in changes:
             self._check_channels({**doc, **changes})
+        if any(kind in changes for kind in (*KINDS, "user_id")):
+            self.links.check({**doc, **changes}, self._is_admin(changes.get("user_id") or doc["user_id"]))
+            self.links.before_write({**doc, **changes})
         if "max_runs" in changes or (changes.get("is_enabled") is not None and doc.get("disabled_reason")):
             changes.update({k: v for k, v in MAX_RUNS_STATE.items() if doc.get(k) != v})
         if schedule and "run_at" not in changes:
@@ -710,11 +729,24 @@ class SchedulerManager:
             self._scheduler.wakeup()
         return switch
 
-    def delete(self, job_id: str, actor: str) -> None:
+    def delete(self, job_id: str, actor: str, force: bool = False) -> None:
+        """Delete the job; while other jobs name it in a chain or fan-in, a 409 listing them,
+        or with `force` those references are removed first (each an audited update)."""
         doc = self.get(job_id)
+        naming = self.links.naming(job_id)
+        if naming and not force:
+            names = ", ".join(f"{other.get('name')!r} ({other['_id']})" for other in naming)
+            raise Conflict(
+                f"Job {doc.get('name')!r} is named in the chains of other jobs: {names}. "
+                "Remove it from them, or delete with ?force=true to remove those references"
+            )
+        for other in naming:
+            updated = self._write_job(other["_id"], lambda other: _without(other, job_id), "updated", actor)
+            self.links.after_write(updated, other["_id"])
         with self._ds.batch():
             self._ds.jobs.delete(job_id)
             self._audit.record(doc, "deleted", actor, "Job deleted; its executions are kept")
+        self.links.after_write(None, job_id)
         self._end_held(doc, "deleted", "skipped", RETRY_TRIGGERS)
         self._end_held(doc, "deleted", "cancelled", (RUN_NOW,))
 
@@ -722,7 +754,7 @@ class SchedulerManager:
         """Cascade from a deleted user."""
         for doc in docs:
             try:
-                self.delete(doc["_id"], actor)
+                self.delete(doc["_id"], actor, force=True)
             except NotFound:
                 pass
 
@@ -798,29 +830,63 @@ class SchedulerManager:
         self._audit.record(job, "backfill", actor, f"Backfill {backfill_id} cancelled ({ended} runs not started)")
         return self.backfill_status(job_id, backfill_id)
 
-    def cancel(self, execution_id: str, actor: str, owner: str | None = None) -> bool:
-        """Stop a scheduled or running execution, on whichever node has it. True: it is
-        `cancelled` already (it had not started, and now never will); False: its holder was
-        asked to stop it (this node at once, another through the store within a second)."""
+    def cancel(
+        self, execution_id: str, actor: str, owner: str | None = None, downstream: bool = False
+    ) -> tuple[str, list[str]]:
+        """Stop a scheduled or running execution, on whichever node has it: ("cancelled", ...)
+        when it had not started (and now never will), ("requested", ...) when its holder was
+        asked to stop it (this node at once, another through the store within a second). With
+        `downstream`, its end starts nothing and the runs it started are cancelled too (the
+        ids): ("downstream", ids) when it had already ended."""
         execution = find_execution(self._ds, execution_id, owner)
+        cancelled: list[str] = []
+        if downstream:  # first: a settle that reads the flag from now on starts nothing
+            self._ds.executions.update_many({"_id": execution_id}, {"cancel_downstream": True})
+            cancelled = self._cancel_started_by(execution_id, actor)
         for _ in range(5):  # each step is conditional; a record moves at most a few times
             if self._claims.cancel_unstarted(execution_id, actor):
                 self._dispatcher.forget(execution_id)
-                ended = True
+                state = "cancelled"
                 break
             if self._claims.request_cancel(execution_id, actor):
                 self._dispatcher.stop(execution_id, "cancelled", actor)
-                ended = False
+                state = "requested"
                 break
             status = (self._ds.executions.get(execution_id) or execution)["status"]
             if status not in figures.ACTIVE:
+                if cancelled:
+                    state = "downstream"
+                    break
                 raise Conflict(f"Execution {execution_id} has already ended ({status}); there is nothing to cancel")
         else:
             raise Conflict(f"Execution {execution_id} kept changing state; try again")
         job = {"_id": execution["job_id"], "name": execution.get("job_name"), "user_id": execution.get("user_id")}
-        what = "cancelled before it started" if ended else "cancel requested"
+        what = {"cancelled": "cancelled before it started", "requested": "cancel requested"}.get(state, "ended already")
+        if downstream:
+            what += f"; {len(cancelled)} runs it started cancelled"
         self._audit.record(job, "cancelled", actor, f"Execution {execution_id}: {what}")
-        return ended
+        return state, cancelled
+
+    def _cancel_started_by(self, execution_id: str, actor: str) -> list[str]:
+        """Cancel the runs `execution_id`'s end started that have not ended, and theirs."""
+        cancelled, parents = [], [execution_id]
+        while parents and len(cancelled) < 10_000:
+            parent = parents.pop()
+            query = {"parent_execution_id": parent, "status": {"$in": list(figures.ACTIVE)}}
+            for child in self._ds.executions.find(query, limit=1000):
+                self._ds.executions.update_many({"_id": child["_id"]}, {"cancel_downstream": True})
+                if self._claims.cancel_unstarted(child["_id"], actor):
+                    self._dispatcher.forget(child["_id"])
+                elif self._claims.request_cancel(child["_id"], actor):
+                    self._dispatcher.stop(child["_id"], "cancelled", actor)
+                else:
+                    continue
+                cancelled.append(child["_id"])
+                parents.append(child["_id"])
+        return cancelled
+
+    def chain_graph(self, user_id: str | None) -> dict:
+        return self.links.graph(user_id)
 
     # -- utilities ---------------------------------------------------------------------
     def job_preview(self, job_id: str, count: int) -> dict:
@@ -859,3 +925,13 @@ class SchedulerManager:
             "jitter_seconds": jitter_seconds,
             "dst_policy": getattr(schedule, "base", schedule).dst_policy,
         }
+
+
+def _without(job: dict, job_id: str) -> tuple[dict, str]:
+    """The edit that removes `job_id` from `job`'s chain fields (a forced delete of `job_id`)."""
+    fields = {kind: [target for target in job.get(kind) or () if target != job_id] for kind in KINDS if kind != FAN_IN}
+    fan_in = job.get(FAN_IN)
+    if fan_in and job_id in (fan_in.get("jobs") or ()):
+        listed = [upstream for upstream in fan_in["jobs"] if upstream != job_id]
+        fields[FAN_IN] = {**fan_in, "jobs": listed} if listed else None
+    return fields, f"Removed the deleted job {job_id} from its chains"

@@ -55,6 +55,7 @@ ROUTES = [
     (rf"/api/scheduler/jobs/{ID}/backfill", jobs.JobBackfillHandler),
     (rf"/api/scheduler/jobs/{ID}/backfills/{ID}", jobs.BackfillHandler),
     (rf"/api/scheduler/users/{ID}/jobs", jobs.UserJobsHandler),
+    (r"/api/scheduler/chains", jobs.ChainsHandler),
     (r"/api/scheduler/pause-all", jobs.PauseAllHandler),
     (r"/api/scheduler/resume-all", jobs.ResumeAllHandler),
     (r"/api/scheduler/calendars", calendars.CalendarsHandler),

@@ -137,6 +137,9 @@ INDEXES: dict[str, tuple[Index, ...]] = {
         Index(("created_at",)),
     ),
     "scheduler_backfills": (Index(("status",)),),  # the running ones, every pass
+    # Chains (records/chains.py): the edges by either end; fan-in state per waiting job.
+    "scheduler_links": (Index(("key",), unique=True), Index(("upstream", "kind")), Index(("downstream", "kind"))),
+    "scheduler_fanins": (Index(("outbox_pending",), boolean=True),),
     "scheduler_executions": (
         Index(("occurrence_key",), unique=True),
         Index(("created_at",)),
@@ -150,6 +153,8 @@ INDEXES: dict[str, tuple[Index, ...]] = {
         Index(("status", "scheduled_at")),  # records no node holds, due first (released, retries)
         Index(("backfill_id", "status")),  # a backfill's records that have not ended
         Index(("monitor_id", "created_at")),  # a heartbeat monitor's pings, newest first
+        Index(("parent_execution_id", "created_at")),  # the runs a run's end started
+        Index(("chain_pending",), boolean=True),  # ended runs whose chained starts are not all made
     ),
     # Per-job concurrency slots: one document per run holding one (key "<job id>#<n>").
     "scheduler_slots": (Index(("key",), unique=True), Index(("execution_id",))),
@@ -377,6 +382,14 @@ class Datastore(ABC):
     @property
     def monitors(self) -> Collection:
         return self.collection("scheduler_monitors")
+
+    @property
+    def links(self) -> Collection:
+        return self.collection("scheduler_links")
+
+    @property
+    def fanins(self) -> Collection:
+        return self.collection("scheduler_fanins")
 
     @property
     def executions(self) -> Collection:

@@ -28,6 +28,10 @@ class PeriodicChecks:
         self._failing: set[str] = set()  # checks whose last run failed (logged once until they work again)
         self._thread = threading.Thread(target=self._loop, name="texium-alert-checks", daemon=True)
 
+    def add(self, name: str, check: Callable[[datetime], object]) -> None:
+        """One more check, before start()."""
+        self._checks.append((name, check))
+
     def start(self) -> None:
         self._thread.start()
 

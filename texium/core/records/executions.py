@@ -46,6 +46,7 @@ class ExecutionHistory:
         status: str | None = None,
         monitor_id: str | None = None,
         source: str | None = None,
+        parent_execution_id: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int = 100,
@@ -60,6 +61,8 @@ class ExecutionHistory:
             query["user_id"] = require_id(user_id, "user_id")
         if monitor_id is not None:
             query["monitor_id"] = require_id(monitor_id, "monitor_id")
+        if parent_execution_id is not None:
+            query["parent_execution_id"] = require_id(parent_execution_id, "parent_execution_id")
         if source is not None:
             if source not in SOURCES:
                 raise ValidationError(f"Invalid query parameter source: must be one of {', '.join(SOURCES)}")

@@ -122,11 +122,14 @@ class Claims:
         "busy" or "lost" (see Datastore.start_run)."""
         return self.start_many([(record, limit)], started_at)[0]
 
-    def start_many(self, starts: list[tuple[dict, int]], started_at: datetime) -> list[str]:
-        """start() for each (record, limit), decided in one batch of the store; "retry" for
-        those a store error left undecided."""
+    def start_many(self, starts: list[tuple], started_at: datetime) -> list[str]:
+        """start() for each (record, limit[, fields of its own]), decided in one batch of the
+        store; "retry" for those a store error left undecided."""
         fields = {"status": "running", "started_at": started_at}
-        items = [(record, {**held(record), "status": "scheduled"}, fields, limit) for record, limit in starts]
+        items = [
+            (record, {**held(record), "status": "scheduled"}, {**fields, **(own[0] if own else {})}, limit)
+            for record, limit, *own in starts
+        ]
         if self._ds.atomic_batches:  # all of them or none
             outcomes = self._ds.start_runs(items)
         else:  # each start stands alone: a store error leaves the rest to try again ("retry")
@@ -138,9 +141,9 @@ class Claims:
                     log.warning("A start failed (%s); the rest of the batch waits", getattr(exc, "detail", exc))
                     outcomes += ["retry"] * (len(items) - len(outcomes))
                     break
-        for (record, _), outcome in zip(starts, outcomes):
+        for item, outcome in zip(items, outcomes):
             if outcome == "started":
-                record.update(fields)
+                item[0].update(item[2])
         return outcomes
 
     # -- ending without a start ----------------------------------------------------------

@@ -53,6 +53,7 @@ from texium.core.scheduling.occurrences import (
     SCHEDULE,
     URL,
     new_record,
+    starts_others,
     trigger_of,
 )
 from texium.core.scheduling.pausing import describe_pause, maintenance_of
@@ -114,6 +115,7 @@ class Dispatcher(BaseExecutor):
         self.stop_grace = stop_grace
         self.metrics = metrics if metrics is not None else Metrics()
         self.alerts = alerts
+        self.chains: Any = None  # settles the chained starts of a run's end (events/chains.py)
         self.processes = processes
         self._pool = ThreadPoolExecutor(pool_size, thread_name_prefix="texium-job")
         self._cond = threading.Condition()
@@ -379,7 +381,7 @@ class Dispatcher(BaseExecutor):
                     else:
                         ready.append(entry)
                 started_at = utcnow()  # read once the store is ours: no end of a previous run lands after it
-                starts = [(entry.run.record, self.limit_of(entry.run.job)) for entry in ready]
+                starts = [(entry.run.record, self.limit_of(entry.run.job), _start_fields(entry.run)) for entry in ready]
                 for entry, outcome in zip(ready, self.claims.start_many(starts, started_at)):
                     outcomes[id(entry)] = self._started(entry, outcome, started_at)
         except Exception as exc:
@@ -609,6 +611,8 @@ class Dispatcher(BaseExecutor):
 
         def ended() -> None:
             self._slot_freed(job_id)
+            if self.chains is not None:
+                self.chains.ended(outcome)
             if retry is None:
                 self._observe(run.job, outcome)
 
@@ -716,6 +720,13 @@ class Dispatcher(BaseExecutor):
                 f"; killed {len(killed)} script process groups" if killed else "",
             )
         return len(unfinished) + lingering
+
+
+def _start_fields(run: Run) -> dict:
+    """What a start writes besides its status: the obligation to start the chained jobs, made
+    durable with the start itself so that whoever ends the run (its holder, or the sweep) leaves
+    it for the chain settler to fulfil."""
+    return {"chain_pending": True} if starts_others(run.job, run.record) else {}
 
 
 def _maintenance_refusal(entry: _Entry, switch: dict | None) -> tuple[str, str, str] | None:

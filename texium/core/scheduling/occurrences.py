@@ -18,6 +18,17 @@ CHAIN, URL = "chain", "url"  # started by another run's end, by a trigger URL
 REQUESTED = (RUN_NOW, URL)  # asked for by someone: waits for a slot instead of following the overlap policy
 
 
+CHAIN_FIELDS = ("on_success", "on_failure", "on_finish")  # the jobs a run starts when it ends
+
+
+def starts_others(job: dict, record: dict) -> bool:
+    """Whether the end of `record` may start other jobs: it is then marked `chain_pending` as it
+    starts, and stays so until its chained starts are made (events/chains.py)."""
+    if record.get("no_chain"):
+        return False
+    return any(job.get(field) for field in CHAIN_FIELDS) or bool(job.get("feeds_fan_in"))
+
+
 def trigger_of(record: dict) -> str:
     """A record's trigger; records written before triggers were recorded tell it by their key."""
     trigger = record.get("trigger")

@@ -27,6 +27,7 @@ class ExecutionsHandler(ApiHandler):
                 status=self.query("status"),
                 monitor_id=self.query("monitor_id"),
                 source=self.query("source"),
+                parent_execution_id=self.query("parent_execution_id"),
                 since=self.query_time("since"),
                 until=self.query_time("until"),
                 limit=limit,
@@ -44,11 +45,17 @@ class ExecutionHandler(ApiHandler):
 
 class ExecutionCancelHandler(ApiHandler):
     async def post(self, execution_id: str) -> None:
-        ended = await self.blocking(self.context.scheduler.cancel, execution_id, self.actor, self.scope)
-        if ended:
-            self.success("Execution cancelled", execution_id=execution_id)
+        downstream = self.query_bool("cancel_downstream")
+        state, cancelled = await self.blocking(
+            self.context.scheduler.cancel, execution_id, self.actor, self.scope, downstream
+        )
+        extra = {"cancelled_downstream": cancelled} if downstream else {}
+        if state == "cancelled":
+            self.success("Execution cancelled", execution_id=execution_id, **extra)
+        elif state == "downstream":
+            self.success("Downstream runs cancelled", execution_id=execution_id, **extra)
         else:
-            self.success("Cancellation requested", status=202, execution_id=execution_id)
+            self.success("Cancellation requested", status=202, execution_id=execution_id, **extra)
 
 
 class ExecutionOutputStreamHandler(ApiHandler):

@@ -58,7 +58,8 @@ class JobHandler(JobAccess):
     async def delete(self, job_id: str) -> None:
         if self.scope is not None:
             await self.own_job(job_id)
-        await self.blocking(self.context.scheduler.delete, job_id, self.actor)
+        force = self.query_bool("force")
+        await self.blocking(self.context.scheduler.delete, job_id, self.actor, force)
         self.success("Job deleted successfully", job_id=job_id)
 
 
@@ -148,3 +149,11 @@ class UserJobsHandler(JobAccess):
             raise tornado.web.HTTPError(404, reason="User not found")
         page = await self.read(self.context.scheduler.list, user_id, *self.paging(LIST_ALL))
         self.listing("Jobs retrieved successfully", page)
+
+
+class ChainsHandler(ApiHandler):
+    """The graph of chains and fan-ins (a user's own jobs), for the dashboard's picture."""
+
+    async def get(self) -> None:
+        graph = await self.blocking(self.context.scheduler.chain_graph, self.scope)
+        self.success("Chains retrieved successfully", **graph)
