@@ -427,3 +427,40 @@ def test_a_masked_instance_url_password_is_sent_back_as_it_is(start_server, tmp_
     stored = server.api.get(f"/api/servers/{server_id}").json()["data"]
     assert stored["port"] == 8443 and stored["instance_url"] == "https://svc:***@now.example.com/v2"
     assert "Nothing to do" in texium("import", str(path), "--url", server.api.base_url, "--apply").stdout
+
+
+def test_chains_export_and_import_by_name_and_a_cycle_in_the_file_writes_nothing(start_server, tmp_path):
+    a = start_server("sqlite", tmp_path / "a")
+    ops = post(a.api, "/api/users/", {"name": "Ops", "email": "ops@example.com", "role": "admin"})
+    ada = post(a.api, "/api/users/", {"name": "Ada", "email": "ada@example.com"})
+    job = {"job_class_string": "jobs.echo.EchoJob", "minute": "0", "hour": "1"}
+    load = post(a.api, "/api/scheduler/jobs", {**job, "user_id": ada, "name": "load"})
+    extract = post(a.api, "/api/scheduler/jobs", {**job, "user_id": ada, "name": "extract", "on_success": [load]})
+    post(
+        a.api, "/api/scheduler/jobs", {**job, "user_id": ops, "name": "report", "depends_on": {"jobs": [extract, load]}}
+    )
+    document = export(a.api.base_url)
+    jobs = {j["name"]: j for j in document["jobs"]}
+    assert jobs["extract"]["on_success"] == ["load"]  # a job of the same owner: its name
+    assert jobs["report"]["depends_on"] == {
+        "jobs": [{"owner": "ada@example.com", "name": "extract"}, {"owner": "ada@example.com", "name": "load"}],
+        "within_seconds": 86400,
+        "require": "success",
+    }
+
+    b = start_server("sqlite", tmp_path / "b")
+    schedule = tmp_path / "chains.json"
+    cyclic = json.loads(json.dumps(document))
+    next(j for j in cyclic["jobs"] if j["name"] == "load")["on_failure"] = ["extract"]
+    schedule.write_text(json.dumps(cyclic))
+    refused = texium("import", str(schedule), "--url", b.api.base_url, "--apply")
+    assert refused.returncode != 0
+    assert "a cycle through the chains: 'extract' -> 'load' -> 'extract'" in refused.stdout, refused.stdout
+    assert totals(b.api) == (0, 0, 0, 0)  # nothing written
+
+    schedule.write_text(json.dumps(document))
+    applied = texium("import", str(schedule), "--url", b.api.base_url, "--apply")
+    assert applied.returncode == 0, applied.stderr + applied.stdout
+    assert export(b.api.base_url) == document  # the chain names resolve to the new ids
+    again = texium("import", str(schedule), "--url", b.api.base_url)
+    assert "Nothing to do" in again.stdout, again.stdout

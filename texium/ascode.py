@@ -10,7 +10,8 @@ The document (JSON or YAML), version `texium: 1`:
     users:   [{name, email, role}]                        # never API keys
     servers: [{name, owner, hostname, port, status, connection_name, instance_url, username}]
     jobs:    [{name, owner, job_class_string, description, second, minute, hour, day_of_month,
-               month, day_of_week, week, timezone, pub_args, pub_kwargs, is_enabled, is_paused}]
+               month, day_of_week, week, timezone, pub_args, pub_kwargs, is_enabled, is_paused,
+               on_success, on_failure, on_finish, depends_on, parameters, ...}]
 
 `owner` is the owning user's email: ids differ between installations, so nothing refers to one.
 Users are matched by email, servers and jobs by (owner, name); two servers or two jobs of one
@@ -19,6 +20,13 @@ the document is not managed at all; a field left out of an entry is left as it i
 the server's default). Server passwords are never exported; secret job arguments and an
 instance_url's password are exported as the server shows them, `***`, which an update sends back
 as it is (the server keeps the stored value) and a create cannot restore.
+
+Chains name jobs, not ids: `on_success: [nightly-export]` (a job of the same owner), or
+`{owner: ops@example.com, name: nightly-export}` for another owner's; `depends_on: {jobs: [...],
+within_seconds, require}` the same way. An import makes and changes the jobs first and sets their
+chains after (so a chain may name a job the same import creates), before any delete; a name
+that matches no job, or a cycle through the chains as they would be, is a problem of the plan,
+found before anything is written.
 
 The plan also says, per job change, the runs it adds or removes over the next 7 days, and
 warns when a job's p95 run time exceeds its interval (texium.core.scheduling.horizon).
@@ -77,7 +85,14 @@ JOB_FIELDS = (
     "retry_delay_seconds",
     "retry_backoff",
     "notify",
+    "parameters",
+    "on_success",
+    "on_failure",
+    "on_finish",
+    "depends_on",
 )
+CHAIN_FIELDS = ("on_success", "on_failure", "on_finish")
+LINK_FIELDS = (*CHAIN_FIELDS, "depends_on")  # name jobs: set in a second pass, by name
 FIELDS = {"users": USER_FIELDS, "servers": SERVER_FIELDS, "jobs": JOB_FIELDS}
 # Fields of a document entry that are not fields of the API's request bodies.
 NOT_IN_BODY = ("owner", "is_paused")
@@ -306,7 +321,38 @@ def fetch_state(client: Client, who: bool = False) -> State:
     for job in jobs:  # a notify's e-mail and webhook channels as the notify fields they were made from
         if job.get("notify"):
             job["notify"] = as_legacy(job["notify"], channels)
-    return State(users, client.list_all(PATHS["servers"]), jobs, me)
+    state = State(users, client.list_all(PATHS["servers"]), jobs, me)
+    named = {job["_id"]: (state.email_of.get(job.get("user_id")), job.get("name")) for job in jobs}
+    for job in jobs:  # chains by name, as a document writes them
+        owner = state.email_of.get(job.get("user_id"))
+        _map_links(job, lambda ref, owner=owner: _ref_of(named.get(ref, (None, ref)), owner))
+    return state
+
+
+def _map_links(job: dict, convert: Callable[[Any], Any]) -> None:
+    """Each job a job's chain fields name, converted (ids to names, or back)."""
+    for name in CHAIN_FIELDS:
+        if isinstance(job.get(name), list):
+            job[name] = [convert(ref) for ref in job[name]]
+    fan_in = job.get("depends_on")
+    if isinstance(fan_in, dict) and isinstance(fan_in.get("jobs"), list):
+        job["depends_on"] = {**fan_in, "jobs": [convert(ref) for ref in fan_in["jobs"]]}
+
+
+def _placeholder_links(body: dict) -> None:
+    """Job names in chain fields as distinct placeholder ids, for the server's schema check."""
+    placeholders = iter(range(1, 1 << 30))
+    _map_links(body, lambda ref: f"{next(placeholders):024x}")
+
+
+def _ref_of(key: tuple, owner: str | None) -> Any:
+    """A chained job as a document names it: its name, or {owner, name} for another owner's."""
+    job_owner, name = key
+    return name if job_owner == owner else {"owner": job_owner, "name": name}
+
+
+def _key_of_ref(ref: Any, owner: str) -> tuple:
+    return (ref["owner"], ref["name"]) if isinstance(ref, dict) else (owner, ref)
 
 
 # ---- export --------------------------------------------------------------------------------
@@ -426,12 +472,22 @@ def _check_entry(kind: str, index: int, entry: Any, name: str) -> dict:
     body = {k: v for k, v in entry.items() if k not in NOT_IN_BODY}
     if kind == "jobs" and body.get("timezone", "") is None:
         del body["timezone"]  # null: the server's default, as for a create through the API
+    links = {}
+    if kind == "jobs":  # names where the API takes ids: checked with placeholder ids, kept as names
+        links = {k: _check_refs(where, k, body[k]) for k in LINK_FIELDS if k in body}
+        _placeholder_links(body)
     try:
         clean = validate_body(body, request_schema(SCHEMAS[kind][1]), partial=True)
     except ValidationError as exc:
         raise CliError(f"{where}: {exc.detail}") from None
     if kind != "users":
         clean["owner"] = entry["owner"].strip().lower()
+    for name, refs in links.items():
+        if name == "depends_on" and refs is not None:
+            refs = {"within_seconds": 86400, "require": "success", **clean["depends_on"], "jobs": refs["jobs"]}
+        clean[name] = refs
+    if kind == "jobs":
+        _map_links(clean, lambda ref: _ref_of(_key_of_ref(ref, clean["owner"]), clean["owner"]))
     if "is_paused" in entry:
         clean["is_paused"] = entry["is_paused"]
     if kind == "jobs":
@@ -441,6 +497,26 @@ def _check_entry(kind: str, index: int, entry: Any, name: str) -> dict:
         if clean.get("job_class_string", "").startswith(BUILTIN_PACKAGE):
             clean["job_class_string"] = "jobs." + clean["job_class_string"][len(BUILTIN_PACKAGE) :]
     return {f: clean[f] for f in FIELDS[kind] if f in clean}
+
+
+def _check_refs(where: str, name: str, value: Any) -> Any:
+    """A chain field of a document: job names, or {owner, name} objects (CliError 2 otherwise)."""
+    refs = value.get("jobs") if name == "depends_on" and isinstance(value, dict) else value
+    if name == "depends_on" and value is None:
+        return None
+    if not isinstance(refs, list):
+        return value  # the schema check says what is wrong
+    for ref in refs:
+        if isinstance(ref, str) and ref.strip():
+            continue
+        if isinstance(ref, dict) and set(ref) == {"owner", "name"} and all(isinstance(v, str) for v in ref.values()):
+            continue
+        raise CliError(f"{where}: {name} names jobs by name (or {{owner, name}}), not {ref!r}")
+    clean = [
+        ref.strip() if isinstance(ref, str) else {"owner": ref["owner"].strip().lower(), "name": ref["name"]}
+        for ref in refs
+    ]
+    return {**value, "jobs": clean} if name == "depends_on" else clean
 
 
 def _key(kind: str, entry: dict) -> tuple | str:
@@ -614,8 +690,58 @@ def make_plan(document: Document, state: State, client: Client, delete: bool, no
                 deletes.append(Change(kind, "delete", label, current=doc))
     plan.changes += deletes
     if sections["jobs"] is not None:
+        plan.problems += _check_chains(sections["jobs"], current["jobs"])
         plan_runs(plan, sections["jobs"], current["jobs"], client, now or datetime.now(UTC))
     return plan
+
+
+def _check_chains(entries: list[dict], current: dict[tuple, dict]) -> list[str]:
+    """Chains naming no job, and cycles, through the jobs as the document would leave them."""
+    graph: dict[tuple, set[tuple]] = {}
+    problems = []
+    jobs = {**current, **{_key("jobs", entry): {**current.get(_key("jobs", entry), {}), **entry} for entry in entries}}
+    for key, job in jobs.items():
+        owner = key[0]
+        for name in LINK_FIELDS:
+            value = job.get(name)
+            refs = (value or {}).get("jobs") or [] if name == "depends_on" else value or []
+            for ref in refs:
+                target = _key_of_ref(ref, owner)
+                if target not in jobs:
+                    problems.append(
+                        f"{_label('jobs', key)}: {name} names {_label('jobs', target)}, which is neither in the "
+                        "file nor on the server"
+                    )
+                    continue
+                edge = (target, key) if name == "depends_on" else (key, target)
+                graph.setdefault(edge[0], set()).add(edge[1])
+    return problems + [f"a cycle through the chains: {cycle}" for cycle in _cycles(graph)]
+
+
+def _cycles(graph: dict[tuple, set[tuple]]) -> list[str]:
+    """Each cycle of `graph` found by a depth-first walk, as 'name -> name -> name'."""
+    found, state = [], {}  # node -> 1 on the walk's path, 2 done
+    for start in sorted(graph):
+        if state.get(start):
+            continue
+        path, stack = [], [(start, iter(sorted(graph.get(start, ()))))]
+        state[start] = 1
+        path.append(start)
+        while stack:
+            node, following = stack[-1]
+            step = next(following, None)
+            if step is None:
+                stack.pop()
+                path.pop()
+                state[node] = 2
+            elif state.get(step) == 1:
+                loop = path[path.index(step) :] + [step]
+                found.append(" -> ".join(repr(name) for _, name in loop))
+            elif not state.get(step):
+                state[step] = 1
+                path.append(step)
+                stack.append((step, iter(sorted(graph.get(step, ())))))
+    return found
 
 
 def _kept_because(kind, key, doc, state, sections, referenced, deletes, delete) -> str:
@@ -692,6 +818,8 @@ def _check_create(kind: str, entry: dict) -> str:
     body = {k: v for k, v in entry.items() if k not in NOT_IN_BODY}
     if kind != "users":
         body["user_id"] = PLACEHOLDER_ID
+    if kind == "jobs":
+        _placeholder_links(body)
     try:
         validate_body(body, request_schema(SCHEMAS[kind][0]))
     except ValidationError as exc:
@@ -926,33 +1054,62 @@ def apply_plan(
     (`skip`: those that need a secret the file only has as ***). An API error stops it (CliError
     saying how many changes were made before it)."""
     ids = {u["email"].lower(): u["_id"] for u in state.users}
+    job_ids = {key: job["_id"] for key, job in state.by_key("jobs").items()}
     work = plan.work
     done = skipped = 0
-    for change in work:
+    for change in _in_passes(work, client, job_ids):
         if change.unrestorable and skip:
             out(f"  skipped {change.label}: {', '.join(change.unrestorable)} cannot be restored from {MASK}")
             skipped += 1
             continue
         try:
-            _apply(change, client, ids)
+            _apply(change, client, ids, job_ids)
         except ApiError as exc:
             raise CliError(
                 f"{change.action} {change.label}: {exc.message}; {done} of {len(work)} changes were made before it "
                 "(plan again to see what is left)",
                 1,
             ) from None
+        if change.action == "chain":  # the second half of a create or update, counted with it
+            out(f"  set the chains of {change.label}")
+            continue
         done += 1
         out(f"  {change.action}d {change.label}")
     return done, skipped
 
 
-def _apply(change: Change, client: Client, ids: dict[str, str]) -> None:
+def _in_passes(work: list[Change], client: Client, job_ids: dict[tuple, str]) -> Iterator[Change]:
+    """The changes in order, then (before any delete) the chains of the jobs created or changed,
+    by id now that every job named exists."""
+    deletes = [change for change in work if change.action == "delete"]
+    yield from (change for change in work if change.action != "delete")
+    for change in work:
+        entry = change.entry or {}
+        if change.kind != "jobs" or change.action not in ("create", "update"):
+            continue
+        if change.action == "create":
+            wanted = [k for k in LINK_FIELDS if entry.get(k)]  # empty ones are the create's defaults
+        else:
+            wanted = [k for k in LINK_FIELDS if k in change.fields]
+        if wanted:
+            links = {"owner": entry["owner"], "name": entry["name"], **{k: entry[k] for k in wanted}}
+            yield Change("jobs", "chain", change.label, entry=links, current=change.current)
+    yield from deletes
+
+
+def _apply(change: Change, client: Client, ids: dict[str, str], job_ids: dict[tuple, str]) -> None:
     kind, entry, doc = change.kind, change.entry or {}, change.current or {}
     if change.action == "delete":
         client.call("DELETE", f"{PATHS[kind].rstrip('/')}/{doc['_id']}")
         return
+    if change.action == "chain":
+        owner = entry["owner"]
+        links = {k: v for k, v in entry.items() if k in LINK_FIELDS}
+        _map_links(links, lambda ref: job_ids[_key_of_ref(ref, owner)])
+        client.call("PUT", f"{PATHS['jobs']}/{job_ids[(owner, entry['name'])]}", body=links)
+        return
     if change.action == "create":
-        body = {k: v for k, v in entry.items() if k not in NOT_IN_BODY}
+        body = {k: v for k, v in entry.items() if k not in NOT_IN_BODY and k not in LINK_FIELDS}
         if kind != "users":
             body = {"user_id": ids[entry["owner"]], **body}
         paused = kind == "jobs" and entry.get("is_paused") is True
@@ -962,13 +1119,15 @@ def _apply(change: Change, client: Client, ids: dict[str, str]) -> None:
         new_id = answer.get({"users": "user_id", "servers": "server_id", "jobs": "job_id"}[kind])
         if kind == "users":
             ids[entry["email"]] = new_id
+        if kind == "jobs":
+            job_ids[(entry["owner"], entry["name"])] = new_id
         if paused:
             client.call("PATCH", f"/api/scheduler/jobs/{new_id}/pause")
             if entry.get("is_enabled", True):
                 client.call("PUT", f"/api/scheduler/jobs/{new_id}", body={"is_enabled": True})
         return
     path = f"{PATHS[kind].rstrip('/')}/{doc['_id']}"
-    body = {k: new for k, (_, new) in change.fields.items() if k not in NOT_IN_BODY}
+    body = {k: new for k, (_, new) in change.fields.items() if k not in NOT_IN_BODY and k not in LINK_FIELDS}
     pause = change.fields.get("is_paused", (None, None))[1]
     if pause is True:  # pause first: a new schedule never fires before it
         client.call("PATCH", f"{path}/pause")

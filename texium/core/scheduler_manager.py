@@ -22,7 +22,7 @@ from texium.core.jsontext import Raw
 from texium.core.metrics import Metrics
 from texium.core.records.audit import AuditLog
 from texium.core.records.calendars import jobs_using
-from texium.core.records.chains import FAN_IN, KINDS, ChainLinks
+from texium.core.records.chains import FAN_IN, KINDS, ChainLinks, with_defaults
 from texium.core.records.executions import find_execution
 from texium.core.records.legacy_notify import LegacyNotify, is_legacy
 from texium.core.records.listing import Page, list_page
@@ -556,6 +556,7 @@ class SchedulerManager:
         doc = validate_body(body, JOB_CREATE)
         doc["job_class_string"] = self._registry.canonical(doc["job_class_string"])
         doc["notify"] = clean_notify(doc["notify"])
+        doc[FAN_IN] = with_defaults(doc[FAN_IN])
         doc["_id"] = new_id()  # before the schedule: `H` and jitter are derived from it
         doc.update(cron.normalize(schedule, self._timezone, doc["_id"]))
         now = utcnow()
@@ -607,6 +608,8 @@ class SchedulerManager:
             changes["job_class_string"] = self._registry.canonical(changes["job_class_string"])
         if "notify" in changes:
             changes["notify"] = clean_notify(changes["notify"])
+        if FAN_IN in changes:
+            changes[FAN_IN] = with_defaults(changes[FAN_IN])
         if "user_id" in changes:
             self._check_user(changes["user_id"])
         updated = self._write_job(job_id, lambda doc: self._edit(doc, dict(changes), schedule), "updated", actor)

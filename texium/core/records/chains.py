@@ -26,6 +26,11 @@ KINDS = (*ON_FIELDS, FAN_IN)
 MAX_DEPTH = 1000  # chained starts in a row: a cycle written by two racing edits stops here
 
 
+def with_defaults(fan_in: Mapping[str, Any] | None) -> dict | None:
+    """A `depends_on` as stored: its window and required outcome spelled out."""
+    return {"within_seconds": 86400, "require": "success", **fan_in} if fan_in else None
+
+
 def declared_edges(job: Mapping[str, Any]) -> set[tuple[str, str, str]]:
     """(upstream, downstream, kind) of every edge `job`'s document declares."""
     job_id = job["_id"]
