@@ -554,6 +554,7 @@ class SchedulerManager:
         self._check_calendars(doc)
         doc["notify"] = self._convert_notify(doc["notify"], doc["user_id"])
         self._check_mutes({}, doc)
+        parameters.check_declaration(doc.get("parameters"))
         self._check_channels(doc)
         doc.update(
             **MAX_RUNS_STATE,
@@ -610,6 +611,7 @@ class SchedulerManager:
         if "notify" in changes:
             changes["notify"] = self._convert_notify(changes["notify"], changes.get("user_id") or doc["user_id"])
         self._check_mutes(doc, changes)
+        parameters.check_declaration(changes.get("parameters"))
         if "notify" in changes or "user_id" in changes:
             self._check_channels({**doc, **changes})
         if "max_runs" in changes or (changes.get("is_enabled") is not None and doc.get("disabled_reason")):
