@@ -149,7 +149,9 @@ def values_of(record: dict, secrets: Any) -> dict[str, Any]:
     return values
 
 
-def secret_values(record: dict, values: dict[str, Any]) -> dict:
+def secret_values(record: dict, values: dict[str, Any] | None) -> dict:
     """The run's secret values, keyed as secret_args.searched_values takes them (for masking)."""
     shown = record.get("parameters") or {}
-    return {("params", name): value for name, value in values.items() if shown.get(name) == MASK and value != MASK}
+    return {
+        ("params", name): value for name, value in (values or {}).items() if shown.get(name) == MASK and value != MASK
+    }
