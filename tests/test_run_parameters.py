@@ -25,7 +25,7 @@ from texium.core.registry import JobRegistry
 from texium.core.scheduling.claims import Claims
 from texium.core.scheduling.dispatch import Dispatcher
 from texium.core.scheduling.nodes import NodeIdentity
-from texium.core.scheduling.occurrences import CHAIN
+from texium.core.scheduling.occurrences import CHAIN, RUN_NOW
 from texium.core.scheduling.recorder import Recorder
 from texium.core.scheduling.runner import JobRunner
 from texium.core.security.secrets import SecretBox
@@ -187,6 +187,33 @@ def test_python_jobs_get_params_by_name_or_through_kwargs_and_others_keep_their_
     assert "Kwargs: {'a': 1, 'params': {'size': 2}}" in run(served, echo)["output"]
 
 
+def test_a_retry_runs_with_the_same_values(served):
+    declared = [{"name": "token", "type": "secret"}, {"name": "size", "type": "integer", "default": 1}]
+    job_id = served.api.create_job(  # enabled (a disabled job's retry is skipped), due on 1 January only
+        served.owner,
+        job_class_string="tests.sample_jobs.slow.SlowJob",
+        minute="0",
+        hour="3",
+        day_of_month="1",
+        month="1",
+        pub_kwargs={"seconds": 0, "fail": True},
+        parameters=declared,
+        retries=1,
+        retry_delay_seconds=0,
+        retry_backoff="fixed",
+    )
+    response = served.api.post(f"/api/scheduler/jobs/{job_id}/run", json={"parameters": {"token": TOKEN, "size": 2}})
+    first = served.api.wait_execution(response.json()["execution_id"])
+    assert first["status"] == "retried", first
+    retry = served.api.wait_execution(first["next_attempt_id"])
+    assert retry["status"] == "failed" and retry["attempt"] == 2
+    assert retry["parameters"] == first["parameters"] == {"token": "***", "size": 2}
+    with sqlite3.connect(served.data_dir / "texium.db") as db:
+        rows = db.execute("SELECT doc FROM scheduler_executions WHERE id IN (?, ?)", (first["_id"], retry["_id"]))
+        sealed = [json.loads(doc)[SEALED] for (doc,) in rows]
+    assert len(sealed) == 2 and sealed[0] == sealed[1]
+
+
 # --------------------------------------------------------------------------- scripts
 
 
@@ -235,6 +262,21 @@ def test_a_webhook_keeps_the_answer_s_json_when_asked(served):
         assert sent["data"] == {"note": "n"}  # keep_response_json is not sent
 
 
+def test_a_users_webhook_keeps_no_json_from_a_private_address(served):
+    user = served.api.create_user(name="Plain user")
+    with http_server([200]) as receiver:
+        job_id = served.api.create_job(
+            user,
+            job_class_string="jobs.webhook.WebhookJob",
+            is_enabled=False,
+            pub_args=[receiver.url],
+            pub_kwargs={"retries": 0, "keep_response_json": True},
+        )
+        execution = run(served, job_id)
+    assert "result" not in execution
+    assert "No result: the reply came from a private address" in execution["output"]
+
+
 def test_a_result_is_at_most_64_kb_of_json_and_a_larger_one_is_left_out_with_a_line(served):
     job_class = "tests.sample_jobs.inputs.SizedResultJob"
     fits = run(served, create(served, job_class=job_class, pub_kwargs={"size": 64 * 1024 - 2}))
@@ -275,8 +317,8 @@ class Node:
             record["result"] = result
         return {"job_id": upstream["_id"], "execution_id": self.ds.executions.insert(record)}
 
-    def run(self, job: dict, **fields) -> dict:
-        execution_id = self.dispatcher.run_now(job, CHAIN, **fields)
+    def run(self, job: dict, trigger: str = CHAIN, **fields) -> dict:
+        execution_id = self.dispatcher.run_now(job, trigger, **fields)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             self.recorder.flush(1)
@@ -334,3 +376,19 @@ def test_a_fan_in_run_receives_every_upstream_result_by_job(node):
         second["job_id"]: "ok",
         silent["job_id"]: None,
     }
+
+
+@pytest.mark.parametrize("trigger", [CHAIN, RUN_NOW])
+def test_a_run_recorded_without_values_gets_the_declared_defaults(node, trigger):
+    """A record made without `parameters` (as the planner makes a scheduled occurrence's, or a
+    chained start that gives none) runs with the declared defaults and records them."""
+    declared = [
+        {"name": "region", "type": "choice", "choices": ["eu", "us"], "default": "us"},
+        {"name": "label", "type": "string"},
+    ]
+    job = node.job(PARAMS_JOB, parameters=declared)
+    parent = node.ended(PARAMS_JOB)
+    fields = {"parent_execution_id": parent["execution_id"]} if trigger == CHAIN else {}
+    execution = node.run(job, trigger, **fields)
+    assert execution["result"]["params"] == {"region": "us"}
+    assert execution["parameters"] == {"region": "us"}
