@@ -16,6 +16,16 @@ outside, so a job that ignores the flag is recorded `timeout` / `cancelled` anyw
 period and its thread is left to finish in the background, its result discarded (counted in
 health as a lingering thread). Raise `JobTimeout` when the job's own time limit runs out.
 
+Run inputs and results: a run started with typed `parameters` (run-now's body, a trigger URL, a
+chained start's defaults) gives their values to `run` as the keyword argument `params`, and a run
+started by another run's end (a chain) gives that run's published result as `parent_result` (a
+fan-in: {upstream job id: its result}); each only when `run` names it or takes **kwargs, and the
+class leaves `run_inputs_as_kwargs` true. Both are on the context as well (`params`,
+`parent_result`, `parent_execution_id`, `trigger`). What `run` returns, when it is JSON, is the
+run's published `result` too (a class that returns text for its output sets
+`result_from_return = False`); `context.publish(value)` publishes one explicitly (at most
+RESULT_LIMIT bytes of JSON; a larger or non-JSON one is left out with a line in the output).
+
 Owners: a job runs on behalf of its owner (`context.user_id`), who may be a `user`. A class whose
 arguments name other records (a server) or reach other people (mail) says what its owner may
 use in `check_owner`; the scheduler calls it when a job is created or changed (a refusal is a
@@ -31,6 +41,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from texium.core.datastore.base import Datastore, is_valid_id
+
+RESULT_LIMIT = 64 * 1024  # bytes of JSON (UTF-8) a run may publish as its `result`
 
 
 class JobError(Exception):
@@ -63,6 +75,14 @@ class JobContext:
     cancelled: threading.Event = field(default_factory=threading.Event)
     # The run's time limit in seconds (the job's timeout_seconds or DEFAULT_JOB_TIMEOUT); None: none.
     timeout_seconds: float | None = None
+    # The run's parameter values (secret ones in clear: never print them), by name.
+    params: dict = field(default_factory=dict)
+    # Trigger `chain`: the published result of the run that started this one (a fan-in: by job id).
+    parent_result: Any = None
+    parent_execution_id: str | None = None
+    trigger: str = ""  # the record's trigger: schedule, run_now, retry, backfill, chain, url
+    # Publishes the run's `result` (JSON, at most RESULT_LIMIT bytes); the last call wins.
+    publish: Callable[[Any], None] = lambda value: None
 
     def owner_is_admin(self) -> bool:
         """Whether the job's owner is an admin now (read from the store: roles change)."""
@@ -76,6 +96,14 @@ class JobContext:
 
 class JobBase:
     """Subclass and implement `run`; describe arguments in `meta_info`."""
+
+    # run() receives `params` and `parent_result` as keyword arguments when it names them, or
+    # takes **kwargs and this is true; a class whose **kwargs are its own arguments sets it false
+    # and reads self.context.params / parent_result.
+    run_inputs_as_kwargs = True
+    # What run() returns, when JSON, is the run's published result; false for a class whose
+    # return value is text for the output only.
+    result_from_return = True
 
     def __init__(self, context: JobContext):
         self.context = context

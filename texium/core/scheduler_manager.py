@@ -567,6 +567,7 @@ class SchedulerManager:
         self._check_calendars(doc)
         doc["notify"] = self._convert_notify(doc["notify"], doc["user_id"])
         self._check_mutes({}, doc)
+        parameters.check_declaration(doc.get("parameters"))
         self._check_channels(doc)
         self.links.check(doc, self._is_admin(doc["user_id"]))
         doc.update(
@@ -629,6 +630,7 @@ class SchedulerManager:
         if "notify" in changes:
             changes["notify"] = self._convert_notify(changes["notify"], changes.get("user_id") or doc["user_id"])
         self._check_mutes(doc, changes)
+        parameters.check_declaration(changes.get("parameters"))
         if "notify" in changes or "user_id" in changes:
             self._check_channels({**doc, **changes})
         if any(kind in changes for kind in (*KINDS, "user_id")):

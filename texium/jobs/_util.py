@@ -6,6 +6,7 @@ argument becomes a failed execution with a clear `error`.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Iterable, Mapping
@@ -115,6 +116,29 @@ def no_line_breaks(name: str, value: str) -> str:
     if "\r" in value or "\n" in value or "\x00" in value:
         raise JobError(f"{name} must not contain line breaks")
     return value
+
+
+# --------------------------------------------------------------------------- run inputs
+
+
+def run_environment(context: Any) -> dict[str, str]:
+    """The environment variables that give a program the run's inputs: TEXIUM_PARAM_<NAME>
+    (upper-cased; strings as they are, other values as JSON), TEXIUM_TRIGGER and
+    TEXIUM_PARENT_EXECUTION_ID (empty when none), and for a chained run TEXIUM_PARENT_RESULT
+    (the JSON the parent published, `null` when nothing). Never on a command line, where `ps`
+    shows them."""
+    env = {
+        "TEXIUM_TRIGGER": str(getattr(context, "trigger", "") or ""),
+        "TEXIUM_PARENT_EXECUTION_ID": str(getattr(context, "parent_execution_id", "") or ""),
+    }
+    if env["TEXIUM_TRIGGER"] == "chain" or env["TEXIUM_PARENT_EXECUTION_ID"]:
+        env["TEXIUM_PARENT_RESULT"] = json.dumps(context.parent_result, ensure_ascii=False)
+    for name, value in (getattr(context, "params", None) or {}).items():
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        if "\x00" in text:
+            raise JobError(f"parameter {name} holds a NUL character, which an environment variable cannot")
+        env[f"TEXIUM_PARAM_{name.upper()}"] = text
+    return env
 
 
 # --------------------------------------------------------------------------- settings

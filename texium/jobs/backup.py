@@ -96,6 +96,9 @@ def iter_collection(collection):
 class DataBackupJob(JobBase):
     """Job to backup database"""
 
+    run_inputs_as_kwargs = False  # its **kwargs are its own arguments (run inputs: self.context)
+    result_from_return = False  # its return value is text for the output
+
     admin_only = True  # reads every user's data
 
     @classmethod

@@ -34,6 +34,9 @@ PAGE_SIZE = 500
 class DataCleanupJob(JobBase):
     """Job to clean up old data"""
 
+    run_inputs_as_kwargs = False  # its **kwargs are its own arguments (run inputs: self.context)
+    result_from_return = False  # its return value is text for the output
+
     admin_only = True  # deletes every user's history, the audit trail included
 
     @classmethod

@@ -9,7 +9,10 @@
   daemon's double fork): see texium.core.scheduling.processes.
 * stdout goes to the execution's output as it arrives (so it can be followed while the script
   runs); stdout and stderr are each kept up to OUTPUT_LIMIT bytes; the rest is drained and counted.
-* The environment is minimal (no settings, no credentials of the server) plus TEXIUM_* ids.
+* The environment is minimal (no settings, no credentials of the server) plus TEXIUM_* ids and
+  the run's inputs: TEXIUM_PARAM_<NAME> for its parameters (never on the command line),
+  TEXIUM_TRIGGER, TEXIUM_PARENT_EXECUTION_ID and, for a chained run, TEXIUM_PARENT_RESULT.
+* A stdout line `::texium-result {json}` publishes the run's result (the last one wins).
 * When the runner provides a ProcessRegistry as `context.processes`, the group is tracked
   while the script runs, so the server can kill it if it stops (or restarts) before the end.
 """
@@ -37,6 +40,7 @@ LINGER = 2.0  # seconds to wait for children still holding the pipes after the s
 POLL = 0.1  # seconds between looks at context.cancelled while the script runs
 CONTROL_KEYS = ("timeout",)
 _PARAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+RESULT_PREFIX = "::texium-result "
 _ENV_PASSTHROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME")
 
 
@@ -104,6 +108,45 @@ class _Capture:
         return text + self.note(stream, text)
 
 
+class _ResultLine:
+    """Follows stdout as it arrives and keeps the last `::texium-result {json}` line's JSON text."""
+
+    def __init__(self, sink):
+        self._sink = sink
+        self._line: str | None = ""  # the current line while it may be a result line, else None
+        self.text: str | None = None
+
+    def __call__(self, text: str) -> None:
+        self._sink(text)
+        *ended, rest = text.split("\n")
+        for piece in ended:
+            self._add(piece)
+            if self._line is not None and self._line.startswith(RESULT_PREFIX):
+                self.text = self._line[len(RESULT_PREFIX) :].strip()
+            self._line = ""
+        self._add(rest)
+
+    def _add(self, piece: str) -> None:
+        if self._line is None:
+            return
+        self._line += piece
+        if not RESULT_PREFIX.startswith(self._line[: len(RESULT_PREFIX)]):
+            self._line = None  # not a result line: skipped to its end
+
+    def publish(self, context) -> None:
+        """Hand the kept line to the runner (end of output counts as the end of a last line)."""
+        if self._line is not None and self._line.startswith(RESULT_PREFIX):
+            self.text = self._line[len(RESULT_PREFIX) :].strip()
+        if self.text is None:
+            return
+        try:
+            value = json.loads(self.text)
+        except ValueError as exc:
+            context.write(f"[no result published: the last ::texium-result line is not JSON ({exc})]\n")
+            return
+        context.publish(value)
+
+
 def resolve_script(scripts_dir: str, name) -> str:
     """The real path of `name` inside `scripts_dir`, or JobError saying why not."""
     name = _util.require_str("script_name", name, max_len=4096)
@@ -138,6 +181,9 @@ def script_arguments(params: dict) -> list[str]:
 
 class CustomScriptJob(JobBase):
     """Job to run custom scripts"""
+
+    run_inputs_as_kwargs = False  # its **kwargs are its own arguments (run inputs: self.context)
+    result_from_return = False  # its return value is text for the output
 
     admin_only = True  # runs programs on the server
 
@@ -213,6 +259,7 @@ class CustomScriptJob(JobBase):
                 "TEXIUM_JOB_NAME": str(self.context.job_name or ""),
                 "TEXIUM_EXECUTION_ID": str(self.context.execution_id or ""),
                 "TEXIUM_SCRIPTS_DIR": os.path.realpath(scripts_dir),
+                **_util.run_environment(self.context),
             }
         )
 
@@ -242,7 +289,8 @@ class CustomScriptJob(JobBase):
             if processes is not None:
                 processes.track(self.context.execution_id, proc)
         try:
-            out = _Capture(proc.stdout, OUTPUT_LIMIT, sink=self.context.write)
+            result_line = _ResultLine(self.context.write)
+            out = _Capture(proc.stdout, OUTPUT_LIMIT, sink=result_line)
             err = _Capture(proc.stderr, OUTPUT_LIMIT)
             feeder = threading.Thread(target=self._feed, args=(proc.stdin, stdin_doc), daemon=True)
             feeder.start()
@@ -281,6 +329,7 @@ class CustomScriptJob(JobBase):
         ending = out.note("stdout", out.last) or ("\n" if out.last and not out.last.endswith("\n") else "")
         if ending:
             self.context.write(ending)
+        result_line.publish(self.context)
         stderr = err.text("stderr")
         if stopped == "timeout":
             raise JobTimeout(

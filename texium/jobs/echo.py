@@ -7,6 +7,8 @@ from texium.jobs.base import JobBase
 class EchoJob(JobBase):
     """Simple job that echoes arguments"""
 
+    result_from_return = False  # its text is for the output (it shows `params` among its kwargs)
+
     @classmethod
     def meta_info(cls) -> dict:
         return {

@@ -32,6 +32,9 @@ def valid_address(name: str, value, *, local_domain: bool = False) -> str:
 class EmailNotificationJob(JobBase):
     """Job to send email notifications"""
 
+    run_inputs_as_kwargs = False  # its **kwargs are its own arguments (run inputs: self.context)
+    result_from_return = False  # its return value is text for the output
+
     @classmethod
     def meta_info(cls) -> dict:
         return {

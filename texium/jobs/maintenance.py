@@ -14,6 +14,9 @@ DEFAULT_TASKS = ["rebuild_indexes", "optimize_queries", "clear_cache"]
 class MaintenanceJob(JobBase):
     """Job for maintenance tasks"""
 
+    run_inputs_as_kwargs = False  # its **kwargs are its own arguments (run inputs: self.context)
+    result_from_return = False  # its return value is text for the output
+
     admin_only = True  # rebuilds and vacuums the whole store
 
     @classmethod

@@ -30,6 +30,9 @@ def _existing_dir(path: str) -> str:
 class SystemMetricsJob(JobBase):
     """Job to collect system metrics"""
 
+    run_inputs_as_kwargs = False  # its **kwargs are its own arguments (run inputs: self.context)
+    result_from_return = False  # its return value is text for the output
+
     @classmethod
     def meta_info(cls) -> dict:
         return {

@@ -97,6 +97,9 @@ def _csv_cell(value):
 class ReportGenerationJob(JobBase):
     """Job to generate reports"""
 
+    run_inputs_as_kwargs = False  # its **kwargs are its own arguments (run inputs: self.context)
+    result_from_return = False  # its return value is text for the output
+
     @classmethod
     def meta_info(cls) -> dict:
         return {

@@ -19,6 +19,9 @@ DEFAULT_TIMEOUT = 5.0
 class ServerHealthCheckJob(JobBase):
     """Job to check server health status"""
 
+    run_inputs_as_kwargs = False  # its **kwargs are its own arguments (run inputs: self.context)
+    result_from_return = False  # its return value is text for the output
+
     @classmethod
     def meta_info(cls) -> dict:
         return {

@@ -7,12 +7,13 @@ import json
 import re
 import time
 
+from texium.core.job import RESULT_LIMIT
 from texium.core.security.outbound import SIGNATURE_HEADER, HTTPAnswer, OutboundRefused, http_request, is_public, sign
 from texium.core.timeutil import to_iso, utcnow
 from texium.jobs import _util
 from texium.jobs.base import JobBase, JobError
 
-CONTROL_KEYS = ("headers", "secret", "retries", "timeout", "backoff", "total_timeout")
+CONTROL_KEYS = ("headers", "secret", "retries", "timeout", "backoff", "total_timeout", "keep_response_json")
 DEFAULT_RETRIES = 3
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_BACKOFF = 1.0
@@ -28,6 +29,9 @@ _RESERVED_HEADERS = {"content-length", "host", "transfer-encoding", SIGNATURE_HE
 
 class WebhookJob(JobBase):
     """Job to send webhook notifications"""
+
+    run_inputs_as_kwargs = False  # its **kwargs are its own arguments (run inputs: self.context)
+    result_from_return = False  # its return value is text for the output
 
     secret_arguments = ("secret", "headers.*")  # stored encrypted, shown as "***"
     secret_destination = "args.0"  # "***" keeps them only while the URL's scheme, host and port stay
@@ -89,6 +93,13 @@ class WebhookJob(JobBase):
                     "description": "pub_kwargs: first wait between attempts in "
                     f"seconds, doubled each time (default {DEFAULT_BACKOFF:g})",
                 },
+                {
+                    "name": "keep_response_json",
+                    "type": "boolean",
+                    "required": False,
+                    "description": "pub_kwargs: publish the 2xx answer's JSON body as the run's `result` "
+                    f"(at most {RESULT_LIMIT // 1024} KB; a chained job receives it). Default false",
+                },
             ],
             "example_arguments": {
                 "pub_args": ["https://hooks.example.com/texium"],
@@ -138,6 +149,8 @@ class WebhookJob(JobBase):
             maximum=MAX_TOTAL_TIMEOUT,
         )
 
+        keep_json = _util.boolean("keep_response_json", kwargs.get("keep_response_json", False))
+
         data = {k: v for k, v in kwargs.items() if k not in CONTROL_KEYS}
         payload = {
             "data": data,
@@ -172,7 +185,13 @@ class WebhookJob(JobBase):
             status, reason, excerpt, error = None, "", "", None
             try:
                 answer = http_request(
-                    policy, "POST", url, body=body, headers=request_headers, timeout=allowed, read_limit=4096
+                    policy,
+                    "POST",
+                    url,
+                    body=body,
+                    headers=request_headers,
+                    timeout=allowed,
+                    read_limit=RESULT_LIMIT + 1 if keep_json else 4096,
                 )
                 status, reason, excerpt = answer.status, answer.reason, self._reply(answer)
             except OutboundRefused as exc:
@@ -195,6 +214,8 @@ class WebhookJob(JobBase):
                         lines += log
                     if excerpt:
                         lines.append(f"Response: {excerpt}")
+                    if keep_json:
+                        lines += self._keep_json(answer, excerpt)
                     return "\n".join(lines)
                 if 300 <= status < 400:
                     raise JobError(
@@ -227,6 +248,19 @@ class WebhookJob(JobBase):
         if answer.peer is None or is_public(answer.peer) or self.context.owner_is_admin():
             return _excerpt(answer.body)
         return PRIVATE_REPLY
+
+    def _keep_json(self, answer: HTTPAnswer, excerpt: str) -> list[str]:
+        """Publish the answer's JSON as the run's result; the lines saying why not, if not."""
+        if excerpt == PRIVATE_REPLY:
+            return ["No result: the reply came from a private address (kept on admins' jobs only)"]
+        if len(answer.body) > RESULT_LIMIT:
+            return [f"No result: the reply is over {RESULT_LIMIT} bytes"]
+        try:
+            value = json.loads(answer.body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            return ["No result: the reply is not JSON"]
+        self.context.publish(value)
+        return []
 
 
 def _excerpt(raw: bytes, limit: int = 300) -> str:

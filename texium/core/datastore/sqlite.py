@@ -200,6 +200,8 @@ def _strip_last(text: str, field: str) -> str | None:
 def _raw(doc_id: str, text: str, hidden: tuple[str, ...] = ()) -> Raw:
     """The stored text is the API form less `_id`: put the id first, decode nothing."""
     for field in hidden:
+        if f'"{field}":' not in text:  # not in the document at all (a value would hold it escaped)
+            continue
         stripped = _strip_last(text, field)
         if stripped is None:
             doc = json.loads(text)

@@ -10,9 +10,12 @@ from __future__ import annotations
 from datetime import datetime
 
 from texium.core.datastore.base import new_id
+from texium.core.parameters import SEALED
 from texium.core.timeutil import to_iso, utcnow
 
-HIDDEN = ("occurrence_key",)  # never served; the record's last member (see the SQLite provider)
+# Never served: the key (the record's last member, see the SQLite provider), and the run's secret
+# parameter values (sealed; just before the key when a run has them).
+HIDDEN = ("occurrence_key", SEALED)
 SCHEDULE, RUN_NOW, RETRY, BACKFILL = "schedule", "run_now", "retry", "backfill"  # the `trigger` of a record
 CHAIN, URL = "chain", "url"  # started by another run's end, by a trigger URL
 REQUESTED = (RUN_NOW, URL)  # asked for by someone: waits for a slot instead of following the overlap policy

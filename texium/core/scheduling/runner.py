@@ -12,6 +12,7 @@ finish in the background (Python cannot kill a thread), counted as lingering in 
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
 import logging
@@ -25,10 +26,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from texium.core import parameters
 from texium.core.datastore.base import Datastore
-from texium.core.job import JobContext, JobError, JobTimeout
+from texium.core.job import RESULT_LIMIT, JobContext, JobError, JobTimeout
 from texium.core.registry import JobRegistry
-from texium.core.scheduling.occurrences import RETRY, new_record, retry_key
+from texium.core.scheduling.occurrences import CHAIN, RETRY, new_record, retry_key, trigger_of
 from texium.core.security import secret_args
 from texium.core.security.secrets import SecretBox
 from texium.core.timeutil import to_iso, utcnow
@@ -118,6 +120,38 @@ def _render(result: Any) -> str:
     return json.dumps(result, indent=2, default=str) + "\n"
 
 
+def _no_result(run: Run, why: str) -> None:
+    if run.output is not None:
+        run.output.write(f"\n[no result published: {why}; the run's status is not affected]\n")
+
+
+def _chained(record: dict) -> bool:
+    return trigger_of(record) == CHAIN or bool(record.get("parent_execution_id"))
+
+
+def _run_inputs(instance: Any, params: dict | None, parent_result: Any, chained: bool) -> dict:
+    """The keyword arguments `params` and `parent_result` that instance.run takes: those it
+    names, or all when it takes **kwargs and its class says so (JobBase.run_inputs_as_kwargs).
+    `params` only for a job with parameters and `parent_result` only for a chained run, so
+    the jobs of before keep their arguments."""
+    offered = {}
+    if params is not None:
+        offered["params"] = params
+    if chained:
+        offered["parent_result"] = parent_result
+    if not offered:
+        return {}
+    try:
+        signature = inspect.signature(instance.run).parameters
+    except (TypeError, ValueError):
+        return {}
+    by_name = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    any_keyword = getattr(instance, "run_inputs_as_kwargs", True) and any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values()
+    )
+    return {k: v for k, v in offered.items() if any_keyword or (k in signature and signature[k].kind in by_name)}
+
+
 @dataclass(eq=False)
 class Run:
     """One execution held by this node, from its claim to its end."""
@@ -134,6 +168,8 @@ class Run:
     timeout: float | None = None
     output: _Output | None = None
     hidden: list = field(default_factory=list)  # secret values masked in output and error
+    result: str | None = None  # the published result as JSON text (secret values masked)
+    defaults: dict | None = None  # the declared defaults it ran with, when its record had no parameters
     published: int = 0  # output size last written
     published_at: float = 0.0
     ended: bool = False  # its final state is decided (by its thread, the watchdog or shutdown)
@@ -187,7 +223,9 @@ class JobRunner:
         run.deadline = run.clock + run.timeout if run.timeout else None
         try:
             secrets = secret_args.decrypt(job.get(secret_args.FIELD), self.secrets)
-            run.hidden = secret_args.searched_values(secrets)
+            params = self._params(run)
+            run.hidden = secret_args.searched_values({**secrets, **parameters.secret_values(record, params)})
+            parent_result = self._parent_result(record)
             instance, pub_args, pub_kwargs = self._instance(
                 job,
                 secrets,
@@ -196,16 +234,24 @@ class JobRunner:
                 processes=self._processes,
                 cancelled=run.cancelled,
                 timeout_seconds=run.timeout,
+                params=params,
+                parent_result=parent_result,
+                parent_execution_id=record.get("parent_execution_id"),
+                trigger=trigger_of(record),
+                publish=lambda value: self._publish(run, value),
             )
             if run.hidden:
                 instance.context.logger = _MaskedLogger(instance.context.logger, run.hidden)
             instance.check_owner(*pub_args, **pub_kwargs)
+            inputs = _run_inputs(instance, params, parent_result, _chained(record))
             self._stdout.capture(output.write)
             try:
-                result = instance.run(*pub_args, **pub_kwargs)
+                result = instance.run(*pub_args, **{**pub_kwargs, **inputs})
             finally:
                 self._stdout.capture(None)
             output.write(_render(result))
+            if result is not None and getattr(instance, "result_from_return", True) and run.result is None:
+                self._publish(run, result)
         except JobTimeout as exc:
             return "timeout", str(exc)
         except (JobError, secret_args.SecretsUnavailable) as exc:
@@ -213,6 +259,51 @@ class JobRunner:
         except Exception as exc:
             return "failed", f"{type(exc).__name__}: {exc}\n" + "".join(traceback.format_exception(exc))
         return "completed", ""
+
+    def _params(self, run: Run) -> dict | None:
+        """The run's parameter values (secret ones opened); a run recorded without them (a
+        scheduled one) gets the job's declared defaults. None when the job declares none."""
+        if run.record.get("parameters") is not None:
+            return parameters.values_of(run.record, self.secrets)
+        if not run.job.get("parameters"):
+            return None
+        run.defaults = parameters.defaults(run.job["parameters"])
+        return dict(run.defaults)
+
+    def _parent_result(self, record: dict) -> Any:
+        """What the run(s) that started this one published: one read by id (a fan-in: one read
+        of the listed runs, as {upstream job id: its result})."""
+        fan_in = (record.get("triggered_by") or {}).get("fan_in") if record.get("trigger") == CHAIN else None
+        if fan_in:
+            ids = [entry["execution_id"] for entry in fan_in]
+            found = {doc["_id"]: doc for doc in self._ds.executions.find({"_id": {"$in": ids}}, limit=len(ids))}
+            return {entry["job_id"]: (found.get(entry["execution_id"]) or {}).get("result") for entry in fan_in}
+        parent_id = record.get("parent_execution_id")
+        if not parent_id:
+            return None
+        return (self._ds.executions.get(parent_id) or {}).get("result")
+
+    @staticmethod
+    def _publish(run: Run, value: Any) -> None:
+        """Keep `value` as the run's result: JSON of at most RESULT_LIMIT bytes, its secret
+        values masked; anything else is left out with a line in the output saying why."""
+        try:
+            text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            _no_result(run, f"it is not JSON ({exc})")
+            return
+        size = len(text.encode("utf-8"))
+        if size > RESULT_LIMIT:
+            _no_result(run, f"{size} bytes of JSON, over the limit of {RESULT_LIMIT} bytes")
+            return
+        masked = secret_args.redact(text, run.hidden)
+        if masked != text:
+            try:
+                json.loads(masked)
+            except ValueError:
+                _no_result(run, "it holds a secret value that cannot be masked in it")
+                return
+        run.result = masked
 
     def check_owner(self, job: dict) -> None:
         """Raise JobError when the owner of `job` (a document as it would be stored, secret
@@ -255,13 +346,18 @@ class JobRunner:
                 "finish in the background and its result is discarded."
             )
         seconds = time.monotonic() - run.clock
-        return {
+        fields = {
             "status": status,
             "output": run.output.text(run.hidden) if run.output else "",
             "error": secret_args.redact(error[:OUTPUT_LIMIT], run.hidden, len(error) > OUTPUT_LIMIT),
             "completed_at": utcnow(),
             "duration_ms": int(seconds * 1000),
         }
+        if run.result is not None and not gave_up:
+            fields["result"] = json.loads(run.result)
+        if run.defaults is not None:
+            fields["parameters"] = run.defaults
+        return fields
 
     @staticmethod
     def next_attempt(run: Run, fields: dict) -> dict | None:
@@ -273,7 +369,15 @@ class JobRunner:
         first = run.record.get("retry_of") or run.id
         due = utcnow() + timedelta(seconds=retry_delay(run.job, attempt))
         retry = new_record(
-            run.job, "scheduled", due, RETRY, None, retry_key(first, attempt + 1), attempt=attempt + 1, retry_of=first
+            run.job,
+            "scheduled",
+            due,
+            RETRY,
+            None,
+            retry_key(first, attempt + 1),
+            attempt=attempt + 1,
+            retry_of=first,
+            **parameters.carried(run.record),
         )
         fields["status"] = "retried"
         fields["next_attempt_id"] = retry["_id"]
