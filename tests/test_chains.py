@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -22,11 +23,27 @@ SLOW = "tests.sample_jobs.slow.SlowJob"
 FAST = {**SAMPLE_JOBS, "TEXIUM_SCHEDULER_POLL_SECONDS": "1", "TEXIUM_SHUTDOWN_GRACE_SECONDS": "2"}
 
 
+PRODUCE = """#!/usr/bin/env python3
+print("exporting")
+print('::texium-result {"rows": 42, "file": "/tmp/export.csv"}')
+"""
+CONSUME = """#!/usr/bin/env python3
+import os
+for name in ("TEXIUM_PARENT_RESULT", "TEXIUM_PARENT_EXECUTION_ID", "TEXIUM_TRIGGER"):
+    print(name + "=" + os.environ.get(name, "(none)"))
+"""
+
+
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
     from tests.server_process import ServerProcess
 
-    process = ServerProcess("sqlite", tmp_path_factory.mktemp("chains") / "data", env=FAST).start()
+    scripts = tmp_path_factory.mktemp("chain-scripts")
+    for name, text in (("produce.py", PRODUCE), ("consume.py", CONSUME)):
+        (scripts / name).write_text(text)
+        (scripts / name).chmod(0o755)
+    env = {**FAST, "TEXIUM_SCRIPTS_DIR": str(scripts)}
+    process = ServerProcess("sqlite", tmp_path_factory.mktemp("chains") / "data", env=env).start()
     yield process
     process.stop()
 
@@ -85,6 +102,28 @@ def test_a_success_starts_on_success_once_and_a_failure_on_failure(node):
     assert {entry["job_id"] for entry in failed["chain_started"]} == {c, d}
     time.sleep(1.0)  # nothing else comes
     assert len(runs_of(api, b)) == 1 and len(runs_of(api, c)) == 1 and len(runs_of(api, d)) == 2
+
+
+def test_a_script_s_result_reaches_the_next_script_s_environment(node):
+    api = node.api
+    admin = api.create_user(role="admin")
+    consume = job(api, admin, "consume", job_class_string="jobs.custom.CustomScriptJob", pub_args=["consume.py"])
+    produce = job(
+        api,
+        admin,
+        "produce",
+        job_class_string="jobs.custom.CustomScriptJob",
+        pub_args=["produce.py"],
+        on_success=[consume],
+    )
+    upstream = settled(api, run_now(api, produce))
+    assert upstream["status"] == "completed" and upstream["result"] == {"rows": 42, "file": "/tmp/export.csv"}
+    downstream = api.wait_execution(upstream["chain_started"][0]["execution_id"])
+    assert downstream["status"] == "completed", downstream
+    lines = dict(line.split("=", 1) for line in downstream["output"].splitlines() if "=" in line)
+    assert json.loads(lines["TEXIUM_PARENT_RESULT"]) == {"rows": 42, "file": "/tmp/export.csv"}
+    assert lines["TEXIUM_PARENT_EXECUTION_ID"] == upstream["_id"]
+    assert lines["TEXIUM_TRIGGER"] == "chain"
 
 
 def test_a_run_now_with_chain_false_starts_nothing(node):

@@ -38,6 +38,8 @@ from texium.core.timeutil import to_iso, utcnow
 log = logging.getLogger("texium.runner")
 OUTPUT_LIMIT = 1024 * 1024  # characters of output kept per execution
 MAX_RETRY_DELAY = 86400.0
+# Where a run came from, kept by its retries (a chained run's retry still receives its parent's result).
+LINEAGE = ("triggered_by", "parent_execution_id", "chain_depth")
 
 
 class _ThreadOutput(io.TextIOBase):
@@ -378,6 +380,7 @@ class JobRunner:
             attempt=attempt + 1,
             retry_of=first,
             **parameters.carried(run.record),
+            **{field: run.record[field] for field in LINEAGE if run.record.get(field) is not None},
         )
         fields["status"] = "retried"
         fields["next_attempt_id"] = retry["_id"]
