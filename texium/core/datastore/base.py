@@ -136,6 +136,8 @@ INDEXES: dict[str, tuple[Index, ...]] = {
         Index(("user_id", "created_at")),
         Index(("created_at",)),
     ),
+    # Trigger URLs: a use finds its trigger by the token's hash; a job's are listed newest first.
+    "scheduler_triggers": (Index(("token_hash",), unique=True), Index(("job_id", "created_at"))),
     "scheduler_backfills": (Index(("status",)),),  # the running ones, every pass
     "scheduler_executions": (
         Index(("occurrence_key",), unique=True),
@@ -377,6 +379,10 @@ class Datastore(ABC):
     @property
     def monitors(self) -> Collection:
         return self.collection("scheduler_monitors")
+
+    @property
+    def triggers(self) -> Collection:
+        return self.collection("scheduler_triggers")
 
     @property
     def executions(self) -> Collection:
