@@ -184,3 +184,27 @@ def test_a_user_manages_only_their_own_jobs_triggers(secured):
     assert use(mine["url"]).status_code == 202
     assert requests.get(f"{server.api.base_url}/api/scheduler/jobs/{uma_job}/triggers", timeout=10).status_code == 401
     assert mine["token"] not in json.dumps(admin.get(f"/api/scheduler/jobs/{uma_job}/triggers").json())
+
+
+def test_metrics_and_stats_count_runs_by_what_started_them(start_server):
+    server = start_server()
+    api = server.api
+    owner = api.create_user()
+    job_id = api.create_job(owner)
+    other_job = api.create_job(owner, name="other")
+    url = create_trigger(api, job_id)["url"]
+    started = [use(url).json()["execution_id"] for _ in range(2)]
+    started.append(api.post(f"/api/scheduler/jobs/{job_id}/run").json()["execution_id"])
+    started.append(api.post(f"/api/scheduler/jobs/{other_job}/run").json()["execution_id"])
+    assert all(api.wait_execution(execution_id)["status"] == "completed" for execution_id in started)
+
+    metrics = api.get("/metrics").text
+    assert 'texium_runs_started_total{job_class="jobs.echo.EchoJob",trigger="url"} 2.0' in metrics
+    assert 'texium_runs_started_total{job_class="jobs.echo.EchoJob",trigger="run_now"} 2.0' in metrics
+
+    none = {"schedule": 0, "run_now": 0, "retry": 0, "backfill": 0, "chain": 0}
+    one_job = api.get(f"/api/scheduler/stats?job_id={job_id}").json()["stats"]
+    assert one_job["by_trigger"] == {**none, "run_now": 1, "url": 2}
+    everything = api.get("/api/scheduler/stats").json()["stats"]["by_trigger"]
+    assert everything == api.get(f"/api/scheduler/stats?user_id={owner}").json()["stats"]["by_trigger"]
+    assert everything == {**none, "run_now": 2, "url": 2}

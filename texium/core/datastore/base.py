@@ -152,6 +152,9 @@ INDEXES: dict[str, tuple[Index, ...]] = {
         Index(("status", "scheduled_at")),  # records no node holds, due first (released, retries)
         Index(("backfill_id", "status")),  # a backfill's records that have not ended
         Index(("monitor_id", "created_at")),  # a heartbeat monitor's pings, newest first
+        Index(("trigger", "status")),  # stats: runs by what started them
+        Index(("user_id", "trigger")),
+        Index(("job_id", "trigger")),
     ),
     # Per-job concurrency slots: one document per run holding one (key "<job id>#<n>").
     "scheduler_slots": (Index(("key",), unique=True), Index(("execution_id",))),
