@@ -144,6 +144,9 @@ def test_uses_are_rate_limited_per_token_and_stop_in_maintenance(start_server):
     paused = use(second["url"])
     assert paused.status_code == 409 and "Maintenance" in paused.json()["detail"]
     assert api.post("/api/scheduler/resume-all").status_code == 200
+    log = server.log()  # refusals (429, 409) are logged without the token too
+    assert "POST /trigger/*** 429" in log and "POST /trigger/*** 409" in log
+    assert first["token"] not in log and second["token"] not in log
 
 
 @pytest.fixture(scope="module")
