@@ -251,6 +251,7 @@ def test_stats_per_user(api, owner):
         "ended_executions": 1,
         "excluded_executions": 0,
         "success_rate": 100.0,
+        "by_trigger": {"schedule": 0, "run_now": 1, "retry": 0, "backfill": 0, "chain": 0, "url": 0},
     }
     assert get_job(api, job_id)["total_executions"] == body["stats"]["total_executions"]
     fresh = api.create_user()

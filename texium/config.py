@@ -43,6 +43,7 @@ INT_RANGES = {
     "ALERT_DIGEST_AFTER": (1, 1000),
     "MONITOR_PINGS_PER_MINUTE": (1, 10**6),
     "MONITOR_PINGS_PER_ADDRESS_PER_MINUTE": (1, 10**6),
+    "TRIGGER_RUNS_PER_MINUTE": (1, 10**6),
 }
 # Settings that are numbers of seconds within a range (fractions allowed).
 SECONDS_RANGES = {

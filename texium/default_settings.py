@@ -74,6 +74,9 @@ ADHERENCE_CHECK_SECONDS = 60.0
 # client address (more answer 429 with Retry-After).
 MONITOR_PINGS_PER_MINUTE = 60
 MONITOR_PINGS_PER_ADDRESS_PER_MINUTE = 600
+# Trigger URLs (POST /trigger/<token>): at most this many runs per minute per token (more answer
+# 429 with Retry-After).
+TRIGGER_RUNS_PER_MINUTE = 60
 CHANNEL_HTTPS_ONLY = True  # every URL a channel sends to must be https (off: plain http allowed too)
 # Grouping: past ALERT_DIGEST_AFTER messages to one channel within ALERT_DIGEST_SECONDS (from the
 # window's first message), the rest are held and sent as one digest when the window ends; 0 = off.

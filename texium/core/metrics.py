@@ -80,6 +80,13 @@ class Metrics:
             ["job_class"],
             registry=registry,
         )
+        self.started = Counter(
+            "texium_runs_started_total",
+            "Runs this node started, by job class and what started them "
+            "(schedule, run_now, retry, backfill, chain, url).",
+            ["job_class", "trigger"],
+            registry=registry,
+        )
         self.firing_lag = Histogram(
             "texium_firing_lag_seconds",
             "Scheduled firings: how long after the occurrence the run started (started_at - scheduled_at).",
@@ -230,9 +237,11 @@ class Metrics:
         return generate_latest(self._served)
 
     # -- the runner ----------------------------------------------------------------------
-    def run_started(self, job_class: str | None, lag: float | timedelta | None) -> None:
-        """A run starts; `lag` (started_at - scheduled_at) for a scheduled firing, None for run-now."""
+    def run_started(self, job_class: str | None, lag: float | timedelta | None, trigger: str = UNKNOWN) -> None:
+        """A run starts; `lag` (started_at - scheduled_at) for a scheduled firing, None for run-now;
+        `trigger`: what started it (the record's)."""
         self.running.labels(job_class or UNKNOWN).inc()
+        self.started.labels(job_class or UNKNOWN, trigger).inc()
         if lag is not None:
             self.firing_lag.observe(max(0.0, _seconds(lag)))
 

@@ -29,6 +29,7 @@ from texium.core.records.legacy_notify import LegacyNotify
 from texium.core.records.monitors import MonitorService
 from texium.core.records.servers import ServerService
 from texium.core.records.sessions import Sessions
+from texium.core.records.triggers import TriggerService
 from texium.core.records.users import UserService
 from texium.core.registry import JobRegistry
 from texium.core.scheduler_manager import SchedulerManager
@@ -86,6 +87,7 @@ class AppContext:
     calendars: CalendarService | None = None
     channels: ChannelService | None = None
     monitors: MonitorService | None = None
+    triggers: TriggerService | None = None
     public_url: str = ""  # PUBLIC_URL as set (empty: ping URLs use the request's own host)
     hsts_seconds: int = 0
     forecasts: Forecasts | None = None
@@ -249,6 +251,7 @@ def build_context(settings: dict[str, Any]) -> AppContext:
             datastore, secrets, settings["CHANNEL_HTTPS_ONLY"], deliveries.send_test, settings["EMAIL_ALLOWED_DOMAINS"]
         ),
         monitors=monitors,
+        triggers=TriggerService(datastore, audit, scheduler.run_now, settings["TRIGGER_RUNS_PER_MINUTE"]),
         public_url=(settings["PUBLIC_URL"] or "").rstrip("/"),
         hsts_seconds=settings["HSTS_SECONDS"],
     )

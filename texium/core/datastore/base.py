@@ -136,6 +136,8 @@ INDEXES: dict[str, tuple[Index, ...]] = {
         Index(("user_id", "created_at")),
         Index(("created_at",)),
     ),
+    # Trigger URLs: a use finds its trigger by the token's hash; a job's are listed newest first.
+    "scheduler_triggers": (Index(("token_hash",), unique=True), Index(("job_id", "created_at"))),
     "scheduler_backfills": (Index(("status",)),),  # the running ones, every pass
     # Chains (records/chains.py): the edges by either end; fan-in state per waiting job.
     "scheduler_links": (Index(("key",), unique=True), Index(("upstream", "kind")), Index(("downstream", "kind"))),
@@ -155,6 +157,9 @@ INDEXES: dict[str, tuple[Index, ...]] = {
         Index(("monitor_id", "created_at")),  # a heartbeat monitor's pings, newest first
         Index(("parent_execution_id", "created_at")),  # the runs a run's end started
         Index(("chain_pending",), boolean=True),  # ended runs whose chained starts are not all made
+        Index(("trigger", "status")),  # stats: runs by what started them
+        Index(("user_id", "trigger")),
+        Index(("job_id", "trigger")),
     ),
     # Per-job concurrency slots: one document per run holding one (key "<job id>#<n>").
     "scheduler_slots": (Index(("key",), unique=True), Index(("execution_id",))),
@@ -390,6 +395,8 @@ class Datastore(ABC):
     @property
     def fanins(self) -> Collection:
         return self.collection("scheduler_fanins")
+    def triggers(self) -> Collection:
+        return self.collection("scheduler_triggers")
 
     @property
     def executions(self) -> Collection:

@@ -7,7 +7,19 @@ from texium.core.records.listing import NEWEST_FIRST, Page, list_page
 from texium.core.timeutil import utcnow
 from texium.core.validation import require_id
 
-EVENTS = ("created", "updated", "deleted", "paused", "resumed", "run_now", "disabled", "audit_cleanup")
+EVENTS = (
+    "created",
+    "updated",
+    "deleted",
+    "paused",
+    "resumed",
+    "run_now",
+    "disabled",
+    "audit_cleanup",
+    "trigger_created",
+    "trigger_revoked",
+    "trigger_used",
+)
 
 
 class AuditLog:

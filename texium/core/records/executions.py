@@ -10,7 +10,7 @@ from texium.core.errors import NotFound, ValidationError
 from texium.core.jsontext import Raw
 from texium.core.records import adherence
 from texium.core.records.listing import NEWEST_FIRST, Page, list_page
-from texium.core.scheduling.occurrences import HIDDEN
+from texium.core.scheduling.occurrences import HIDDEN, TRIGGERS
 from texium.core.timeutil import utcnow
 from texium.core.validation import require_id
 
@@ -92,7 +92,8 @@ class ExecutionHistory:
 
     def stats(self, user_id: str | None = None, job_id: str | None = None) -> dict:
         """Job counts and the execution figures (texium/core/figures.py), for everything, one
-        user or one job; for one job also its schedule adherence (adherence.py)."""
+        user or one job, and the runs by what started them (`by_trigger`: one indexed count
+        each); for one job also its schedule adherence (adherence.py)."""
         scope: dict = {}
         if user_id is not None:
             scope["user_id"] = require_id(user_id, "user_id")
@@ -108,6 +109,10 @@ class ExecutionHistory:
             "excluded_executions": sum(
                 int(job.get("excluded_runs") or 0) for job in jobs.find({**job_scope, "excluded_runs": {"$gt": 0}})
             ),
+        }
+        stats["by_trigger"] = {
+            trigger: self._ds.executions.count({**scope, "trigger": trigger, "status": {"$nin": list(figures.NOT_RUN)}})
+            for trigger in TRIGGERS
         }
         job = jobs.find_one(job_scope) if job_id is not None else None
         if job is not None:

@@ -25,12 +25,7 @@ cannot ping; the ping URL is therefore shown once, in the answer to create and r
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import secrets
-import threading
-import time
-from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -41,6 +36,7 @@ from texium.core.records.channels import channel_ids
 from texium.core.records.listing import Page, list_page
 from texium.core.records.users import owned_by
 from texium.core.scheduling.cron import CRON_FIELDS, normalize, schedule_for
+from texium.core.security.tokens import RateLimiter, new_token, token_hash
 from texium.core.timeutil import as_utc, to_iso, utcnow
 from texium.core.validation import request_schema, require_id, validate_body
 
@@ -52,43 +48,6 @@ DEFAULT_PERIOD = 86400  # seconds: a monitor given neither a period nor cron fie
 CHECK_BATCH = 200  # due monitors read per check
 HIDDEN = ("token_hash",)
 SUCCESS, FAILURE, START = "success", "failure", "start"
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def new_token() -> str:
-    return secrets.token_urlsafe(16)  # 128 random bits
-
-
-class RateLimiter:
-    """At most `per_minute` events per key in any 60 s, in bounded memory (a flood of keys
-    forgets the oldest half). Per node: a limit against floods, not an exact quota."""
-
-    MAX_KEYS = 100_000
-
-    def __init__(self, per_minute: int):
-        self.per_minute = per_minute
-        self._seen: dict[str, deque] = {}
-        self._lock = threading.Lock()
-
-    def wait(self, key: str) -> float:
-        """Count one event for `key`; 0 when allowed, else the seconds until it would be."""
-        now = time.monotonic()
-        with self._lock:
-            events = self._seen.get(key)
-            if events is None:
-                if len(self._seen) >= self.MAX_KEYS:
-                    for old in list(self._seen)[: self.MAX_KEYS // 2]:
-                        del self._seen[old]
-                events = self._seen[key] = deque()
-            while events and now - events[0] > 60:
-                events.popleft()
-            if len(events) >= self.per_minute:
-                return 60 - (now - events[0])
-            events.append(now)
-            return 0.0
 
 
 def _schedule_of(doc: dict, default_timezone: str) -> dict | None:
@@ -243,12 +202,8 @@ class MonitorService:
     # -- pings -------------------------------------------------------------------------
     def admit(self, token: str, client: str) -> None:
         """Rate limits, before the token is looked up (a guess costs as much as a ping)."""
-        for limiter, key in ((self._per_address, f"a:{client}"), (self._per_token, f"t:{token_hash(token)}")):
-            wait = limiter.wait(key)
-            if wait:
-                refusal = TooManyRequests(f"Too many pings; try again in {int(wait) + 1} s")
-                refusal.retry_after = int(wait) + 1
-                raise refusal
+        self._per_address.admit(f"a:{client}", "pings")
+        self._per_token.admit(f"t:{token_hash(token)}", "pings")
 
     def ping(self, token: str, kind: str, exit_code: int | None, body: bytes) -> None:
         """Record a ping (kind: success, failure or start) and move the state; NotFound for an

@@ -442,7 +442,7 @@ class Dispatcher(BaseExecutor):
         run.begun = True
         self._recorder.job(run.job["_id"], fields={"last_run_time": started_at})
         lag = started_at - record["scheduled_at"] if entry.trigger == SCHEDULE else None
-        self.metrics.run_started(record.get("job_class_string"), lag)
+        self.metrics.run_started(record.get("job_class_string"), lag, entry.trigger)
         if entry.trigger == BACKFILL:
             self.metrics.run_backfilled(record.get("job_class_string"))
         return "started"

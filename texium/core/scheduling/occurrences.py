@@ -18,6 +18,7 @@ from texium.core.timeutil import to_iso, utcnow
 HIDDEN = ("occurrence_key", SEALED)
 SCHEDULE, RUN_NOW, RETRY, BACKFILL = "schedule", "run_now", "retry", "backfill"  # the `trigger` of a record
 CHAIN, URL = "chain", "url"  # started by another run's end, by a trigger URL
+TRIGGERS = (SCHEDULE, RUN_NOW, RETRY, BACKFILL, CHAIN, URL)  # every source of a job's run (stats, metrics)
 REQUESTED = (RUN_NOW, URL)  # asked for by someone: waits for a slot instead of following the overlap policy
 
 

@@ -300,6 +300,11 @@ class ApiHandler(tornado.web.RequestHandler):
             return fn(*args)
         return await self.blocking(fn, *args)
 
+    def public_link(self, path: str) -> str:
+        """An absolute URL of this server for `path`: PUBLIC_URL, else the request's own host."""
+        base = self.context.public_url or f"{self.request.protocol}://{self.request.host}"
+        return f"{base}{path}"
+
     def reply(self, payload: dict, status: int = 200) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
@@ -315,9 +320,17 @@ class ApiHandler(tornado.web.RequestHandler):
         if isinstance(value, TexiumError) and value.status < 500:
             return  # an expected client error, not worth a traceback
         if isinstance(value, TexiumError):  # the store is down or the server stops: one line says it
-            log.warning("%s %s answered %d: %s", self.request.method, self.request.path, value.status, value.detail)
+            log.warning("%s %s answered %d: %s", self.request.method, self.logged_path, value.status, value.detail)
+            return
+        if self.logged_path != self.request.path:  # Tornado's own line would show the credential
+            log.error("Uncaught exception %s %s", self.request.method, self.logged_path, exc_info=(typ, value, tb))
             return
         super().log_exception(typ, value, tb)
+
+    @property
+    def logged_path(self) -> str:
+        """The path as logs show it; handlers whose path holds a credential mask it."""
+        return self.request.path
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None))[1]
@@ -333,8 +346,9 @@ class ApiHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         if status_code == 405:
             self.set_header("Allow", ", ".join(self.allowed_methods()))
-        if status_code == 429 and getattr(self, "retry_after", None):
-            self.set_header("Retry-After", str(self.retry_after))
+        retry_after = getattr(error, "retry_after", None) or getattr(self, "retry_after", None)
+        if status_code == 429 and retry_after:
+            self.set_header("Retry-After", str(retry_after))
         self.finish(dumps({"detail": detail}))
 
     @classmethod

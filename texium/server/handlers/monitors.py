@@ -18,8 +18,7 @@ class MonitorAccess(ApiHandler):
         return self.own(await self.read(self.context.monitors.get, monitor_id), "Monitor not found")
 
     def ping_url(self, token: str) -> str:
-        base = self.context.public_url or f"{self.request.protocol}://{self.request.host}"
-        return f"{base}/ping/{token}"
+        return self.public_link(f"/ping/{token}")
 
 
 class MonitorsHandler(MonitorAccess):
@@ -78,11 +77,7 @@ class PingHandler(ApiHandler):
 
     async def get(self, token: str, action: str | None = None) -> None:
         monitors = self.context.monitors
-        try:
-            monitors.admit(token, self.client)
-        except Exception as refusal:
-            self.retry_after = getattr(refusal, "retry_after", None)
-            raise
+        monitors.admit(token, self.client)
         kind, exit_code = ping_kind(action)
         await self.blocking(monitors.ping, token, kind, exit_code, self.raw_body())
         self.reply({"ok": True})
