@@ -395,6 +395,8 @@ class Datastore(ABC):
     @property
     def fanins(self) -> Collection:
         return self.collection("scheduler_fanins")
+
+    @property
     def triggers(self) -> Collection:
         return self.collection("scheduler_triggers")
 
