@@ -96,6 +96,8 @@ def test_revoked_expired_wrong_and_orphaned_tokens_answer_the_same_404(api):
     other_job = api.create_job(owner, name="deleted soon")
     orphan = create_trigger(api, other_job)
     assert api.delete(f"/api/scheduler/jobs/{other_job}").status_code == 200
+    deleted = [e for e in audit(api, other_job) if e["event"] == "deleted"]
+    assert "its 1 trigger URLs revoked" in deleted[0]["description"], deleted  # not left live in the store
     time.sleep(1.2)  # the expiring token has expired
 
     wrong = f"{api.base_url}/trigger/{secrets.token_urlsafe(16)}"

@@ -750,7 +750,9 @@ class SchedulerManager:
             self.links.after_write(updated, other["_id"])
         with self._ds.batch():
             self._ds.jobs.delete(job_id)
-            self._audit.record(doc, "deleted", actor, "Job deleted; its executions are kept")
+            revoked = self._ds.triggers.update_many({"job_id": job_id, "revoked_at": None}, {"revoked_at": utcnow()})
+            tokens = f"; its {revoked} trigger URLs revoked" if revoked else ""
+            self._audit.record(doc, "deleted", actor, f"Job deleted; its executions are kept{tokens}")
         self.links.after_write(None, job_id)
         self._end_held(doc, "deleted", "skipped", RETRY_TRIGGERS)
         self._end_held(doc, "deleted", "cancelled", (RUN_NOW,))
