@@ -56,6 +56,16 @@ def pick(page, field: str, name: str) -> None:
     role(page, f"Add {name} to {field.lower()}").click()
 
 
+# --------------------------------------------------------------------------- 0. nothing chained yet
+def test_the_chains_page_says_when_no_job_is_chained(clean, server, upstream):
+    page = clean.page
+    clean.open("/")
+    role(page, "Chains", "link").click()
+    expect()(page.locator("main h1")).to_have_text("Chains")
+    expect()(page.get_by_text("No job starts another yet.")).to_be_visible()
+    expect()(page.get_by_test_id("chain-graph")).to_have_count(0)
+
+
 # --------------------------------------------------------------------------- 1. the job form
 def test_the_form_chains_jobs_by_name_and_declares_parameters(clean, server, owner, upstream):
     page = clean.page
@@ -179,3 +189,97 @@ def test_the_run_dialog_sends_typed_parameters_and_the_run_page_hides_the_secret
     expect()(dialog.get_by_label("token")).to_have_value("")
     dialog.get_by_role("button", name="Cancel").click()
     expect()(page.get_by_role("dialog")).to_have_count(0)
+
+
+# --------------------------------------------------------------------------- 3. the Chains page
+def test_the_chains_page_draws_a_three_job_chain_and_a_box_opens_its_job(clean, server, owner):
+    page = clean.page
+    api = server.api
+    last = api.create_job(owner, name="Publish", **YEARLY)
+    middle = api.create_job(owner, name="Aggregate", on_success=[last], **YEARLY)
+    first = api.create_job(owner, name="Ingest", on_success=[middle], on_failure=[last], **YEARLY)
+    fresh(clean, "/chains")
+    graph = page.get_by_test_id("chain-graph")
+    for job_id in (first, middle, last):
+        expect()(graph.locator(f'[data-job-id="{job_id}"]')).to_have_count(1)
+    expect()(graph.locator(f'[data-from="{first}"][data-to="{middle}"] text')).to_have_text("success")
+    expect()(graph.locator(f'[data-from="{first}"][data-to="{last}"] text')).to_have_text("failure")
+    expect()(graph.locator(f'[data-from="{middle}"][data-to="{last}"] text')).to_have_text("success")
+    # Each box says its last outcome in words, not colour alone, and its next run with its zone.
+    box = graph.get_by_role("link", name="Ingest: last run no runs yet", exact=False)
+    expect()(box).to_contain_text("no runs yet")
+    expect()(box).to_contain_text("next ")
+
+    # Run chain: Ingest runs and its success starts Aggregate (a chained run).
+    role(page, "Run chain from Ingest").click()
+    dialog = page.get_by_role("dialog")
+    expect()(dialog.get_by_label("This job only (do not start chained jobs)")).not_to_be_checked()
+    dialog.get_by_role("button", name="Start run").click()
+    expect()(page.get_by_role("dialog")).to_have_count(0)
+    run = api.get("/api/scheduler/executions", params={"job_id": first}).json()["data"][0]
+    assert api.wait_execution(run["_id"])["status"] == "completed"
+
+    def chained():
+        runs = api.get("/api/scheduler/executions", params={"job_id": middle}).json()["data"]
+        return runs[0] if runs else None
+
+    child = wait_for(chained, timeout=15)
+    assert child["trigger"] == "chain" and child["parent_execution_id"] == run["_id"]
+    expect()(graph.get_by_role("link", name="Ingest: last run completed", exact=False)).to_contain_text("completed")
+
+    # The run's page: what it started; the chained run's page: where it came from.
+    fresh(clean, f"/executions/{run['_id']}")
+    expect()(page.get_by_test_id("started-runs")).to_contain_text("Aggregate")
+    page.get_by_test_id("started-runs").get_by_role("link").first.click()
+    expect()(page.locator("main h1")).to_have_text("Execution of Aggregate")
+    origin = page.get_by_test_id("execution-origin")
+    expect()(origin).to_contain_text("Chain: after Ingest")
+
+    # A click (or Enter) on a box opens its job.
+    fresh(clean, "/chains")
+    graph.get_by_role("link", name="Aggregate:", exact=False).focus()
+    page.keyboard.press("Enter")
+    expect()(page.locator("main h1")).to_have_text("Aggregate")
+    fresh(clean, "/chains")
+    graph.get_by_role("link", name="Publish:", exact=False).click()
+    expect()(page.locator("main h1")).to_have_text("Publish")
+
+
+# --------------------------------------------------------------------------- 4. trigger URLs
+def test_a_trigger_url_is_created_shown_once_and_revoked_from_the_job_page(clean, server, upstream):
+    page = clean.page
+    fresh(clean, f"/jobs/{upstream['Extract']}")
+    panel = page.get_by_role("region", name="Trigger URLs")
+    expect()(panel.get_by_text("No trigger URLs.")).to_be_visible()
+    panel.get_by_label("Trigger name").fill("CI deploy")
+    panel.get_by_role("button", name="Create trigger URL").click()
+
+    dialog = page.get_by_role("dialog")
+    url = dialog.get_by_label("Trigger URL", exact=True).input_value()
+    assert "/trigger/" in url
+    expect()(dialog.get_by_label("curl line")).to_have_value(f"curl -X POST {url}")
+    expect()(dialog.get_by_role("button", name="Copy curl line")).to_be_visible()
+    dialog.get_by_role("button", name="Done").click()
+    expect()(page.get_by_role("dialog")).to_have_count(0)
+    token = url.rsplit("/", 1)[1]
+    assert token not in page.content()  # shown once: not in the list
+
+    row = panel.get_by_test_id("trigger-urls").locator("tbody tr")
+    expect()(row).to_have_count(1)
+    expect()(row).to_contain_text("CI deploy")
+    expect()(row.locator("td").nth(4)).to_have_text("0")
+
+    # The URL starts a run; the list counts the use.
+    used = server.api.post(f"/trigger/{token}", json={})
+    assert used.status_code in (200, 201, 202), used.text
+    fresh(clean, f"/jobs/{upstream['Extract']}")
+    expect()(row.locator("td").nth(4)).to_have_text("1")
+
+    panel.get_by_role("button", name="Revoke CI deploy").click()
+    page.get_by_role("dialog").get_by_role("button", name="Revoke", exact=True).click()
+    expect()(row).to_contain_text("revoked")
+    expect()(panel.get_by_role("button", name="Revoke CI deploy")).to_have_count(0)
+    triggers = server.api.get(f"/api/scheduler/jobs/{upstream['Extract']}/triggers").json()
+    listed = triggers["data"] if isinstance(triggers, dict) else triggers
+    assert listed[0]["revoked_at"] and "token" not in listed[0]
+    assert server.api.post(f"/trigger/{token}", json={}).status_code in (401, 403, 404, 410)
