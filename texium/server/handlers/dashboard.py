@@ -32,7 +32,8 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
 }
-ASSET_DIRS = ("app", "docs", "vendor/htm", "vendor/dagre")  # what the dashboard and /docs load, relative to the static directory
+# What the dashboard and /docs load, relative to the static directory.
+ASSET_DIRS = ("app", "docs", "vendor/htm", "vendor/dagre")
 
 
 def set_security_headers(handler: tornado.web.RequestHandler) -> None:
