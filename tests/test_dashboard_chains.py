@@ -152,8 +152,8 @@ def test_the_run_dialog_sends_typed_parameters_and_the_run_page_hides_the_secret
     expect()(dry_run).to_have_attribute("type", "checkbox")
     expect()(dialog.get_by_label("This job only (do not start chained jobs)")).to_be_visible()
 
-    # A required value left out: the API's 400 stays in the dialog.
-    count.fill("")
+    # A value its type refuses (2.5 for a whole number): the API's 400 stays in the dialog.
+    count.fill("2.5")
     dialog.get_by_role("button", name="Start run").click()
     expect()(dialog.get_by_test_id("run-error")).to_contain_text("count")
 
