@@ -11,6 +11,7 @@ import { ExecutionsPage, ExecutionPage } from "./pages/executions.js";
 import { UsersPage, UserFormPage } from "./pages/users.js";
 import { ServersPage, ServerFormPage } from "./pages/servers.js";
 import { AuditPage } from "./pages/audit.js";
+import { ChainsPage } from "./pages/chains.js";
 import { CalendarFormPage, CalendarsPage } from "./pages/calendars.js";
 import { channelRoute } from "./pages/channels.js";
 import { monitorRoute } from "./pages/monitors.js";
@@ -19,6 +20,7 @@ import { MaintenanceBanner } from "./maintenance.js";
 const NAV = [
   ["Overview", "/", (s) => s.length === 0],
   ["Jobs", "/jobs", (s) => s[0] === "jobs"],
+  ["Chains", "/chains", (s) => s[0] === "chains"],
   ["Monitors", "/monitors", (s) => s[0] === "monitors"],
   ["Executions", "/executions", (s) => s[0] === "executions"],
   ["Users", "/users", (s) => s[0] === "users"],
@@ -38,6 +40,8 @@ function resolve(route) {
       if (id && action === "edit") return [JobFormPage, "Edit job"];
       if (id) return [JobDetailPage, "Job"];
       return [JobsPage, "Jobs"];
+    case "chains":
+      return [ChainsPage, "Chains"];
     case "monitors":
       return monitorRoute(id, action);
     case "executions":

@@ -175,6 +175,13 @@ function DialogForm({ state }) {
   </form>`;
 }
 
+/** A read-only, labelled line of text with its Copy button. */
+export function CopyLine({ id, label, text }) {
+  return html`<${Field} id=${id} label=${label}>${(a) => html`<div class="copy-line">
+    <input ...${a} type="text" class="mono" readonly value=${text} onFocus=${(e) => e.target.select()} />
+    <button type="button" aria-label=${`Copy ${label.toLowerCase()}`} onClick=${() => copyText(text)}>Copy</button></div>`}<//>`;
+}
+
 export async function copyText(text) {
   try {
     await navigator.clipboard.writeText(text);

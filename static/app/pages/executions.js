@@ -4,6 +4,8 @@ import { html, useEffect, useLayoutEffect, useRef, useState } from "../../vendor
 import { api, listAll } from "../api.js";
 import { Badge, Duration, Empty, Loaded, PageHeader, Pager, Time, confirmDialog, copyText, toast } from "../ui.js";
 import { waitingText } from "../policies.js";
+import { RunDialog } from "../rundialog.js";
+import { OriginFacts, ParametersPanel, ResultPanel, StartedRuns, useOriginNames } from "./runlineage.js";
 import { ACTIVE, STATUSES, firstLine, isoToLocalInput, localInputToIso, parseTime, useInterval, useQuery, useResource } from "../util.js";
 
 const PAGE = 50;
@@ -19,25 +21,30 @@ function Origin({ execution }) {
   return html`<a href=${`#/jobs/${execution.job_id}`}>${execution.job_name}</a>`;
 }
 
-/** Ask, then cancel a scheduled or running execution; the API's message becomes a toast. */
-export async function cancelExecution(execution) {
+/** Ask, then cancel a scheduled or running execution; the API's message becomes a toast. A run
+ * that starts others (`downstream`) may also cancel what it started (cancel_downstream). */
+export async function cancelExecution(execution, downstream = false) {
   const running = execution.status === "running";
   const choice = await confirmDialog({
     title: "Cancel this run?",
     message: running
       ? `The run of “${execution.job_name}” is stopped now and recorded as cancelled.`
       : `The run of “${execution.job_name}” will not start; it is recorded as cancelled.`,
-    actions: [{ label: "Cancel the run", value: "cancel", danger: true }],
+    actions: [
+      { label: "Cancel the run", value: "cancel", danger: true },
+      ...(downstream ? [{ label: "Cancel it and what it started", value: "downstream", danger: true }] : []),
+    ],
     dismiss: "Keep it",
   });
-  if (choice !== "cancel") return false;
-  const result = await api.post(`/api/scheduler/executions/${encodeURIComponent(execution._id)}/cancel`);
+  if (choice !== "cancel" && choice !== "downstream") return false;
+  const path = `/api/scheduler/executions/${encodeURIComponent(execution._id)}/cancel${choice === "downstream" ? "?cancel_downstream=true" : ""}`;
+  const result = await api.post(path);
   toast((result && result.message) || "Cancellation requested", "success");
   return true;
 }
 
 /** Cancel, on a scheduled or running execution; "Cancelling…" (disabled) once it was asked for. */
-export function CancelButton({ execution, changed, small = false }) {
+export function CancelButton({ execution, changed, small = false, downstream = false }) {
   const [sent, setSent] = useState(false);
   const [asking, setAsking] = useState(false);
   if (!ACTIVE.has(execution.status)) return null;
@@ -45,7 +52,7 @@ export function CancelButton({ execution, changed, small = false }) {
   const click = async () => {
     setAsking(true);
     try {
-      if (await cancelExecution(execution)) setSent(true);
+      if (await cancelExecution(execution, downstream)) setSent(true);
     } catch {
       // the API client already showed the error (409: it ended meanwhile)
     } finally {
@@ -145,13 +152,15 @@ export function ExecutionPage({ route }) {
     async (background) => (await api.get(`/api/scheduler/executions/${id}`, null, { quiet: background })).data,
     [id],
   );
-  const retrying = state.data && (state.data.attempt > 1 || state.data.retry_of || state.data.next_attempt_id);
-  const jobId = retrying ? state.data.job_id : null;
-  // For a retried run, the job: "attempt 2 of 3" (it may have been deleted since: then without "of").
+  // The job: "attempt 2 of 3" for a retried run, and its declaration for Run again (it may have
+  // been deleted since: then without "of", and no Run again).
+  const jobId = state.data && !isPing(state.data) ? state.data.job_id : null;
   const [job] = useResource(
     () => (jobId ? api.get(`/api/scheduler/jobs/${jobId}`, null, { quiet: true }).then((r) => r.data, () => null) : Promise.resolve(null)),
     [jobId],
   );
+  const names = useOriginNames(state.data);
+  const [again, setAgain] = useState(false);
   const active = state.data && ACTIVE.has(state.data.status);
   // While the run goes, its output comes over the stream; the record (status, cancel) is polled.
   // For a minute after the end, too: the alerts its outcome set off are recorded when sent.
@@ -177,8 +186,11 @@ export function ExecutionPage({ route }) {
   return html`<section class="page">
     <${Loaded} state=${state} reload=${reload}>${(e) => html`
       <${PageHeader} title=${isPing(e) ? `Ping of monitor ${e.job_name}` : `Execution of ${e.job_name}`}>
-        ${isPing(e) ? null : html`<${CancelButton} key=${e._id} execution=${e} changed=${() => reload(true)} />`}
+        ${isPing(e) ? null : html`<${CancelButton} key=${e._id} execution=${e} changed=${() => reload(true)}
+          downstream=${!!e.chain_pending || (e.chain_started || []).length > 0} />`}
+        ${job.data ? html`<button type="button" onClick=${() => setAgain(true)}>Run again</button>` : null}
       <//>
+      ${again && job.data ? html`<${RunDialog} job=${job.data} given=${e.parameters || {}} close=${() => setAgain(false)} />` : null}
       <p class="muted">${isPing(e)
         ? html`<a href=${`#/executions?monitor=${e.monitor_id}`}>← Pings of this monitor</a> · <a href=${`#/monitors/${e.monitor_id}`}>The monitor</a>`
         : html`<a href=${`#/executions?job=${e.job_id}`}>← Executions of this job</a> · <a href=${`#/jobs/${e.job_id}`}>The job</a>`}</p>
@@ -193,7 +205,7 @@ export function ExecutionPage({ route }) {
           ${isPing(e)
             ? html`<dt>Source</dt><dd data-testid="execution-source">ping of the heartbeat monitor <a href=${`#/monitors/${e.monitor_id}`}>${e.job_name}</a></dd>
               <dt>Exit code</dt><dd>${e.exit_code ?? "—"}</dd>`
-            : html`<dt>Class</dt><dd>${e.job_class_string}</dd>`}
+            : html`<${OriginFacts} execution=${e} names=${names} /><dt>Class</dt><dd>${e.job_class_string}</dd>`}
           <dt>Scheduled</dt><dd><${Time} value=${e.scheduled_at} /></dd>
           <dt>Started</dt><dd><${Time} value=${e.started_at} /></dd>
           <dt>Ended</dt><dd><${Time} value=${e.completed_at} /></dd>
@@ -207,6 +219,7 @@ export function ExecutionPage({ route }) {
         ? html`<${LiveOutput} key=${e._id} execution=${e} onEnd=${streamEnded} />`
         : html`<${Output} title="Output" id="output" text=${e.output} empty="No output." />`}
       ${e.error ? html`<${Output} title="Error" id="error" text=${e.error} bad=${true} />` : null}
+      ${isPing(e) ? null : html`<${ParametersPanel} parameters=${e.parameters} /><${ResultPanel} result=${e.result} /><${StartedRuns} execution=${e} />`}
       ${e.alerts && e.alerts.length ? html`<${Alerts} alerts=${e.alerts} />` : null}
     `}<//>
   </section>`;

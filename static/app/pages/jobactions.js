@@ -1,14 +1,9 @@
 // The row actions of a job, shared by the Jobs table and the job's page.
-import { html } from "../../vendor/htm/standalone.module.js";
+import { html, useState } from "../../vendor/htm/standalone.module.js";
 import { api } from "../api.js";
+import { RunDialog, runNeedsForm, runNow } from "../rundialog.js";
 import { confirmDialog, formDialog, toast } from "../ui.js";
 import { browserZone, localInputToIso, navigate } from "../util.js";
-
-export async function runNow(job) {
-  const result = await api.post(`/api/scheduler/jobs/${job._id}/run`, {});
-  toast(`Run of “${job.name}” started`, "success", { href: `#/executions/${result.execution_id}`, label: "View execution" });
-  return result.execution_id;
-}
 
 /** Ask why and until when (both optional): the body of a pause, {note, until}, or null for Cancel. */
 export async function askPause({ title, message, submit }) {
@@ -49,8 +44,10 @@ export async function deleteJob(job) {
   return true;
 }
 
-/** Run now, Pause / Resume, Edit, Delete; `changed()` refreshes the caller after each. */
+/** Run now (a form first for a job with parameters or chained jobs), Pause / Resume, Edit,
+ * Delete; `changed()` refreshes the caller after each. */
 export function JobActions({ job, changed, afterDelete }) {
+  const [asking, setAsking] = useState(false);
   const act = (fn) => async () => {
     try {
       await fn();
@@ -60,7 +57,8 @@ export function JobActions({ job, changed, afterDelete }) {
     changed();
   };
   return html`<div class="row-actions">
-    <button type="button" onClick=${act(() => runNow(job))}>Run now</button>
+    <button type="button" onClick=${runNeedsForm(job) ? () => setAsking(true) : act(() => runNow(job))}>Run now</button>
+    ${asking ? html`<${RunDialog} job=${job} close=${(started) => { setAsking(false); if (started) changed(); }} />` : null}
     ${job.is_paused
       ? html`<button type="button" onClick=${act(() => setPaused(job, false))}>Resume</button>`
       : html`<button type="button" onClick=${act(() => setPaused(job, true))}>Pause</button>`}

@@ -9,6 +9,7 @@ import { AttemptMark, CancelButton } from "./executions.js";
 import { JobActions, jobState } from "./jobactions.js";
 import { pauseWords, policyWords, waitingText } from "../policies.js";
 import { RunStrip } from "./jobs.js";
+import { TriggerUrls } from "./triggers.js";
 import { kindLabel } from "./channels.js";
 import { alertStateWords, alertWords } from "../alertrules.js";
 
@@ -106,6 +107,8 @@ function Detail({ data, reload, offset, auditOffset, setQuery }) {
         <${DurationBars} runs=${durations} />
       </section>
     </div>
+
+    <${TriggerUrls} job=${job} />
 
     <section class="panel" aria-labelledby="executions-title">
       <h2 id="executions-title">Executions</h2>

@@ -6,6 +6,8 @@ import { ErrorBox, Field, Loaded, Loading, PageHeader, toast } from "../ui.js";
 import { NotifyChannels, channelEntriesOf, entryWithoutEvents } from "../notifychannels.js";
 import { spanWords } from "../policies.js";
 import { ALERT_EVENTS, AlertRuleInputs, DEFAULT_EVENTS, alertBodyOf, alertFormOf } from "../alertrules.js";
+import { JobPicker, useJobDirectory } from "../jobpicker.js";
+import { DeclarationEditor, declarationOf, declarationRows } from "../parameters.js";
 import { browserZone, fieldOf, formatInZone, formatLocal, isoToLocalInput, localInputToIso, navigate, timeZones, useDebounced, useResource, utcText } from "../util.js";
 
 const CRON = [
@@ -64,13 +66,43 @@ const POLICIES = [
 ];
 
 const RUN_DEFAULTS = { timeout_seconds: "", retries: "0", retry_delay_seconds: "60", retry_backoff: "exponential" };
+// Chains: the jobs a run's end starts, and the fan-in (start once these jobs all have a run).
+const CHAIN_FIELDS = [
+  ["on_success", "On success, start", "When a run of this job succeeds (after its retries)."],
+  ["on_failure", "On failure, start", "When a run fails, times out, is abandoned or cancelled (after its last retry)."],
+  ["on_finish", "When it ends, start", "Whatever the outcome."],
+];
+const CHAIN_ERRORS = ["on_success", "on_failure", "on_finish", "depends_on", "depends_on_jobs", "depends_on_within_seconds", "depends_on_require"];
+const CHAIN_DEFAULTS = { on_success: [], on_failure: [], on_finish: [], depends_on_jobs: [], depends_on_within_seconds: "", depends_on_require: "success", parameter_rows: [] };
+
+/** The chain and parameter inputs for a stored job. */
+function chainFormOf(job) {
+  const fanIn = job.depends_on || null;
+  return {
+    on_success: [...(job.on_success || [])], on_failure: [...(job.on_failure || [])], on_finish: [...(job.on_finish || [])],
+    depends_on_jobs: fanIn ? [...fanIn.jobs] : [], depends_on_within_seconds: fanIn && fanIn.within_seconds ? String(fanIn.within_seconds) : "",
+    depends_on_require: (fanIn && fanIn.require) || "success", parameter_rows: declarationRows(job.parameters),
+  };
+}
+
+/** The chain fields for the API: depends_on is null without jobs (no fan-in). */
+function chainBodyOf(form) {
+  return {
+    on_success: form.on_success, on_failure: form.on_failure, on_finish: form.on_finish,
+    depends_on: form.depends_on_jobs.length
+      ? { jobs: form.depends_on_jobs, within_seconds: numberOf(form.depends_on_within_seconds, 86400), require: form.depends_on_require }
+      : null,
+    parameters: declarationOf(form.parameter_rows),
+  };
+}
+
 const NOTIFY_DEFAULTS = { notify_email: "", notify_webhook: "", notify_events: [...DEFAULT_EVENTS], notify_channels: [] };
 
 function blank(users) {
   return {
     name: "", description: "", job_class_string: "jobs.echo.EchoJob", user_id: users[0]?._id || "",
     ...PRESETS[2][1], timezone: browserZone(), pub_args: "[]", pub_kwargs: "{}", is_enabled: true,
-    ...RUN_DEFAULTS, ...NOTIFY_DEFAULTS, ...policiesOf({}), once: false, run_at: "", exclude_calendars: [], ...alertFormOf(),
+    ...RUN_DEFAULTS, ...NOTIFY_DEFAULTS, ...CHAIN_DEFAULTS, ...policiesOf({}), once: false, run_at: "", exclude_calendars: [], ...alertFormOf(),
   };
 }
 
@@ -121,7 +153,7 @@ function fromJob(job) {
   form.once = !!job.run_at;
   form.run_at = isoToLocalInput(job.run_at);
   form.exclude_calendars = [...(job.exclude_calendars || [])];
-  Object.assign(form, alertFormOf(job));
+  Object.assign(form, alertFormOf(job), chainFormOf(job));
   return form;
 }
 
@@ -213,6 +245,13 @@ function JobForm({ data, editing }) {
     setForm((f) => ({ ...f, notify_events: on ? [...new Set([...f.notify_events, event])] : f.notify_events.filter((x) => x !== event) }));
     setErrors((errs) => ({ ...errs, notify_events: undefined, notify: undefined }));
   };
+  // A change to any chain field clears every chain error (a cycle names several of them).
+  const chooseChain = (key, value) => {
+    setForm((f) => ({ ...f, [key]: value }));
+    setErrors((errs) => ({ ...errs, ...Object.fromEntries(CHAIN_ERRORS.map((k) => [k, undefined])) }));
+  };
+  const directory = useJobDirectory([...initial.on_success, ...initial.on_failure, ...initial.on_finish, ...initial.depends_on_jobs]);
+  const self = editing ? [data.job._id] : [];
   const jobClass = data.classes.find((c) => c.class_string === form.job_class_string);
   const args = parseJson(form.pub_args, "array");
   const kwargs = parseJson(form.pub_kwargs, "object");
@@ -251,7 +290,7 @@ function JobForm({ data, editing }) {
       if (p.path) continue;
       body[p.key] = p.time ? timeOf(form[p.key], stored[p.key]) : p.options ? form[p.key] : numberOf(form[p.key], p.empty);
     }
-    Object.assign(body, nestedPolicies(form, stored), alertBodyOf(form, initial, stored));
+    Object.assign(body, nestedPolicies(form, stored), alertBodyOf(form, initial, stored), chainBodyOf(form));
     if (form.once) {
       // A one-off job has no cron fields (the server makes them from run_at); an unchanged run_at is not sent again.
       const runAt = timeOf(form.run_at, stored.run_at);
@@ -386,6 +425,31 @@ function JobForm({ data, editing }) {
         <label for="job-is_enabled">Enabled</label>
         <p class="hint">A disabled job never fires on its schedule; Run now still works.</p>
       </div>
+    </fieldset>
+
+    <fieldset><legend>Chains</legend>
+      <p class="hint">Jobs this job starts when a run ends (each started job keeps its own pause and overlap rules), and the jobs it waits for.
+        A loop back to this job is refused.</p>
+      <div class="two">
+        ${CHAIN_FIELDS.map(([key, label, hint]) => html`<${JobPicker} key=${key} id=${`job-${key}`} label=${label} hint=${hint} error=${errors[key]}
+          value=${form[key]} onChange=${(ids) => chooseChain(key, ids)} directory=${directory} exclude=${self} />`)}
+        <${JobPicker} id="job-depends_on" label="Start after all of (fan-in)" error=${errors.depends_on || errors.depends_on_jobs}
+          hint="This job starts once each of these jobs has a run with the outcome below, within the window below; each of their runs counts once."
+          value=${form.depends_on_jobs} onChange=${(ids) => chooseChain("depends_on_jobs", ids)} directory=${directory} exclude=${self} />
+      </div>
+      ${form.depends_on_jobs.length ? html`<div class="two">
+        ${number("depends_on_within_seconds", "Fan-in window (seconds)", { min: 1, max: 2592000, step: 1, placeholder: "86400" },
+          "Their runs must have ended within this long of each other (1 s to 30 days; empty: one day).")}
+        <${Field} id="job-depends_on_require" label="Fan-in needs their runs to" error=${errors.depends_on_require}>
+          ${(a) => html`<select ...${a} value=${form.depends_on_require} onChange=${(e) => chooseChain("depends_on_require", e.target.value)}>
+            <option value="success">succeed</option><option value="finish">end, whatever the outcome</option></select>`}
+        <//>
+      </div>` : null}
+    </fieldset>
+
+    <fieldset><legend>Parameters</legend>
+      <${DeclarationEditor} rows=${form.parameter_rows} error=${errors.parameters}
+        onChange=${(rows) => { setForm((f) => ({ ...f, parameter_rows: rows })); setErrors((errs) => ({ ...errs, parameters: undefined })); }} />
     </fieldset>
 
     <fieldset><legend>Time limit and retries</legend>

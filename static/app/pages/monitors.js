@@ -5,7 +5,7 @@
 import { html, useEffect, useRef, useState } from "../../vendor/htm/standalone.module.js";
 import { api, listAll } from "../api.js";
 import { NotifyChannels, channelEntriesOf, entryWithoutEvents } from "../notifychannels.js";
-import { Badge, Duration, Empty, Field, Loaded, PageHeader, Pager, Time, confirmDialog, copyText, toast } from "../ui.js";
+import { Badge, CopyLine, Duration, Empty, Field, Loaded, PageHeader, Pager, Time, confirmDialog, toast } from "../ui.js";
 import { spanWords } from "../policies.js";
 import { browserZone, fieldOf, firstLine, formatInZone, navigate, relative, timeZones, useInterval, useResource } from "../util.js";
 
@@ -120,13 +120,6 @@ function MonitorsPage() {
 }
 
 // ---- the ping URL, shown once ------------------------------------------------------------------
-/** A read-only, labelled line of text with its Copy button. */
-function CopyLine({ id, label, text }) {
-  return html`<${Field} id=${id} label=${label}>${(a) => html`<div class="copy-line">
-    <input ...${a} type="text" class="mono" readonly value=${text} onFocus=${(e) => e.target.select()} />
-    <button type="button" aria-label=${`Copy ${label.toLowerCase()}`} onClick=${() => copyText(text)}>Copy</button></div>`}<//>`;
-}
-
 /** The ping URL after create or rotate, with ways to use it; `close()` when the user is done. */
 export function PingUrlDialog({ name, url, close }) {
   const ref = useRef(null);

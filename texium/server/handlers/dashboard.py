@@ -32,7 +32,8 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
 }
-ASSET_DIRS = ("app", "docs", "vendor/htm")  # what the dashboard and /docs load, relative to the static directory
+# What the dashboard and /docs load, relative to the static directory.
+ASSET_DIRS = ("app", "docs", "vendor/htm", "vendor/dagre")
 
 
 def set_security_headers(handler: tornado.web.RequestHandler) -> None:
@@ -54,7 +55,7 @@ def asset_version(static_dir: str) -> str:
 
 
 class DashboardAssetHandler(SafeStaticFileHandler):
-    """GET /ui/<version>/<path>: a file of static/app, static/docs or static/vendor/htm."""
+    """GET /ui/<version>/<path>: a file of static/app, static/docs, static/vendor/htm or static/vendor/dagre."""
 
     def get(self, version: str, path: str, include_body: bool = True):
         self._versioned = version == asset_version(self.settings["static_path"])
