@@ -259,7 +259,7 @@ def test_a_trigger_url_is_created_shown_once_and_revoked_from_the_job_page(clean
     dialog = page.get_by_role("dialog")
     url = dialog.get_by_label("Trigger URL", exact=True).input_value()
     assert "/trigger/" in url
-    expect()(dialog.get_by_label("curl line")).to_have_value(f"curl -X POST {url}")
+    expect()(dialog.get_by_role("textbox", name="curl line")).to_have_value(f"curl -X POST {url}")
     expect()(dialog.get_by_role("button", name="Copy curl line")).to_be_visible()
     dialog.get_by_role("button", name="Done").click()
     expect()(page.get_by_role("dialog")).to_have_count(0)
