@@ -208,3 +208,17 @@ def admin_owner(datastore) -> str:
             "updated_at": now,
         }
     )
+
+
+def ended_record(datastore, recorder, execution_id: str, timeout: float = 15.0) -> dict:
+    """An in-process run's record once it completed or failed (the recorder flushed as it goes)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        recorder.flush(1)
+        execution = datastore.executions.get(execution_id)
+        if execution["status"] in ("completed", "failed"):
+            return execution
+        time.sleep(0.02)
+    raise AssertionError(f"execution {execution_id} did not end: {datastore.executions.get(execution_id)}")

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 
 import pytest
 from cryptography.fernet import Fernet
 
-from tests.jobs_fixtures import http_server
+from tests.jobs_fixtures import ended_record, http_server
 from tests.server_process import ServerProcess
 from texium.core.datastore import open_datastore
 from texium.core.parameters import SEALED
@@ -318,15 +317,7 @@ class Node:
         return {"job_id": upstream["_id"], "execution_id": self.ds.executions.insert(record)}
 
     def run(self, job: dict, trigger: str = CHAIN, **fields) -> dict:
-        execution_id = self.dispatcher.run_now(job, trigger, **fields)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            self.recorder.flush(1)
-            execution = self.ds.executions.get(execution_id)
-            if execution["status"] in ("completed", "failed"):
-                return execution
-            time.sleep(0.02)
-        raise AssertionError(self.ds.executions.get(execution_id))
+        return ended_record(self.ds, self.recorder, self.dispatcher.run_now(job, trigger, **fields))
 
     def close(self):
         self.dispatcher.close(2)

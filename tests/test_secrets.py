@@ -10,12 +10,11 @@ import hmac
 import json
 import logging
 import sqlite3
-import time
 
 import pytest
 from cryptography.fernet import Fernet
 
-from tests.jobs_fixtures import http_server
+from tests.jobs_fixtures import ended_record, http_server
 from texium.core.datastore import open_datastore
 from texium.core.errors import ValidationError
 from texium.core.job import JobBase, JobError
@@ -105,15 +104,7 @@ class Env:
         return json.dumps(self.ds.audit_logs.find({"job_id": job_id}), default=str)
 
     def run(self, job_id, timeout=15.0) -> dict:
-        execution_id = self.manager.run_now(job_id, "tester")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.recorder.flush(1)
-            execution = self.ds.executions.get(execution_id)
-            if execution["status"] in ("completed", "failed"):
-                return execution
-            time.sleep(0.02)
-        raise AssertionError(f"execution {execution_id} did not end: {self.ds.executions.get(execution_id)}")
+        return ended_record(self.ds, self.recorder, self.manager.run_now(job_id, "tester"), timeout)
 
     def close(self):
         self.dispatcher.close(2)
