@@ -86,3 +86,24 @@ def test_settlers_racing_make_every_chained_start_once(datastore):
     assert len(used) == len(set(used)), context
     assert datastore.executions.count({"chain_pending": True}) == 0, context
     assert datastore.fanins.get(d)["outbox"] == [], context
+
+
+def test_a_batch_of_starts_writes_each_record_its_own_fields(datastore):
+    """The mark that a run's end starts others goes on that run only, whatever else starts in
+    the same batch (SQLite once wrote the first start's fields on every record of a batch)."""
+    from texium.core.scheduling.claims import Claims
+    from texium.core.scheduling.nodes import NodeIdentity
+
+    identity = NodeIdentity()
+    records = [
+        new_record({"_id": new_id(), "name": f"j{n}"}, "scheduled", utcnow(), "schedule", identity) for n in range(4)
+    ]
+    datastore.executions.insert_many(records)
+    marks = [{}, {"chain_pending": True}, {}, {"chain_pending": True}]
+    outcomes = Claims(datastore, identity).start_many(
+        [(record, 1, mark) for record, mark in zip(records, marks)], utcnow()
+    )
+    assert outcomes == ["started"] * 4
+    stored = [datastore.executions.get(record["_id"]) for record in records]
+    assert [bool(doc.get("chain_pending")) for doc in stored] == [False, True, False, True]
+    assert {doc["status"] for doc in stored} == {"running"}

@@ -462,16 +462,19 @@ class SQLiteDatastore(Datastore):
         if sqlite3.sqlite_version_info < (3, 35):
             return super().start_runs(starts)
         started: set[str] = set()
-        pending = list(starts)
+        alike: dict[str, list] = {}  # one statement sets one set of fields: starts grouped by theirs
+        for start in starts:
+            alike.setdefault(json.dumps(start[2], sort_keys=True, default=str), []).append(start)
         with self.batch(), self._write() as db:
-            while pending:
-                jobs: set[str] = set()
-                round_, later = [], []
-                for start in pending:
-                    (later if start[0]["job_id"] in jobs else round_).append(start)
-                    jobs.add(start[0]["job_id"])
-                started |= self._start_round(db, round_)
-                pending = later
+            for pending in alike.values():
+                while pending:
+                    jobs: set[str] = set()
+                    round_, later = [], []
+                    for start in pending:
+                        (later if start[0]["job_id"] in jobs else round_).append(start)
+                        jobs.add(start[0]["job_id"])
+                    started |= self._start_round(db, round_)
+                    pending = later
             busy = self._still_waiting(db, [start for start in starts if start[0]["_id"] not in started])
         return [
             "started" if record["_id"] in started else "busy" if record["_id"] in busy else "lost"
