@@ -1,8 +1,9 @@
 """A seeded, fault-injecting model of the firing core, and the checker of its invariants.
 
 Three server processes share one SQLite file and fire twenty jobs (every 1 s and 2 s, Python
-jobs and scripts, some with retries, limits of 1 and 2 runs at once). A client pauses,
-resumes, edits, deletes, runs now and cancels at random; a fault thread SIGSTOPs, SIGCONTs,
+jobs and scripts, some with retries, limits of 1 and 2 runs at once; a quarter start a chained
+job `on_finish`). A client pauses, resumes, edits, deletes, runs now and cancels at random
+(sometimes with `cancel_downstream`); a fault thread SIGSTOPs, SIGCONTs,
 SIGKILLs, SIGTERMs and restarts nodes at random (one node is always left alone, so the jobs
 keep firing). Afterwards the checker reads the store and the jobs' journal and returns every
 broken invariant in words. `run_model(seed, ...)` is used by tests/test_firing_model.py (one
@@ -44,6 +45,8 @@ echo "$TEXIUM_EXECUTION_ID $(date +%s.%N)" >> "$journal"
 sleep 0.3
 """
 ENDED_BY_HOLDER = ("completed", "failed", "timeout", "cancelled", "retried")
+CHAINING = ("completed", "failed", "timeout", "cancelled", "abandoned")  # ends that start on_finish
+SETTLED_WITHIN = 8.0  # seconds after its end by which any node's check has settled a run's chain
 
 
 def _time(text: str | None) -> datetime | None:
@@ -69,6 +72,7 @@ class Model:
         self.scripts = workdir / "scripts"
         self.nodes: list[ServerProcess] = []
         self.jobs: dict[str, JobModel] = {}
+        self.chained: dict[str, str] = {}  # job id -> the job its runs start on_finish
         self.faulted: set[int] = set()  # indexes of nodes stopped or down right now
         self.lock = threading.Lock()
         self.done = threading.Event()
@@ -102,6 +106,17 @@ class Model:
     def create_jobs(self, count: int = 20) -> None:
         api = self.nodes[0].api
         self.user = api.create_user(role="admin")
+        targets = [  # started only by chains (a yearly schedule), never paused or deleted
+            api.create_job(
+                self.user,
+                name=f"chained {n}",
+                job_class_string="tests.sample_jobs.model.JournalJob",
+                pub_kwargs={"journal": str(self.journal), "seconds": 0.05},
+                **{"second": "0", "minute": "0", "hour": "0", "day_of_month": "1", "month": "1"},
+            )
+            for n in range(3)
+        ]
+        self.targets = targets
         for n in range(count):
             self.create_job(api, n)
 
@@ -128,8 +143,12 @@ class Model:
                 "seconds": round(rng.choice([0.05, 0.3, 0.8, 2.5]), 2),
                 "fail_one_in": 3 if retries else 0,
             }
+        if n % 4 == 1:
+            body["on_finish"] = [rng.choice(self.targets)]
         job_id = api.create_job(self.user, **body)
         self.jobs[job_id] = JobModel(job_id, every, limit, datetime.now(UTC))
+        if body.get("on_finish"):
+            self.chained[job_id] = body["on_finish"][0]
 
     # -- the client --------------------------------------------------------------------
     def client(self) -> None:
@@ -165,7 +184,8 @@ class Model:
             page = api.get("/api/scheduler/executions", params={"status": status, "limit": 20}, timeout=10)
             found = page.json().get("data") or []
             if found:
-                api.post(f"/api/scheduler/executions/{rng.choice(found)['_id']}/cancel", timeout=10)
+                downstream = "?cancel_downstream=true" if rng.random() < 0.3 else ""
+                api.post(f"/api/scheduler/executions/{rng.choice(found)['_id']}/cancel{downstream}", timeout=10)
         else:
             return
         self.actions[action] += 1
@@ -213,7 +233,7 @@ class Model:
             for thread in threads:
                 thread.join()
             self.ended = datetime.now(UTC)
-            time.sleep(NODE_TIMEOUT + 3)  # leases of the dead expire and are reclaimed; retries run
+            time.sleep(max(NODE_TIMEOUT + 3, SETTLED_WITHIN))  # leases expire, retries run, chains settle
             problems = self.check_live()
         finally:
             self.stop()
@@ -251,6 +271,7 @@ class Model:
         problems += self.check_limits(by_job)
         problems += self.check_pauses(by_job)
         problems += self.check_counters(by_job, jobs, records)
+        problems += self.check_chains(records)
         return problems
 
     def check_occurrences(self, by_job: dict[str, list[dict]]) -> list[str]:
@@ -340,6 +361,26 @@ class Model:
             runs = sum(1 for r in by_job.get(job_id, []) if is_run(r["status"]))
             if doc.get("total_executions") != runs:
                 problems.append(f"job {job_id}: total_executions {doc.get('total_executions')} but {runs} run records")
+        return problems
+
+    def check_chains(self, records: list[dict]) -> list[str]:
+        """Every run of a chaining job that ended (and whose job was never deleted) started its
+        on_finish job exactly once (at most once when cancelled with cancel_downstream); no run
+        started anything twice."""
+        started = Counter(r["parent_execution_id"] for r in records if r.get("trigger") == "chain")
+        problems = [f"execution {parent} started {n} chained runs" for parent, n in started.items() if n > 1]
+        for r in records:
+            job = self.jobs.get(r["job_id"])
+            if r["job_id"] not in self.chained or job is None or job.deleted is not None:
+                continue
+            if r["status"] not in CHAINING or r.get("started_at") is None or r["completed_at"] > self.ended:
+                continue
+            self.actions["chained ends checked"] += 1
+            n = started[r["_id"]]
+            if r.get("chain_pending"):
+                problems.append(f"execution {r['_id']} ended {r['status']} but its chained start was never settled")
+            elif r.get("cancel_downstream") and n > 1 or not r.get("cancel_downstream") and n != 1:
+                problems.append(f"execution {r['_id']} ended {r['status']} and started {n} runs of its on_finish job")
         return problems
 
 

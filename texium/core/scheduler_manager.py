@@ -186,7 +186,13 @@ class SchedulerManager:
         )
         self._calendars = CalendarReader(datastore)
         self.links = ChainLinks(datastore)
-        self.chains = Chains(datastore, self.links, dispatcher, self._secrets)
+        self.chains = Chains(
+            datastore,
+            self.links,
+            dispatcher,
+            self._secrets,
+            cancel_started_by=lambda execution_id: self._cancel_started_by(execution_id, "cancel_downstream"),
+        )
         dispatcher.chains = self.chains
         if checks is not None:
             checks.add("chain", self.chains.check_due)

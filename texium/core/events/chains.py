@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -56,11 +57,14 @@ class Chains:
         dispatcher: Any,
         secrets: Any = None,
         grace_seconds: float = SETTLE_GRACE_SECONDS,
+        cancel_started_by: Callable[[str], object] | None = None,
     ):
         self._ds = datastore
         self._links = links
         self._dispatcher = dispatcher  # makes and queues a held record: run_now(job, trigger, **fields)
         self._secrets = secrets
+        # Cancels what a run's end started: for a cancel_downstream that raced this settle.
+        self._cancel_started_by = cancel_started_by
         self._grace = timedelta(seconds=grace_seconds)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="texium-chains", daemon=True)
@@ -118,6 +122,9 @@ class Chains:
                 started.append(self._start(target, f"chain:{run['_id']}:{target}", run, kind))
             for waiting in self._links.waiting_for(run["job_id"]):
                 started += self._arrive(waiting, run, outcome)
+        raced = started and self._cancel_started_by is not None  # a cancel_downstream that came meanwhile
+        if raced and (self._ds.executions.get(run["_id"]) or {}).get("cancel_downstream"):
+            self._cancel_started_by(run["_id"])
         self._ds.executions.update_many(
             {"_id": run["_id"], "chain_pending": True}, {"chain_pending": False, "chain_started": started or None}
         )
@@ -147,7 +154,7 @@ class Chains:
                 fields.update(parameters.run_fields(job.get("parameters"), {}, self._secrets))
             except ValidationError as exc:  # a required parameter without a default: recorded, not run
                 now = utcnow()
-                error = f"Skipped: a chained start gives no parameters and {exc.detail}"
+                error = f"Skipped: a chained start gives no parameter values, only the declared defaults ({exc.detail})"
                 skipped = new_record(job, "skipped", now, CHAIN, None, error=error, completed_at=now, **fields)
                 self._ds.executions.insert(skipped)
                 return {**entry, "execution_id": skipped["_id"], "error": error}

@@ -51,6 +51,11 @@ Who moves a record, and how:
   dead or stopped nodes hold (hand back / abandon, generation + 1), idempotently on every
   sweep, so an error half-way is finished by the next one. A node that finds itself declared
   dead hands back what it queued and rejoins under a new id; its late writes are refused.
+- **chains** (`texium.core.events.chains`, a consumer of the end): the start of a run whose job
+  starts others writes `chain_pending` with it; after the end, its holder (or any node's check,
+  for what a dead node left) makes each chained start a held record keyed "chain:<execution>:<job>"
+  (a fan-in's "fanin:<job>:<n>", decided by compare-and-set on the fan-in's state) and queues it
+  here like a run-now, then clears the mark; a second settler's insert is a duplicate key.
 - **API** (`texium.core.scheduler_manager`): run-now inserts a held record; cancel moves a
   `scheduled` record to `cancelled` (so it never starts) or asks the holder to stop a running
   one; pause and delete move the job's `scheduled` records to `skipped` after the job write.
