@@ -575,7 +575,7 @@ class SchedulerManager:
         self._check_mutes({}, doc)
         parameters.check_declaration(doc.get("parameters"))
         self._check_channels(doc)
-        self.links.check(doc, self._is_admin(doc["user_id"]))
+        self.links.check(doc, lambda: self._is_admin(doc["user_id"]))
         doc.update(
             **MAX_RUNS_STATE,
             excluded_runs=0,
@@ -640,7 +640,7 @@ class SchedulerManager:
         if "notify" in changes or "user_id" in changes:
             self._check_channels({**doc, **changes})
         if any(kind in changes for kind in (*KINDS, "user_id")):
-            self.links.check({**doc, **changes}, self._is_admin(changes.get("user_id") or doc["user_id"]))
+            self.links.check({**doc, **changes}, lambda: self._is_admin(changes.get("user_id") or doc["user_id"]))
             self.links.before_write({**doc, **changes})
         if "max_runs" in changes or (changes.get("is_enabled") is not None and doc.get("disabled_reason")):
             changes.update({k: v for k, v in MAX_RUNS_STATE.items() if doc.get(k) != v})

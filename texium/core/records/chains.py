@@ -12,7 +12,7 @@ ignore (and clear), never a missing one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from texium.core.datastore.base import Datastore
@@ -58,9 +58,13 @@ class ChainLinks:
         return self._ds.links
 
     # -- on job writes -------------------------------------------------------------------
-    def check(self, job: Mapping[str, Any], admin_owner: bool) -> None:
+    def check(self, job: Mapping[str, Any], admin_owner: Callable[[], bool]) -> None:
         """A 400 when `job` (as it will be stored) names a job that does not exist, one its
-        owner may not see, itself, or closes a cycle."""
+        owner may not see (`admin_owner()`: whether its owner is an admin), itself, or closes a
+        cycle. A job that names none costs nothing: it cannot close a cycle."""
+        if not declared_edges(job):
+            return
+        admin = admin_owner()
         job_id = job["_id"]
         for kind in KINDS:
             targets = job.get(kind) or ()
@@ -70,7 +74,7 @@ class ChainLinks:
                 if target == job_id:
                     raise ValidationError(f"Invalid field {kind}: a job cannot start or wait for itself")
                 other = self._ds.jobs.get(target)
-                if other is None or not (admin_owner or other.get("user_id") == job.get("user_id")):
+                if other is None or not (admin or other.get("user_id") == job.get("user_id")):
                     raise ValidationError(f"Invalid field {kind}: job {target} not found")
         cycle = self.cycle_through(job)
         if cycle:
