@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser import expect, job_named, role, skip_without_chromium
+from tests.browser import expect, job_named, role, shot, skip_without_chromium
 from tests.server_process import SAMPLE_JOBS, ServerProcess, wait_for
 
 skip_without_chromium()
@@ -228,6 +228,7 @@ def test_the_chains_page_draws_a_three_job_chain_and_a_box_opens_its_job(clean, 
     child = wait_for(chained, timeout=15)
     assert child["trigger"] == "chain" and child["parent_execution_id"] == run["_id"]
     expect()(graph.get_by_role("link", name="Ingest: last run completed", exact=False)).to_contain_text("completed")
+    shot(page, "chains")
 
     # The run's page: what it started; the chained run's page: where it came from.
     fresh(clean, f"/executions/{run['_id']}")

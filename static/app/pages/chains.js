@@ -8,7 +8,7 @@ import { RunDialog } from "../rundialog.js";
 import { Empty, Loaded, PageHeader, Time } from "../ui.js";
 import { browserZone, formatInZone, useInterval, useResource, utcText } from "../util.js";
 
-const NODE = { width: 270, height: 70 };
+const NODE = { width: 300, height: 70 };
 const KIND_WORDS = { on_success: "success", on_failure: "failure", on_finish: "finish", depends_on: "fan-in" };
 
 /** Node and edge positions from dagre (left to right; one edge per pair and kind). */
