@@ -78,6 +78,7 @@ JOB_FIELDS = (
     "max_instances",
     "overlap_policy",
     "max_queued",
+    "keep_last",
     "catchup_policy",
     "catchup_window_seconds",
     "jitter_seconds",
