@@ -126,10 +126,14 @@ class ServerProcess:
 
     def start(self, timeout: float = 20) -> ServerProcess:
         self.port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("TEXIUM_", "MONGO_URI", "DB_NAME"))}
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("TEXIUM_", "MONGO_URI", "DB_NAME", "DATABASE_URL"))
+        }
         env.update({"TEXIUM_DATA_DIR": str(self.data_dir), "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)})
         if self.provider == "mongomock":
             env["MONGO_URI"] = "mongomock://"
+        if self.provider == "postgres" and "DATABASE_URL" not in self.env:
+            raise ValueError("a postgres server needs env={'DATABASE_URL': ...} (the pg_url fixture gives one)")
         env.update(self.env)
         self.log_path = self.data_dir.parent / f"server-{self.data_dir.name}-{self.port}.log"
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -153,7 +153,7 @@ def _changes(fields: dict, inc: dict, unset: Iterable[str] = ()) -> tuple[str, l
     return expression, params
 
 
-def _describe(url: str) -> str:
+def describe_url(url: str) -> str:
     """user@host:port/database of a connection URL, without its password."""
     try:
         parts = conninfo_to_dict(url)
@@ -477,7 +477,7 @@ class PostgresDatastore(Datastore):
         self._read("SELECT 1")
 
     def describe(self) -> str:
-        return _describe(self._url)
+        return describe_url(self._url)
 
     def ensure_indexes(self) -> None:
         self._create_schema()
