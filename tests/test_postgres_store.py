@@ -114,3 +114,17 @@ def test_nodes_starting_runs_of_one_job_at_once_never_pass_its_limit(pg_url):
     finally:
         for node in nodes:
             node.close()
+
+
+def test_a_nul_character_in_output_is_stored_as_the_replacement_character(pg_url):
+    """jsonb holds no NUL character; a script that prints one must not fail its run's record."""
+    store = PostgresDatastore(pg_url)
+    try:
+        record_id = store.executions.insert({"output": "before\x00after", "error": "literal \\u0000 stays"})
+        assert store.executions.get(record_id)["output"] == "before\ufffdafter"
+        store.executions.update(record_id, {"output": "a\x00b\x00"})
+        store.executions.update_many({"_id": record_id}, {"error": "e\x00"})
+        assert store.executions.get(record_id) == {"_id": record_id, "output": "a\ufffdb\ufffd", "error": "e\ufffd"}
+        assert store.executions.insert_many([{"output": "\x00"}]) != []
+    finally:
+        store.close()

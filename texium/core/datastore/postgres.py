@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -51,6 +52,14 @@ SCHEMA_TABLE = "texium_schema"
 SCHEMA_VERSION = 1  # raise with each change of tables or indexes, and migrate from the one before
 _SCHEMA_LOCK = 0x7E7107  # advisory lock key: one node creates or migrates the schema at a time
 _COMPARISONS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+# A \u0000 escape (after an even run of backslashes, so not an escaped backslash before "u0000").
+_NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def _jsonb_text(text: str) -> str:
+    """JSON text jsonb accepts: it has no NUL character, so one (a script's output may hold
+    them) becomes U+FFFD, the replacement character, instead of failing the write."""
+    return _NUL_ESCAPE.sub(r"\1\\ufffd", text) if "\\u0000" in text else text
 
 
 def _index_name(table: str, index: Index) -> str:
@@ -138,7 +147,7 @@ def _changes(fields: dict, inc: dict, unset: Iterable[str] = ()) -> tuple[str, l
     expression, params = "doc", []
     if fields:
         expression = f"({expression} || %s::jsonb)"
-        params.append(json.dumps({f: stored(f, v) for f, v in fields.items()}, ensure_ascii=False))
+        params.append(_jsonb_text(json.dumps({f: stored(f, v) for f, v in fields.items()}, ensure_ascii=False)))
     for field, amount in inc.items():
         if isinstance(amount, bool) or not isinstance(amount, (int, float)):
             raise ValueError(f"increment of {field} must be a number")
@@ -226,7 +235,7 @@ class PostgresCollection(Collection):
         doc_id = doc.get("_id") or new_id()
         if not is_valid_id(doc_id):
             raise ValueError("_id must be a 24-hex ObjectId string")
-        return doc_id, encode(doc)
+        return doc_id, _jsonb_text(encode(doc))
 
     def insert(self, doc: dict) -> str:
         # ON CONFLICT DO NOTHING rather than an error: inside a batch an error would abort the
