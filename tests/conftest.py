@@ -11,7 +11,13 @@ pytest_plugins = ["tests.browser"]  # the `browser` fixture (headless chromium)
 @pytest.fixture(scope="session", params=PROVIDERS)
 def server(request, tmp_path_factory):
     """One live server per provider, shared by the API tests (they make their own data)."""
-    process = ServerProcess(request.param, tmp_path_factory.mktemp(request.param) / "data").start()
+    env = {}
+    if request.param == "postgres":
+        cluster = request.getfixturevalue("pg_cluster")
+        name = pg.database_name("shared_server")
+        cluster.admin(f'CREATE DATABASE "{name}"')
+        env["DATABASE_URL"] = cluster.url(name)
+    process = ServerProcess(request.param, tmp_path_factory.mktemp(request.param) / "data", env=env).start()
     yield process
     process.stop()
 

@@ -128,3 +128,27 @@ def test_a_nul_character_in_output_is_stored_as_the_replacement_character(pg_url
         assert store.executions.insert_many([{"output": "\x00"}]) != []
     finally:
         store.close()
+
+
+def test_a_start_refused_for_the_limit_is_busy_even_when_the_running_run_ends_just_after(pg_url, monkeypatch):
+    """The running run ends between the refused start and its answer: the record is still
+    scheduled and held, so the answer is "busy" (tried again), never "lost" (left scheduled)."""
+    node, other = PostgresDatastore(pg_url), PostgresDatastore(pg_url)
+    try:
+        running_id = node.executions.insert({"job_id": "j", "status": "running", "node_id": "n", "generation": 1})
+        record = {"job_id": "j", "status": "scheduled", "node_id": "n", "generation": 1}
+        record["_id"] = node.executions.insert(record)
+        real = PostgresDatastore._started_before
+
+        def run_ends_now(self, current):
+            other.executions.update(running_id, {"status": "completed"})
+            return real(self, current)
+
+        monkeypatch.setattr(PostgresDatastore, "_started_before", run_ends_now)
+        condition = {"_id": record["_id"], "status": "scheduled", "node_id": "n", "generation": 1}
+        assert node.start_run(record, condition, {"status": "running"}, 1) == "busy"
+        monkeypatch.setattr(PostgresDatastore, "_started_before", real)
+        assert node.start_run(record, condition, {"status": "running"}, 1) == "started"
+    finally:
+        node.close()
+        other.close()

@@ -406,12 +406,13 @@ class PostgresDatastore(Datastore):
                 if started or self._started_before(record):
                     outcomes.append("started")
                 else:
-                    busy = self.executions.count({"job_id": record["job_id"], "status": "running"}) >= limit
-                    outcomes.append("busy" if busy and self._still_held(record, condition) else "lost")
+                    # Still scheduled and held as expected: refused for the limit, to be tried again
+                    # (not counted again: a run that ended in between would turn it "lost", stuck).
+                    outcomes.append("busy" if self._still_held(record, condition) else "lost")
         return outcomes
 
     def _still_held(self, record: dict, condition: Filter) -> bool:
-        """The record is still scheduled and held as the start expected: refused for the limit."""
+        """The record is still scheduled and held as the start expected."""
         current = self.executions.get(record["_id"])
         return (
             current is not None
