@@ -11,13 +11,7 @@ pytest_plugins = ["tests.browser"]  # the `browser` fixture (headless chromium)
 @pytest.fixture(scope="session", params=PROVIDERS)
 def server(request, tmp_path_factory):
     """One live server per provider, shared by the API tests (they make their own data)."""
-    env = {}
-    if request.param == "postgres":
-        cluster = request.getfixturevalue("pg_cluster")
-        name = pg.database_name("shared_server")
-        cluster.admin(f'CREATE DATABASE "{name}"')
-        env["DATABASE_URL"] = cluster.url(name)
-    process = ServerProcess(request.param, tmp_path_factory.mktemp(request.param) / "data", env=env).start()
+    process = ServerProcess(request.param, tmp_path_factory.mktemp(request.param) / "data").start()
     yield process
     process.stop()
 
@@ -44,10 +38,8 @@ def start_server(tmp_path):
 
 @pytest.fixture(scope="session")
 def pg_cluster():
-    """A throw-away PostgreSQL cluster for the session (see tests/pg.py)."""
-    cluster = pg.start_cluster()
-    yield cluster
-    cluster.stop()
+    """A throw-away PostgreSQL cluster for the session (see tests/pg.py), stopped at exit."""
+    return pg.shared_cluster()
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ installs Debian's `postgresql`.
 
 from __future__ import annotations
 
+import atexit
 import glob
 import os
 import pwd
@@ -15,6 +16,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,3 +112,33 @@ def start_cluster() -> Cluster:
 
 def database_name(text: str) -> str:
     return ("t_" + re.sub(r"[^a-z0-9_]", "_", text.lower()))[:50] + "_" + os.urandom(3).hex()
+
+
+_shared: Cluster | None = None
+_databases: dict[str, str] = {}  # data directory -> DATABASE_URL
+_shared_lock = threading.Lock()
+
+
+def shared_cluster() -> Cluster:
+    """The test process's cluster, started on first use and stopped when the process exits."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = start_cluster()
+            atexit.register(_shared.stop)
+        return _shared
+
+
+def database_for(data_dir: Path) -> str:
+    """The DATABASE_URL of a server's store, one database per data directory: like SQLite's file
+    in it, it outlives a restart and is shared by servers started on the same directory."""
+    key = str(Path(data_dir).resolve())
+    with _shared_lock:
+        found = _databases.get(key)
+    if found is None:
+        cluster = shared_cluster()
+        name = database_name(Path(key).parent.name)
+        cluster.admin(f'CREATE DATABASE "{name}"')
+        with _shared_lock:
+            found = _databases.setdefault(key, cluster.url(name))
+    return found

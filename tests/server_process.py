@@ -132,8 +132,10 @@ class ServerProcess:
         env.update({"TEXIUM_DATA_DIR": str(self.data_dir), "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)})
         if self.provider == "mongomock":
             env["MONGO_URI"] = "mongomock://"
-        if self.provider == "postgres" and "DATABASE_URL" not in self.env:
-            raise ValueError("a postgres server needs env={'DATABASE_URL': ...} (the pg_url fixture gives one)")
+        if self.provider == "postgres":
+            from tests import pg
+
+            env["DATABASE_URL"] = pg.database_for(self.data_dir)  # env={"DATABASE_URL": ...} chooses another
         env.update(self.env)
         self.log_path = self.data_dir.parent / f"server-{self.data_dir.name}-{self.port}.log"
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -13,8 +13,8 @@ from texium.core.datastore.postgres import SCHEMA_TABLE, SCHEMA_VERSION, Postgre
 from texium.core.errors import DatastoreUnavailable
 
 
-def test_a_server_on_postgres_runs_jobs_and_keeps_them_across_a_restart(start_server, tmp_path, pg_url):
-    first = start_server("postgres", tmp_path / "data", env={"DATABASE_URL": pg_url})
+def test_a_server_on_postgres_runs_jobs_and_keeps_them_across_a_restart(start_server, tmp_path):
+    first = start_server("postgres", tmp_path / "data")  # a database of this data directory's (tests/pg.py)
     api = first.api
     user_id = api.create_user(name="On PostgreSQL")
     job_id = api.create_job(user_id, minute="0", hour="9", pub_kwargs={"key": "value"})
@@ -32,7 +32,7 @@ def test_a_server_on_postgres_runs_jobs_and_keeps_them_across_a_restart(start_se
     assert "with PostgreSQL at texium@127.0.0.1:" in log  # the banner names the store ...
     assert pg.PASSWORD not in log  # ... never its password
 
-    second = start_server("postgres", tmp_path / "data2", env={"DATABASE_URL": pg_url})
+    second = start_server("postgres", tmp_path / "data")
     assert second.api.get(f"/api/scheduler/jobs/{job_id}").json()["data"] == job
     assert second.api.get(f"/api/scheduler/executions/{execution_id}").json()["data"] == execution
 
