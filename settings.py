@@ -9,8 +9,7 @@ variables and flags still win over this module.
 # HTTP_ADDRESS = "0.0.0.0"
 # HTTP_PORT = 8000
 
-# Production: PostgreSQL or MongoDB (one of them). Leave both unset for the embedded SQLite store in DATA_DIR.
-# DATABASE_URL = "postgresql://texium:change-me@db.internal:5432/texium"  # better: in the environment
+# Production: MongoDB. Leave unset for the embedded SQLite store in DATA_DIR.
 # MONGO_URI = "mongodb://texium:change-me@db.internal:27017/?authSource=admin"
 # DB_NAME = "texium_db"
 

@@ -25,8 +25,6 @@ setup(
         "python-dotenv>=1.0",  # .env parsing with quoting and export rules done right
         "psutil>=5.9",  # SystemMetricsJob: CPU, memory, disk and process figures portably
         "mongomock>=4.1",  # MONGO_URI=mongomock:// for demos and tests
-        "psycopg[binary]>=3.2,<4",  # DATABASE_URL=postgresql://: the PostgreSQL store (binary: no libpq build)
-        "psycopg-pool>=3.2,<4",  # ... its connections shared by the store's threads, rebuilt after failures
         "pyyaml>=6",  # the OpenAPI description is kept as YAML
         "email-validator>=2.1",  # one e-mail address check for users and EmailNotificationJob
         "prometheus-client>=0.20",  # GET /metrics: the Prometheus text format, histograms, its own registry

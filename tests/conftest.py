@@ -1,7 +1,5 @@
-import psycopg
 import pytest
 
-from tests import pg
 from tests.server_process import PROVIDERS, ServerProcess
 from texium.core.datastore import open_datastore
 
@@ -36,36 +34,10 @@ def start_server(tmp_path):
         process.stop()
 
 
-@pytest.fixture(scope="session")
-def pg_cluster():
-    """A throw-away PostgreSQL cluster for the session (see tests/pg.py), stopped at exit."""
-    return pg.shared_cluster()
-
-
-@pytest.fixture(scope="module")
-def pg_database(request, pg_cluster):
-    """A DATABASE_URL of a database of this test module's own, dropped after it."""
-    name = pg.database_name(request.module.__name__.rsplit(".", 1)[-1])
-    pg_cluster.admin(f'CREATE DATABASE "{name}"')
-    yield pg_cluster.url(name)
-    pg_cluster.admin(f'DROP DATABASE "{name}" WITH (FORCE)')
-
-
-@pytest.fixture
-def pg_url(request, pg_cluster, pg_database):
-    """A DATABASE_URL whose tables land in a schema of this test's own (fresh, like a new file)."""
-    schema = pg.database_name(request.node.name)
-    with psycopg.connect(pg_database, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    return f"{pg_database}?options=-csearch_path%3D{schema}"
-
-
-@pytest.fixture(params=["sqlite", "mongomock", "postgres"])
+@pytest.fixture(params=["sqlite", "mongomock"])
 def datastore(request, tmp_path):
     """A fresh store of each provider, for in-process tests of the core."""
-    url = request.getfixturevalue("pg_url") if request.param == "postgres" else None
-    mongo_uri = "mongomock://" if request.param == "mongomock" else None
-    store = open_datastore(mongo_uri, "texium_test", str(tmp_path), database_url=url)
+    store = open_datastore("mongomock://" if request.param == "mongomock" else None, "texium_test", str(tmp_path))
     store.ensure_indexes()
     yield store
     store.close()

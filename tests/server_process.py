@@ -126,16 +126,10 @@ class ServerProcess:
 
     def start(self, timeout: float = 20) -> ServerProcess:
         self.port = free_port()
-        env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("TEXIUM_", "MONGO_URI", "DB_NAME", "DATABASE_URL"))
-        }
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TEXIUM_", "MONGO_URI", "DB_NAME"))}
         env.update({"TEXIUM_DATA_DIR": str(self.data_dir), "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)})
         if self.provider == "mongomock":
             env["MONGO_URI"] = "mongomock://"
-        if self.provider == "postgres":
-            from tests import pg
-
-            env["DATABASE_URL"] = pg.database_for(self.data_dir)  # env={"DATABASE_URL": ...} chooses another
         env.update(self.env)
         self.log_path = self.data_dir.parent / f"server-{self.data_dir.name}-{self.port}.log"
         self.data_dir.mkdir(parents=True, exist_ok=True)

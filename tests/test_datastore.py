@@ -9,19 +9,16 @@ import pytest
 
 from texium.core.datastore.base import new_id
 from texium.core.datastore.mongo import MongoDatastore
-from texium.core.datastore.postgres import PostgresDatastore
 from texium.core.datastore.sqlite import SQLiteDatastore
 from texium.core.errors import DatastoreUnavailable, DuplicateKeyError
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", "mongomock", "postgres"])
+@pytest.fixture(params=["sqlite", "mongomock"])
 def store(request, tmp_path):
     if request.param == "sqlite":
         ds = SQLiteDatastore(str(tmp_path))
-    elif request.param == "postgres":
-        ds = PostgresDatastore(request.getfixturevalue("pg_url"))
     else:
         ds = MongoDatastore("mongomock://", "texium_test")
     yield ds

@@ -45,7 +45,7 @@ ALL_JOBS = (
 )
 PY = f"#!{sys.executable}\n"
 ACTIVE = ("scheduled", "running")
-STORE_NAMES = {"sqlite": "sqlite", "mongomock": "mongodb", "postgres": "postgresql"}  # what the datastore calls itself
+STORE_NAMES = {"sqlite": "sqlite", "mongomock": "mongodb"}  # what the datastore calls itself
 
 
 # --------------------------------------------------------------------------- fixtures

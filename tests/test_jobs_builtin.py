@@ -29,7 +29,6 @@ import psutil
 import pytest
 from cryptography.fernet import Fernet
 
-from tests import pg
 from tests.jobs_fixtures import admin_owner, closed_port, http_server, listening_port, server_doc, smtp_server
 from tests.test_users_api import INVALID_EMAILS, VALID_EMAILS
 from texium.core.datastore import new_id, open_datastore
@@ -50,7 +49,7 @@ from texium.jobs.server import ServerHealthCheckJob
 from texium.jobs.webhook import WebhookJob
 from texium.restore import RestoreError, restore_backup
 
-PROVIDERS = ["sqlite", "mongomock", "postgres"]
+PROVIDERS = ["sqlite", "mongomock"]
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -59,8 +58,6 @@ PROVIDERS = ["sqlite", "mongomock", "postgres"]
 def _open(provider: str, tmp_path, label: str = "db"):
     if provider == "sqlite":
         return open_datastore(None, "texium_test", str(tmp_path / label))
-    if provider == "postgres":  # a database of its own on the tests' cluster (tests/pg.py)
-        return open_datastore(None, "", "", database_url=pg.database_for(tmp_path / label))
     return open_datastore("mongomock://", f"texium_test_{label}_{uuid.uuid4().hex[:8]}", "")
 
 
@@ -781,22 +778,6 @@ def test_backup_selection_rotation_and_errors(run, config, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "users: 1 inserted" in proc.stdout
     restored = open_datastore(None, "x", cli_dir)
-    try:
-        assert restored.users.find() == run.datastore.users.find()
-    finally:
-        restored.close()
-    # ... and into PostgreSQL, naming it without its password.
-    url = pg.database_for(tmp_path / "restored-pg")
-    proc = subprocess.run(
-        [sys.executable, "-m", "texium.restore", bdir, "--database-url", url],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=os.path.dirname(os.path.dirname(__file__)),
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "users: 1 inserted" in proc.stdout and pg.PASSWORD not in proc.stdout + proc.stderr
-    restored = open_datastore(None, "x", "", database_url=url)
     try:
         assert restored.users.find() == run.datastore.users.find()
     finally:

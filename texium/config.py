@@ -20,8 +20,7 @@ from texium import default_settings
 from texium.core.security.outbound import parse_networks
 
 # Environment names accepted without the TEXIUM_ prefix (the API document's .env uses them).
-UNPREFIXED = ("DATABASE_URL", "MONGO_URI", "DB_NAME", "HTTP_PORT", "HTTP_ADDRESS")
-DATABASE_URL_SCHEMES = ("postgresql://", "postgres://")
+UNPREFIXED = ("MONGO_URI", "DB_NAME", "HTTP_PORT", "HTTP_ADDRESS")
 # Settings that must be whole numbers within a range.
 INT_RANGES = {
     "HTTP_PORT": (1, 65535),
@@ -171,21 +170,9 @@ def validate(settings: dict[str, Any]) -> None:
         parse_networks(settings["OUTBOUND_ALLOW"], "OUTBOUND_ALLOW")
     except ValueError as exc:
         raise ConfigError(f"Invalid setting {exc}") from None
-    _check_store(settings)
     domains = settings["EMAIL_ALLOWED_DOMAINS"]
     if not isinstance(domains, (list, tuple)) or not all(isinstance(d, str) and DOMAIN.match(d) for d in domains):
         raise ConfigError("Invalid setting EMAIL_ALLOWED_DOMAINS: must be a list of domain names (example.com)")
-
-
-def _check_store(settings: dict[str, Any]) -> None:
-    """One store at a time; the URL itself is never repeated (it may hold a password)."""
-    url = settings["DATABASE_URL"]
-    if not isinstance(url, str):
-        raise ConfigError("Invalid setting DATABASE_URL: must be text")
-    if url and not url.startswith(DATABASE_URL_SCHEMES):
-        raise ConfigError("Invalid setting DATABASE_URL: must start with postgresql:// (or postgres://)")
-    if url and settings["MONGO_URI"]:
-        raise ConfigError("Invalid settings: DATABASE_URL and MONGO_URI are both set; choose one store")
 
 
 def load_settings(

@@ -3,7 +3,7 @@
 Override in a settings module (TEXIUM_SETTINGS_MODULE or --settings; see settings.py at the
 repository root), then a `.env` file in the working directory, then environment variables,
 then command-line flags: later wins. Each setting NAME can be set from the environment as
-TEXIUM_NAME; DATABASE_URL, MONGO_URI, DB_NAME, HTTP_PORT and HTTP_ADDRESS also work without the prefix.
+TEXIUM_NAME; MONGO_URI, DB_NAME, HTTP_PORT and HTTP_ADDRESS also work without the prefix.
 """
 
 # HTTP
@@ -33,10 +33,8 @@ INSECURE = False  # set by --insecure only: allow AUTH_MODE=off on an address th
 # the same host); on any other address it stays admin-only, whatever this says.
 METRICS_PUBLIC = False
 
-# Storage: embedded SQLite in DATA_DIR unless DATABASE_URL (PostgreSQL) or MONGO_URI is set
-# ("mongomock://" = in-memory MongoDB); at most one of the two.
+# Storage: embedded SQLite in DATA_DIR unless MONGO_URI is set ("mongomock://" = in memory)
 DATA_DIR = "./texium-data"
-DATABASE_URL = ""  # postgresql://user:password@host:5432/texium (psycopg / libpq URL)
 MONGO_URI = ""
 DB_NAME = "texium_db"
 SECRET_KEY = ""  # Fernet key for server passwords; empty = generated once into DATA_DIR/secret.key

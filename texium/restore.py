@@ -282,7 +282,6 @@ def main(argv: list[str] | None = None) -> int:
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--data-dir", help="restore into the SQLite datastore in this directory")
     target.add_argument("--mongo-uri", help="restore into this MongoDB (mongomock:// for an in-memory one)")
-    target.add_argument("--database-url", help="restore into this PostgreSQL (postgresql://...)")
     parser.add_argument("--db-name", help="MongoDB database name (default: the DB_NAME setting)")
     parser.add_argument("--settings", metavar="MODULE", help="settings module, as for the server")
     parser.add_argument(
@@ -308,24 +307,18 @@ def main(argv: list[str] | None = None) -> int:
 
     flags = {"DB_NAME": ns.db_name}
     if ns.data_dir is not None:
-        flags.update(DATA_DIR=ns.data_dir, MONGO_URI="", DATABASE_URL="")
+        flags.update(DATA_DIR=ns.data_dir, MONGO_URI="")
     if ns.mongo_uri is not None:
-        flags.update(MONGO_URI=ns.mongo_uri, DATABASE_URL="")
-    if ns.database_url is not None:
-        flags.update(DATABASE_URL=ns.database_url, MONGO_URI="")
+        flags["MONGO_URI"] = ns.mongo_uri
     try:
         settings = load_settings(flags=flags, settings_module=ns.settings)
     except ConfigError as exc:
         print(f"texium-restore: {exc}", file=sys.stderr)
         return 2
-    mongo_uri, database_url = settings["MONGO_URI"] or None, settings["DATABASE_URL"] or None
+    mongo_uri = settings["MONGO_URI"] or None
     where = f"MongoDB database {settings['DB_NAME']}" if mongo_uri else f"SQLite in {settings['DATA_DIR']}"
-    if database_url:
-        from texium.core.datastore.postgres import describe_url
-
-        where = describe_url(database_url)
     try:
-        datastore = open_datastore(mongo_uri, settings["DB_NAME"], settings["DATA_DIR"], database_url=database_url)
+        datastore = open_datastore(mongo_uri, settings["DB_NAME"], settings["DATA_DIR"])
     except Exception as exc:  # noqa: BLE001 - report any connection problem in one line
         print(f"texium-restore: cannot open {where}: {exc}", file=sys.stderr)
         return 2

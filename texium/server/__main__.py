@@ -29,10 +29,6 @@ def parse_flags(argv: list[str] | None) -> tuple[dict, str | None]:
     parser.add_argument("--address", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--settings", help="settings module (else TEXIUM_SETTINGS_MODULE)")
     parser.add_argument("--data-dir", help="directory of the embedded store, backups, reports and scripts")
-    parser.add_argument(
-        "--database-url",
-        help="use PostgreSQL at this postgresql:// URL (better in the environment: flags show in ps)",
-    )
     parser.add_argument("--mongo-uri", help="use MongoDB at this URI instead of the embedded store")
     parser.add_argument("--db-name", help="MongoDB database name (default texium_db)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
@@ -46,7 +42,6 @@ def parse_flags(argv: list[str] | None) -> tuple[dict, str | None]:
         "HTTP_PORT": args.port,
         "HTTP_ADDRESS": args.address,
         "DATA_DIR": args.data_dir,
-        "DATABASE_URL": args.database_url,
         "MONGO_URI": args.mongo_uri,
         "DB_NAME": args.db_name,
         "LOG_LEVEL": args.log_level,

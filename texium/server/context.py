@@ -104,14 +104,7 @@ class AppContext:
 
 def build_context(settings: dict[str, Any]) -> AppContext:
     """Raises ValueError with a one-line reason when the settings cannot be used."""
-    datastore = open_datastore(
-        settings["MONGO_URI"] or None,
-        settings["DB_NAME"],
-        settings["DATA_DIR"],
-        database_url=settings["DATABASE_URL"] or None,
-        # A connection for each thread that may hold one at once: handlers' threads, workers, the scheduler's.
-        pool_size=settings["DATASTORE_THREADS"] + settings["THREAD_POOL_SIZE"] + 4,
-    )
+    datastore = open_datastore(settings["MONGO_URI"] or None, settings["DB_NAME"], settings["DATA_DIR"])
     datastore.ensure_indexes()
     secret_key = load_or_create_key(settings["SECRET_KEY"], settings["DATA_DIR"])
     secrets = SecretBox(secret_key)

@@ -1,18 +1,10 @@
-"""Datastore providers: embedded SQLite (default), PostgreSQL (when a DATABASE_URL is given) and
-MongoDB (when a MONGO_URI is given)."""
+"""Datastore providers: embedded SQLite (default) and MongoDB (when a MONGO_URI is given)."""
 
 from texium.core.datastore.base import INDEXES, Collection, Datastore, Index, is_valid_id, new_id
 
 
-def open_datastore(
-    mongo_uri: str | None, db_name: str, data_dir: str, database_url: str | None = None, pool_size: int = 10
-) -> Datastore:
-    """PostgreSQL at `database_url` when set, else MongoDB when `mongo_uri` is set (`mongomock://`
-    gives in-memory MongoDB), else SQLite in `data_dir`."""
-    if database_url:
-        from texium.core.datastore.postgres import PostgresDatastore
-
-        return PostgresDatastore(database_url, pool_size=pool_size)
+def open_datastore(mongo_uri: str | None, db_name: str, data_dir: str) -> Datastore:
+    """SQLite in `data_dir` unless `mongo_uri` is set; `mongomock://` gives in-memory MongoDB."""
     if mongo_uri:
         from texium.core.datastore.mongo import MongoDatastore
 

@@ -304,7 +304,7 @@ def slot_of(record: dict) -> dict:
 class Datastore(ABC):
     """A set of collections in one database, plus the housekeeping the maintenance job needs."""
 
-    provider: str  # "sqlite", "postgresql" or "mongodb"
+    provider: str  # "sqlite" or "mongodb"
     inline_reads = False  # bounded reads cost microseconds (a local file): no need for a thread
     slot_documents = True  # start_run keeps the concurrency limit in scheduler_slots
 

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+from texium.core.caches import cached
 from texium.core.datastore.base import (
     FIELD_NAME,
     INDEXES,
@@ -32,17 +33,16 @@ from texium.core.datastore.base import (
     Sort,
     check_collection_name,
     conditions,
+    is_time_field,
     is_valid_id,
     new_id,
 )
-from texium.core.datastore.jsondoc import decode as _decode
-from texium.core.datastore.jsondoc import encode as _encode
-from texium.core.datastore.jsondoc import stored as _stored
-from texium.core.datastore.jsondoc import time_text as _time_text
 from texium.core.errors import DatastoreUnavailable, DuplicateKeyError
 from texium.core.jsontext import Raw
+from texium.core.timeutil import as_utc
 
 # Field names are spliced into SQL (a bound JSON path would not match the index expressions).
+_TIME_TEXT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
 _COMPARISONS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 # sqlite3 errors that mean "the database cannot be used right now", not a bug in a query.
 _UNAVAILABLE = ("unable to open", "disk i/o", "locked", "readonly", "full", "not a database", "malformed", "corrupt")
@@ -91,6 +91,33 @@ def _translated(path: str) -> Iterator[None]:
         if plain and any(phrase in str(exc).lower() for phrase in _UNAVAILABLE):
             raise DatastoreUnavailable(f"SQLite database {path} unavailable: {exc}") from exc
         raise
+
+
+def _time_text(value: datetime) -> str:
+    """Fixed-width UTC text, truncated to milliseconds as BSON does, so text order is time order."""
+    value = as_utc(value)
+    return value.replace(microsecond=value.microsecond // 1000 * 1000).isoformat(timespec="microseconds")
+
+
+def _stored(field: str, value: Any) -> Any:
+    return _time_text(value) if isinstance(value, datetime) and is_time_field(field) else value
+
+
+def _encode(doc: dict) -> str:
+    body = {field: _stored(field, value) for field, value in doc.items() if field != "_id"}
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+_is_time_field = cached(is_time_field)  # decoding is the hot path of find
+
+
+def _decode(doc_id: str, text: str) -> dict:
+    doc: dict[str, Any] = {"_id": doc_id}
+    for field, value in json.loads(text).items():
+        if type(value) is str and len(value) == 32 and _is_time_field(field) and _TIME_TEXT.match(value):
+            value = datetime.fromisoformat(value)
+        doc[field] = value
+    return doc
 
 
 # Row counts kept by triggers, so that the counts every list and the stats need are one lookup:
