@@ -38,7 +38,3 @@ THREAD_POOL_SIZE = 8
 # ALERT_CHECK_SECONDS = 1.0
 # ... and how often a job with an adherence_target has its schedule adherence computed (seconds)
 # ADHERENCE_CHECK_SECONDS = 60.0
-
-# Retention: execution records older than this many days are pruned in the background (0 = never)
-# EXECUTION_RETENTION_DAYS = 90
-# MAX_OUTPUT_BYTES = 1048576  # a run's output beyond this keeps its head and tail

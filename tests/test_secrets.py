@@ -525,8 +525,6 @@ def test_masking_forms():
     assert secret_args.mask_url("ftp://user:pw@host/") == "ftp://user:pw@host/"
     cut = secret_args.redact("output ends with tok-3f9", secret_args.searched_values({("x",): TOKEN}), truncated=True)
     assert cut == "output ends with "
-    tail = secret_args.redact(TOKEN[-8:] + " and the end", secret_args.searched_values({("x",): TOKEN}), cut_start=True)
-    assert tail == " and the end"  # the tail of a cut output starting inside a secret
 
 
 # --------------------------------------------------------------------------- through the HTTP API

@@ -78,7 +78,6 @@ JOB_FIELDS = (
     "max_instances",
     "overlap_policy",
     "max_queued",
-    "keep_last",
     "catchup_policy",
     "catchup_window_seconds",
     "jitter_seconds",

@@ -44,9 +44,6 @@ INT_RANGES = {
     "MONITOR_PINGS_PER_MINUTE": (1, 10**6),
     "MONITOR_PINGS_PER_ADDRESS_PER_MINUTE": (1, 10**6),
     "TRIGGER_RUNS_PER_MINUTE": (1, 10**6),
-    "EXECUTION_RETENTION_DAYS": (0, 100 * 366),
-    "RETENTION_BATCH_SIZE": (1, 100000),
-    "MAX_OUTPUT_BYTES": (1024, 1 << 30),
 }
 # Settings that are numbers of seconds within a range (fractions allowed).
 SECONDS_RANGES = {
@@ -62,7 +59,6 @@ SECONDS_RANGES = {
     "SESSION_LIFETIME_SECONDS": (1, 366 * 86400),
     "ALERT_CHECK_SECONDS": (0.1, 3600),
     "ADHERENCE_CHECK_SECONDS": (0.1, 86400),
-    "RETENTION_CHECK_SECONDS": (0.1, 86400),
 }
 AUTH_MODES = ("auto", "on", "off")
 DOMAIN = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")

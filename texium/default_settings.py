@@ -70,13 +70,6 @@ ALERT_CHECK_SECONDS = 1.0
 # Schedule adherence: how often a job with an adherence_target has its figures computed (for
 # `adherence_low` and /metrics' texium_job_schedule_adherence_ratio); one read of its records each.
 ADHERENCE_CHECK_SECONDS = 60.0
-# Retention (texium/core/records/retention.py): execution records (monitor pings too) older than
-# this many days are pruned in the background; 0 = keep them for ever. A job's `keep_last` prunes more.
-EXECUTION_RETENTION_DAYS = 90
-RETENTION_CHECK_SECONDS = 60.0  # at most this often one node (of all on the store) prunes a round
-RETENTION_BATCH_SIZE = 500  # records deleted per write (one short transaction each)
-# A run's output above this many characters is kept as its head and its tail with a marker line.
-MAX_OUTPUT_BYTES = 1048576
 # Heartbeat monitors' pings (/ping/<token>): at most this many per minute per token, and per
 # client address (more answer 429 with Retry-After).
 MONITOR_PINGS_PER_MINUTE = 60

@@ -33,11 +33,3 @@ class SizedResultJob(JobBase):
         if not_json:
             return {"when": object()}
         return "x" * int(size)
-
-
-class LongOutputJob(JobBase):
-    """Prints `lines` numbered lines of 11 characters each (output above MAX_OUTPUT_BYTES)"""
-
-    def run(self, lines=10000):
-        for number in range(int(lines)):
-            print(f"line {number:05d}")

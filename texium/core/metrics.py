@@ -210,18 +210,6 @@ class Metrics:
             ["job", "job_id", "window"],
             registry=registry,
         )
-        self.executions_pruned = Counter(
-            "texium_executions_pruned_total",
-            "Execution records this node deleted by retention (EXECUTION_RETENTION_DAYS, a job's keep_last); "
-            "one node prunes a round, so the sum over nodes is what the store lost.",
-            registry=registry,
-        )
-        self.store_size = Gauge(
-            "texium_store_size_bytes",
-            "The store's size on disk (SQLite: the database and its WAL; MongoDB: data and indexes), read at "
-            "scrape time (NaN while the store cannot be read).",
-            registry=registry,
-        )
         if version:
             Info("texium_build", "Texium's version.", registry=registry).info({"version": version})
         self._next_due: datetime | None = None
@@ -236,7 +224,6 @@ class Metrics:
         lingering: Callable[[], float] = lambda: 0,
         queued: Callable[[], float] = lambda: 0,
         excluded: Callable[[], float] = lambda: 0,
-        store_size: Callable[[], float] = lambda: 0,
     ) -> None:
         """Gauges read at scrape time from the components that know them."""
         self.nodes_alive.set_function(nodes_alive)
@@ -244,10 +231,6 @@ class Metrics:
         self.lingering.set_function(lingering)
         self.queued.set_function(_unless_failing(queued))
         self.excluded.set_function(_unless_failing(excluded))
-        self.store_size.set_function(_unless_failing(store_size))
-
-    def records_pruned(self, count: int) -> None:
-        self.executions_pruned.inc(count)
 
     def exposition(self) -> bytes:
         """Everything, in the Prometheus text format."""

@@ -27,7 +27,6 @@ from texium.core.records.executions import ExecutionHistory
 from texium.core.records.job_records import JobRecords
 from texium.core.records.legacy_notify import LegacyNotify
 from texium.core.records.monitors import MonitorService
-from texium.core.records.retention import Retention
 from texium.core.records.servers import ServerService
 from texium.core.records.sessions import Sessions
 from texium.core.records.triggers import TriggerService
@@ -159,7 +158,6 @@ def build_context(settings: dict[str, Any]) -> AppContext:
         processes=processes,
         secrets=secrets,
         default_timeout=settings["DEFAULT_JOB_TIMEOUT"] or None,
-        output_limit=settings["MAX_OUTPUT_BYTES"],
     )
     dispatcher = Dispatcher(
         datastore,
@@ -189,7 +187,6 @@ def build_context(settings: dict[str, Any]) -> AppContext:
         lingering=lambda: dispatcher.lingering,
         queued=backlog.queued,
         excluded=backlog.excluded,
-        store_size=datastore.size_bytes,
     )
     adherence_check = AdherenceCheck(datastore, alerts.announce, metrics, settings["ADHERENCE_CHECK_SECONDS"])
     scheduler = SchedulerManager(
@@ -215,17 +212,6 @@ def build_context(settings: dict[str, Any]) -> AppContext:
                 ("re-alert", alerts.check_due),
                 ("monitor", monitors.check_due),
                 ("digest", lambda now: deliveries.sweep_digests()),
-                (
-                    "retention",
-                    Retention(
-                        datastore,
-                        lambda: identity.node_id,
-                        days=settings["EXECUTION_RETENTION_DAYS"],
-                        every_seconds=settings["RETENTION_CHECK_SECONDS"],
-                        batch=settings["RETENTION_BATCH_SIZE"],
-                        pruned=metrics.records_pruned,
-                    ).check,
-                ),
             ],
             interval=settings["ALERT_CHECK_SECONDS"],
         ),

@@ -101,7 +101,6 @@ INDEXES: dict[str, tuple[Index, ...]] = {
     "users": (Index(("email",), unique=True), Index(("created_at",))),
     "servers": (Index(("user_id", "created_at")), Index(("created_at",))),
     "scheduler_jobs": (
-        Index(("keep_last",)),  # the jobs with a keep_last, for retention
         Index(("user_id", "created_at")),
         Index(("created_at",)),
         Index(("next_run_time",)),
@@ -150,8 +149,7 @@ INDEXES: dict[str, tuple[Index, ...]] = {
         Index(("user_id", "created_at")),
         Index(("status", "created_at")),
         Index(("user_id", "status")),  # per-user stats: counts by status without a scan
-        # Running runs of one job (max instances); the newest of each status per job (retention).
-        Index(("job_id", "status", "created_at")),
+        Index(("job_id", "status")),  # running runs of one job (max instances)
         Index(("job_id", "scheduled_at")),  # one job's occurrences in a window (schedule adherence)
         Index(("node_id", "status")),  # active runs of a node that stopped answering
         Index(("status", "scheduled_at")),  # records no node holds, due first (released, retries)
@@ -459,10 +457,6 @@ class Datastore(ABC):
     @abstractmethod
     def vacuum(self) -> str:
         """Give unused space back; returns a short summary."""
-
-    def reclaim_space(self) -> None:  # noqa: B027 - optional: most engines need no step
-        """A short step giving freed space back after records were pruned (retention); providers
-        whose engine reuses or returns it by itself do nothing."""
 
     @abstractmethod
     def size_bytes(self) -> int: ...

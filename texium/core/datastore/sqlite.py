@@ -440,10 +440,6 @@ class SQLiteCollection(Collection):
             return db.execute(f"DELETE FROM {self._table}{where}", params).rowcount
 
 
-INCREMENTAL = 2  # PRAGMA auto_vacuum's value for incremental mode
-RECLAIM_PAGES = 2000  # free pages given back per retention round (8 MB at the default page size)
-
-
 class SQLiteDatastore(Datastore):
     provider = "sqlite"
     inline_reads = True
@@ -543,9 +539,6 @@ class SQLiteDatastore(Datastore):
         self._connections_lock = threading.Lock()
         self._collections: dict[str, SQLiteCollection] = {}
         with self._write(transaction=False) as db:
-            # A new database gives pruned pages back in steps (reclaim_space); an existing one
-            # keeps its mode until a VACUUM (vacuum() below converts it).
-            db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             db.execute("PRAGMA journal_mode=WAL")  # persistent in the file; cannot run inside BEGIN
         self.ensure_indexes()
 
@@ -668,18 +661,9 @@ class SQLiteDatastore(Datastore):
         before = self.size_bytes()
         with self._write(transaction=False) as db:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect with this VACUUM
             db.execute("VACUUM")
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # VACUUM's pages land in the WAL first
         return f"VACUUM: {before / 1e6:.1f} MB -> {self.size_bytes() / 1e6:.1f} MB"
-
-    def reclaim_space(self, pages: int = RECLAIM_PAGES) -> None:
-        """Truncate up to `pages` free pages off the file: one short write (incremental mode only)."""
-        if self._read("PRAGMA auto_vacuum")[0][0] != INCREMENTAL or not self._read("PRAGMA freelist_count")[0][0]:
-            return
-        with self._write(transaction=False) as db:
-            # executescript steps the statement to its end (execute() frees one page).
-            db.executescript(f"PRAGMA incremental_vacuum({int(pages)})")
 
     def size_bytes(self) -> int:
         return sum(os.path.getsize(p) for p in (self.path, self.path + "-wal") if os.path.exists(p))

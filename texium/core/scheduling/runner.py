@@ -12,7 +12,6 @@ finish in the background (Python cannot kill a thread), counted as lingering in 
 
 from __future__ import annotations
 
-import collections
 import inspect
 import io
 import json
@@ -71,46 +70,23 @@ def _capture_print() -> _ThreadOutput:
 
 
 class _Output:
-    """A run's output: whole up to `limit` characters; beyond, its first and last halves with a
-    marker line saying how much was cut between them (the end of a log is where its error is)."""
-
-    def __init__(self, limit: int = OUTPUT_LIMIT):
-        self.limit = limit
-        self.size = 0  # characters written (the watchdog publishes when it changes)
-        self.head: list[str] = []
-        self._head_room = limit // 2
-        self.tail: collections.deque[str] = collections.deque()
-        self._tail_size = 0
-        self._tail_room = limit - self._head_room
+    def __init__(self):
+        self.parts: list[str] = []
+        self.size = 0
+        self.truncated = False
 
     def write(self, text: str) -> None:
-        self.size += len(text)
-        if self._head_room:
-            self.head.append(text[: self._head_room])
-            text = text[self._head_room :]
-            self._head_room -= len(self.head[-1])
-        if not text:
+        if self.size >= OUTPUT_LIMIT:
+            self.truncated = True
             return
-        self.tail.append(text)
-        self._tail_size += len(text)
-        while self._tail_size - len(self.tail[0]) >= self._tail_room:
-            self._tail_size -= len(self.tail.popleft())
-
-    @property
-    def truncated(self) -> bool:
-        return self.size > self.limit
+        self.parts.append(text[: OUTPUT_LIMIT - self.size])
+        self.size += len(self.parts[-1])
+        self.truncated = self.truncated or len(text) > len(self.parts[-1])
 
     def text(self, secrets: list[tuple[str, str]] | None = None) -> str:
         """The output, with every text in `secrets` shown as ***."""
-        head, tail = "".join(self.head), "".join(self.tail)[-self._tail_room :]
-        if not self.truncated:
-            return secret_args.redact(head + tail, secrets or [])
-        cut = self.size - len(head) - len(tail)
-        return (
-            secret_args.redact(head, secrets or [], truncated=True)
-            + f"\n[... {cut} characters of output cut here (over MAX_OUTPUT_BYTES {self.limit}) ...]\n"
-            + secret_args.redact(tail, secrets or [], cut_start=True)
-        )
+        note = f"\n[output truncated at {OUTPUT_LIMIT} characters]\n" if self.truncated else ""
+        return secret_args.redact("".join(self.parts), secrets or [], self.truncated) + note
 
 
 class _MaskedLogger(logging.LoggerAdapter):
@@ -227,7 +203,6 @@ class JobRunner:
         processes: Any = None,
         secrets: SecretBox | None = None,
         default_timeout: float | None = None,
-        output_limit: int = OUTPUT_LIMIT,
     ):
         self._ds = datastore
         self._registry = registry
@@ -236,7 +211,6 @@ class JobRunner:
         self._processes = processes
         self.secrets = secrets  # decrypts the jobs' secret arguments for their runs
         self._default_timeout = default_timeout or None
-        self._output_limit = output_limit  # characters of a run's output kept (head and tail beyond)
         self._stdout = _capture_print()
 
     def timeout_of(self, job: dict) -> float | None:
@@ -245,7 +219,7 @@ class JobRunner:
     def execute(self, run: Run) -> tuple[str, str]:
         """Run the job body on this thread: (status, error)."""
         record, job = run.record, run.job
-        output = run.output = _Output(self._output_limit)
+        output = run.output = _Output()
         run.clock = run.published_at = time.monotonic()
         run.timeout = self.timeout_of(job)
         run.deadline = run.clock + run.timeout if run.timeout else None
@@ -377,7 +351,7 @@ class JobRunner:
         fields = {
             "status": status,
             "output": run.output.text(run.hidden) if run.output else "",
-            "error": secret_args.redact(error[: self._output_limit], run.hidden, len(error) > self._output_limit),
+            "error": secret_args.redact(error[:OUTPUT_LIMIT], run.hidden, len(error) > OUTPUT_LIMIT),
             "completed_at": utcnow(),
             "duration_ms": int(seconds * 1000),
         }

@@ -369,10 +369,9 @@ def searched_values(secrets: Secrets) -> list[tuple[str, str]]:
     return sorted(((k, v) for k, v in found.items() if len(k) >= MIN_SEARCHED_LENGTH), key=lambda kv: -len(kv[0]))
 
 
-def redact(text: str, values: list[tuple[str, str]], truncated: bool = False, cut_start: bool = False) -> str:
+def redact(text: str, values: list[tuple[str, str]], truncated: bool = False) -> str:
     """`text` with every occurrence of a value shown as its replacement (searched_values).
-    `truncated`: the text was cut, so a secret's beginning left at its end is cut too;
-    `cut_start`: its beginning was cut, so a secret's end left at its start is cut too."""
+    `truncated`: the text was cut, so a secret's beginning left at its end is cut too."""
     if not values or not text:
         return text
     for value, shown in values:
@@ -383,11 +382,5 @@ def redact(text: str, values: list[tuple[str, str]], truncated: bool = False, cu
             for size in range(len(value) - 1, MIN_SEARCHED_LENGTH - 1, -1):
                 if text.endswith(value[:size]):
                     text = text[:-size]
-                    break
-    if cut_start:
-        for value, _ in values:
-            for size in range(len(value) - 1, MIN_SEARCHED_LENGTH - 1, -1):
-                if text.startswith(value[-size:]):
-                    text = text[size:]
                     break
     return text
